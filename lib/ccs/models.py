@@ -1,0 +1,225 @@
+"""The model registry: the paper's six CLIP models and the project's own tiny one, loaded by name.
+
+Every function of the library takes a model name from this registry. The paper's models load
+through open_clip from weights already on disk; nothing here downloads behind your back (that is
+`ccs fetch NAME`), so an offline machine fails at once with a message that says what to do, instead
+of retrying a hub for a minute. Nothing falls back from a paper model to the tiny one.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import torch
+import yaml
+
+TINY = "ccs-tiny"
+PACKAGE = resources.files("ccs")
+CONFIG_DIR = Path(str(PACKAGE / "model_configs"))
+WEIGHTS_DIR = Path(str(PACKAGE / "weights"))
+TINY_MEAN = TINY_STD = (0.5, 0.5, 0.5)
+
+
+class UnknownModelError(KeyError):
+    """A model name that is not in the registry."""
+
+    def __str__(self) -> str:  # KeyError would print the repr of the message
+        return str(self.args[0])
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """A registered model whose weights are not on this machine."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the book needs to know about a model before loading it."""
+
+    name: str  # the paper's name (or ccs-tiny)
+    open_clip: str  # open_clip model (config) name
+    pretrained: str | None  # open_clip pretrained tag; None for the project's own weights
+    layers: int
+    heads: int
+    analysed_layers: tuple[int, ...]
+
+    @property
+    def embedded(self) -> bool:
+        """True for the model that ships inside the package and runs offline."""
+        return self.pretrained is None
+
+
+@cache
+def paper() -> dict:
+    """The paper's published facts (models, head lists, result tables) from the packaged paper.yaml."""
+    return yaml.safe_load((PACKAGE / "data" / "paper.yaml").read_text())
+
+
+@cache
+def registry() -> dict[str, ModelSpec]:
+    """All known models by name: the project's tiny model first, then the paper's six."""
+    _register_configs()
+    cfg = json.loads((CONFIG_DIR / f"{TINY}.json").read_text())["vision_cfg"]
+    layers = cfg["layers"]
+    specs = {TINY: ModelSpec(TINY, TINY, None, layers, cfg["width"] // cfg["head_width"],
+                             tuple(range(max(0, layers - 4), layers)))}
+    for name, m in paper()["models"].items():
+        specs[name] = ModelSpec(name, m["open_clip"], m["pretrained"], m["layers"], m["heads"],
+                                tuple(m["analysed_layers"]))
+    return specs
+
+
+def names() -> list[str]:
+    return list(registry())
+
+
+def spec(name: str) -> ModelSpec:
+    """The registry entry for `name`; an unknown name raises an error listing the known ones."""
+    try:
+        return registry()[name]
+    except KeyError:
+        raise UnknownModelError(
+            f"Unknown model {name!r}. Known models: {', '.join(names())}. "
+            "Run `ccs models` for details.") from None
+
+
+@cache
+def _register_configs() -> None:
+    import open_clip
+
+    open_clip.add_model_config(CONFIG_DIR)
+
+
+def _hub_file(s: ModelSpec) -> tuple[str, list[str]] | None:
+    """The Hugging Face repository and candidate file names of a paper model's weights."""
+    from open_clip.pretrained import get_pretrained_cfg
+
+    hub = get_pretrained_cfg(s.open_clip, s.pretrained).get("hf_hub", "")
+    if not hub:
+        return None
+    repo, filename = os.path.split(hub)
+    if filename:
+        return repo, [filename]
+    return repo, ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+
+
+def weights_path(name: str) -> Path:
+    """Where the weights of `name` lie on this machine, or a clear error saying how to get them.
+
+    Looked up, in order: the packaged weights (ccs-tiny), ``$CCS_WEIGHTS/<name>.{safetensors,bin,pt}``,
+    and the Hugging Face cache that open_clip downloads into. Never touches the network.
+    """
+    s = spec(name)
+    if s.embedded:
+        path = WEIGHTS_DIR / f"{name}.safetensors"
+        if path.is_file():
+            return path
+        raise WeightsNotFoundError(
+            f"The trained weights of {name} are missing ({path}). They ship with the repository; "
+            "restore them with `git checkout -- lib/ccs/weights` or retrain with `make train-tiny`.")
+    searched = []
+    if os.environ.get("CCS_WEIGHTS"):
+        for ext in ("safetensors", "bin", "pt"):
+            path = Path(os.environ["CCS_WEIGHTS"]).expanduser() / f"{name}.{ext}"
+            searched.append(str(path))
+            if path.is_file():
+                return path
+    hub = _hub_file(s)
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        repo, files = hub
+        for filename in files:
+            found = try_to_load_from_cache(repo, filename)
+            if isinstance(found, str) and Path(found).is_file():
+                return Path(found)
+        searched.append(f"{HF_HUB_CACHE} (repository {repo})")
+    raise WeightsNotFoundError(
+        f"No weights for {name} (open_clip {s.open_clip!r}, pretrained={s.pretrained!r}) on this "
+        f"machine. Looked in: {'; '.join(searched)}. On a machine with internet run "
+        f"`ccs fetch {name}` (it downloads into the Hugging Face cache), or put the checkpoint at "
+        f"$CCS_WEIGHTS/{name}.safetensors.")
+
+
+def fetch(name: str) -> Path:
+    """Download a paper model's weights into the Hugging Face cache (needs the network)."""
+    from open_clip.pretrained import download_pretrained, get_pretrained_cfg
+
+    s = spec(name)
+    if s.embedded:
+        return weights_path(name)
+    path = download_pretrained(get_pretrained_cfg(s.open_clip, s.pretrained))
+    return Path(path)
+
+
+class Loaded(NamedTuple):
+    """A loaded model; unpacks as ``model, preprocess, tokenizer``."""
+
+    model: torch.nn.Module
+    preprocess: Callable
+    tokenizer: Callable
+
+
+def load(name: str, *, device: str | torch.device = "cpu", untrained: bool = False) -> Loaded:
+    """Load a registered model in eval mode, with its PIL preprocessing and its tokenizer.
+
+    ``untrained=True`` builds the same architecture with random weights (for tests of the
+    mathematics, which need no download); results from such a model must be labelled untrained.
+    """
+    import open_clip
+
+    s = spec(name)
+    _register_configs()
+    kwargs = {"image_mean": TINY_MEAN, "image_std": TINY_STD} if s.embedded else {}
+    if not s.embedded and not untrained:
+        from open_clip.pretrained import get_pretrained_cfg
+
+        pcfg = get_pretrained_cfg(s.open_clip, s.pretrained)
+        kwargs = {"image_mean": pcfg["mean"], "image_std": pcfg["std"],
+                  "image_interpolation": pcfg.get("interpolation"),
+                  "image_resize_mode": pcfg.get("resize_mode")}
+    pretrained = None if untrained else str(weights_path(name))
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        s.open_clip, pretrained=pretrained, device=device, **kwargs)
+    model.eval()
+    return Loaded(model, preprocess, open_clip.get_tokenizer(s.open_clip))
+
+
+def tensor_preprocess(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Preprocessing for batches of uint8 image tensors [N, 3, H, W] (the concept world's format).
+
+    Resizes to the model's input size when needed and normalises with the model's mean and std,
+    as open_clip's PIL pipeline does, but on whole batches.
+    """
+    cfg = model.visual.preprocess_cfg
+    size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
+    mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+
+    def preprocess(images: torch.Tensor) -> torch.Tensor:
+        x = images.float().div_(255)
+        if x.shape[-1] != size or x.shape[-2] != size:
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic",
+                                                align_corners=False).clamp_(0, 1)
+        return (x - mean.to(x.device)) / std.to(x.device)
+
+    return preprocess
+
+
+def describe(name: str) -> dict:
+    """A one-row summary of a registered model (for `ccs models` and the model card)."""
+    s = spec(name)
+    try:
+        weights = str(weights_path(name))
+        available = True
+    except WeightsNotFoundError:
+        weights, available = "", False
+    return {"name": s.name, "open_clip": s.open_clip, "pretrained": s.pretrained or "(packaged)",
+            "layers": s.layers, "heads": s.heads,
+            "analysed_layers": f"{s.analysed_layers[0]}-{s.analysed_layers[-1]}",
+            "weights": "on disk" if available else "missing", "path": weights}
