@@ -1,0 +1,38 @@
+# The two commands of the README: `make book` and `make test`. Both create .venv and install the
+# project (pyproject.toml is the one list of dependencies) when needed, so they work on a fresh clone.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+# Two torch threads per process: more only contend on small machines.
+export OMP_NUM_THREADS ?= 2
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: setup book pipeline html test clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+_static/mathjax/tex-svg.js: $(STAMP)
+	ccs static
+
+## book: run the pipeline for pipeline.yaml's models (only what changed) and build the HTML book
+book: pipeline html
+	@echo "The book: $(CURDIR)/_build/html/index.html"
+
+pipeline: $(STAMP)
+	snakemake --cores all --quiet rules
+
+html: $(STAMP) _static/mathjax/tex-svg.js
+	jupyter-book build . -W -n --keep-going --quiet
+
+## test: unit tests, nbval regression of every executed notebook, and the book build
+test: $(STAMP) _static/mathjax/tex-svg.js
+	$(PY) -m pytest
+
+clean:
+	rm -rf _build .snakemake

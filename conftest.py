@@ -1,0 +1,32 @@
+"""nbval settings for the executed notebooks under book/runs (see tests/sanitize.cfg for the rest).
+
+Compared: every cell's plain-text output (the rounded tables that carry the book's claims).
+Not compared: figures (nbval's default), HTML renderings of the same tables, widgets, and stderr,
+which holds progress bars and library warnings that differ from run to run.
+"""
+import os
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # kernels inherit this: no progress bars in outputs
+
+SKIPPED_MIME = ("text/html", "application/vnd.jupyter.widget-view+json")
+
+
+def _is_compared(output: dict) -> bool:
+    return not (output.get("output_type") == "stream" and output.get("name") == "stderr")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if type(item).__name__ != "IPyNbCell":
+            continue
+        parent = item.parent
+        if not getattr(parent, "_ccs_patched", False):
+            parent.skip_compare = tuple(parent.skip_compare) + SKIPPED_MIME
+            parent._ccs_patched = True
+        compare = item.compare_outputs
+
+        def filtered(test, ref, skip_compare=None, _compare=compare):
+            return _compare([o for o in test if _is_compared(o)],
+                            [o for o in ref if _is_compared(o)], skip_compare)
+
+        item.compare_outputs = filtered
