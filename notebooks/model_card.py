@@ -46,23 +46,8 @@ except models.WeightsNotFoundError as err:
                      "page describes a **randomly initialised, untrained** model of the same "
                      "architecture.\n:::"))
 
-visual, cfg = clip.visual, clip.visual.preprocess_cfg
-summary = pd.Series({
-    "model": model,
-    "weights": "trained" if trained else "untrained (random init)",
-    "open_clip architecture": spec.open_clip,
-    "image size": f"{cfg['size'][0]} x {cfg['size'][1]}",
-    "patch size": visual.patch_size[0],
-    "vision layers": len(visual.transformer.resblocks),
-    "heads per layer": visual.transformer.resblocks[0].attn.num_heads,
-    "vision width": visual.transformer.width,
-    "head width": visual.transformer.width // visual.transformer.resblocks[0].attn.num_heads,
-    "embedding dim": visual.output_dim,
-    "text context": clip.context_length,
-    "analysed layers": ", ".join(map(str, spec.analysed_layers)),
-    "image mean": tuple(round(m, 3) for m in cfg["mean"]),
-    "image std": tuple(round(s, 3) for s in cfg["std"]),
-}, name="value")
+summary = pd.Series(models.architecture(model, clip), name="value")
+summary["weights"] = "trained" if trained else "untrained (random init)"
 print(summary.to_string())
 
 # %% [markdown]
@@ -72,25 +57,11 @@ print(summary.to_string())
 # is the largest single block; the heads this book studies live in the vision transformer.
 
 # %%
-def count(module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-parts = {
-    "vision: patch + position embedding": count(visual.conv1) + visual.positional_embedding.numel()
-    + visual.class_embedding.numel(),
-    "vision: attention": sum(count(b.attn) for b in visual.transformer.resblocks),
-    "vision: MLP": sum(count(b.mlp) for b in visual.transformer.resblocks),
-    "vision: norms + projection": count(visual.ln_pre) + count(visual.ln_post) + visual.proj.numel()
-    + sum(count(b.ln_1) + count(b.ln_2) for b in visual.transformer.resblocks),
-    "text: token embedding": clip.token_embedding.weight.numel(),
-    "text: transformer": count(clip.transformer),
-    "text: norms + projection": count(clip.ln_final) + clip.text_projection.numel()
-    + clip.positional_embedding.numel(),
-}
+parts = models.parameter_counts(clip)
 params = pd.DataFrame({"part": list(parts), "parameters": list(parts.values())})
-params["share %"] = (100 * params["parameters"] / count(clip)).round(1)
+params["share %"] = (100 * params["parameters"] / params["parameters"].sum()).round(1)
 print(params.to_string(index=False))
-print(f"total parameters: {count(clip):,}")
+print(f"total parameters: {params['parameters'].sum():,}")
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 3.2))

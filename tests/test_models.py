@@ -98,3 +98,9 @@ def test_cli_lists_the_paper_models():
     assert result.exit_code == 0, result.output
     for name in [models.TINY, *PAPER]:
         assert name in result.output
+
+
+def test_parameter_counts_cover_every_parameter():
+    model = models.load(models.TINY, untrained=True).model
+    assert sum(models.parameter_counts(model).values()) == sum(p.numel() for p in model.parameters())
+    assert models.architecture(models.TINY, model)["heads per layer"] == models.spec(models.TINY).heads

@@ -223,3 +223,45 @@ def describe(name: str) -> dict:
             "layers": s.layers, "heads": s.heads,
             "analysed_layers": f"{s.analysed_layers[0]}-{s.analysed_layers[-1]}",
             "weights": "on disk" if available else "missing", "path": weights}
+
+
+def architecture(name: str, model: torch.nn.Module) -> dict:
+    """The numbers a reader needs about a loaded model (for the model card)."""
+    visual, cfg = model.visual, model.visual.preprocess_cfg
+    heads = visual.transformer.resblocks[0].attn.num_heads
+    return {
+        "model": name,
+        "open_clip architecture": spec(name).open_clip,
+        "image size": f"{cfg['size'][0]} x {cfg['size'][1]}",
+        "patch size": visual.patch_size[0],
+        "vision layers": len(visual.transformer.resblocks),
+        "heads per layer": heads,
+        "vision width": visual.transformer.width,
+        "head width": visual.transformer.width // heads,
+        "embedding dim": visual.output_dim,
+        "text context": model.context_length,
+        "analysed layers": ", ".join(map(str, spec(name).analysed_layers)),
+        "image mean": tuple(round(m, 3) for m in cfg["mean"]),
+        "image std": tuple(round(s, 3) for s in cfg["std"]),
+    }
+
+
+def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
+    """Parameters per part of a CLIP: where the weights (and the heads) are."""
+    def n(*modules) -> int:
+        return sum(p.numel() for m in modules for p in
+                   (m.parameters() if isinstance(m, torch.nn.Module) else [m]))
+
+    v, blocks = model.visual, model.visual.transformer.resblocks
+    return {
+        "vision: patch + position embedding": n(v.conv1, v.positional_embedding, v.class_embedding),
+        "vision: attention": n(*(b.attn for b in blocks)),
+        "vision: MLP": n(*(b.mlp for b in blocks)),
+        "vision: norms + projection": n(v.ln_pre, v.ln_post, v.proj,
+                                        *(b.ln_1 for b in blocks), *(b.ln_2 for b in blocks)),
+        "text: token embedding": n(model.token_embedding),
+        "text: transformer": n(model.transformer),
+        "text: norms + projection": n(model.ln_final, model.text_projection,
+                                      model.positional_embedding),
+        "logit scale": n(model.logit_scale),
+    }
