@@ -1,0 +1,353 @@
+"""Exact direct contributions of attention heads to a CLIP image embedding.
+
+For an open_clip ViT with class-token pooling, the normalised image embedding is a sum of terms:
+
+    e / |e| = rest + sum_l mlps[l] + sum_{l,h} heads[l, h]
+
+over the last K layers ``l`` and their heads ``h``. A head's term needs only the class-token query
+row of its attention: ``z_h[CLS] @ W_O[:, h]^T`` plus a 1/H share of the out-proj bias, mapped
+through ``ln_post`` with the image's own std frozen (which makes it linear), ``@ proj``, and divided
+by the norm of the embedding. ``mlps`` holds each analysed layer's MLP output at the class token and
+``rest`` everything else (the patch embedding and all earlier layers, plus ``ln_post``'s bias).
+
+Two conventions split ``ln_post``'s mean and bias among the terms; both sum to the same total:
+
+- ``"centred"`` (default): each term is centred by its own mean over features and ``ln_post``'s
+  bias goes to ``rest``. This applies the same linear map to every term, so a head's term depends
+  only on that head (and the image's std and norm) -- the natural direct effect.
+- ``"textspan"``: the convention of TextSpan's reference code (Gandelsman et al., 2024): the
+  global mean and the bias are split equally among the 2L+1 layer-level terms (embedding, each
+  attention, each MLP), a layer's attention share split equally among its heads.
+
+open_clip's blocks use ``nn.MultiheadAttention``, whose internals cannot be hooked, so the analysed
+layers are re-run here from ``in_proj_weight``/``out_proj`` (same weights, same result).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CONVENTIONS = ("centred", "textspan")
+FORMAT = 1  # bump when the stored arrays change meaning (invalidates cached decompositions)
+ARRAYS = ("heads", "mlps", "rest", "norms")
+
+
+class DecompositionError(TypeError):
+    """A model whose image embedding this module cannot decompose exactly."""
+
+
+@dataclass
+class Components:
+    """Per-image terms of the normalised embedding (fp32 tensors): see the module docstring."""
+
+    heads: torch.Tensor  # [B, K, H, D]
+    mlps: torch.Tensor  # [B, K, D]
+    rest: torch.Tensor  # [B, D]
+    norms: torch.Tensor  # [B] norm of the unnormalised embedding
+
+    def total(self) -> torch.Tensor:
+        """The sum of all terms: the normalised image embedding [B, D]."""
+        return self.rest + self.mlps.sum(1) + self.heads.sum((1, 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking the architecture
+
+
+def _blocks(model: nn.Module) -> nn.ModuleList:
+    """The vision tower's residual blocks, or a DecompositionError saying why it cannot be done."""
+    from open_clip.transformer import (Attention, CustomResidualAttentionBlock,
+                                       ResidualAttentionBlock, VisionTransformer)
+
+    visual = getattr(model, "visual", model)
+    if not isinstance(visual, VisionTransformer):
+        raise DecompositionError(
+            f"Cannot decompose a {type(visual).__name__} image tower: only open_clip "
+            "VisionTransformer towers (ViT-*) decompose into attention heads.")
+    if visual.attn_pool is not None:
+        raise DecompositionError(
+            "Cannot decompose a ViT with attentional pooling (e.g. CoCa): its embedding is not a "
+            "sum of per-head class-token terms.")
+    if visual.pool_type != "tok":
+        raise DecompositionError(
+            f"Cannot decompose a ViT with pool_type={visual.pool_type!r}: the class-token-only "
+            "decomposition needs class-token pooling ('tok').")
+    if visual.proj is None:
+        raise DecompositionError("The vision tower has no output projection (proj is None).")
+    for i, blk in enumerate(visual.transformer.resblocks):
+        if isinstance(blk, ResidualAttentionBlock):
+            if hasattr(blk, "ln_1_kv") or not blk.attn._qkv_same_embed_dim:
+                raise DecompositionError(f"Block {i} is a cross-attention block.")
+        elif isinstance(blk, CustomResidualAttentionBlock):
+            a = blk.attn
+            if not isinstance(a, Attention) or a.logit_scale is not None or not isinstance(
+                    a.ln_inner, nn.Identity) or not isinstance(blk.ln_attn, nn.Identity):
+                raise DecompositionError(
+                    f"Block {i} normalises after mixing its heads (scale_attn / inner norm / "
+                    "scaled cosine attention); its heads cannot be separated exactly.")
+        else:
+            raise DecompositionError(f"Block {i} is a {type(blk).__name__}, not an open_clip "
+                                     "residual attention block.")
+    return visual.transformer.resblocks
+
+
+def check(model: nn.Module) -> None:
+    """Raise a DecompositionError if `model` cannot be decomposed exactly."""
+    _blocks(model)
+
+
+# ---------------------------------------------------------------------------------------------
+# One batch
+
+
+def _attention(blk: nn.Module, x: torch.Tensor, cls_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Re-run a block's attention: (output for the queried tokens [B,T',W], head outputs z [B,H,dh]
+    at the class token, before the out-projection)."""
+    a = blk.attn
+    h = blk.ln_1(x)
+    B, T, W = h.shape
+    if isinstance(a, nn.MultiheadAttention):
+        H, ln_q, ln_k, head_scale = a.num_heads, None, None, None
+    else:
+        H, ln_q, ln_k, head_scale = a.num_heads, a.ln_q, a.ln_k, a.head_scale
+    q, k, v = F.linear(h, a.in_proj_weight, a.in_proj_bias).chunk(3, dim=-1)
+    if cls_only:  # nothing after the last layer needs the patch tokens
+        q = q[:, :1]
+    split = lambda t: t.reshape(B, t.shape[1], H, W // H).transpose(1, 2)  # noqa: E731
+    q, k, v = split(q), split(k), split(v)
+    if ln_q is not None:
+        q, k = ln_q(q), ln_k(k)
+    z = F.scaled_dot_product_attention(q, k, v)  # [B, H, T', dh]
+    if head_scale is not None:
+        z = z * head_scale
+    out = a.out_proj(z.transpose(1, 2).reshape(B, z.shape[2], W))
+    return out, z[:, :, 0]
+
+
+def _head_terms(blk: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """Each head's class-token output in the residual stream [B, H, W], with a 1/H bias share and
+    the block's layer scale (so that the terms sum to the block's attention output)."""
+    lin = blk.attn.out_proj
+    W, H = lin.weight.shape[0], z.shape[1]
+    terms = torch.einsum("bhd,whd->bhw", z, lin.weight.view(W, H, -1))
+    if lin.bias is not None:
+        terms = terms + lin.bias / H
+    return blk.ls_1(terms)
+
+
+@torch.no_grad()
+def components(model: nn.Module, images: torch.Tensor, layers: int = 4,
+               convention: str = "centred") -> Components:
+    """Decompose the embeddings of a batch of preprocessed images [B, 3, S, S] (fp32 results)."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, not {convention!r}")
+    blocks = _blocks(model)
+    visual = getattr(model, "visual", model)
+    L = len(blocks)
+    if not 1 <= layers <= L:
+        raise ValueError(f"layers must be in 1..{L}, not {layers}")
+    first = L - layers
+    x = visual._embeds(images)
+    if not visual.transformer.batch_first:
+        x = x.transpose(0, 1)
+        for blk in blocks[:first]:
+            x = blk(x)
+        x = x.transpose(0, 1)
+    else:
+        for blk in blocks[:first]:
+            x = blk(x)
+    pre = x[:, 0].float()
+    heads, mlps = [], []
+    for i, blk in enumerate(blocks[first:]):
+        last = i == layers - 1
+        out, z = _attention(blk, x, cls_only=last)
+        heads.append(_head_terms(blk, z).float())
+        x = (x[:, :1] if last else x) + blk.ls_1(out)
+        m = blk.ls_2(blk.mlp(blk.ln_2(x)))
+        mlps.append(m[:, 0].float())
+        x = x + m
+    heads, mlps = torch.stack(heads, 1), torch.stack(mlps, 1)  # [B,K,H,W], [B,K,W]
+
+    # ln_post with the image's statistics frozen: a linear map of each term
+    ln = visual.ln_post
+    y = x[:, 0].float()
+    mean = y.mean(-1)
+    std = (y.var(-1, unbiased=False) + ln.eps).sqrt()
+    gamma, beta = ln.weight.float(), ln.bias.float()
+    proj = visual.proj.float()
+    norms = (F.layer_norm(y, ln.normalized_shape, gamma, beta, ln.eps) @ proj).norm(dim=-1)
+    scale = (1 / (std * norms)).view(-1, 1)
+
+    def mapped(t: torch.Tensor, share: float | torch.Tensor) -> torch.Tensor:
+        """Map residual-stream terms [B, ..., W] to the normalised embedding space [B, ..., D]."""
+        shape = (-1,) + (1,) * (t.dim() - 1)
+        if convention == "centred":
+            centred = t - t.mean(-1, keepdim=True)
+            return (centred * gamma) @ proj * scale.view(shape)
+        centred = t - mean.view(shape) * share
+        return (centred * gamma) @ proj * scale.view(shape) + (share * beta) @ proj / norms.view(shape)
+
+    H = heads.shape[2]
+    n_terms = 2 * L + 1
+    if convention == "centred":
+        rest = mapped(pre, 0) + (beta @ proj) / norms.view(-1, 1)
+    else:
+        rest = mapped(pre, (2 * first + 1) / n_terms)
+    return Components(heads=mapped(heads, 1 / (n_terms * H)), mlps=mapped(mlps, 1 / n_terms),
+                      rest=rest, norms=norms)
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming to disk
+
+
+@dataclass
+class Decomposition:
+    """A decomposition stored on disk: fp16 memory-mapped arrays, read lazily."""
+
+    path: Path
+    meta: dict
+
+    def array(self, name: str) -> np.ndarray:
+        return np.load(self.path / f"{name}.npy", mmap_mode="r")
+
+    @property
+    def heads(self) -> np.ndarray:  # [N, K, H, D]
+        return self.array("heads")
+
+    @property
+    def mlps(self) -> np.ndarray:  # [N, K, D]
+        return self.array("mlps")
+
+    @property
+    def rest(self) -> np.ndarray:  # [N, D]
+        return self.array("rest")
+
+    @property
+    def norms(self) -> np.ndarray:  # [N]
+        return self.array("norms")
+
+    @property
+    def layers(self) -> list[int]:
+        """The analysed layers' indices in the tower."""
+        return self.meta["layers"]
+
+    def embeddings(self, heads: np.ndarray | None = None) -> np.ndarray:
+        """The normalised image embeddings [N, D] as a sum of the stored terms (fp32), with the head
+        terms replaced by `heads` [N, K, H, D] when given (e.g. a reconstruction or an ablation).
+        Not renormalised: the zero-shot argmax does not depend on the image's scale."""
+        heads = self.heads if heads is None else heads
+        return (self.rest.astype(np.float32) + self.mlps.astype(np.float32).sum(1)
+                + np.asarray(heads, dtype=np.float32).sum((1, 2)))
+
+
+def _batches(images, preprocess, start: int, batch_size: int) -> Iterator[torch.Tensor]:
+    """Preprocessed batches from image `start` on. `images`: a uint8 array/tensor [N,3,H,W]
+    (normalised with `preprocess`), a float tensor (already preprocessed), or a dataset whose items
+    are image tensors or (image, label) pairs."""
+    n = len(images)
+    for i in range(start, n, batch_size):
+        j = min(n, i + batch_size)
+        if isinstance(images, (torch.Tensor, np.ndarray)):
+            x = torch.as_tensor(images[i:j])
+        else:
+            items = [images[k] for k in range(i, j)]
+            x = torch.stack([it[0] if isinstance(it, (tuple, list)) else it for it in items])
+        yield preprocess(x) if x.dtype == torch.uint8 else x
+
+
+def _write_meta(path: Path, meta: dict) -> None:
+    tmp = path / "meta.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, path / "meta.json")  # atomic: an interruption never leaves a half-written file
+
+
+def stream(model: nn.Module, images: Sequence, out: str | Path, *, layers: int = 4,
+           batch_size: int = 64, convention: str = "centred", preprocess=None,
+           progress: bool = True, key: str = "") -> Decomposition:
+    """Decompose `images` in batches into fp16 arrays under the folder `out`; returns them.
+
+    Memory is bounded by the batch size. After every batch the arrays are flushed and the count of
+    finished images recorded, so a call interrupted for any reason resumes where it stopped when
+    called again with the same arguments (`key` names the inputs, e.g. a hash of the images; a
+    folder with a different key, shape or convention is started afresh).
+    """
+    from tqdm.auto import tqdm
+
+    from ccs.models import tensor_preprocess
+
+    blocks = _blocks(model)
+    visual = getattr(model, "visual", model)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    n, L = len(images), len(blocks)
+    H = blocks[-1].attn.num_heads
+    D = visual.proj.shape[1]
+    meta = {"format": FORMAT, "key": key, "n": n, "layers": list(range(L - layers, L)),
+            "heads": H, "dim": D, "convention": convention, "done": 0}
+    shapes = {"heads": (n, layers, H, D), "mlps": (n, layers, D), "rest": (n, D), "norms": (n,)}
+    old = json.loads((out / "meta.json").read_text()) if (out / "meta.json").is_file() else None
+    if old is not None and {**old, "done": 0} == meta:
+        meta = old
+    else:
+        for name, shape in shapes.items():
+            dtype = np.float32 if name == "norms" else np.float16
+            np.lib.format.open_memmap(out / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+        _write_meta(out, meta)
+    start = meta["done"]
+    if start < n:
+        preprocess = preprocess or tensor_preprocess(model)
+        arrays = {name: np.load(out / f"{name}.npy", mmap_mode="r+") for name in shapes}
+        device = next(visual.parameters()).device
+        bar = tqdm(total=n, initial=start, desc="decompose", unit="img", disable=not progress)
+        i = start
+        for x in _batches(images, preprocess, start, batch_size):
+            c = components(model, x.to(device), layers, convention)
+            j = i + len(x)
+            for name in shapes:
+                arrays[name][i:j] = getattr(c, name).cpu().numpy()
+                arrays[name].flush()
+            meta["done"] = i = j
+            _write_meta(out, meta)
+            bar.update(len(x))
+        bar.close()
+        del arrays
+    return Decomposition(out, meta)
+
+
+def fingerprint(model: nn.Module) -> str:
+    """A hash of a model's weights (for cache keys: a retrained or ablated model gets a new one)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def images_hash(images) -> str:
+    """A hash of an image array or tensor (for cache keys)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(np.asarray(images)).view(np.uint8))
+    return h.hexdigest()
+
+
+def cached(model: nn.Module, model_name: str, images, *, layers: int = 4,
+           convention: str = "centred", batch_size: int = 64, progress: bool = True) -> Decomposition:
+    """`stream` into the project cache, in a folder named by the model's weights, the images and
+    the settings: a repeated call returns the stored arrays at once, an interrupted one resumes."""
+    from ccs.cache import cache_dir
+
+    parts = [fingerprint(model), images_hash(images), str(layers), convention, str(FORMAT)]
+    key = hashlib.blake2b("/".join(parts).encode(), digest_size=8).hexdigest()
+    out = cache_dir("decompose", model_name, key)
+    return stream(model, images, out, layers=layers, batch_size=batch_size, convention=convention,
+                  progress=progress, key=key)
