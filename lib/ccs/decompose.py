@@ -293,7 +293,8 @@ def stream(model: nn.Module, images: Sequence, out: str | Path, *, layers: int =
     H = blocks[-1].attn.num_heads
     D = visual.proj.shape[1]
     meta = {"format": FORMAT, "key": key, "n": n, "layers": list(range(L - layers, L)),
-            "heads": H, "dim": D, "convention": convention, "done": 0}
+            "heads": H, "head_dim": visual.transformer.width // H, "dim": D,
+            "convention": convention, "done": 0}
     shapes = {"heads": (n, layers, H, D), "mlps": (n, layers, D), "rest": (n, D), "norms": (n,)}
     old = json.loads((out / "meta.json").read_text()) if (out / "meta.json").is_file() else None
     if old is not None and {**old, "done": 0} == meta:

@@ -1,0 +1,115 @@
+"""TextSpan (Gandelsman et al., ICLR 2024): describe a head by the texts that span its output.
+
+For one head, with contributions X [N, D] over N images and candidate text embeddings T [M, D]:
+
+1. project the texts onto the top-r right singular subspace of X (r defaults to the head dimension:
+   a head writes into a subspace of that rank), and centre X;
+2. m times: pick the text whose projection ``X @ t`` has the largest variance over the images,
+   record it, and remove its direction from X and from every candidate text.
+
+Everything is done on the D x D covariance of X, which gives the same picks as the reference code
+(that works on X itself) at a fraction of the memory. The chosen directions are mutually
+orthogonal, so a head's reconstruction from its texts is a projection onto their span.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Span:
+    """The texts chosen for one head, in selection order."""
+
+    indices: list[int]  # pool indices
+    variances: list[float]  # fraction of the head's variance each text explained
+    explained: float  # fraction of the head's variance explained by all of them
+    directions: np.ndarray = field(repr=False)  # [m, D] orthonormal, the texts' deflated directions
+    mean: np.ndarray = field(repr=False)  # [D] the head's mean contribution
+
+    def reconstruct(self, data: np.ndarray) -> np.ndarray:
+        """The head's contributions [N, D] projected onto the mean plus the span of its texts."""
+        centred = np.asarray(data, dtype=np.float64) - self.mean
+        return (self.mean + centred @ self.directions.T @ self.directions).astype(np.float32)
+
+
+def span(data: np.ndarray, texts: np.ndarray, m: int = 5, rank: int | None = None) -> Span:
+    """Greedy TextSpan for one head: `data` [N, D] its contributions, `texts` [M, D] the candidate
+    text embeddings, `m` texts to choose, `rank` of the projection (default: D, i.e. none; callers
+    pass the head dimension). Deterministic: ties go to the lower pool index."""
+    X = np.asarray(data, dtype=np.float64)
+    T = np.asarray(texts, dtype=np.float64)
+    D = X.shape[1]
+    rank = D if rank is None else min(rank, D)
+    # top right singular vectors of X (uncentred, as in the reference) = top eigenvectors of X^T X
+    evals, evecs = np.linalg.eigh(X.T @ X)
+    V = evecs[:, np.argsort(evals)[::-1][:rank]]
+    T = T @ V @ V.T
+    mean = X.mean(0)
+    C = np.cov(X - mean, rowvar=False, bias=True).reshape(D, D)
+    total = float(np.trace(C))
+    indices, variances, directions = [], [], []
+    for _ in range(m):
+        scores = np.einsum("md,de,me->m", T, C, T)  # variance of X @ t over the images
+        j = int(np.argmax(scores))
+        t = T[j]
+        tn = float(t @ t)
+        if tn <= 1e-12 or scores[j] <= 1e-12 * max(total, 1e-30):
+            break  # nothing left to explain in the texts' span
+        u = t / np.sqrt(tn)
+        indices.append(j)
+        variances.append(float(u @ C @ u) / total if total > 0 else 0.0)
+        directions.append(u)
+        P = np.eye(D) - np.outer(u, u)
+        C = P @ C @ P
+        T = T - np.outer(T @ u, u)
+    directions = np.array(directions).reshape(-1, D)
+    return Span(indices, variances, float(sum(variances)), directions, mean)
+
+
+def heads(decomposition, texts: np.ndarray, m: int = 5, rank: int | None = None,
+          progress: bool = True) -> dict[tuple[int, int], Span]:
+    """TextSpan for every head of a stored decomposition: {(layer, head): Span}. `rank` defaults to
+    the head dimension (residual width / heads, read from the decomposition's metadata)."""
+    from tqdm.auto import tqdm
+
+    arr = decomposition.heads  # [N, K, H, D]
+    rank = rank or decomposition.meta.get("head_dim")
+    out = {}
+    cells = [(k, h) for k in range(arr.shape[1]) for h in range(arr.shape[2])]
+    for k, h in tqdm(cells, desc="textspan", unit="head", disable=not progress):
+        out[decomposition.layers[k], h] = span(np.asarray(arr[:, k, h], dtype=np.float32), texts, m,
+                                               rank)
+    return out
+
+
+def reconstructed(decomposition, spans: dict[tuple[int, int], Span]) -> np.ndarray:
+    """The head terms [N, K, H, D] with every head replaced by its TextSpan reconstruction."""
+    arr = decomposition.heads
+    out = np.empty(arr.shape, dtype=np.float32)
+    for k, layer in enumerate(decomposition.layers):
+        for h in range(arr.shape[2]):
+            out[:, k, h] = spans[layer, h].reconstruct(arr[:, k, h])
+    return out
+
+
+def mean_ablated(decomposition) -> np.ndarray:
+    """The head terms [N, K, H, D] with every head replaced by its mean over the images (TextSpan's
+    mean-ablation: a direct effect on the stored decomposition, no forward pass)."""
+    arr = np.asarray(decomposition.heads, dtype=np.float32)
+    return np.broadcast_to(arr.mean(0, keepdims=True), arr.shape)
+
+
+def records(spans: dict[tuple[int, int], Span], pool) -> list[dict]:
+    """One JSON-ready record per head: its texts in order, their pool indices, ground-truth concepts
+    (for pools that have them), the variance each explained and in all."""
+    rows = []
+    for (layer, head), s in sorted(spans.items()):
+        row = {"layer": layer, "head": head, "texts": [pool.texts[i] for i in s.indices],
+               "indices": s.indices, "variance": [round(v, 6) for v in s.variances],
+               "explained": round(s.explained, 6)}
+        if pool.concepts is not None:
+            row["concepts"] = [pool.concepts[i] for i in s.indices]
+        rows.append(row)
+    return rows
