@@ -1,0 +1,242 @@
+"""The Concept Consistency Score: per head, how many of its 5 TextSpan texts match its concept label.
+
+CCS(h) in 0..5; categories as in the paper (high = 5, moderate = 3, low <= 1; configurable);
+CCS@K = share of heads with CCS == K; head sets for pruning (high, low, random excluding high,
+per concept); agreement between judges (Cohen's kappa, Spearman, Kendall); accuracy of the labeler
+and the judge against ground truth; and the text-free check on the concept world, the share of a
+head's direct-contribution variance explained by each ground-truth attribute (R^2).
+
+A head the labeler cannot name (label ``unknown``) is flagged and gets no CCS (NaN): it is neither
+scored low nor counted in CCS@K, unless a caller asks for ``unknown="low"``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.stats import kendalltau, spearmanr
+from sklearn.metrics import cohen_kappa_score
+
+from ccs.llm import UNKNOWN, Backend, group, normalise
+
+
+def head_name(layer: int, head: int) -> str:
+    """The paper's head name, e.g. L11.H5 (0-indexed)."""
+    return f"L{layer}.H{head}"
+
+
+def score_head(texts: Sequence[str], backend: Backend) -> dict:
+    """Label a head from its texts, judge each text against the label, and count the matches."""
+    label = backend.label(texts)
+    judgements = [0 if label == UNKNOWN else int(backend.judge(t, label)) for t in texts]
+    return {"label": label, "judgements": judgements,
+            "ccs": float("nan") if label == UNKNOWN else float(sum(judgements)),
+            "flagged": label == UNKNOWN}
+
+
+def _prefetch(backend: Backend, texts: list[str]) -> None:
+    if hasattr(backend, "prefetch"):  # the embedding backend embeds all texts in one batch
+        backend.prefetch(texts)
+
+
+def score_heads(heads: Iterable[Mapping], backend: Backend) -> pd.DataFrame:
+    """One row per head: layer, head, name, texts, label, judgements, ccs, flagged.
+
+    `heads` yields records with at least ``layer``, ``head`` and ``texts`` (TextSpan's output)."""
+    heads = list(heads)
+    _prefetch(backend, [t for h in heads for t in h["texts"]])
+    rows = []
+    for h in heads:
+        rows.append({"layer": int(h["layer"]), "head": int(h["head"]),
+                     "name": head_name(h["layer"], h["head"]), "texts": list(h["texts"]),
+                     **score_head(h["texts"], backend)})
+    return pd.DataFrame(rows)
+
+
+# --- categories and CCS@K ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Categories:
+    """CCS thresholds of the categories; the paper's: high == 5, moderate == 3, low <= 1."""
+
+    high: int = 5  # CCS >= high
+    moderate: tuple[int, ...] = (3,)  # CCS in moderate
+    low: int = 1  # CCS <= low
+
+    def __call__(self, ccs: float) -> str | None:
+        if ccs != ccs:  # NaN: an unknown head
+            return UNKNOWN
+        if ccs >= self.high:
+            return "high"
+        if ccs <= self.low:
+            return "low"
+        return "moderate" if int(ccs) in self.moderate else None
+
+
+PAPER = Categories()
+
+
+def category(ccs: float, categories: Categories = PAPER) -> str | None:
+    """high / moderate / low / unknown (NaN), or None for a CCS in no category (2 and 4 in the paper)."""
+    return categories(ccs)
+
+
+def _ccs(table: pd.DataFrame | Sequence[float], unknown: str) -> pd.Series:
+    s = pd.Series(table["ccs"] if isinstance(table, pd.DataFrame) else table, dtype=float)
+    if unknown == "low":
+        return s.fillna(0.0)
+    if unknown != "exclude":
+        raise ValueError("unknown must be 'exclude' or 'low'")
+    return s
+
+
+def category_counts(table, categories: Categories = PAPER, unknown: str = "exclude") -> dict[str, int]:
+    """Heads per category, e.g. {'high': 8, 'moderate': 13, 'low': 4, 'unknown': 2}."""
+    cats = _ccs(table, unknown).map(categories)
+    return {k: int((cats == k).sum()) for k in ("high", "moderate", "low", UNKNOWN)}
+
+
+def ccs_at(table, k: int, unknown: str = "exclude") -> float:
+    """CCS@K: the share of scored heads whose CCS equals k."""
+    s = _ccs(table, unknown).dropna()
+    return float((s == k).mean()) if len(s) else float("nan")
+
+
+def ccs_at_all(table, n_texts: int = 5, unknown: str = "exclude") -> dict[int, float]:
+    """CCS@K for K = 0..n_texts."""
+    return {k: ccs_at(table, k, unknown) for k in range(n_texts + 1)}
+
+
+# --- head sets -----------------------------------------------------------------------------------
+
+def _names(table: pd.DataFrame, mask) -> list[str]:
+    return list(table.loc[mask, "name"])
+
+
+def high_heads(table: pd.DataFrame, categories: Categories = PAPER) -> list[str]:
+    return _names(table, table["ccs"].map(categories) == "high")
+
+
+def low_heads(table: pd.DataFrame, categories: Categories = PAPER, unknown: str = "exclude") -> list[str]:
+    return _names(table, _ccs(table, unknown).map(categories) == "low")
+
+
+def random_heads(table: pd.DataFrame, n: int, seed: int, exclude: Iterable[str] | None = None,
+                 categories: Categories = PAPER) -> list[str]:
+    """n heads drawn without replacement from the table, excluding the high heads (the paper's random
+    baseline), or `exclude` when given; reproducible for a seed."""
+    excluded = set(high_heads(table, categories) if exclude is None else exclude)
+    pool = sorted((n_ for n_ in table["name"] if n_ not in excluded), key=_order)
+    if n > len(pool):
+        raise ValueError(f"asked for {n} random heads, only {len(pool)} are eligible")
+    idx = np.random.default_rng(seed).choice(len(pool), size=n, replace=False)
+    return sorted((pool[i] for i in idx), key=_order)
+
+
+def _order(name: str) -> tuple[int, int]:
+    layer, head = name[1:].split(".H")
+    return int(layer), int(head)
+
+
+def concept_heads(table: pd.DataFrame, concept: str, min_ccs: float = 0) -> list[str]:
+    """Heads labelled with a concept, a synonym of it, or (for the paper's groups: locations, objects,
+    animals, colors) any concept of that group; optionally only those with CCS >= min_ccs."""
+    target = concept.lower()
+    labels = table["label"].astype(str)
+    mask = labels.map(lambda l: normalise(l) == normalise(target) or group(l) == target)
+    return _names(table, mask & (table["ccs"].fillna(-1) >= min_ccs))
+
+
+# --- agreement and ground truth ------------------------------------------------------------------
+
+def agreement(a: Sequence, b: Sequence) -> dict[str, float]:
+    """Agreement of two raters over the same items (0/1 judgements or CCS values): Cohen's kappa,
+    Spearman's rho and Kendall's tau (NaN where undefined, e.g. a constant rater)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError("two equally long 1-d sequences are needed")
+    with np.errstate(all="ignore"):
+        kappa = cohen_kappa_score(a, b) if len(set(a) | set(b)) > 1 else 1.0
+        rho = spearmanr(a, b).statistic
+        tau = kendalltau(a, b).statistic
+    return {"cohen_kappa": float(kappa), "spearman": float(rho), "kendall": float(tau)}
+
+
+def accuracy(predicted: Sequence, truth: Sequence) -> float:
+    predicted, truth = np.asarray(predicted), np.asarray(truth)
+    return float((predicted == truth).mean()) if len(truth) else float("nan")
+
+
+def label_accuracy(labels: Sequence[str], truth: Sequence[str]) -> float:
+    """Share of labels naming the true concept (synonyms count as the same concept)."""
+    canon = lambda s: normalise(s) or str(s).lower()  # noqa: E731
+    return accuracy([canon(l) for l in labels], [canon(t) for t in truth])
+
+
+def majority_concept(concepts: Sequence[str]) -> str:
+    """The ground-truth label of a head: the concept that generated most of its texts (ties: first)."""
+    values, counts = np.unique(np.asarray(concepts), return_counts=True)
+    best = counts.max()
+    return next(c for c in concepts if counts[list(values).index(c)] == best)
+
+
+def evaluate(backend: Backend, heads: Sequence[dict]) -> dict:
+    """Measure a labeler/judge on labelled heads ({concept, texts, truth} records, see
+    ccs.llm.load_heads): label accuracy (``unknown`` is right only for heads that share no concept),
+    the judge's accuracy and kappa against the per-text truth when judging the intended concept, and
+    the mean absolute error of the end-to-end CCS (label, then judge; an unknown head counts 0)."""
+    labels, judged, truth, ccs_pred, ccs_true = [], [], [], [], []
+    _prefetch(backend, [t for h in heads for t in h["texts"]])
+    for h in heads:
+        r = score_head(h["texts"], backend)
+        labels.append(r["label"])
+        ccs_pred.append(0 if r["flagged"] else r["ccs"])
+        ccs_true.append(sum(h["truth"]))
+        if h["concept"] != UNKNOWN:
+            judged += [backend.judge(t, h["concept"]) for t in h["texts"]]
+            truth += h["truth"]
+    named = [i for i, h in enumerate(heads) if h["concept"] != UNKNOWN]
+    return {
+        "heads": len(heads),
+        "label_accuracy": label_accuracy(labels, [h["concept"] for h in heads]),
+        "label_accuracy_named": label_accuracy([labels[i] for i in named], [heads[i]["concept"] for i in named]),
+        "flagged": int(sum(l == UNKNOWN for l in labels)),
+        "judge_accuracy": accuracy(judged, truth),
+        "judge_kappa": float(cohen_kappa_score(truth, judged)),
+        "ccs_mae": float(np.mean(np.abs(np.subtract(ccs_pred, ccs_true)))),
+        "ccs_spearman": float(spearmanr(ccs_pred, ccs_true).statistic),
+        "labels": labels,
+    }
+
+
+def attribute_r2(contributions: np.ndarray, attributes: pd.DataFrame) -> pd.DataFrame:
+    """Share of each head's direct-contribution variance explained by each ground-truth attribute.
+
+    contributions: [N images, H heads, D] (or [N, D] for one head); attributes: N rows, one column per
+    concept with the images' (categorical) values. R^2 of attribute a for head h is the between-group
+    sum of squares over the total, summed over the D dimensions (one-way ANOVA on the vector output):
+    1 when the head's output is a function of the attribute, ~0 when unrelated.
+    Returns a [H, concepts] table."""
+    x = np.asarray(contributions, dtype=np.float64)
+    if x.ndim == 2:
+        x = x[:, None, :]
+    centred = x - x.mean(0, keepdims=True)
+    total = (centred ** 2).sum(axis=(0, 2))  # [H]
+    out = {}
+    for col in attributes.columns:
+        codes = pd.factorize(attributes[col])[0]
+        means = np.zeros((codes.max() + 1, *x.shape[1:]))
+        np.add.at(means, codes, centred)
+        counts = np.bincount(codes)
+        between = ((means ** 2).sum(axis=2) / counts[:, None]).sum(0)  # sum_g n_g |mean_g|^2
+        out[col] = between / np.where(total > 0, total, np.nan)
+    return pd.DataFrame(out)
+
+
+def top_r2_agreement(labels: Sequence[str], r2: pd.DataFrame) -> float:
+    """How often a head's label names its top-R^2 attribute (over heads with a known label)."""
+    top = r2.idxmax(axis=1)
+    pairs = [(normalise(l), normalise(t) or t) for l, t in zip(labels, top) if l != UNKNOWN]
+    return accuracy([p for p, _ in pairs], [t for _, t in pairs]) if pairs else float("nan")

@@ -1,0 +1,96 @@
+"""The offline labeler and judge: the vocabulary, unambiguous heads, the odd one out, unknown heads,
+the stored calibration and a floor on its held-out accuracy."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ccs import llm, scores
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return llm.backend("embedding")  # loads MiniLM once for the module (or nothing, when cached)
+
+
+def test_vocabulary_is_curated():
+    v = llm.vocabulary()
+    assert 55 <= len(v) <= 70
+    assert all(c.description and c.synonyms for c in v.values())
+    owner = {}
+    for c in v.values():  # each synonym names one concept only
+        for w in (c.name, *c.synonyms):
+            assert owner.setdefault(llm._word(w), c.name) == c.name, w
+    assert {llm.group(c) for c in v} >= {"locations", "objects", "animals", "colors"}
+
+
+def test_vocabulary_covers_the_concept_world():
+    world = pytest.importorskip("ccs.world")
+    assert set(world.VOCAB) <= set(llm.vocabulary())
+
+
+def test_normalise():
+    assert llm.normalise("Colors.") == "colour"
+    assert llm.normalise("Geolocation") == "location"
+    assert llm.normalise("ANIMALS") == "animal"
+    assert llm.normalise("unknown") == llm.UNKNOWN
+    assert llm.normalise("banana") is None
+
+
+def test_unambiguous_heads(backend):
+    colours = ["Vibrant shades of teal", "A bright orange hue", "Image with a red color", "Pastel pink tones",
+               "A deep purple color"]
+    places = ["Photo taken in Paris", "Picture captured in Kenya", "Image shot in Tokyo",
+              "Photograph taken in Peru", "Snapshot from Norway"]
+    assert backend.label(colours) == "colour"
+    assert backend.label(places) == "location"
+    assert all(backend.judge(t, "colour") for t in colours)
+    assert all(backend.judge(t, "location") for t in places)
+
+
+def test_judge_rejects_the_odd_one_out(backend):
+    head = ["Photo taken in Paris", "Picture captured in Kenya", "A plate of spaghetti",
+            "Image shot in Tokyo", "Photograph taken in Peru"]
+    r = scores.score_head(head, backend)
+    assert r["label"] == "location" and r["judgements"] == [1, 1, 0, 1, 1] and r["ccs"] == 4
+
+
+def test_incoherent_head_is_flagged_unknown(backend):
+    head = ["Intricate embroidery", "A child blowing bubbles", "Rows of wine bottles", "An astronaut floating",
+            "A broken window"]
+    r = scores.score_head(head, backend)
+    assert r["label"] == llm.UNKNOWN and r["flagged"] and np.isnan(r["ccs"])
+
+
+def test_deterministic_and_cached(backend):
+    e = llm.embed(["a red circle", "a red circle", "a blue square"])
+    assert np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5) and np.array_equal(e[0], e[1])
+    head = ["a photo of a red object.", "something blue.", "a green thing.", "a pink shape.", "a cyan circle"]
+    assert backend.label(head) == backend.label(list(head)) == "colour"
+    assert backend.judge("Vibrant magenta", "colours") == backend.judge("Vibrant magenta", "colour")
+
+
+def test_free_labels_can_be_judged(backend):
+    assert backend.judge("A photo of a dog", "dogs and puppies") == 1
+    assert backend.judge("Photo taken in Paris", "dogs and puppies") == 0
+
+
+def test_labelled_sets_are_sound_and_apart():
+    dev, held = llm.load_heads("dev"), llm.load_heads("heldout")
+    assert len(held) >= 40 and len(dev) >= 30
+    for h in dev + held:
+        assert len(h["texts"]) == 5 and set(h["truth"]) <= {0, 1}
+        assert h["concept"] == llm.UNKNOWN or h["concept"] in llm.vocabulary()
+        assert (h["concept"] == llm.UNKNOWN) == (sum(h["truth"]) == 0)
+    assert not {t for h in dev for t in h["texts"]} & {t for h in held for t in h["texts"]}
+
+
+def test_stored_calibration_is_reproducible(backend):
+    stored, fitted = llm.calibration(), llm.calibrate(llm.load_heads("dev"))
+    assert (stored["threshold"], stored["floor"]) == (fitted["threshold"], fitted["floor"])
+
+
+def test_heldout_accuracy_floor(backend):
+    """Guards the figures reported in the book against regressions (see benchmarks/llm_embedding.py)."""
+    r = scores.evaluate(backend, llm.load_heads("heldout"))
+    assert r["label_accuracy"] >= 0.65 and r["judge_kappa"] >= 0.6 and r["ccs_mae"] <= 1.0
