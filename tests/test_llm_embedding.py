@@ -94,3 +94,22 @@ def test_heldout_accuracy_floor(backend):
     """Guards the figures reported in the book against regressions (see benchmarks/llm_embedding.py)."""
     r = scores.evaluate(backend, llm.load_heads("heldout"))
     assert r["label_accuracy"] >= 0.65 and r["judge_kappa"] >= 0.6 and r["ccs_mae"] <= 1.0
+
+
+def test_cli_heads_prints_records(backend, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from ccs.cli import app
+
+    head = ["Photo taken in Paris", "Picture captured in Kenya", "A plate of spaghetti",
+            "Image shot in Tokyo", "Photograph taken in Peru"]
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps([{"layer": 11, "head": 5, "texts": head}]))
+    out = CliRunner().invoke(app, ["heads", "--records", str(path), "--json"])
+    assert out.exit_code == 0, out.output
+    (r,) = json.loads(out.stdout)
+    assert (r["name"], r["label"], r["ccs"], r["judgements"]) == ("L11.H5", "location", 4, [1, 1, 0, 1, 1])
+    text = CliRunner().invoke(app, ["heads", "--records", str(path)]).stdout
+    assert "L11.H5" in text and "✗ A plate of spaghetti" in text

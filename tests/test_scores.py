@@ -139,3 +139,14 @@ def test_attribute_r2():
                                 pd.DataFrame({"a": [0, 0, 1, 1], "b": [0, 1, 0, 1]}))
     assert small.loc[0].tolist() == pytest.approx([1.0, 0.0])
     assert scores.top_r2_agreement(["colours", UNKNOWN], r2) == 1.0
+
+
+def test_ground_truth_on_world_records():
+    heads = [{"layer": 3, "head": 0, "texts": list("abcde"), "concepts": ["colour"] * 4 + ["shape"]},
+             {"layer": 3, "head": 1, "texts": list("vwxyz"), "concepts": ["shape", "scene", "shape", "count", "size"]}]
+    t = scores.score_heads(heads, Scripted("colour", "abcdvw"))
+    assert list(t["concepts"][0]) == ["colour"] * 4 + ["shape"]  # record fields ride along
+    r = scores.ground_truth(t)
+    # labels colour/colour vs majority colour/shape; judge: head 0 all 5 right, head 1 v,w wrong (not colour)
+    # true CCS 4 and 2 vs CCS 4 and 2
+    assert r["label_accuracy"] == 0.5 and r["judge_accuracy"] == 0.8 and r["ccs_mae"] == 0.0

