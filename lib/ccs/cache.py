@@ -2,9 +2,14 @@
 
 The cache lives in ``$CCS_CACHE`` (default ``~/.cache/ccs``), so every notebook also runs alone and a
 re-run of an unchanged step costs nothing. Delete the folder to start afresh.
+
+joblib keys a result by the arguments and the source of the cached function only, not by the code
+that function calls; `memory()` therefore lives in a folder named after a digest of the whole
+library, so editing any module of `ccs` invalidates every joblib result instead of serving a stale one.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from functools import cache
 from pathlib import Path
@@ -21,6 +26,15 @@ def cache_dir(*parts: str) -> Path:
 
 
 @cache
+def library_digest() -> str:
+    """A digest of the source of every module of the `ccs` package."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@cache
 def memory() -> joblib.Memory:
     """The joblib.Memory shared by all cached steps."""
-    return joblib.Memory(cache_dir("joblib"), verbose=0)
+    return joblib.Memory(cache_dir("joblib", library_digest()), verbose=0)

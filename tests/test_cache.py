@@ -1,0 +1,28 @@
+"""The on-disk cache: keyed by the library's code, so a code change never serves a stale result."""
+from ccs import cache
+
+
+def test_memory_is_keyed_by_library_source(tmp_path, monkeypatch):
+    monkeypatch.setenv("CCS_CACHE", str(tmp_path))
+    cache.memory.cache_clear()
+    try:
+        location = str(cache.memory().location)
+        assert location.startswith(str(tmp_path))
+        assert cache.library_digest() in location
+    finally:
+        cache.memory.cache_clear()
+
+
+def test_library_digest_changes_with_any_module(tmp_path, monkeypatch):
+    before = cache.library_digest()
+    cache.library_digest.cache_clear()
+    fake = tmp_path / "ccs"
+    fake.mkdir()
+    (fake / "cache.py").write_text("x = 1\n")
+    monkeypatch.setattr(cache, "__file__", str(fake / "cache.py"))
+    one = cache.library_digest()
+    cache.library_digest.cache_clear()
+    (fake / "other.py").write_text("y = 2\n")
+    two = cache.library_digest()
+    cache.library_digest.cache_clear()
+    assert len({before, one, two}) == 3
