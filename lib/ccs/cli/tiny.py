@@ -1,0 +1,68 @@
+"""`ccs train-tiny` and `ccs eval-tiny`: train the embedded tiny CLIP on the concept world, and
+evaluate the shipped weights on freshly generated images."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from ccs.cli import app
+
+
+@app.command("train-tiny")
+def train_tiny(
+    out: Path = typer.Option(Path("train-runs/ccs-tiny"), help="Run folder (checkpoints, config, log)."),
+    pairs: int = typer.Option(750_000, help="Image-caption pairs to train on."),
+    batch_size: int = typer.Option(256),
+    lr: float = typer.Option(1e-3),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(1, help="torch CPU threads (1 when other work shares the cores)."),
+    eval_every: int = typer.Option(100, help="Steps between per-concept zero-shot evaluations."),
+    max_steps: int = typer.Option(None, help="Stop after this many more steps (resume later)."),
+    export: bool = typer.Option(False, "--export", help="Only export the run's best weights and record "
+                                "into the package (lib/ccs/weights), then exit."),
+    fresh: bool = typer.Option(False, "--fresh", help="Ignore the run's config.json and use these options "
+                               "(a new run folder needs no flag)."),
+) -> None:
+    """Train (or resume) the tiny CLIP; re-running the same command resumes from the last checkpoint."""
+    from ccs import train
+
+    if export:
+        typer.echo(f"exported {train.export(out)}")
+        return
+    cfg = None if (out / "config.json").exists() and not fresh else train.TrainConfig(
+        pairs=pairs, batch_size=batch_size, lr=lr, seed=seed, threads=threads, eval_every=eval_every)
+    state = train.train(out, cfg, max_steps=max_steps)
+    typer.echo(f"step {state.step}, best mean zero-shot accuracy {state.best:.3f} at step {state.best_step}")
+
+
+@app.command("eval-tiny")
+def eval_tiny(
+    seed: int = typer.Option(1, help="Seed of the fresh test images (never used in training)."),
+    n: int = typer.Option(1000, help="Number of test images (and of captions for retrieval)."),
+    splits: str = typer.Option("test", help="Comma-separated world splits to evaluate, or 'all'."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    model: str = typer.Option("ccs-tiny", help="Registered model name."),
+) -> None:
+    """Zero-shot accuracy per concept and image<->text retrieval of the shipped tiny model."""
+    from ccs import evaluate, models, world
+
+    m, _, tok = models.load(model)
+    names = list(world.SPLITS)[1:] if splits == "all" else splits.split(",")
+    report = {}
+    for split in names:
+        batch = world.sample(n, seed, split)
+        img = evaluate.image_embeddings(m, batch.images)
+        zs = {c: round(evaluate.zero_shot_accuracy(m, tok, batch, t, image_emb=img), 4)
+              for c, t in world.tasks().items()}
+        txt = evaluate.text_embeddings(m, tok, batch.captions)
+        ret = {k: round(v, 4) for k, v in evaluate.retrieval_recall(img, txt).items()}
+        report[split] = {"zero_shot": zs, "retrieval": ret}
+    out = report[names[0]] if len(names) == 1 else report
+    if as_json:
+        typer.echo(json.dumps(out))
+        return
+    for split, r in report.items():
+        typer.echo(f"[{split}] " + "  ".join(f"{k} {v:.3f}" for k, v in r["zero_shot"].items()))
+        typer.echo(f"[{split}] " + "  ".join(f"{k} {v:.3f}" for k, v in r["retrieval"].items()))

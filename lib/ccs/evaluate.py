@@ -1,0 +1,107 @@
+"""Evaluation: zero-shot classification and image<->text retrieval, for any CLIP model.
+
+Generic on purpose: the functions take a model, a tokenizer and tensors (or a world batch and a
+task), so the same code scores the tiny model on the concept world, a paper model on a real
+dataset, and any model with heads ablated.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ccs import models
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def text_embeddings(model, tokenizer: Callable, texts: Sequence[str], batch_size: int = 512) -> torch.Tensor:
+    """Normalised text embeddings [N, D] (float32, on the CPU)."""
+    out = []
+    for i in range(0, len(texts), batch_size):
+        tokens = tokenizer(list(texts[i:i + batch_size])).to(_device(model))
+        out.append(F.normalize(model.encode_text(tokens).float(), dim=-1).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def zero_shot_classifier(model, tokenizer: Callable, classnames: Sequence[str],
+                         templates: Sequence[str]) -> torch.Tensor:
+    """The prompt-ensemble classifier [C, D]: for each class, the mean of the normalised embeddings
+    of its prompts (every template filled with the class name), renormalised (as in CLIP and the
+    paper)."""
+    prompts = [t.format(c) for c in classnames for t in templates]
+    emb = text_embeddings(model, tokenizer, prompts).view(len(classnames), len(templates), -1)
+    return F.normalize(emb.mean(1), dim=-1)
+
+
+@torch.no_grad()
+def image_embeddings(model, images_uint8: torch.Tensor, batch_size: int = 256,
+                     preprocess: Callable | None = None) -> torch.Tensor:
+    """Normalised image embeddings [N, D] (float32, CPU) of uint8 images [N, 3, H, W]."""
+    preprocess = preprocess or models.tensor_preprocess(model)
+    out = []
+    for i in range(0, len(images_uint8), batch_size):
+        x = preprocess(images_uint8[i:i + batch_size]).to(_device(model))
+        out.append(F.normalize(model.encode_image(x).float(), dim=-1).cpu())
+    return torch.cat(out)
+
+
+def accuracy(image_emb: torch.Tensor, classifier: torch.Tensor, labels) -> float:
+    """Top-1 accuracy of nearest-class-embedding prediction; rows labelled -1 are skipped."""
+    labels = torch.as_tensor(np.asarray(labels))
+    keep = labels >= 0
+    pred = (image_emb[keep] @ classifier.T).argmax(-1)
+    return float((pred == labels[keep]).float().mean()) if keep.any() else float("nan")
+
+
+def zero_shot_accuracy(model, tokenizer: Callable, batch, task, image_emb: torch.Tensor | None = None) -> float:
+    """Zero-shot top-1 accuracy of `model` on a world batch (or anything with `.images` and
+    `.attributes`) for one `task` (with `.classnames`, `.templates` and `.labels(attributes)`).
+    Pass `image_emb` to reuse embeddings across tasks."""
+    if image_emb is None:
+        image_emb = image_embeddings(model, batch.images)
+    clf = zero_shot_classifier(model, tokenizer, task.classnames, task.templates)
+    return accuracy(image_emb, clf, task.labels(batch.attributes))
+
+
+def zero_shot_report(model, tokenizer: Callable, batch, tasks: dict) -> dict[str, float]:
+    """Zero-shot accuracy for every task of a dict {name: task}, with shared image embeddings."""
+    emb = image_embeddings(model, batch.images)
+    return {name: zero_shot_accuracy(model, tokenizer, batch, t, image_emb=emb) for name, t in tasks.items()}
+
+
+def retrieval_recall(image_emb: torch.Tensor, text_emb: torch.Tensor,
+                     ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Recall@K for paired embeddings (row i of each is a matching pair), both directions:
+    ``{"image_to_text_R@1": ..., "text_to_image_R@1": ..., ...}``."""
+    sim = image_emb.float() @ text_emb.float().T
+    target = torch.arange(len(sim))
+    out = {}
+    for name, s in (("image_to_text", sim), ("text_to_image", sim.T)):
+        # rank of the true match = how many candidates score strictly higher
+        rank = (s > s[target, target][:, None]).sum(1)
+        for k in ks:
+            out[f"{name}_R@{k}"] = float((rank < k).float().mean())
+    return out
+
+
+def video_embeddings(model, frames_uint8: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Normalised clip embeddings [N, D]: mean of the normalised frame embeddings (mean pooling,
+    as CLIP4Clip), renormalised. `frames_uint8` is [N, F, 3, H, W]."""
+    n, f = frames_uint8.shape[:2]
+    emb = image_embeddings(model, frames_uint8.flatten(0, 1), batch_size=batch_size)
+    return F.normalize(emb.view(n, f, -1).mean(1), dim=-1)
+
+
+def bootstrap_ci(correct, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of a mean (e.g. of per-image correctness)."""
+    x = np.asarray(correct, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(1)
+    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))

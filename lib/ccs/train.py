@@ -1,0 +1,220 @@
+"""Training the tiny CLIP (`ccs-tiny`) on the concept world.
+
+open_clip's own model (from the registered `ccs-tiny` config) and its ClipLoss; AdamW with linear
+warm-up and a cosine schedule; the logit scale clamped to ln(100) after every step as open_clip
+does. Batches come from `world.train_batch(batch_size, step, seed)`, so a batch depends only on its
+step and a run resumes exactly from its last checkpoint (``last.pt`` in the run folder, written
+atomically every few steps). Zero-shot accuracy per concept is measured every `eval_every` steps on
+fixed fresh test images, and the best checkpoint (mean accuracy) is kept as ``best.pt``.
+`export` writes the best weights (fp16 safetensors) and the training record into the package.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ccs import evaluate, models, world
+
+EVAL_SEED = 90_001  # the fixed evaluation images seen during training (eval-tiny uses other seeds)
+
+
+@dataclass
+class TrainConfig:
+    pairs: int = 1_000_000  # image-caption pairs to train on (steps = pairs // batch_size)
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup: int = 300  # steps
+    seed: int = 0
+    eval_every: int = 100  # steps
+    eval_n: int = 400
+    save_every: int = 25  # steps
+    threads: int = 1
+    sibling_frac: float = 0.5
+    position_share: float = 0.5
+    model: str = models.TINY
+
+    @property
+    def steps(self) -> int:
+        return max(1, self.pairs // self.batch_size)
+
+
+@dataclass
+class State:
+    step: int = 0
+    wall: float = 0.0  # seconds spent training, summed over resumptions
+    losses: list = field(default_factory=list)  # [step, loss, logit_scale]
+    evals: list = field(default_factory=list)  # {"step":, "zero_shot": {...}, "mean":, "position_cos":}
+    best: float = -1.0
+    best_step: int = -1
+
+
+def build_model(name: str = models.TINY, seed: int = 0) -> torch.nn.Module:
+    """A freshly initialised open_clip model of the registered config `name` (same seed, same init)."""
+    import open_clip
+
+    models._register_configs()
+    torch.manual_seed(seed)
+    return open_clip.create_model(name, pretrained=None)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to zero at cfg.steps."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    # no weight decay on gains, biases, embeddings' scale and the logit scale (as open_clip's main)
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "ln" in n or "bias" in n or "logit_scale" in n else decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def _save(obj, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # atomic: an interrupted save never corrupts the last checkpoint
+
+
+def eval_concepts(model, tokenizer, batch) -> dict:
+    """Per-concept zero-shot accuracy on a world batch, plus the mean cosine between the position
+    prompts' classifier rows (an early warning: it must fall during training, not rise to 1)."""
+    model.eval()
+    tasks = world.tasks()
+    acc = evaluate.zero_shot_report(model, tokenizer, batch, tasks)
+    clf = evaluate.zero_shot_classifier(model, tokenizer, tasks["position"].classnames,
+                                        tasks["position"].templates)
+    cos = clf @ clf.T
+    k = len(cos)
+    model.train()
+    return {"zero_shot": acc, "mean": sum(acc.values()) / len(acc),
+            "position_cos": float((cos.sum() - k) / (k * k - k))}
+
+
+def train(run_dir: str | Path, cfg: TrainConfig | None = None, max_steps: int | None = None,
+          progress: bool = True, device: str | None = None) -> State:
+    """Train (or resume) a run in `run_dir`; stop after cfg.steps, or after `max_steps` more steps."""
+    import open_clip
+    from tqdm.auto import tqdm
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    last = run_dir / "last.pt"
+    if cfg is None:  # resuming: the run's own config
+        cfg = TrainConfig(**json.loads((run_dir / "config.json").read_text()))
+    (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    torch.set_num_threads(cfg.threads)
+    model = build_model(cfg.model, cfg.seed).to(device)
+    opt = make_optimizer(model, cfg)
+    state = State()
+    if last.exists():
+        ck = torch.load(last, map_location=device, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        state = State(**ck["state"])
+    tokenizer = open_clip.get_tokenizer(cfg.model)
+    preprocess = models.tensor_preprocess(model)
+    loss_fn = open_clip.ClipLoss()
+    eval_batch = world.sample(cfg.eval_n, EVAL_SEED, "test")
+    end = cfg.steps if max_steps is None else min(cfg.steps, state.step + max_steps)
+    model.train()
+    bar = tqdm(total=end, initial=state.step, disable=not progress, desc="train ccs-tiny", unit="step")
+
+    def checkpoint():
+        _save({"model": model.state_dict(), "opt": opt.state_dict(), "state": asdict(state),
+               "config": asdict(cfg)}, last)
+
+    while state.step < end:
+        t0 = time.time()
+        batch = world.train_batch(cfg.batch_size, state.step, cfg.seed, cfg.sibling_frac,
+                                  cfg.position_share)
+        images = preprocess(batch.images).to(device)
+        texts = tokenizer(batch.captions).to(device)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(state.step, cfg)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
+            img, txt, scale = model(images, texts)[:3]
+            loss = loss_fn(img.float(), txt.float(), scale.float())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        state.step += 1
+        state.wall += time.time() - t0
+        state.losses.append([state.step, round(loss.item(), 4), round(model.logit_scale.exp().item(), 2)])
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
+        if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
+            ev = eval_concepts(model, tokenizer, eval_batch) | {"step": state.step, "wall": round(state.wall)}
+            state.evals.append(ev)
+            bar.write(f"step {state.step}: mean {ev['mean']:.3f} pos_cos {ev['position_cos']:.3f} "
+                      + " ".join(f"{k} {v:.2f}" for k, v in ev["zero_shot"].items()))
+            if ev["mean"] > state.best:
+                state.best, state.best_step = ev["mean"], state.step
+                _save({"model": model.state_dict(), "eval": ev, "step": state.step}, run_dir / "best.pt")
+        if state.step % cfg.save_every == 0 or state.step == end:
+            checkpoint()
+    bar.close()
+    return state
+
+
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {cpu}"
+
+
+def export(run_dir: str | Path, out_dir: str | Path | None = None, which: str = "best") -> Path:
+    """Write the run's best (or last) weights as fp16 safetensors, and its training record, to
+    `out_dir` (default: the package's weights folder) as ccs-tiny.safetensors / ccs-tiny.record.json."""
+    from safetensors.torch import save_file
+
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir or models.WEIGHTS_DIR)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    last = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)
+    cfg, state = last["config"], State(**last["state"])
+    src = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False) if which == "best" else last
+    weights = {k: v.detach().to(torch.float16).contiguous() for k, v in src["model"].items()}
+    name = cfg["model"]
+    save_file(weights, out_dir / f"{name}.safetensors")
+    step = src.get("step", state.step)
+    curve = state.losses[:: max(1, len(state.losses) // 400)]  # ~400 points of the loss curve
+    record = {
+        "model": name, "config": json.loads((models.CONFIG_DIR / f"{name}.json").read_text()),
+        "train_config": cfg, "weights_from_step": step, "steps_run": state.step,
+        "pairs_seen": step * cfg["batch_size"], "pairs_seen_total": state.step * cfg["batch_size"],
+        "wall_time_s": round(state.wall), "hardware": hardware(), "threads": cfg["threads"],
+        "torch": torch.__version__, "loss_curve": {"step": [c[0] for c in curve], "loss": [c[1] for c in curve],
+                                                 "logit_scale": [c[2] for c in curve]},
+        "evals": state.evals, "eval_seed": EVAL_SEED, "eval_n": cfg["eval_n"],
+        "best_eval": src.get("eval"),
+        "retrain": "ccs train-tiny --out train-runs/ccs-tiny && ccs train-tiny --out train-runs/ccs-tiny --export",
+    }
+    (out_dir / f"{name}.record.json").write_text(json.dumps(record, indent=1))
+    return out_dir / f"{name}.safetensors"

@@ -1,0 +1,58 @@
+"""Training the tiny CLIP: schedule, loss going down, exact resumption, export, shipped weights."""
+import json
+
+import pytest
+import torch
+
+from ccs import evaluate, models, train, world
+
+
+def _cfg(**kw):
+    # tiny batches and no evaluation inside the loop: a few steps take seconds
+    return train.TrainConfig(**{"pairs": 16 * 8, "batch_size": 16, "warmup": 2, "eval_every": 1000,
+                                "eval_n": 16, "save_every": 2, "lr": 1e-3} | kw)
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    cfg = train.TrainConfig(pairs=256 * 100, batch_size=256, warmup=10, lr=1.0)
+    lrs = [train.lr_at(s, cfg) for s in range(cfg.steps)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 1e-3
+
+
+def test_few_steps_lower_the_loss_and_resume_identically(tmp_path):
+    straight = train.train(tmp_path / "a", _cfg(), progress=False)
+    losses = [l for _, l, _ in straight.losses]
+    assert len(losses) == 8 and losses[-1] < losses[0]
+    # stop after 3 steps, resume twice: the same losses and the same weights
+    train.train(tmp_path / "b", _cfg(), max_steps=3, progress=False)
+    train.train(tmp_path / "b", None, max_steps=3, progress=False)
+    resumed = train.train(tmp_path / "b", None, progress=False)
+    assert [l for _, l, _ in resumed.losses] == losses
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # export: fp16 safetensors and a training record
+    path = train.export(tmp_path / "a", tmp_path / "w")
+    from safetensors.torch import load_file
+    w = load_file(path)
+    assert all(v.dtype == torch.float16 for v in w.values()) and path.stat().st_size < 25e6
+    record = json.loads((tmp_path / "w" / "ccs-tiny.record.json").read_text())
+    assert record["steps_run"] == 8 and record["hardware"] and record["loss_curve"]["loss"]
+
+
+def test_logit_scale_is_clamped(tmp_path):
+    state = train.train(tmp_path, _cfg(pairs=16 * 2, lr=5.0, warmup=1), progress=False)
+    assert all(s <= 100.0 + 1e-3 for _, _, s in state.losses)
+
+
+@pytest.mark.skipif(not (models.WEIGHTS_DIR / "ccs-tiny.safetensors").exists(), reason="no shipped weights")
+def test_shipped_weights_load_offline_and_clear_a_floor(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model, _, tok = models.load("ccs-tiny")
+    batch = world.sample(200, seed=424242, split="test")
+    acc = evaluate.zero_shot_report(model, tok, batch, world.tasks())
+    floor = {"colour": 0.8, "scene": 0.8, "shape": 0.3, "size": 0.6, "texture": 0.4, "position": 0.2, "count": 0.4}
+    assert all(acc[c] >= f for c, f in floor.items()), acc
+    record = json.loads((models.WEIGHTS_DIR / "ccs-tiny.record.json").read_text())
+    assert record["pairs_seen"] > 0 and record["wall_time_s"] > 0

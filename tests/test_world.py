@@ -1,0 +1,139 @@
+"""The concept world: determinism, ground truth in the pixels, captions, siblings, splits, clips."""
+import numpy as np
+import open_clip
+import pytest
+import torch
+
+from ccs import world
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return world.sample(96, seed=7, split="test")
+
+
+def _object_pixels(images, attributes):
+    """Per image, the mask of pixels whose colour is the attribute colour (up to tint and rounding)."""
+    col = torch.tensor([world.COLOURS[c] for c in attributes["colour"]], dtype=torch.float32)
+    diff = (images.float() - col[:, :, None, None]).abs().amax(1)
+    return diff <= 14
+
+
+def test_sample_is_deterministic_and_seeded(batch):
+    again = world.sample(96, seed=7, split="test")
+    assert torch.equal(batch.images, again.images)
+    assert batch.captions == again.captions
+    assert batch.attributes.equals(again.attributes)
+    other = world.sample(96, seed=8, split="test")
+    assert not torch.equal(batch.images, other.images)
+    assert torch.equal(world.train_batch(16, 3).images, world.train_batch(16, 3).images)
+
+
+def test_format_and_vocabulary(batch):
+    assert batch.images.dtype == torch.uint8 and batch.images.shape == (96, 3, world.SIZE, world.SIZE)
+    assert list(batch.attributes.columns) == world.CONCEPTS and len(batch) == 96
+    for c in world.CONCEPTS:
+        assert set(batch.attributes[c]) <= set(world.VOCAB[c])
+    assert len(world.VOCAB["shape"]) >= 8 and len(world.VOCAB["colour"]) >= 8
+    assert len(world.VOCAB["texture"]) >= 3 and len(world.VOCAB["scene"]) >= 6
+    assert len(world.VOCAB["position"]) == 9 and "center" in world.VOCAB["position"]
+
+
+def test_pixels_show_the_attribute_colour_at_the_attribute_position(batch):
+    mask = _object_pixels(batch.images, batch.attributes)
+    ys, xs = torch.meshgrid(torch.arange(world.SIZE), torch.arange(world.SIZE), indexing="ij")
+    for i, row in batch.attributes.iterrows():
+        m = mask[i]
+        assert m.sum() >= 1, row.to_dict()
+        cx, cy = float(xs[m].float().mean()), float(ys[m].float().mean())
+        # the group's centre lies in its cell; the pixel centroid of a triangle or heart sits up to
+        # ~2 px off the centre of its bounding shape, hence the tolerance
+        r, c = divmod(world.POSITIONS.index(row["position"]), 3)
+        assert c * world.CELL - 3 <= cx <= (c + 1) * world.CELL + 3, (i, row.to_dict(), cx, cy)
+        assert r * world.CELL - 3 <= cy <= (r + 1) * world.CELL + 3, (i, row.to_dict(), cx, cy)
+
+
+def test_large_objects_cover_more_pixels_than_small_ones(batch):
+    area = _object_pixels(batch.images, batch.attributes).sum((1, 2)).numpy()
+    a = batch.attributes.assign(area=area / batch.attributes["count"].map(world.COUNTS.index).add(1))
+    plain = a[a.texture == "plain"].groupby("size")["area"].median()
+    assert plain["large"] / plain["small"] >= 2.0  # radius ratio 1.75 -> area ratio ~3
+
+
+def test_captions_parse_back_to_their_attributes(batch):
+    tb = world.train_batch(64, 0)
+    for caps, attrs in ((batch.captions, batch.attributes), (tb.captions, tb.attributes)):
+        named = {c: 0 for c in world.CONCEPTS}
+        for cap, (_, row) in zip(caps, attrs.iterrows()):
+            parsed = world.parse_caption(cap)
+            assert parsed, cap
+            for c, v in parsed.items():
+                assert row[c] == v, (cap, row.to_dict())
+                named[c] += 1
+        assert min(named.values()) > 0  # every concept is named somewhere
+        assert named["shape"] > 0.6 * len(caps)
+
+
+def test_siblings_differ_in_exactly_one_named_attribute():
+    tb = world.train_batch(64, 5)
+    n_sib = 16
+    base, sib = tb.attributes.iloc[:n_sib], tb.attributes.iloc[64 - n_sib:]
+    diffs = (base.values != sib.values).sum(1)
+    assert (diffs == 1).all()
+    for k in range(n_sib):
+        c = world.CONCEPTS[int(np.flatnonzero(base.values[k] != sib.values[k])[0])]
+        for cap, row in ((tb.captions[k], base.iloc[k]), (tb.captions[64 - n_sib + k], sib.iloc[k])):
+            assert world.parse_caption(cap).get(c) == row[c], (c, cap)
+
+
+def test_captions_fit_the_context_length():
+    tok = open_clip.SimpleTokenizer(context_length=64)
+    caps = world.train_batch(128, 1).captions + world.clips(32, 0, frames=2).captions
+    lengths = (tok(caps) != 0).sum(1)
+    import json
+    from ccs import models
+    ctx = json.loads((models.CONFIG_DIR / "ccs-tiny.json").read_text())["text_cfg"]["context_length"]
+    assert int(lengths.max()) <= ctx
+
+
+@pytest.mark.parametrize("split", [s for s in world.SPLITS if s not in ("train", "test")])
+def test_shifted_and_ood_splits(split, batch):
+    b = world.sample(32, seed=7, split=split)
+    assert b.images.shape == (32, 3, world.SIZE, world.SIZE)
+    if split == "novel-shapes":
+        assert set(b.attributes["shape"]) <= set(world.NOVEL_SHAPES)
+    else:
+        assert set(b.attributes["shape"]) <= set(world.SHAPES)
+        # same seed: same attributes as the test split, different pixels
+        assert b.attributes.equals(world.sample(32, seed=7, split="test").attributes)
+    assert not torch.equal(b.images, batch.images[:32])
+    if split == "sketch":  # outlines cover fewer pixels than filled objects
+        t = world.sample(32, seed=7, split="test")
+        assert _object_pixels(b.images, b.attributes).sum() < 0.8 * _object_pixels(t.images, t.attributes).sum()
+    with pytest.raises(ValueError):
+        world.sample(2, 0, "nope")
+
+
+def test_clips_move_in_their_motion_direction():
+    c = world.clips(24, seed=3, frames=6)
+    assert c.frames.shape == (24, 6, 3, world.SIZE, world.SIZE) and c.frames.dtype == torch.uint8
+    assert "motion" in c.attributes and set(c.attributes["motion"]) <= set(world.MOTIONS)
+    first = _object_pixels(c.frames[:, 0], c.attributes)
+    last = _object_pixels(c.frames[:, -1], c.attributes)
+    ys, xs = torch.meshgrid(torch.arange(world.SIZE), torch.arange(world.SIZE), indexing="ij")
+    for i, m in enumerate(c.attributes["motion"]):
+        dx = float(xs[last[i]].float().mean() - xs[first[i]].float().mean())
+        dy = float(ys[last[i]].float().mean() - ys[first[i]].float().mean())
+        expect = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}[m]
+        assert dx * expect[0] + dy * expect[1] > 5, (m, dx, dy)
+    for cap, (_, row) in zip(c.captions, c.attributes.iterrows()):
+        assert world.parse_caption(cap).get("motion") == row["motion"], cap
+
+
+def test_tasks_cover_every_concept(batch):
+    t = world.tasks()
+    assert list(t) == world.CONCEPTS and "motion" in world.tasks(motion=True)
+    for name, task in t.items():
+        assert task.concept == name and all("{}" in s for s in task.templates)
+        labels = task.labels(batch.attributes)
+        assert labels.shape == (96,) and labels.min() >= 0 and labels.max() < len(task.classnames)
