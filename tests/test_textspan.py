@@ -74,3 +74,29 @@ def test_all_heads_reconstruction_and_mean_ablation():
 
     rows = textspan.records(spans, Pool)
     assert rows[0]["layer"] == 4 and len(rows[0]["texts"]) == 2 and rows[0]["concepts"] == ["c", "c"]
+
+
+def test_cli_and_zero_shot_check_end_to_end(tmp_path, monkeypatch):
+    """`ccs textspan --json` on the random-init tiny model and a few world images."""
+    import json
+
+    pytest.importorskip("ccs.world")
+    pytest.importorskip("ccs.evaluate")
+    from typer.testing import CliRunner
+
+    from ccs.cli import app
+
+    monkeypatch.setenv("CCS_CACHE", str(tmp_path))
+    args = ["textspan", "--model", "ccs-tiny", "--texts", "3", "--images", "48", "--layers", "2",
+            "--untrained", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [(r["layer"], r["head"]) for r in rows] == [(l, h) for l in (4, 5) for h in range(6)]
+    assert all(len(r["texts"]) == 3 and len(r["concepts"]) == 3 for r in rows)
+    a = textspan.analyse("ccs-tiny", images=48, layers=2, texts=3, untrained=True, progress=False)
+    assert a.records() == rows  # deterministic, and served from the cache
+    check = textspan.zero_shot_check(a)
+    assert list(check.columns) == ["task", "classes", "original", "textspan", "mean-ablated"]
+    bad = CliRunner().invoke(app, ["textspan", "--model", "nope"])
+    assert bad.exit_code == 1 and "Unknown model" in bad.output

@@ -51,7 +51,7 @@ def span(data: np.ndarray, texts: np.ndarray, m: int = 5, rank: int | None = Non
     total = float(np.trace(C))
     indices, variances, directions = [], [], []
     for _ in range(m):
-        scores = np.einsum("md,de,me->m", T, C, T)  # variance of X @ t over the images
+        scores = ((T @ C) * T).sum(1)  # variance of X @ t over the images
         j = int(np.argmax(scores))
         t = T[j]
         tn = float(t @ t)
@@ -72,15 +72,18 @@ def heads(decomposition, texts: np.ndarray, m: int = 5, rank: int | None = None,
           progress: bool = True) -> dict[tuple[int, int], Span]:
     """TextSpan for every head of a stored decomposition: {(layer, head): Span}. `rank` defaults to
     the head dimension (residual width / heads, read from the decomposition's metadata)."""
+    from threadpoolctl import threadpool_limits
     from tqdm.auto import tqdm
 
     arr = decomposition.heads  # [N, K, H, D]
     rank = rank or decomposition.meta.get("head_dim")
     out = {}
     cells = [(k, h) for k in range(arr.shape[1]) for h in range(arr.shape[2])]
-    for k, h in tqdm(cells, desc="textspan", unit="head", disable=not progress):
-        out[decomposition.layers[k], h] = span(np.asarray(arr[:, k, h], dtype=np.float32), texts, m,
-                                               rank)
+    # D x D matrices are too small for threaded BLAS: threads only contend (10x slower on 2 busy cores)
+    with threadpool_limits(1, user_api="blas"):
+        for k, h in tqdm(cells, desc="textspan", unit="head", disable=not progress):
+            out[decomposition.layers[k], h] = span(np.asarray(arr[:, k, h], dtype=np.float32),
+                                                   texts, m, rank)
     return out
 
 
@@ -113,3 +116,67 @@ def records(spans: dict[tuple[int, int], Span], pool) -> list[dict]:
             row["concepts"] = [pool.concepts[i] for i in s.indices]
         rows.append(row)
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole step for a model: images -> decomposition -> pool embeddings -> spans (all cached)
+
+
+@dataclass
+class Analysis:
+    model_name: str
+    model: object = field(repr=False)
+    tokenizer: object = field(repr=False)
+    batch: object = field(repr=False)  # the world images (ccs.world.WorldBatch)
+    decomposition: object = field(repr=False)
+    pool: object = field(repr=False)
+    text_embeddings: np.ndarray = field(repr=False)
+    spans: dict = field(repr=False)
+
+    def records(self) -> list[dict]:
+        return [{"model": self.model_name, **r} for r in records(self.spans, self.pool)]
+
+
+def analyse(model_name: str, *, images: int = 1000, pool: str = "world", layers: int = 4,
+            texts: int = 5, rank: int | None = None, seed: int = 0, split: str = "test",
+            untrained: bool = False, batch_size: int = 64, download: bool = False,
+            progress: bool = True) -> Analysis:
+    """TextSpan for the heads of the last `layers` layers of a registered model, on `images` images
+    of the concept world and the description pool `pool` (see ccs.pools.load). The decomposition
+    and the text embeddings are cached on disk; the greedy search itself takes seconds."""
+    import torch
+
+    from ccs import decompose, models, pools, world
+
+    if untrained:
+        torch.manual_seed(seed)  # the same random model each time (and so the same cache entries)
+    model, _, tokenizer = models.load(model_name, untrained=untrained)
+    batch = world.sample(images, seed, split=split)
+    dec = decompose.cached(model, model_name, batch.images, layers=layers, batch_size=batch_size,
+                           progress=progress)
+    p = pools.load(pool, download=download)
+    emb = pools.embed(p, model_name, model, tokenizer)
+    spans = heads(dec, emb, m=texts, rank=rank, progress=progress)
+    return Analysis(model_name, model, tokenizer, batch, dec, p, emb, spans)
+
+
+def zero_shot_check(a: Analysis) -> "pd.DataFrame":
+    """TextSpan's check, per world task: zero-shot accuracy of the (stored, decomposed) embedding,
+    with every analysed head replaced by its TextSpan reconstruction, and with every analysed head
+    mean-ablated. A good description keeps the accuracy; mean-ablation shows what is at stake."""
+    import pandas as pd
+    import torch
+
+    from ccs import evaluate, world
+
+    variants = {"original": a.decomposition.embeddings(),
+                "textspan": a.decomposition.embeddings(reconstructed(a.decomposition, a.spans)),
+                "mean-ablated": a.decomposition.embeddings(mean_ablated(a.decomposition))}
+    rows = []
+    for name, task in world.tasks().items():
+        clf = evaluate.zero_shot_classifier(a.model, a.tokenizer, task.classnames, task.templates)
+        labels = task.labels(a.batch.attributes)
+        rows.append({"task": name, "classes": len(task.classnames),
+                     **{k: evaluate.accuracy(torch.from_numpy(v), clf, labels)
+                        for k, v in variants.items()}})
+    return pd.DataFrame(rows)
