@@ -2,9 +2,11 @@
 
     python benchmarks/llm_embedding.py              # measure on lib/ccs/data/heads_heldout.yaml
     python benchmarks/llm_embedding.py --calibrate  # refit threshold/floor on the dev set first
+    python benchmarks/llm_embedding.py --world      # also 180 heads simulated from the world pool
 
 Prints label accuracy, the judge's accuracy and Cohen's kappa (judging each text against the head's
-intended concept), and the mean absolute error of the end-to-end CCS, for the dev and held-out sets.
+intended concept), and the mean absolute error of the end-to-end CCS, for the dev and held-out sets
+(and, with --world, for heads drawn from the concept-world pool, scored by ccs.scores.ground_truth).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import argparse
 import time
 from importlib import resources
 
+import numpy as np
 import yaml
 
 from ccs import llm, scores
@@ -21,6 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calibrate", action="store_true", help="refit and store the calibration")
     parser.add_argument("--verbose", action="store_true", help="list the held-out heads labelled wrongly")
+    parser.add_argument("--world", action="store_true", help="also heads simulated from the world pool")
     args = parser.parse_args()
     t0 = time.perf_counter()
     if args.calibrate:
@@ -45,7 +49,31 @@ def main() -> None:
             for h, lab in zip(heads, r["labels"]):
                 if scores.label_accuracy([lab], [h["concept"]]) < 1:
                     print(f"   {h['concept']:>12} -> {lab:<12} {list(h['texts'])}")
+    if args.world:
+        r = scores.ground_truth(scores.score_heads(world_heads(), backend))
+        print(f"{'world':8} {r['heads']:5d} {r['label_accuracy']:9.3f} {'':>9} {r['flagged']:7d} "
+              f"{r['judge_accuracy']:9.3f} {r['judge_kappa']:11.3f} {r['ccs_mae']:7.3f} {r['ccs_spearman']:7.3f}")
     print(f"({time.perf_counter() - t0:.1f} s)")
+
+
+def world_heads(seed: int = 0, repeats: int = 3) -> list[dict]:
+    """Simulated heads from the concept-world pool: for each of its concepts, heads of k = 5, 4, 3
+    lines of that concept plus 5 - k lines of other concepts; each line keeps its generating concept."""
+    from ccs import pools
+
+    pool, rng = pools.load("world"), np.random.default_rng(seed)
+    by = {}
+    for t, c in zip(pool.texts, pool.concepts):
+        by.setdefault(c, []).append(t)
+    heads = []
+    for c in by:
+        for k in (5, 4, 3):
+            for _ in range(repeats):
+                others = rng.choice([o for o in by if o != c], 5 - k)
+                texts = list(rng.choice(by[c], k, replace=False)) + [str(rng.choice(by[o])) for o in others]
+                heads.append({"layer": 0, "head": len(heads), "texts": [str(t) for t in texts],
+                              "concepts": [c] * k + [str(o) for o in others]})
+    return heads
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ def test_normalise():
     assert llm.normalise("ANIMALS") == "animal"
     assert llm.normalise("unknown") == llm.UNKNOWN
     assert llm.normalise("banana") is None
+    assert llm.same("birds", "animal") and llm.same("Animals", "bird") and llm.same("person", "people")
+    assert not llm.same("bird", "insect") and not llm.same("colour", "shape")
 
 
 def test_unambiguous_heads(backend):

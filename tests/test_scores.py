@@ -111,7 +111,8 @@ def test_agreement_hand_computed():
 
 def test_accuracies():
     assert scores.accuracy([1, 0, 1, 1], [1, 1, 1, 0]) == 0.5
-    assert scores.label_accuracy(["Colors", "animal", "unknown"], ["colour", "bird", "unknown"]) == pytest.approx(2 / 3)
+    assert scores.label_accuracy(["Colors", "animal", "unknown"], ["colour", "bird", "unknown"]) == 1.0
+    assert scores.label_accuracy(["colour", "insect", "unknown"], ["shape", "bird", "people"]) == 0.0
     assert scores.majority_concept(["colour", "shape", "colour", "scene", "shape"]) == "colour"
 
 

@@ -49,14 +49,15 @@ class Concept:
     description: str
     synonyms: tuple[str, ...]
     group: str | None  # the paper's concept group (locations, objects, animals, colors), if any
+    family: str | None  # the broader vocabulary concept a narrow one belongs to (bird -> animal)
 
 
 @cache
 def vocabulary() -> dict[str, Concept]:
     """The curated concepts, by name, in file order."""
     raw = yaml.safe_load((DATA / "concepts.yaml").read_text())["concepts"]
-    return {name: Concept(name, c["description"], tuple(c.get("synonyms", ())), c.get("group"))
-            for name, c in raw.items()}
+    return {name: Concept(name, c["description"], tuple(c.get("synonyms", ())), c.get("group"),
+                          c.get("family")) for name, c in raw.items()}
 
 
 @cache
@@ -81,6 +82,16 @@ def normalise(word: str) -> str | None:
     if w.endswith("s") and w[:-1] in index:
         return index[w[:-1]]
     return None
+
+
+def same(a: str, b: str) -> bool:
+    """Whether two labels name the same concept: equal after normalising synonyms, or one is the
+    other's family (bird and animal; a ground truth is often coarser than the vocabulary)."""
+    na, nb = normalise(a) or _word(a), normalise(b) or _word(b)
+    if na == nb:
+        return True
+    v = vocabulary()
+    return (na in v and v[na].family == nb) or (nb in v and v[nb].family == na)
 
 
 def group(concept: str) -> str | None:
@@ -208,9 +219,8 @@ def calibrate(heads: Sequence[dict], background: Sequence[str] | None = None) ->
     """Fit the judge threshold and the unknown floor on labelled heads (the dev set).
 
     threshold: maximises Cohen's kappa of judge(text, intended concept) against the per-text truth.
-    floor: the largest floor that keeps the dev label accuracy (unknown counts as right only for
-    heads whose intended concept is unknown) at its maximum, so a head is flagged only when the
-    vocabulary really does not explain it.
+    floor: the middle of the range of floors that give the best dev label accuracy (unknown counts
+    as right only for heads whose intended concept is unknown).
     """
     from sklearn.metrics import cohen_kappa_score
 
@@ -225,7 +235,8 @@ def calibrate(heads: Sequence[dict], background: Sequence[str] | None = None) ->
     best = [(b.scores(h["texts"]).mean(0).max(), b.label(h["texts"]), h["concept"]) for h in heads]
     floors = np.round(np.arange(-0.05, 0.4, 0.005), 3)
     acc = [np.mean([(lab if m >= f else UNKNOWN) == c for m, lab, c in best]) for f in floors]
-    floor = float(floors[len(acc) - 1 - int(np.argmax(acc[::-1]))])
+    best_floors = floors[np.flatnonzero(np.isclose(acc, max(acc)))]
+    floor = float(np.round(np.median(best_floors), 3))
     return {"threshold": threshold, "floor": floor, "dev_judge_kappa": round(float(max(kappas)), 3),
             "dev_label_accuracy": round(float(max(acc)), 3), "dev_heads": len(heads)}
 
