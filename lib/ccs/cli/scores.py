@@ -4,22 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import typer
 
 from ccs import llm, scores
 from ccs.cli import app
-
-
-def textspan_records(model: str, pool: str | None = None) -> list[dict]:
-    """The TextSpan records of a model's analysed heads (layer, head, texts, ...), from the cached
-    TextSpan step of the pipeline."""
-    from ccs import textspan
-
-    run = getattr(textspan, "results", None)  # the cached model-level step of issue #4
-    if run is None:
-        raise RuntimeError("this checkout has no cached TextSpan step (ccs.textspan.results); "
-                           "pass the records of a TextSpan run with --records FILE")
-    return run(model) if pool is None else run(model, pool=pool)
 
 
 @app.command("heads")
@@ -27,30 +16,40 @@ def heads(
     model: str = typer.Option("ccs-tiny", help="Model name (see `ccs models`)."),
     backend: str = typer.Option("embedding", help="Labeler/judge: embedding (offline) or openai."),
     judge_model: str = typer.Option("gpt-4o-mini", help="Endpoint model of the openai backend."),
-    pool: str = typer.Option(None, help="Text pool of the TextSpan run (default: the model's)."),
+    pool: str = typer.Option("world", help="TextSpan pool: 'world', 'textspan', a file or a URL."),
+    images: int = typer.Option(1000, help="Concept-world images TextSpan decomposes."),
+    seed: int = typer.Option(0, help="World sample seed."),
+    untrained: bool = typer.Option(False, help="Random weights (for testing the mathematics)."),
     records: Path = typer.Option(None, exists=True, dir_okay=False,
-                                 help="JSON list of TextSpan records instead of the cached run."),
+                                 help="JSON list of TextSpan records (`ccs textspan --json`) instead."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON records."),
 ) -> None:
-    """Label each analysed head from its 5 TextSpan texts, judge every text, print CCS per head.
+    """Label each analysed head from its TextSpan texts (`ccs textspan`, cached), judge every text,
+    print the CCS per head.
 
     The openai backend reads OPENAI_API_KEY (and OPENAI_BASE_URL for other endpoints)."""
+    from ccs import decompose, models, pools, textspan
+
     try:
-        recs = json.loads(records.read_text()) if records else textspan_records(model, pool)
         judge = llm.backend(backend, **({"model": judge_model} if backend == "openai" else {}))
-    except (RuntimeError, ValueError) as e:
-        raise typer.BadParameter(str(e)) from None
+        recs = json.loads(records.read_text()) if records else textspan.analyse(
+            model, images=images, pool=pool, seed=seed, untrained=untrained, progress=False).records()
+    except (RuntimeError, ValueError, models.UnknownModelError, models.WeightsNotFoundError,
+            pools.PoolNotAvailableError, decompose.DecompositionError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
     table = scores.score_heads(recs, judge)
-    table["category"] = table["ccs"].map(scores.category)
+    table["category"] = pd.Series([scores.category(c) or "" for c in table["ccs"]], dtype=object)
     cols = ["layer", "head", "name", "label", "ccs", "category", "flagged", "texts", "judgements"]
     if as_json:
         out = table[cols + [c for c in ("concepts",) if c in table]].to_dict("records")
         for r in out:
             r["ccs"] = None if r["ccs"] != r["ccs"] else int(r["ccs"])  # NaN is not JSON
+            r["category"] = r["category"] or None
         typer.echo(json.dumps(out, indent=2))
         return
     for r in table.itertuples():
         ccs = "-" if r.flagged else int(r.ccs)
-        typer.echo(f"{r.name:8} {r.label:14} CCS {ccs}  {r.category or ''}")
+        typer.echo(f"{r.name:8} {r.label:14} CCS {ccs}  {r.category}")
         for t, j in zip(r.texts, r.judgements):
             typer.echo(f"    {'✓' if j else '✗'} {t}")
