@@ -1,0 +1,206 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Concept labels and the Concept Consistency Score
+#
+# TextSpan describes every analysed head by the 5 texts of a description pool that best span its
+# output. The paper then asks an LLM, shown a few hand-made examples, for the **one concept** those
+# texts share (the head's label), asks an LLM judge whether **each** text matches that label, and
+# counts the matches:
+#
+# $$\mathrm{CCS}(h) = \sum_{i=1}^{5} \mathrm{judge}(t_i, \mathrm{label}(h)) \in \{0, \dots, 5\},
+# \qquad \mathrm{CCS@}K = \frac{|\{h : \mathrm{CCS}(h) = K\}|}{|\{h\}|}.$$
+#
+# Heads with CCS = 5 are *high*, CCS = 3 *moderate* and CCS ≤ 1 *low*. On the concept world we can
+# do what the paper could not: every pool line keeps the concept that generated it, so the labeler
+# and the judge are scored against ground truth, and a text-free check asks how much of each head's
+# output variance each ground-truth attribute of the images explains.
+
+# %%
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from IPython.display import Markdown, display
+
+from ccs import llm, models, plots, scores, textspan
+
+plots.style()
+pd.set_option("display.width", 160, "display.max_colwidth", 200)
+
+# %% tags=["parameters", "hide-input"]
+model = "ccs-tiny"
+backend = "embedding"  # "embedding" (offline) or "openai" (any compatible endpoint, key from OPENAI_API_KEY)
+judge_model = "gpt-4o-mini"  # endpoint model of the openai backend
+pool = "world"  # TextSpan's pool: "world", "textspan" (the paper's 3,498 descriptions), a file or a URL
+images = 1000  # concept-world images TextSpan decomposes
+texts = 5  # texts per head
+seed = 0
+
+# %% [markdown]
+# ## The heads, their labels and their CCS
+#
+# TextSpan's step is cached on disk (the same run as the TextSpan page). Each head's texts are
+# labelled, then judged one by one against the label.
+
+# %%
+spec = models.spec(model)
+try:
+    analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False)
+    trained = True
+except models.WeightsNotFoundError:
+    if not spec.embedded:
+        raise  # a paper model without its weights: the error says how to fetch them
+    analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False,
+                                untrained=True)
+    trained = False
+    display(Markdown(f":::{{warning}}\nThe weights of `{model}` are not in the package yet, so this "
+                     "page analyses a **randomly initialised, untrained** model of the same "
+                     "architecture: expect incoherent heads.\n:::"))
+
+labeler = llm.backend(backend, **({"model": judge_model} if backend == "openai" else {}))
+table = scores.score_heads(analysis.records(), labeler)
+table["category"] = [scores.category(c) or "" for c in table["ccs"]]
+print(f"{model}: {len(table)} heads of layers {sorted(int(x) for x in table.layer.unique())}, labelled by the "
+      f"{backend} backend" + (f" ({judge_model})" if backend == "openai" else ""))
+
+# %%
+for r in table.itertuples():
+    print(f"{r.name:8} {r.label:14} CCS {'-' if r.flagged else int(r.ccs)}  {r.category}")
+    for t, j in zip(r.texts, r.judgements):
+        print(f"    {'✓' if j else '✗'} {t}")
+
+# %% [markdown]
+# ## CCS across the layers
+#
+# Each cell is one head: its CCS (colour) and its label. Heads the labeler could not name
+# (`unknown`: the best concept explains the texts less than the calibrated floor) are grey.
+
+# %%
+grid = table.pivot(index="layer", columns="head", values="ccs")
+notes = table.pivot(index="layer", columns="head", values="label").astype(str)
+notes = notes + "\n" + grid.map(lambda c: "-" if np.isnan(c) else str(int(c)))
+fig, ax = plt.subplots(figsize=(1.1 * grid.shape[1] + 2, 0.9 * grid.shape[0] + 1.2))
+sns.heatmap(grid, annot=notes, fmt="", vmin=0, vmax=texts, cmap="viridis", ax=ax,
+            annot_kws={"fontsize": 7}, cbar_kws={"label": "CCS"}, linewidths=0.5, linecolor="white")
+ax.set_facecolor("0.85")
+ax.grid(False)
+for (i, j) in zip(*np.where(grid.isna().values)):  # seaborn leaves NaN cells unannotated
+    ax.text(j + 0.5, i + 0.5, "unknown", ha="center", va="center", fontsize=7, color="0.3")
+ax.set(title=f"{model}: CCS per head ({backend} labeler and judge)", xlabel="head", ylabel="layer")
+plt.show()
+
+# %% [markdown]
+# ## CCS@K and the paper's categories
+
+# %%
+at_k = scores.ccs_at_all(table, texts)
+flagged = int(table["flagged"].sum())
+fig, ax = plt.subplots(figsize=(6, 3))
+sns.barplot(x=list(at_k), y=list(at_k.values()), ax=ax, color=sns.color_palette()[0])
+ax.set(xlabel="K", ylabel="CCS@K (share of scored heads)",
+       title=f"{model}: CCS@K ({flagged} unknown heads not scored)")
+plt.show()
+print(pd.DataFrame({"K": list(at_k), "CCS@K": np.round(list(at_k.values()), 3)}).to_string(index=False))
+
+# %%
+counts = scores.category_counts(table)
+paper_counts = models.paper()["head_counts"].get(model)
+rows = pd.DataFrame({"category": ["high (CCS = 5)", "moderate (CCS = 3)", "low (CCS <= 1)", "unknown"],
+                     "this run": [counts["high"], counts["moderate"], counts["low"], counts["unknown"]]})
+if paper_counts:
+    rows["paper"] = [paper_counts["high"], paper_counts["medium"], paper_counts["low"], "-"]
+print(f"{len(table)} analysed heads")
+print(rows.to_string(index=False))
+if paper_counts:  # the paper's published high and low heads beside ours
+    published = models.paper()["heads"][model]
+    for cat, ours in (("high", scores.high_heads(table)), ("low", scores.low_heads(table))):
+        both = sorted(set(ours) & set(published[cat]))
+        print(f"{cat}: {len(both)} of the paper's {len(published[cat])} heads are {cat} here too: {both}")
+
+# %% [markdown]
+# ## Labeler and judge against the concept world's ground truth
+#
+# Each world pool line was generated from one concept, so a head's true label is the majority concept
+# of its 5 texts, and a text truly matches a label when it was generated from that concept
+# (a narrower concept of the vocabulary counts for its family: *bird* for *animal*). Heads labelled
+# `unknown` count as wrong labels and are not judged.
+
+# %%
+truth = None
+if "concepts" in table:
+    truth = scores.ground_truth(table)
+    print(pd.Series({k: f"{v:.3f}" if isinstance(v, float) else str(v) for k, v in truth.items()}).to_string())
+else:
+    print(f"the pool {pool!r} carries no ground-truth concepts")
+
+# %% [markdown]
+# ### A text-free check: which attribute does each head encode?
+#
+# For every head, the share of the variance of its direct contribution over the world images that each
+# ground-truth attribute explains ($R^2$ of a one-way analysis of variance on the head's output
+# vector). A head whose label names its top-$R^2$ attribute describes what the head really does.
+
+# %%
+dec = analysis.decomposition
+arr = np.asarray(dec.heads, dtype=np.float32)  # [N, K, H, D]
+r2 = scores.attribute_r2(arr.reshape(arr.shape[0], -1, arr.shape[-1]), analysis.batch.attributes)
+r2.index = [scores.head_name(layer, h) for layer in dec.layers for h in range(arr.shape[2])]
+r2 = r2.loc[table["name"]]
+top = r2.idxmax(axis=1)
+agree = scores.top_r2_agreement(list(table["label"]), r2)
+fig, ax = plt.subplots(figsize=(0.8 * r2.shape[1] + 2, 0.22 * len(r2) + 1.2))
+sns.heatmap(r2, vmin=0, vmax=max(0.05, float(r2.values.max())), cmap="mako", ax=ax, cbar_kws={"label": "R²"})
+ax.set_yticks(np.arange(len(r2)) + 0.5, [f"{n} {l}" for n, l in zip(r2.index, table["label"])], fontsize=7)
+ax.set(title=f"{model}: variance of each head explained by each attribute", xlabel="attribute")
+plt.show()
+print(f"label names the top-R² attribute for {agree:.2f} of the labelled heads")
+print(pd.DataFrame({"head": r2.index, "label": table["label"].values, "top attribute": top.values,
+                    "R²": r2.max(axis=1).round(2).values}).to_string(index=False))
+
+# %% [markdown]
+# ## How good is the offline labeler?
+#
+# The `embedding` backend embeds each concept of a curated vocabulary of about 60 concepts as
+# "*concept*: *description*" with a sentence-embedding model (all-MiniLM-L6-v2, shipped in a Python
+# package, so nothing is downloaded). A text's score for a concept is its cosine similarity minus the
+# concept's mean similarity to a background of varied descriptions, so that generic concepts stop
+# matching everything. The label is the concept with the highest mean score over the 5 texts, or
+# `unknown` if that mean is below a floor; the judge accepts a text whose score reaches a threshold.
+# Both constants were fitted on a development set of hand-written heads and are measured here on a
+# held-out set written apart from it (at least 40 heads in the style of real TextSpan outputs).
+
+# %%
+cal = llm.calibration()
+print(f"threshold {cal['threshold']}, floor {cal['floor']} (fitted on {cal['dev_heads']} development heads)")
+offline = llm.backend("embedding")
+bench = pd.DataFrame([{"set": split, **{k: v for k, v in scores.evaluate(offline, llm.load_heads(split)).items()
+                                        if k != "labels"}} for split in ("dev", "heldout")])
+print(bench.round(3).to_string(index=False))
+
+# %%
+summary = {
+    "model": model, "trained": trained, "backend": backend, "pool": pool, "images": images,
+    **({"judge_model": judge_model} if backend == "openai" else {}),
+    "ccs_at_k": {str(k): v for k, v in at_k.items()}, "category_counts": counts,
+    "ground_truth": truth, "top_r2_agreement": agree,
+    "heads": [{"layer": int(r.layer), "head": int(r.head), "name": r.name, "label": r.label,
+               "ccs": None if r.flagged else int(r.ccs), "flagged": bool(r.flagged), "texts": r.texts,
+               "judgements": [int(j) for j in r.judgements], "top_attribute": top[r.name]}
+              for r in table.itertuples()],
+}
+with open("ccs.json", "w") as f:  # NaN (an undefined statistic) is written as null
+    json.dump(json.loads(json.dumps(summary).replace("NaN", "null")), f, indent=1)
+print(f"wrote ccs.json: {len(summary['heads'])} heads")
