@@ -1,0 +1,141 @@
+"""Speed, memory and storage of the per-head decomposition, against `encode_image` in the same run.
+
+    python benchmarks/decompose.py                       # tiny + random-init ViT-B-16, CPU
+    python benchmarks/decompose.py --device cuda --batch 64 --models ViT-B-16-LAION ViT-L-14-OpenAI
+
+For each model, one batch of images is (after a warm-up) timed alternately through
+`model.encode_image` and `ccs.decompose.components` (all analysed heads, fp32), median of the
+repeats, and also through `ccs.decompose.stream` (the same plus fp16 memory-mapped storage).
+Memory is the peak above what the model and the batch already hold (CUDA: allocator peak; CPU:
+peak resident set, sampled). Storage compares the bytes kept per image with TextSpan's reference
+code, which holds [T, T, H, D] float32 per analysed layer (T tokens, H heads, D output dim).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import threading
+import time
+
+import torch
+
+from ccs import decompose, models
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+class PeakMemory:
+    """Peak memory above the level at entry: the CUDA allocator's on GPUs, sampled RSS on CPUs."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak = device, 0
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            self.base, self.running = _rss(), True
+            self.thread = threading.Thread(target=self._sample, daemon=True)
+            self.thread.start()
+        return self
+
+    def _sample(self):
+        while self.running:
+            self.peak = max(self.peak, _rss() - self.base)
+            time.sleep(0.0005)
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated() - self.base
+        else:
+            self.running = False
+            self.thread.join()
+
+
+def _timed(fn, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
+@torch.no_grad()
+def bench(name: str, batch: int, repeats: int, device: torch.device, layers: int = 4) -> dict:
+    torch.manual_seed(0)
+    try:
+        model = models.load(name, device=device).model
+        weights = "trained"
+    except models.WeightsNotFoundError:
+        model = models.load(name, device=device, untrained=True).model
+        weights = "random init"
+    size = model.visual.image_size[0]
+    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
+    x = models.tensor_preprocess(model)(images).to(device)
+    encode = lambda: model.encode_image(x, normalize=True)  # noqa: E731
+    decomp = lambda: decompose.components(model, x, layers=layers)  # noqa: E731
+    for _ in range(2):  # warm-up (kernels, allocator)
+        encode(), decomp()
+    t_enc, t_dec = [], []
+    for _ in range(repeats):  # alternate, so that load from other processes hits both alike
+        t_enc.append(_timed(encode, device))
+        t_dec.append(_timed(decomp, device))
+    with PeakMemory(device) as m_enc:
+        encode()
+    with PeakMemory(device) as m_dec:
+        decomp()
+    with tempfile.TemporaryDirectory() as tmp:
+        decompose.stream(model, images, tmp, layers=layers, batch_size=batch, progress=False)
+        t_stream = []
+        for i in range(max(1, repeats // 2)):
+            t_stream.append(_timed(lambda: decompose.stream(
+                model, images, f"{tmp}/{i}", layers=layers, batch_size=batch, progress=False),
+                device))
+    visual = model.visual
+    H = visual.transformer.resblocks[-1].attn.num_heads
+    D = visual.proj.shape[1]
+    T = (size // visual.patch_size[0]) ** 2 + 1
+    ours = layers * H * D * 2 + layers * D * 2 + D * 2 + 4  # heads, mlps, rest (fp16) + norm
+    reference = layers * T * T * H * D * 4
+    enc, dec = statistics.median(t_enc), statistics.median(t_dec)
+    return {"model": name, "weights": weights, "device": str(device), "batch": batch,
+            "encode_image ms/img": 1000 * enc / batch, "decompose ms/img": 1000 * dec / batch,
+            "ratio": dec / enc, "stream ratio": statistics.median(t_stream) / enc,
+            "encode peak MiB": m_enc.peak / 2**20, "decompose peak MiB": m_dec.peak / 2**20,
+            "stored B/img": ours, "reference B/img": reference, "storage x": reference / ours}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", nargs="+", default=["ccs-tiny", "ViT-B-16-LAION"])
+    ap.add_argument("--batch", type=int, nargs="+", default=[256, 8],
+                    help="batch size per model (the last one repeats)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    rows = [bench(name, args.batch[min(i, len(args.batch) - 1)], args.repeats, device)
+            for i, name in enumerate(args.models)]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return
+    import pandas as pd
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}")
+    print(pd.DataFrame(rows).round(2).T.to_string(header=False))
+
+
+if __name__ == "__main__":
+    main()
