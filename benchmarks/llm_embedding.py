@@ -3,6 +3,7 @@
     python benchmarks/llm_embedding.py              # measure on lib/ccs/data/heads_heldout.yaml
     python benchmarks/llm_embedding.py --calibrate  # refit threshold/floor on the dev set first
     python benchmarks/llm_embedding.py --world      # also 180 heads simulated from the world pool
+    python benchmarks/llm_embedding.py --backend openai --judge-model gpt-4o  # an LLM, same sets
 
 Prints label accuracy, the judge's accuracy and Cohen's kappa (judging each text against the head's
 intended concept), and the mean absolute error of the end-to-end CCS, for the dev and held-out sets
@@ -25,6 +26,8 @@ def main() -> None:
     parser.add_argument("--calibrate", action="store_true", help="refit and store the calibration")
     parser.add_argument("--verbose", action="store_true", help="list the held-out heads labelled wrongly")
     parser.add_argument("--world", action="store_true", help="also heads simulated from the world pool")
+    parser.add_argument("--backend", default="embedding", help="embedding (default) or openai")
+    parser.add_argument("--judge-model", default="gpt-4o-mini", help="endpoint model of the openai backend")
     args = parser.parse_args()
     t0 = time.perf_counter()
     if args.calibrate:
@@ -35,8 +38,12 @@ def main() -> None:
         path.write_text(header + yaml.safe_dump(cal, sort_keys=False))
         llm.calibration.cache_clear()
         print("calibration:", cal)
-    backend = llm.backend("embedding")
-    print(f"threshold={backend.threshold} floor={backend.floor}")
+    if args.backend == "openai":
+        backend = llm.backend("openai", model=args.judge_model)
+        print(f"openai backend, model {args.judge_model}")
+    else:
+        backend = llm.backend("embedding")
+        print(f"threshold={backend.threshold} floor={backend.floor}")
     print(f"{'set':8} {'heads':>5} {'label_acc':>9} {'named_acc':>9} {'flagged':>7} "
           f"{'judge_acc':>9} {'judge_kappa':>11} {'ccs_mae':>7} {'ccs_rho':>7}")
     for split in ("dev", "heldout"):

@@ -147,6 +147,20 @@ else:
     print(f"the pool {pool!r} carries no ground-truth concepts")
 
 # %% [markdown]
+# With an LLM backend, the offline judge's verdicts on the same labels show how far the two judges
+# agree (the paper compares its LLM judge with a human annotator the same way).
+
+# %%
+if backend != "embedding":
+    offline_judge = llm.backend("embedding")
+    pairs = [(j, offline_judge.judge(t, r.label)) for r in table.itertuples() if not r.flagged
+             for t, j in zip(r.texts, r.judgements)]
+    agreement = scores.agreement([a for a, _ in pairs], [b for _, b in pairs])
+    print(pd.Series(agreement).round(3).to_string())
+else:
+    print("one judge only (the embedding backend): run with backend='openai' to compare two judges")
+
+# %% [markdown]
 # ### A text-free check: which attribute does each head encode?
 #
 # For every head, the share of the variance of its direct contribution over the world images that each

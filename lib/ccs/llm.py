@@ -206,7 +206,7 @@ class EmbeddingBackend:
         return v, float((self._background @ v).mean())
 
     def prefetch(self, texts: Sequence[str]) -> None:
-        """Embed many texts in one batch (and one cache entry) before labelling them one head at a time."""
+        """Embed many texts in one batch before labelling them one head at a time."""
         embed(list(texts))
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:
