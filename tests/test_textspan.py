@@ -50,30 +50,40 @@ def test_stops_when_nothing_is_left_to_explain():
     assert s.indices == [0] and s.explained == pytest.approx(1.0)
 
 
-class FakeDecomposition:
-    def __init__(self, heads):
-        self.heads = heads
-        self.layers = [4, 5]
-        self.meta = {"head_dim": 3}
+def test_all_heads_reconstruction_and_mean_ablation(tmp_path):
+    import torch
 
+    from ccs import decompose, models
 
-def test_all_heads_reconstruction_and_mean_ablation():
+    torch.manual_seed(0)
+    model = models.load("ccs-tiny", untrained=True).model
+    images = torch.randint(0, 256, (40, 3, 48, 48), dtype=torch.uint8)
+    dec = decompose.stream(model, images, tmp_path, layers=2, batch_size=40, progress=False)
     rng = np.random.default_rng(0)
-    dec = FakeDecomposition(rng.normal(size=(30, 2, 2, 6)).astype(np.float16))
-    texts = rng.normal(size=(20, 6))
+    texts = rng.normal(size=(30, dec.meta["dim"]))
     spans = textspan.heads(dec, texts, m=2, progress=False)
-    assert sorted(spans) == [(4, 0), (4, 1), (5, 0), (5, 1)]
-    rec = textspan.reconstructed(dec, spans)
-    assert rec.shape == dec.heads.shape
-    ablated = textspan.mean_ablated(dec)
-    np.testing.assert_allclose(ablated[0], ablated[-1])
+    H = dec.meta["heads"]
+    assert sorted(spans) == [(l, h) for l in dec.layers for h in range(H)]
+    assert all(len(s.indices) == 2 for s in spans.values())
+    heads = dec.heads.astype(np.float32)
+    rec = textspan.reconstruction(dec, spans)(heads)
+    assert rec.shape == heads.shape
+    np.testing.assert_allclose(rec.mean(0), heads.mean(0), atol=1e-5)
+    full = {k: textspan.Span(s.indices, s.variances, s.explained,
+                             np.linalg.qr(np.random.default_rng(1).normal(size=(dec.meta["dim"],) * 2))[0].T,
+                             s.mean) for k, s in spans.items()}
+    np.testing.assert_allclose(dec.embeddings(textspan.reconstruction(dec, full)), dec.embeddings(),
+                               atol=1e-4)  # reconstruction from a full basis changes nothing
+    ablated = dec.embeddings(textspan.mean_ablation(dec))
+    expected = dec.embeddings() - heads.sum((1, 2)) + heads.mean(0).sum((0, 1))
+    np.testing.assert_allclose(ablated, expected, atol=1e-4)
 
     class Pool:
-        texts = [f"t{i}" for i in range(20)]
-        concepts = ["c"] * 20
+        texts = [f"t{i}" for i in range(30)]
+        concepts = ["c"] * 30
 
     rows = textspan.records(spans, Pool)
-    assert rows[0]["layer"] == 4 and len(rows[0]["texts"]) == 2 and rows[0]["concepts"] == ["c", "c"]
+    assert rows[0]["layer"] == dec.layers[0] and rows[0]["concepts"] == ["c", "c"]
 
 
 def test_cli_and_zero_shot_check_end_to_end(tmp_path, monkeypatch):
@@ -84,6 +94,7 @@ def test_cli_and_zero_shot_check_end_to_end(tmp_path, monkeypatch):
     pytest.importorskip("ccs.evaluate")
     from typer.testing import CliRunner
 
+    from ccs import models
     from ccs.cli import app
 
     monkeypatch.setenv("CCS_CACHE", str(tmp_path))
@@ -92,7 +103,9 @@ def test_cli_and_zero_shot_check_end_to_end(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
-    assert [(r["layer"], r["head"]) for r in rows] == [(l, h) for l in (4, 5) for h in range(6)]
+    spec = models.spec("ccs-tiny")
+    layers = range(spec.layers - 2, spec.layers)
+    assert [(r["layer"], r["head"]) for r in rows] == [(l, h) for l in layers for h in range(spec.heads)]
     assert all(len(r["texts"]) == 3 and len(r["concepts"]) == 3 for r in rows)
     a = textspan.analyse("ccs-tiny", images=48, layers=2, texts=3, untrained=True, progress=False)
     assert a.records() == rows  # deterministic, and served from the cache

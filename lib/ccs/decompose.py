@@ -241,13 +241,27 @@ class Decomposition:
         """The analysed layers' indices in the tower."""
         return self.meta["layers"]
 
-    def embeddings(self, heads: np.ndarray | None = None) -> np.ndarray:
-        """The normalised image embeddings [N, D] as a sum of the stored terms (fp32), with the head
-        terms replaced by `heads` [N, K, H, D] when given (e.g. a reconstruction or an ablation).
-        Not renormalised: the zero-shot argmax does not depend on the image's scale."""
-        heads = self.heads if heads is None else heads
-        return (self.rest.astype(np.float32) + self.mlps.astype(np.float32).sum(1)
-                + np.asarray(heads, dtype=np.float32).sum((1, 2)))
+    def head_means(self, chunk: int = 4096) -> np.ndarray:
+        """Each head's mean term over the images [K, H, D] (read in chunks)."""
+        heads = self.heads
+        total = np.zeros(heads.shape[1:], dtype=np.float64)
+        for i in range(0, len(heads), chunk):
+            total += heads[i:i + chunk].astype(np.float64).sum(0)
+        return (total / len(heads)).astype(np.float32)
+
+    def embeddings(self, replace=None, chunk: int = 4096) -> np.ndarray:
+        """The normalised image embeddings [N, D] as the sum of the stored terms (fp32), read in
+        chunks of images. `replace` maps a chunk of head terms [n, K, H, D] to what should stand in
+        their place (a reconstruction, an ablation). Not renormalised: zero-shot predictions do not
+        depend on an image's scale."""
+        heads, mlps, rest = self.heads, self.mlps, self.rest
+        out = np.empty(rest.shape, dtype=np.float32)
+        for i in range(0, len(out), chunk):
+            h = heads[i:i + chunk].astype(np.float32)
+            h = h if replace is None else replace(h)
+            out[i:i + chunk] = rest[i:i + chunk] + mlps[i:i + chunk].astype(np.float32).sum(1) \
+                + h.sum((1, 2))
+        return out
 
 
 def _batches(images, preprocess, start: int, batch_size: int) -> Iterator[torch.Tensor]:

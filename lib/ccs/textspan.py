@@ -87,21 +87,25 @@ def heads(decomposition, texts: np.ndarray, m: int = 5, rank: int | None = None,
     return out
 
 
-def reconstructed(decomposition, spans: dict[tuple[int, int], Span]) -> np.ndarray:
-    """The head terms [N, K, H, D] with every head replaced by its TextSpan reconstruction."""
-    arr = decomposition.heads
-    out = np.empty(arr.shape, dtype=np.float32)
-    for k, layer in enumerate(decomposition.layers):
-        for h in range(arr.shape[2]):
-            out[:, k, h] = spans[layer, h].reconstruct(arr[:, k, h])
-    return out
+def reconstruction(decomposition, spans: dict[tuple[int, int], Span]):
+    """A `replace` function for `Decomposition.embeddings`: every analysed head replaced by its
+    TextSpan reconstruction (its mean plus its projection onto its texts' directions)."""
+    def replace(h: np.ndarray) -> np.ndarray:
+        out = np.empty_like(h)
+        for k, layer in enumerate(decomposition.layers):
+            for j in range(h.shape[2]):
+                out[:, k, j] = spans[layer, j].reconstruct(h[:, k, j])
+        return out
+
+    return replace
 
 
-def mean_ablated(decomposition) -> np.ndarray:
-    """The head terms [N, K, H, D] with every head replaced by its mean over the images (TextSpan's
-    mean-ablation: a direct effect on the stored decomposition, no forward pass)."""
-    arr = np.asarray(decomposition.heads, dtype=np.float32)
-    return np.broadcast_to(arr.mean(0, keepdims=True), arr.shape)
+def mean_ablation(decomposition):
+    """A `replace` function for `Decomposition.embeddings`: every analysed head replaced by its mean
+    over the images (TextSpan's mean-ablation: a direct effect on the stored decomposition, no
+    forward pass; the paper's soft pruning is another thing, see ccs.ablate)."""
+    means = decomposition.head_means()
+    return lambda h: np.broadcast_to(means, h.shape)
 
 
 def records(spans: dict[tuple[int, int], Span], pool) -> list[dict]:
@@ -169,9 +173,10 @@ def zero_shot_check(a: Analysis) -> "pd.DataFrame":
 
     from ccs import evaluate, world
 
-    variants = {"original": a.decomposition.embeddings(),
-                "textspan": a.decomposition.embeddings(reconstructed(a.decomposition, a.spans)),
-                "mean-ablated": a.decomposition.embeddings(mean_ablated(a.decomposition))}
+    dec = a.decomposition
+    variants = {"original": dec.embeddings(),
+                "textspan": dec.embeddings(reconstruction(dec, a.spans)),
+                "mean-ablated": dec.embeddings(mean_ablation(dec))}
     rows = []
     for name, task in world.tasks().items():
         clf = evaluate.zero_shot_classifier(a.model, a.tokenizer, task.classnames, task.templates)
