@@ -54,6 +54,7 @@ pool = "world"  # "world", "textspan" (TextSpan's 3,498 descriptions), a pool fi
 last_layers = 4
 texts_per_head = 5
 seed = 0
+convention = "centred"  # how ln_post's mean and bias are split among the terms: centred | textspan
 
 # %% [markdown]
 # ## Decomposing the images
@@ -72,7 +73,7 @@ except models.WeightsNotFoundError:
                      "architecture: its heads mean nothing yet.\n:::"))
 
 a = ts.analyse(model, images=images, pool=pool, layers=last_layers, texts=texts_per_head,
-               seed=seed, untrained=untrained, progress=False)
+               seed=seed, untrained=untrained, convention=convention, progress=False)
 dec = a.decomposition
 N, K, H, D = dec.heads.shape
 print(pd.Series({"images": N, "analysed layers": f"{dec.layers[0]}-{dec.layers[-1]}",
@@ -86,7 +87,7 @@ print(pd.Series({"images": N, "analysed layers": f"{dec.layers[0]}-{dec.layers[-
 # %%
 x = models.tensor_preprocess(a.model)(a.batch.images[:8])
 with torch.no_grad():
-    exact = decompose.components(a.model, x, layers=last_layers)
+    exact = decompose.components(a.model, x, layers=last_layers, convention=convention)
     reference = a.model.encode_image(x, normalize=True)
 error = (exact.total() - reference).abs().max().item()
 stored = np.abs(dec.embeddings()[:8] - reference.numpy()).max()

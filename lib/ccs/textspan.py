@@ -144,10 +144,11 @@ class Analysis:
 def analyse(model_name: str, *, images: int = 1000, pool: str = "world", layers: int = 4,
             texts: int = 5, rank: int | None = None, seed: int = 0, split: str = "test",
             untrained: bool = False, batch_size: int = 64, download: bool = False,
-            progress: bool = True) -> Analysis:
+            convention: str = "centred", progress: bool = True) -> Analysis:
     """TextSpan for the heads of the last `layers` layers of a registered model, on `images` images
-    of the concept world and the description pool `pool` (see ccs.pools.load). The decomposition
-    and the text embeddings are cached on disk; the greedy search itself takes seconds."""
+    of the concept world and the description pool `pool` (see ccs.pools.load). `convention` splits
+    ln_post among the terms (see ccs.decompose). The decomposition and the text embeddings are
+    cached on disk; the greedy search itself takes seconds."""
     import torch
 
     from ccs import decompose, models, pools, world
@@ -157,7 +158,7 @@ def analyse(model_name: str, *, images: int = 1000, pool: str = "world", layers:
     model, _, tokenizer = models.load(model_name, untrained=untrained)
     batch = world.sample(images, seed, split=split)
     dec = decompose.cached(model, model_name, batch.images, layers=layers, batch_size=batch_size,
-                           progress=progress)
+                           convention=convention, progress=progress)
     p = pools.load(pool, download=download)
     emb = pools.embed(p, model_name, model, tokenizer)
     spans = heads(dec, emb, m=texts, rank=rank, progress=progress)

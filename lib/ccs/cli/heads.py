@@ -21,6 +21,7 @@ def textspan(
     layers: int = typer.Option(4, help="Analyse the heads of the last LAYERS layers."),
     rank: int = typer.Option(0, help="Rank of the text projection (0: the head dimension)."),
     seed: int = typer.Option(0, help="World sample seed."),
+    convention: str = typer.Option("centred", help="How ln_post is split: centred | textspan."),
     untrained: bool = typer.Option(False, help="Random weights (for testing the mathematics)."),
     download: bool = typer.Option(False, help="Download a URL pool if not cached."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON records."),
@@ -32,7 +33,7 @@ def textspan(
     try:
         a = ts.analyse(model, images=images, pool=pool, layers=layers, texts=texts,
                        rank=rank or None, seed=seed, untrained=untrained, download=download,
-                       progress=not as_json)
+                       convention=convention, progress=not as_json)
     except (models.UnknownModelError, models.WeightsNotFoundError, pools.PoolNotAvailableError,
             decompose.DecompositionError) as e:
         typer.echo(f"error: {e}", err=True)
