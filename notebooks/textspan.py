@@ -24,6 +24,10 @@
 #
 # where the final layer norm is linearised by freezing the image's own standard deviation and $P$
 # is the output projection. The terms sum to the embedding to floating-point precision.
+# By default (`convention="centred"`) each term is centred by its own mean, as the linearised layer
+# norm does to any input, so a head's term depends on nothing but that head; TextSpan's reference
+# code instead shares the layer norm's mean and bias equally among all terms
+# (`convention="textspan"`). Both sum to the same embedding.
 #
 # **TextSpan.** For one head, the candidate texts of a description pool are projected onto the
 # subspace the head writes into; then, five times, the text whose direction varies most across the
