@@ -56,3 +56,15 @@ def test_shipped_weights_load_offline_and_clear_a_floor(monkeypatch):
     assert all(acc[c] >= f for c, f in floor.items()), acc
     record = json.loads((models.WEIGHTS_DIR / "ccs-tiny.record.json").read_text())
     assert record["pairs_seen"] > 0 and record["wall_time_s"] > 0
+
+
+def test_folding_the_input_normalisation_keeps_the_outputs():
+    from open_clip.constants import OPENAI_DATASET_MEAN as M, OPENAI_DATASET_STD as S
+
+    trained = train.build_model(mean=M, std=S).eval()
+    images = world.sample(4, 0).images
+    before = evaluate.image_embeddings(trained, images)
+    shipped = train.build_model().eval()
+    shipped.load_state_dict(train.fold_normalisation(trained.state_dict(), M, S))
+    after = evaluate.image_embeddings(shipped, images)
+    assert torch.allclose(before, after, atol=1e-4)

@@ -137,3 +137,9 @@ def test_tasks_cover_every_concept(batch):
         assert task.concept == name and all("{}" in s for s in task.templates)
         labels = task.labels(batch.attributes)
         assert labels.shape == (96,) and labels.min() >= 0 and labels.max() < len(task.classnames)
+
+
+def test_full_captions_name_every_attribute(batch):
+    for _, row in batch.attributes.head(20).iterrows():
+        parsed = world.parse_caption(world.full_caption(row))
+        assert all(parsed[c] == row[c] for c in world.CONCEPTS if c != "texture" or row[c] != "plain")

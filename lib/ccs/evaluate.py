@@ -105,3 +105,42 @@ def bootstrap_ci(correct, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
     rng = np.random.default_rng(seed)
     means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(1)
     return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
+
+
+def mcm_scores(image_emb: torch.Tensor, classifier: torch.Tensor, temperature: float = 0.01) -> torch.Tensor:
+    """Maximum concept matching score (Ming et al., 2022): the largest softmax probability over
+    the classes of cosine similarities / temperature. Low scores flag out-of-distribution images."""
+    return torch.softmax(image_emb @ classifier.T / temperature, dim=-1).amax(-1)
+
+
+def auroc(scores_in, scores_out) -> float:
+    """Area under the ROC curve for telling in-distribution (higher scores) from OOD inputs."""
+    from sklearn.metrics import roc_auc_score
+
+    s_in, s_out = np.asarray(scores_in, float), np.asarray(scores_out, float)
+    y = np.r_[np.ones(len(s_in)), np.zeros(len(s_out))]
+    return float(roc_auc_score(y, np.r_[s_in, s_out]))
+
+
+def world_report(model, tokenizer: Callable, seed: int = 1, n: int = 1000,
+                 splits: Sequence[str] = ("test",)) -> dict:
+    """Zero-shot accuracy per concept and image<->text retrieval (captions naming every attribute)
+    on freshly generated concept-world images, per split. For "novel-shapes" the shape accuracy is
+    undefined (NaN: those shapes have no class) and `ood_auroc` says how well the shape prompts'
+    MCM score separates them from test images."""
+    from ccs import world
+
+    report, shape_clf, test_scores = {}, None, None
+    for split in splits:
+        batch = world.sample(n, seed, split)
+        img = image_embeddings(model, batch.images)
+        zs = {c: zero_shot_accuracy(model, tokenizer, batch, t, image_emb=img) for c, t in world.tasks().items()}
+        txt = text_embeddings(model, tokenizer, [world.full_caption(r) for _, r in batch.attributes.iterrows()])
+        report[split] = {"zero_shot": zs, "retrieval": retrieval_recall(img, txt)}
+        if split == "novel-shapes":
+            t = world.tasks()["shape"]
+            shape_clf = zero_shot_classifier(model, tokenizer, t.classnames, t.templates)
+            if test_scores is None:
+                test_scores = mcm_scores(image_embeddings(model, world.sample(n, seed, "test").images), shape_clf)
+            report[split]["ood_auroc"] = auroc(test_scores, mcm_scores(img, shape_clf))
+    return report

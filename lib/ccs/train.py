@@ -40,6 +40,10 @@ class TrainConfig:
     sibling_frac: float = 0.5
     position_share: float = 0.5
     model: str = models.TINY
+    # input normalisation used in training; `export` folds it into the weights so that the shipped
+    # model expects the package's convention (models.TINY_MEAN / TINY_STD) whatever was used here
+    image_mean: tuple = models.TINY_MEAN
+    image_std: tuple = models.TINY_STD
 
     @property
     def steps(self) -> int:
@@ -56,13 +60,32 @@ class State:
     best_step: int = -1
 
 
-def build_model(name: str = models.TINY, seed: int = 0) -> torch.nn.Module:
+def build_model(name: str = models.TINY, seed: int = 0, mean=models.TINY_MEAN,
+                std=models.TINY_STD) -> torch.nn.Module:
     """A freshly initialised open_clip model of the registered config `name` (same seed, same init)."""
     import open_clip
 
     models._register_configs()
     torch.manual_seed(seed)
-    return open_clip.create_model(name, pretrained=None)
+    return open_clip.create_model(name, pretrained=None,
+                                  force_preprocess_cfg={"mean": tuple(mean), "std": tuple(std)})
+
+
+def fold_normalisation(state: dict, mean, std, new_mean=models.TINY_MEAN, new_std=models.TINY_STD) -> dict:
+    """Rewrite ViT weights trained on inputs normalised with (mean, std) so that they give the same
+    outputs on inputs normalised with (new_mean, new_std): the per-channel scale goes into the
+    (bias-free) patch-embedding conv, the offset into the patch tokens' positional embedding."""
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    m2, s2 = torch.tensor(new_mean).view(1, 3, 1, 1), torch.tensor(new_std).view(1, 3, 1, 1)
+    state = dict(state)
+    w = state["visual.conv1.weight"].float()  # [width, 3, p, p]
+    # old input = new input * s2/s + (m2 - m)/s
+    state["visual.conv1.weight"] = w * (s2 / s)
+    offset = (w * ((m2 - m) / s)).sum((1, 2, 3))  # conv of the constant image, per output channel
+    pos = state["visual.positional_embedding"].float().clone()
+    pos[1:] += offset  # patch tokens only; the class token never sees the image
+    state["visual.positional_embedding"] = pos
+    return state
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -120,7 +143,7 @@ def train(run_dir: str | Path, cfg: TrainConfig | None = None, max_steps: int | 
         cfg = TrainConfig(**json.loads((run_dir / "config.json").read_text()))
     (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     torch.set_num_threads(cfg.threads)
-    model = build_model(cfg.model, cfg.seed).to(device)
+    model = build_model(cfg.model, cfg.seed, cfg.image_mean, cfg.image_std).to(device)
     opt = make_optimizer(model, cfg)
     state = State()
     if last.exists():
@@ -199,8 +222,12 @@ def export(run_dir: str | Path, out_dir: str | Path | None = None, which: str = 
     out_dir.mkdir(parents=True, exist_ok=True)
     last = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)
     cfg, state = last["config"], State(**last["state"])
+    if (run_dir / "config.json").exists():  # the run's own record of its config wins
+        cfg = json.loads((run_dir / "config.json").read_text())
     src = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False) if which == "best" else last
-    weights = {k: v.detach().to(torch.float16).contiguous() for k, v in src["model"].items()}
+    state_dict = fold_normalisation(src["model"], cfg.get("image_mean", models.TINY_MEAN),
+                                    cfg.get("image_std", models.TINY_STD))
+    weights = {k: v.detach().to(torch.float16).contiguous() for k, v in state_dict.items()}
     name = cfg["model"]
     save_file(weights, out_dir / f"{name}.safetensors")
     step = src.get("step", state.step)
@@ -214,7 +241,8 @@ def export(run_dir: str | Path, out_dir: str | Path | None = None, which: str = 
                                                  "logit_scale": [c[2] for c in curve]},
         "evals": state.evals, "eval_seed": EVAL_SEED, "eval_n": cfg["eval_n"],
         "best_eval": src.get("eval"),
-        "retrain": "ccs train-tiny --out train-runs/ccs-tiny && ccs train-tiny --out train-runs/ccs-tiny --export",
+        "notes": (run_dir / "notes.txt").read_text().strip() if (run_dir / "notes.txt").exists() else "",
+        "retrain": "ccs train-tiny --out train-runs/ccs-tiny --pairs 700000  # then: ccs train-tiny --out train-runs/ccs-tiny --export",
     }
     (out_dir / f"{name}.record.json").write_text(json.dumps(record, indent=1))
     return out_dir / f"{name}.safetensors"

@@ -366,6 +366,18 @@ def _caption(w: dict, rng: np.random.Generator, must: str | None = None,
     return (prefix + " ".join(parts + tail) + ".").replace("  ", " ")
 
 
+def full_caption(attrs) -> str:
+    """The caption that names every attribute of an image (a dict or a row of `.attributes`), in
+    one fixed form: for retrieval, where a caption should single out its image."""
+    w = {c: attrs[c] for c in CONCEPTS}
+    n = COUNTS.index(w["count"]) + 1
+    noun = w["shape"] if n == 1 else _PLURAL.get(w["shape"], w["shape"] + "s")
+    tex = "" if w["texture"] == "plain" else w["texture"] + " "
+    motion = f" moving {attrs['motion']}" if "motion" in attrs else ""
+    return (f"{w['count']} {w['size']} {w['colour']} {tex}{noun}{motion} in the {w['position']} "
+            f"on a {w['scene']} background.")
+
+
 _PARSE_PATTERNS = {
     "position": r"\b{}\b", "motion": r"\bmov(?:es|ing) {}\b",
     "scene": r"\b{} background\b|\bfront of {}\b|\bon {}\b", "shape": r"\b{}(?:e?s)?\b",

@@ -37,6 +37,13 @@ def train_tiny(
     typer.echo(f"step {state.step}, best mean zero-shot accuracy {state.best:.3f} at step {state.best_step}")
 
 
+def _clean(x):
+    """Round floats to 4 places; NaN (an undefined accuracy) becomes null, so the JSON is valid."""
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    return None if x != x else round(x, 4) if isinstance(x, float) else x
+
+
 @app.command("eval-tiny")
 def eval_tiny(
     seed: int = typer.Option(1, help="Seed of the fresh test images (never used in training)."),
@@ -50,19 +57,14 @@ def eval_tiny(
 
     m, _, tok = models.load(model)
     names = list(world.SPLITS)[1:] if splits == "all" else splits.split(",")
-    report = {}
-    for split in names:
-        batch = world.sample(n, seed, split)
-        img = evaluate.image_embeddings(m, batch.images)
-        zs = {c: round(evaluate.zero_shot_accuracy(m, tok, batch, t, image_emb=img), 4)
-              for c, t in world.tasks().items()}
-        txt = evaluate.text_embeddings(m, tok, batch.captions)
-        ret = {k: round(v, 4) for k, v in evaluate.retrieval_recall(img, txt).items()}
-        report[split] = {"zero_shot": zs, "retrieval": ret}
+    report = evaluate.world_report(m, tok, seed=seed, n=n, splits=names)
+    report = _clean(report)
     out = report[names[0]] if len(names) == 1 else report
     if as_json:
         typer.echo(json.dumps(out))
         return
     for split, r in report.items():
-        typer.echo(f"[{split}] " + "  ".join(f"{k} {v:.3f}" for k, v in r["zero_shot"].items()))
+        typer.echo(f"[{split}] " + "  ".join(f"{k} {v if v is None else f'{v:.3f}'}" for k, v in r["zero_shot"].items()))
         typer.echo(f"[{split}] " + "  ".join(f"{k} {v:.3f}" for k, v in r["retrieval"].items()))
+        if "ood_auroc" in r:
+            typer.echo(f"[{split}] OOD AUROC (shape prompts' MCM score vs test) {r['ood_auroc']:.3f}")
