@@ -56,13 +56,14 @@ def find(model: str, experiment: str, path: Path = GRID) -> Run:
 
 
 def toc(path: Path = GRID) -> dict:
-    """The Jupyter Book table of contents: the prose chapters, then one part per model."""
+    """The Jupyter Book table of contents: one part per model, then the prose appendix."""
     g = grid(path)
-    parts = [{"caption": "The paper", "chapters": [{"file": f} for f in g.get("prose", [])]}]
+    parts = []
     for model in g["models"]:
         chapters = [{"file": str(r.notebook.relative_to(ROOT).with_suffix(""))}
                     for r in runs(path) if r.model == model]
         parts.append({"caption": f"Runs: {model}", "chapters": chapters})
+    parts.append({"caption": "Using the book", "chapters": [{"file": f} for f in g.get("prose", [])]})
     return {"format": "jb-book", "root": g.get("root", "book/intro"),
             "parts": [p for p in parts if p["chapters"]]}
 
