@@ -46,13 +46,12 @@ def test_logit_scale_is_clamped(tmp_path):
     assert all(s <= 100.0 + 1e-3 for _, _, s in state.losses)
 
 
-@pytest.mark.skipif(not (models.WEIGHTS_DIR / "ccs-tiny.safetensors").exists(), reason="no shipped weights")
 def test_shipped_weights_load_offline_and_clear_a_floor(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model, _, tok = models.load("ccs-tiny")
     batch = world.sample(200, seed=424242, split="test")
     acc = evaluate.zero_shot_report(model, tok, batch, world.tasks())
-    floor = {"colour": 0.8, "scene": 0.8, "shape": 0.3, "size": 0.6, "texture": 0.4, "position": 0.2, "count": 0.4}
+    floor = {"colour": 0.9, "scene": 0.9, "shape": 0.15, "size": 0.7, "texture": 0.45, "position": 0.6, "count": 0.5}
     assert all(acc[c] >= f for c, f in floor.items()), acc
     record = json.loads((models.WEIGHTS_DIR / "ccs-tiny.record.json").read_text())
     assert record["pairs_seen"] > 0 and record["wall_time_s"] > 0

@@ -39,6 +39,7 @@ class TrainConfig:
     threads: int = 1
     sibling_frac: float = 0.5
     position_share: float = 0.5
+    sibling_weights: dict | None = None  # {concept: weight} of the sibling differences (overrides position_share)
     model: str = models.TINY
     # input normalisation used in training; `export` folds it into the weights so that the shipped
     # model expects the package's convention (models.TINY_MEAN / TINY_STD) whatever was used here
@@ -166,7 +167,7 @@ def train(run_dir: str | Path, cfg: TrainConfig | None = None, max_steps: int | 
     while state.step < end:
         t0 = time.time()
         batch = world.train_batch(cfg.batch_size, state.step, cfg.seed, cfg.sibling_frac,
-                                  cfg.position_share)
+                                  cfg.position_share, cfg.sibling_weights)
         images = preprocess(batch.images).to(device)
         texts = tokenizer(batch.captions).to(device)
         for g in opt.param_groups:

@@ -424,17 +424,22 @@ def sample(n: int, seed: int, split: str = "test") -> WorldBatch:
 
 
 def train_batch(batch_size: int, step: int, seed: int = 0, sibling_frac: float = 0.5,
-                position_share: float = 0.5) -> WorldBatch:
+                position_share: float = 0.5, sibling_weights: dict | None = None) -> WorldBatch:
     """The training batch of a step: half independent images, half "siblings" of them that differ
-    in exactly one attribute (position in `position_share` of the pairs), the difference named in
-    both captions, so that contrastive training must use every concept. Deterministic in
-    (batch_size, step, seed); the seed stream never meets `sample`'s."""
+    in exactly one attribute (position in `position_share` of the pairs, the other concepts
+    equally often; or drawn by `sibling_weights` {concept: weight} when given), the difference named
+    in both captions, so that contrastive training must use every concept. Deterministic in
+    (batch_size, step, seed, mix); the seed stream never meets `sample`'s."""
     rng = np.random.default_rng([int(seed), int(step), 99])
     n_sib = int(batch_size * sibling_frac) // 2
     base = _sample_specs(rng, batch_size - n_sib, "train")
     sib = _take(base, np.arange(n_sib))
     others = [c for c in CONCEPTS if c != "position"]
-    diff = np.where(rng.random(n_sib) < position_share, "position", rng.choice(others, n_sib))
+    if sibling_weights:
+        w = np.array([sibling_weights.get(c, 0.0) for c in CONCEPTS], float)
+        diff = rng.choice(CONCEPTS, n_sib, p=w / w.sum())
+    else:
+        diff = np.where(rng.random(n_sib) < position_share, "position", rng.choice(others, n_sib))
     for i, c in enumerate(diff):
         k = len(VOCAB[c])
         sib[c][i] = (sib[c][i] + rng.integers(1, k)) % k
