@@ -90,6 +90,8 @@ PHRASINGS = {
     "motion": ["moving {}", "an object moving {}", "heading {}", "drifting {}", "sliding {}",
                "travelling {}", "a shape going {}", "motion {}"],
 }
+SINGULAR = {"objects": "object", "shapes": "shape", "things": "thing", "items": "item",
+            "figures": "figure", "copies": "copy", "there are": "there is", "a group of": "just"}
 GENERIC = ["{}", "a {} thing", "something {}", "a photo of something {}", "an image showing {}"]
 
 # Things the world does not contain (distractors), by category, with their phrasings.
@@ -165,6 +167,9 @@ def world(vocab: dict[str, list[str]] | None = None, *, absent: bool = True, com
     for concept, values in vocab.items():
         for value in values:
             for p in PHRASINGS.get(concept, GENERIC):
+                if value in ("one", "1"):  # "one objects" -> "one object"
+                    for plural, singular in SINGULAR.items():
+                        p = re.sub(rf"\b{plural}\b", singular, p)
                 add(p.format(value), concept, value, True)
     if absent:
         world_words = set().union(*(_words(v) for vs in vocab.values() for v in vs))
