@@ -13,47 +13,39 @@
 # %% [markdown]
 # # Model card
 #
-# What the model under study is: its architecture, the size of each part, and how images are
-# prepared for it. Every other page of the book analyses the attention heads counted here.
+# What the model under study is: its architecture and where its parameters are, and, for the
+# book's own `ccs-tiny`, the world it was trained on, how the training went, what it recognises
+# and what it does not.
 
 # %%
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
-import matplotlib.pyplot as plt
-from IPython.display import Markdown, display
 
-from ccs import models, plots
+from ccs import evaluate, models, plots, world
 
 plots.style()
 
 # %% tags=["parameters", "hide-input"]
 model = "ccs-tiny"
+test_images = 1000  # fresh concept-world images per split for the zero-shot and retrieval figures
+seed = 1  # seed of those images (never used in training)
 
 # %% [markdown]
 # ## Architecture
 
 # %%
 spec = models.spec(model)
-try:
-    clip, preprocess, tokenizer = models.load(model)
-    trained = True
-except models.WeightsNotFoundError as err:
-    if not spec.embedded:
-        raise  # a paper model without its weights: the error says how to fetch them
-    clip, preprocess, tokenizer = models.load(model, untrained=True)
-    trained = False
-    display(Markdown(f":::{{warning}}\nThe weights of `{model}` are not in the package yet, so this "
-                     "page describes a **randomly initialised, untrained** model of the same "
-                     "architecture.\n:::"))
-
-summary = pd.Series(models.architecture(model, clip), name="value")
-summary["weights"] = "trained" if trained else "untrained (random init)"
-print(summary.to_string())
+clip, preprocess, tokenizer = models.load(model)
+print(pd.Series(models.architecture(model, clip), name="value").to_string())
 
 # %% [markdown]
 # ## Where the parameters are
 #
-# The token embedding of the text tower (one row per BPE token of CLIP's 49,408-word vocabulary)
+# The token embedding of the text tower (one row per BPE token of CLIP's 49,408-token vocabulary)
 # is the largest single block; the heads this book studies live in the vision transformer.
 
 # %%
@@ -63,8 +55,124 @@ params["share %"] = (100 * params["parameters"] / params["parameters"].sum()).ro
 print(params.to_string(index=False))
 print(f"total parameters: {params['parameters'].sum():,}")
 
-# %%
 fig, ax = plt.subplots(figsize=(7, 3.2))
 sns.barplot(data=params, y="part", x="parameters", ax=ax, color=sns.color_palette()[0])
 ax.set(xlabel="parameters", ylabel="", title=f"{model}: parameters by part")
 plt.show()
+
+# %% [markdown]
+# ## The concept world
+#
+# `ccs-tiny` never saw a photograph. It was trained on generated images of one to three objects
+# whose every attribute is known: **shape**, **colour**, **size**, **texture**, **position** in a
+# 3×3 grid of the frame, the background **scene** (this world's stand-in for the paper's
+# "location" heads) and the **count**. Captions name a random subset of the attributes with varied
+# phrasings, so each concept is also learnable alone. Below, test images with the caption that
+# names all their attributes, then the shifted renderings used for the out-of-domain experiments.
+
+# %%
+samples = world.sample(16, seed=seed, split="test")
+fig, ax = plt.subplots(figsize=(9, 2.6))
+ax.imshow(world.grid(samples.images, nrow=8))
+ax.set_axis_off()
+ax.set_title("test images (training distribution, fresh seed)")
+plt.show()
+for i, (_, row) in enumerate(samples.attributes.head(8).iterrows()):
+    print(f"{i:2d}  {world.full_caption(row)}")
+
+# %%
+shifted = [s for s in world.SPLITS if s not in ("train", "test")]
+fig, axes = plt.subplots(len(shifted), 1, figsize=(9, 1.35 * len(shifted)))
+for ax, split in zip(axes, shifted):
+    ax.imshow(world.grid(world.sample(8, seed=seed, split=split).images, nrow=8))
+    ax.set_axis_off()
+    ax.set_title(f"{split}: {world.SPLITS[split]}", fontsize=9, loc="left")
+plt.show()
+
+# %% [markdown]
+# ## Training
+#
+# open_clip's own model and contrastive loss (`ClipLoss`), AdamW with warm-up and a cosine
+# schedule, on batches in which many pairs of images differ in one attribute only ("siblings"), so
+# that the loss rewards telling apart exactly the concepts that pixels make least salient. The
+# training record ships with the weights; `make train-tiny` re-runs it.
+
+# %%
+record = json.loads((models.WEIGHTS_DIR / f"{model}.record.json").read_text()) if spec.embedded else None
+if record:
+    print(pd.Series({
+        "image-caption pairs seen": f"{record['pairs_seen_total']:,}",
+        "optimiser steps": record["steps_run"],
+        "weights from step": record["weights_from_step"],
+        "batch size": record["train_config"]["batch_size"],
+        "wall time": f"{record['wall_time_s'] / 60:.0f} min",
+        "hardware": f"{record['hardware']}, {record['threads']} torch thread(s)",
+    }, name="value").to_string())
+else:
+    print(f"{model} was trained by its authors; see open_clip's model card for {spec.open_clip}.")
+
+# %%
+if record:
+    loss = pd.DataFrame(record["loss_curve"])
+    evals = pd.DataFrame([{"step": e["step"], **e["zero_shot"]} for e in record["evals"]])
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+    ax1.plot(loss["step"], loss["loss"], lw=0.8, alpha=0.4)
+    ax1.plot(loss["step"], loss["loss"].rolling(20, min_periods=1).mean(), lw=2)
+    ax1.set(xlabel="step", ylabel="contrastive loss", title="training loss")
+    sns.lineplot(data=evals.melt("step", var_name="concept", value_name="accuracy"),
+                 x="step", y="accuracy", hue="concept", ax=ax2)
+    ax2.axvline(record["weights_from_step"], color="0.4", ls="--", lw=1)
+    ax2.set(ylim=(0, 1.02), title="zero-shot accuracy during training (shipped step dashed)")
+    ax2.legend(fontsize=8, ncol=2)
+    plt.show()
+
+# %% [markdown]
+# ## What it recognises
+#
+# Zero-shot top-1 accuracy per concept, on freshly generated images of every split: the prompt
+# ensemble of each class ("a photo of a red object", ...) is the classifier, as in the paper.
+# Chance is one over the number of classes. Shape accuracy is undefined on `novel-shapes`, whose
+# shapes have no class; there the question is whether the model *notices* them (OOD AUROC below).
+
+# %%
+report = evaluate.world_report(clip, tokenizer, seed=seed, n=test_images, splits=list(world.SPLITS)[1:])
+tasks = world.tasks()
+acc = pd.DataFrame({split: r["zero_shot"] for split, r in report.items()})
+acc.insert(0, "chance", [1 / len(tasks[c].classnames) for c in acc.index])
+print(acc.round(3).to_string())
+
+fig, ax = plt.subplots(figsize=(10, 3.6))
+long = acc.drop(columns="chance").reset_index(names="concept").melt("concept", var_name="split",
+                                                                     value_name="accuracy")
+sns.barplot(data=long, x="concept", y="accuracy", hue="split", ax=ax)
+for i, c in enumerate(acc.index):
+    ax.hlines(acc.loc[c, "chance"], i - 0.4, i + 0.4, color="black", lw=1.2)
+ax.set(ylim=(0, 1.02), title=f"{model}: zero-shot accuracy per concept (black: chance)")
+ax.legend(fontsize=8, ncol=3)
+plt.show()
+
+# %% [markdown]
+# Image↔text retrieval among the test images and the captions that name all their attributes
+# (recall at 1, 5 and 10), and how well the shape prompts' maximum softmax score separates
+# held-out shapes from known ones (AUROC; 0.5 is chance).
+
+# %%
+retrieval = pd.DataFrame({split: r["retrieval"] for split, r in report.items()}).T
+print(retrieval.round(3).to_string())
+print(f"novel-shapes OOD AUROC: {report['novel-shapes']['ood_auroc']:.3f}")
+
+# %% [markdown]
+# ## What it cannot do
+#
+# The targets set for `ccs-tiny` (zero-shot top-1 on fresh test images) and where it falls short.
+# A concept the model has not learned cannot have heads devoted to it, so the later pages can find
+# no heads for it either.
+
+# %%
+targets = {"colour": 0.95, "shape": 0.90, "position": 0.85, "size": 0.85, "texture": 0.80,
+           "scene": 0.90, "count": 0.60}
+short = pd.DataFrame({"target": targets, "test": acc["test"].reindex(list(targets))})
+short["met"] = np.where(short["test"] >= short["target"], "yes", "no")
+print(short.round(3).to_string())
+missed = list(short.index[short["met"] == "no"])
+print("falls short on: " + (", ".join(missed) if missed else "nothing"))
