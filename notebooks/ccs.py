@@ -33,7 +33,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from IPython.display import Markdown, display
 
 from ccs import llm, models, plots, scores, textspan
 
@@ -56,19 +55,7 @@ seed = 0
 # labelled, then judged one by one against the label.
 
 # %%
-spec = models.spec(model)
-try:
-    analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False)
-    trained = True
-except models.WeightsNotFoundError:
-    if not spec.embedded:
-        raise  # a paper model without its weights: the error says how to fetch them
-    analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False,
-                                untrained=True)
-    trained = False
-    display(Markdown(f":::{{warning}}\nThe weights of `{model}` are not in the package yet, so this "
-                     "page analyses a **randomly initialised, untrained** model of the same "
-                     "architecture: expect incoherent heads.\n:::"))
+analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False)
 
 labeler = llm.backend(backend, **({"model": judge_model} if backend == "openai" else {}))
 table = scores.score_heads(analysis.records(), labeler)
@@ -206,7 +193,7 @@ print(bench.round(3).to_string(index=False))
 
 # %%
 summary = {
-    "model": model, "trained": trained, "backend": backend, "pool": pool, "images": images,
+    "model": model, "backend": backend, "pool": pool, "images": images,
     **({"judge_model": judge_model} if backend == "openai" else {}),
     "ccs_at_k": {str(k): v for k, v in at_k.items()}, "category_counts": counts,
     "ground_truth": truth, "top_r2_agreement": agree,

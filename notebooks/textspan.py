@@ -43,7 +43,6 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
-from IPython.display import Markdown, display
 
 from ccs import decompose, models, plots
 from ccs import textspan as ts
@@ -64,20 +63,8 @@ convention = "centred"  # how ln_post's mean and bias are split among the terms:
 # ## Decomposing the images
 
 # %%
-spec = models.spec(model)
-try:
-    models.weights_path(model)
-    untrained = False
-except models.WeightsNotFoundError:
-    if not spec.embedded:
-        raise  # a paper model without its weights: the error says how to fetch them
-    untrained = True
-    display(Markdown(f":::{{warning}}\nThe weights of `{model}` are not in the package yet, so this "
-                     "page describes a **randomly initialised, untrained** model of the same "
-                     "architecture: its heads mean nothing yet.\n:::"))
-
 a = ts.analyse(model, images=images, pool=pool, layers=last_layers, texts=texts_per_head,
-               seed=seed, untrained=untrained, convention=convention, progress=False)
+               seed=seed, convention=convention, progress=False)
 dec = a.decomposition
 N, K, H, D = dec.heads.shape
 print(pd.Series({"images": N, "analysed layers": f"{dec.layers[0]}-{dec.layers[-1]}",
@@ -171,7 +158,7 @@ plt.show()
 # scoring steps that follow.
 
 # %%
-out = {"model": model, "untrained": untrained, "images": N, "pool": a.pool.name,
+out = {"model": model, "images": N, "pool": a.pool.name,
        "pool_size": len(a.pool), "layers": dec.layers, "texts_per_head": texts_per_head,
        "convention": dec.meta["convention"], "heads": records,
        "zero_shot": check.round(4).to_dict(orient="records")}
