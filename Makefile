@@ -8,7 +8,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export OMP_NUM_THREADS ?= 2
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: setup book pipeline html test clean
+.PHONY: setup book pipeline html test train-tiny clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,12 @@ html: $(STAMP) _static/mathjax/tex-svg.js
 ## test: unit tests, nbval regression of every executed notebook, and the book build
 test: $(STAMP) _static/mathjax/tex-svg.js
 	$(PY) -m pytest
+
+## train-tiny: (re)train the embedded tiny CLIP (hours on 2 CPU cores, minutes on a GPU), resuming
+## from train-runs/ccs-tiny when interrupted, then export its best weights into lib/ccs/weights
+train-tiny: $(STAMP)
+	ccs train-tiny --out train-runs/ccs-tiny --pairs $(or $(PAIRS),1300000) --threads $(or $(THREADS),2)
+	ccs train-tiny --out train-runs/ccs-tiny --export
 
 clean:
 	rm -rf _build .snakemake
