@@ -51,7 +51,8 @@ def test_shipped_weights_load_offline_and_clear_a_floor(monkeypatch):
     model, _, tok = models.load("ccs-tiny")
     batch = world.sample(200, seed=424242, split="test")
     acc = evaluate.zero_shot_report(model, tok, batch, world.tasks())
-    floor = {"colour": 0.9, "scene": 0.9, "shape": 0.15, "size": 0.7, "texture": 0.45, "position": 0.6, "count": 0.5}
+    floor = {"colour": 0.95, "scene": 0.95, "position": 0.9, "size": 0.7, "texture": 0.5, "count": 0.55,
+             "shape": 0.2}  # shape: learned last and only partly (see the training record)
     assert all(acc[c] >= f for c, f in floor.items()), acc
     record = json.loads((models.WEIGHTS_DIR / "ccs-tiny.record.json").read_text())
     assert record["pairs_seen"] > 0 and record["wall_time_s"] > 0
