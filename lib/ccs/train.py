@@ -243,7 +243,7 @@ def export(run_dir: str | Path, out_dir: str | Path | None = None, which: str = 
         "evals": state.evals, "eval_seed": EVAL_SEED, "eval_n": cfg["eval_n"],
         "best_eval": src.get("eval"),
         "notes": (run_dir / "notes.txt").read_text().strip() if (run_dir / "notes.txt").exists() else "",
-        "retrain": "ccs train-tiny --out train-runs/ccs-tiny --pairs 700000  # then: ccs train-tiny --out train-runs/ccs-tiny --export",
+        "retrain": "ccs train-tiny --out train-runs/ccs-tiny --pairs 1300000  # resumable; then: ccs train-tiny --out train-runs/ccs-tiny --export",
     }
     (out_dir / f"{name}.record.json").write_text(json.dumps(record, indent=1))
     return out_dir / f"{name}.safetensors"

@@ -20,6 +20,9 @@ def train_tiny(
     threads: int = typer.Option(1, help="torch CPU threads (1 when other work shares the cores)."),
     eval_every: int = typer.Option(100, help="Steps between per-concept zero-shot evaluations."),
     max_steps: int = typer.Option(None, help="Stop after this many more steps (resume later)."),
+    sibling_weights: str = typer.Option("", help="Mix of the one-attribute-apart sibling pairs, e.g. "
+                                        "'shape=0.6,texture=0.12,position=0.06' (default: position in "
+                                        "half of the pairs, the other concepts equally)."),
     export: bool = typer.Option(False, "--export", help="Only export the run's best weights and record "
                                 "into the package (lib/ccs/weights), then exit."),
     fresh: bool = typer.Option(False, "--fresh", help="Ignore the run's config.json and use these options "
@@ -32,7 +35,8 @@ def train_tiny(
         typer.echo(f"exported {train.export(out)}")
         return
     cfg = None if (out / "config.json").exists() and not fresh else train.TrainConfig(
-        pairs=pairs, batch_size=batch_size, lr=lr, seed=seed, threads=threads, eval_every=eval_every)
+        pairs=pairs, batch_size=batch_size, lr=lr, seed=seed, threads=threads, eval_every=eval_every,
+        sibling_weights={k: float(v) for k, v in (kv.split("=") for kv in sibling_weights.split(",") if kv)} or None)
     state = train.train(out, cfg, max_steps=max_steps)
     typer.echo(f"step {state.step}, best mean zero-shot accuracy {state.best:.3f} at step {state.best_step}")
 
