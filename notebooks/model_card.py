@@ -19,6 +19,7 @@
 
 # %%
 import json
+import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -108,6 +109,9 @@ if record:
         "wall time": f"{record['wall_time_s'] / 60:.0f} min",
         "hardware": f"{record['hardware']}, {record['threads']} torch thread(s)",
     }, name="value").to_string())
+    print("\nHow the run was steered (from the record):")
+    for line in record["notes"].splitlines():
+        print(textwrap.fill(line, 100, initial_indent="- ", subsequent_indent="  "))
 else:
     print(f"{model} was trained by its authors; see open_clip's model card for {spec.open_clip}.")
 
@@ -176,3 +180,17 @@ short["met"] = np.where(short["test"] >= short["target"], "yes", "no")
 print(short.round(3).to_string())
 missed = list(short.index[short["met"] == "no"])
 print("falls short on: " + (", ".join(missed) if missed else "nothing"))
+
+# %% [markdown]
+# Which shapes it tells apart: accuracy per true shape on the test images. Coarse cues (elongation,
+# roundness) are learned before corners are.
+
+# %%
+test = world.sample(test_images, seed=seed, split="test")
+shape_task = tasks["shape"]
+classifier = evaluate.zero_shot_classifier(clip, tokenizer, shape_task.classnames, shape_task.templates)
+predicted = (evaluate.image_embeddings(clip, test.images) @ classifier.T).argmax(1).numpy()
+truth = shape_task.labels(test.attributes)
+per_shape = pd.Series({name: float((predicted[truth == i] == i).mean())
+                       for i, name in enumerate(shape_task.classnames)}, name="accuracy")
+print(per_shape.sort_values(ascending=False).round(3).to_string())
