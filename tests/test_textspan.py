@@ -6,16 +6,7 @@ import torch
 from ccs import textspan
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: a second thread only adds overhead (and contention on a shared machine)."""
-    from threadpoolctl import threadpool_limits
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _planted(seed=0, n=400, d=16, m=60, planted=(7, 23, 41), stds=(3.0, 2.0, 1.0)):
