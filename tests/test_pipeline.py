@@ -58,7 +58,7 @@ def test_failed_run_leaves_finished_work_in_place(tmp_path, monkeypatch):
     (tmp_path / "notebooks" / "broken.py").write_text(
         '# %% tags=["parameters"]\nmodel = "x"\n\n# %%\nraise RuntimeError("boom")\n')
     monkeypatch.setattr(pipeline, "ROOT", tmp_path)
-    run = pipeline.Run(models.TINY, "broken", "Broken")
+    run = pipeline.Run(models.TINY, "broken")
     run.notebook.parent.mkdir(parents=True)
     run.notebook.write_text("previous result")
     with pytest.raises(Exception, match="boom"):

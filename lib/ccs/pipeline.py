@@ -24,7 +24,6 @@ TOC = ROOT / "_toc.yml"
 class Run:
     model: str
     experiment: str
-    title: str
     parameters: dict = field(default_factory=dict)
 
     @property
@@ -43,9 +42,9 @@ def grid(path: Path = GRID) -> dict:
 def runs(path: Path = GRID) -> list[Run]:
     """Every (model, experiment) notebook the book contains, in book order."""
     g = grid(path)
-    return [Run(model, exp, cfg.get("title", exp), dict(cfg.get("parameters") or {}))
+    return [Run(model, exp, dict((cfg or {}).get("parameters") or {}))
             for model in g["models"] for exp, cfg in g["experiments"].items()
-            if model in cfg.get("models", g["models"])]
+            if model in (cfg or {}).get("models", g["models"])]
 
 
 def find(model: str, experiment: str, path: Path = GRID) -> Run:

@@ -30,7 +30,7 @@ def run_notebook(
     try:
         run = pipeline.find(model, experiment)
     except KeyError:  # not in the grid: still runnable, with the notebook's own defaults
-        run = pipeline.Run(model, experiment, experiment)
+        run = pipeline.Run(model, experiment)
         if not run.source.is_file():
             raise typer.BadParameter(f"no notebook {run.source.relative_to(pipeline.ROOT)}") from None
     typer.echo(pipeline.execute(run, extra=extra))
