@@ -37,7 +37,7 @@ test: $(STAMP) _static/mathjax/tex-svg.js
 ## train-tiny: (re)train the embedded tiny CLIP (hours on 2 CPU cores, minutes on a GPU), resuming
 ## from train-runs/ccs-tiny when interrupted, then export its best weights into lib/ccs/weights
 train-tiny: $(STAMP)
-	ccs train-tiny --out train-runs/ccs-tiny --pairs $(or $(PAIRS),1300000) --threads $(or $(THREADS),2)
+	ccs train-tiny --out train-runs/ccs-tiny $(if $(PAIRS),--pairs $(PAIRS)) --threads $(or $(THREADS),2)
 	ccs train-tiny --out train-runs/ccs-tiny --export
 
 clean:

@@ -41,6 +41,28 @@ def test_few_steps_lower_the_loss_and_resume_identically(tmp_path):
     assert record["steps_run"] == 8 and record["hardware"] and record["loss_curve"]["loss"]
 
 
+def test_recorded_retrain_command_repeats_the_run_config(tmp_path):
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from ccs.cli import app
+
+    cfg = _cfg(sibling_weights={"shape": 0.7, "position": 0.3}, seed=3, sibling_frac=0.75, sibling_group=4)
+    train.train(tmp_path / "run", cfg, max_steps=1, progress=False)
+    train.export(tmp_path / "run", tmp_path / "w", which="last")
+    command = json.loads((tmp_path / "w" / "ccs-tiny.record.json").read_text())["retrain"]
+    args = shlex.split(command.split("#")[0])
+    assert args[:2] == ["ccs", "train-tiny"]
+    args[args.index("--out") + 1] = str(tmp_path / "again")
+    result = CliRunner().invoke(app, args[1:] + ["--max-steps", "0", "--eval-every", "1000"])
+    assert result.exit_code == 0, result.output
+    again = json.loads((tmp_path / "again" / "config.json").read_text())
+    mine = json.loads((tmp_path / "run" / "config.json").read_text())
+    for key in ("pairs", "batch_size", "lr", "seed", "threads", "sibling_frac", "sibling_group", "sibling_weights"):
+        assert again[key] == mine[key], key
+
+
 def test_logit_scale_is_clamped(tmp_path):
     state = train.train(tmp_path, _cfg(pairs=16 * 2, lr=5.0, warmup=1), progress=False)
     assert all(s <= 100.0 + 1e-3 for _, _, s in state.losses)

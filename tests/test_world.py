@@ -86,6 +86,32 @@ def test_siblings_differ_in_exactly_one_named_attribute():
             assert world.parse_caption(cap).get(c) == row[c], (c, cap)
 
 
+def test_sibling_groups_tell_apart_one_concept_with_distinct_values():
+    tb = world.train_batch(64, 5, sibling_frac=0.75, sibling_group=8,
+                           sibling_weights={"shape": 1, "texture": 1})
+    a = tb.attributes.values
+    n_sib = int(64 * 0.75 * 7 / 8)
+    assert len(tb) == 64
+    groups = {}
+    for j in range(64 - n_sib, 64):
+        # its group's first image: the one independent image it differs from in one attribute
+        parent = [i for i in range(64 - n_sib) if (a[i] != a[j]).sum() == 1]
+        assert len(parent) == 1, tb.attributes.iloc[j].to_dict()
+        c = world.CONCEPTS[int(np.flatnonzero(a[parent[0]] != a[j])[0])]
+        assert c in ("shape", "texture")
+        groups.setdefault(parent[0], []).append(j)
+        assert world.parse_caption(tb.captions[j]).get(c) == a[j][world.CONCEPTS.index(c)]
+    sizes = []
+    for i, members in groups.items():
+        rows = tb.attributes.iloc[[i] + members]
+        c = [c for c in world.CONCEPTS if rows[c].nunique() > 1]
+        assert len(c) == 1 and rows[c[0]].nunique() == len(rows)  # all values distinct
+        sizes.append((len(rows), min(8, len(world.VOCAB[c[0]]))))
+    # full groups (shape: 8, texture: its 3 values); only the last may be cut short by the batch
+    assert all(n == full for n, full in sizes[:-1]) and sizes[-1][0] <= sizes[-1][1]
+    assert (8, 8) in sizes and (3, 3) in sizes
+
+
 def test_captions_fit_the_context_length():
     tok = open_clip.SimpleTokenizer(context_length=64)
     caps = world.train_batch(128, 1).captions + world.clips(32, 0, frames=2).captions

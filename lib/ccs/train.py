@@ -25,9 +25,15 @@ from ccs import evaluate, models, world
 EVAL_SEED = 90_001  # the fixed evaluation images seen during training (eval-tiny uses other seeds)
 
 
+# The sibling mix of the shipped run: one-attribute-apart pairs spent mostly on the concepts that
+# pixels make least salient (colour and scene are learned from the independent images alone).
+SIBLING_MIX = {"shape": 0.3, "texture": 0.2, "count": 0.15, "size": 0.1, "position": 0.15,
+               "colour": 0.05, "scene": 0.05}
+
+
 @dataclass
 class TrainConfig:
-    pairs: int = 1_000_000  # image-caption pairs to train on (steps = pairs // batch_size)
+    pairs: int = 2_000_000  # image-caption pairs to train on (steps = pairs // batch_size)
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.1
@@ -37,9 +43,11 @@ class TrainConfig:
     eval_n: int = 400
     save_every: int = 25  # steps
     threads: int = 1
-    sibling_frac: float = 0.5
+    sibling_frac: float = 0.5  # share of a batch in groups of images one attribute apart
+    sibling_group: int = 2  # images per group (2: pairs)
     position_share: float = 0.5
-    sibling_weights: dict | None = None  # {concept: weight} of the sibling differences (overrides position_share)
+    # {concept: weight} of the sibling differences; None: position in `position_share` of them
+    sibling_weights: dict | None = field(default_factory=lambda: dict(SIBLING_MIX))
     model: str = models.TINY
     # input normalisation used in training; `export` folds it into the weights so that the shipped
     # model expects the package's convention (models.TINY_MEAN / TINY_STD) whatever was used here
@@ -167,7 +175,7 @@ def train(run_dir: str | Path, cfg: TrainConfig | None = None, max_steps: int | 
     while state.step < end:
         t0 = time.time()
         batch = world.train_batch(cfg.batch_size, state.step, cfg.seed, cfg.sibling_frac,
-                                  cfg.position_share, cfg.sibling_weights)
+                                  cfg.position_share, cfg.sibling_weights, cfg.sibling_group)
         images = preprocess(batch.images).to(device)
         texts = tokenizer(batch.captions).to(device)
         for g in opt.param_groups:
@@ -213,6 +221,16 @@ def hardware() -> str:
     return f"CPU: {cpu}"
 
 
+def retrain_command(cfg: dict, out: str) -> str:
+    """The `ccs train-tiny` command line that repeats a run of config `cfg` (then its export)."""
+    cmd = f"ccs train-tiny --out {out} --pairs {cfg['pairs']} --batch-size {cfg['batch_size']} " \
+          f"--lr {cfg['lr']} --seed {cfg['seed']} --threads {cfg['threads']} " \
+          f"--sibling-frac {cfg['sibling_frac']} --sibling-group {cfg.get('sibling_group', 2)}"
+    if cfg.get("sibling_weights"):
+        cmd += " --sibling-weights " + ",".join(f"{k}={v}" for k, v in cfg["sibling_weights"].items())
+    return f"{cmd}  # resumable; then: ccs train-tiny --out {out} --export"
+
+
 def export(run_dir: str | Path, out_dir: str | Path | None = None, which: str = "best") -> Path:
     """Write the run's best (or last) weights as fp16 safetensors, and its training record, to
     `out_dir` (default: the package's weights folder) as ccs-tiny.safetensors / ccs-tiny.record.json."""
@@ -243,7 +261,7 @@ def export(run_dir: str | Path, out_dir: str | Path | None = None, which: str = 
         "evals": state.evals, "eval_seed": EVAL_SEED, "eval_n": cfg["eval_n"],
         "best_eval": src.get("eval"),
         "notes": (run_dir / "notes.txt").read_text().strip() if (run_dir / "notes.txt").exists() else "",
-        "retrain": "ccs train-tiny --out train-runs/ccs-tiny --pairs 1300000  # resumable; then: ccs train-tiny --out train-runs/ccs-tiny --export",
+        "retrain": retrain_command(cfg, f"train-runs/{run_dir.name}"),
     }
     (out_dir / f"{name}.record.json").write_text(json.dumps(record, indent=1))
     return out_dir / f"{name}.safetensors"

@@ -424,31 +424,45 @@ def sample(n: int, seed: int, split: str = "test") -> WorldBatch:
 
 
 def train_batch(batch_size: int, step: int, seed: int = 0, sibling_frac: float = 0.5,
-                position_share: float = 0.5, sibling_weights: dict | None = None) -> WorldBatch:
-    """The training batch of a step: half independent images, half "siblings" of them that differ
-    in exactly one attribute (position in `position_share` of the pairs, the other concepts
-    equally often; or drawn by `sibling_weights` {concept: weight} when given), the difference named
-    in both captions, so that contrastive training must use every concept. Deterministic in
-    (batch_size, step, seed, mix); the seed stream never meets `sample`'s."""
+                position_share: float = 0.5, sibling_weights: dict | None = None,
+                sibling_group: int = 2) -> WorldBatch:
+    """The training batch of a step: independent images, and in `sibling_frac` of the batch groups
+    of `sibling_group` images that differ in exactly one attribute, each with a different value of
+    it (fewer when the concept has fewer values). The attribute is position in `position_share`
+    of the groups and one of the other concepts otherwise, or drawn by `sibling_weights`
+    {concept: weight} when given; every caption of a group names it, so that contrastive training
+    must use every concept, and a group of g gives each member g-1 negatives that only that concept
+    tells apart. Deterministic in (batch_size, step, seed, mix); the seed stream never meets
+    `sample`'s."""
     rng = np.random.default_rng([int(seed), int(step), 99])
-    n_sib = int(batch_size * sibling_frac) // 2
+    n_sib = int(batch_size * sibling_frac * (sibling_group - 1) / sibling_group)
     base = _sample_specs(rng, batch_size - n_sib, "train")
-    sib = _take(base, np.arange(n_sib))
     others = [c for c in CONCEPTS if c != "position"]
+    # one concept per group, drawn for as many groups as there could be (each has >= 1 sibling)
     if sibling_weights:
         w = np.array([sibling_weights.get(c, 0.0) for c in CONCEPTS], float)
         diff = rng.choice(CONCEPTS, n_sib, p=w / w.sum())
     else:
         diff = np.where(rng.random(n_sib) < position_share, "position", rng.choice(others, n_sib))
-    for i, c in enumerate(diff):
+    parent, offset, must = [], [], [None] * len(base["shape"])
+    for g, c in enumerate(diff):
         k = len(VOCAB[c])
-        sib[c][i] = (sib[c][i] + rng.integers(1, k)) % k
+        m = min(sibling_group, k) - 1
+        offs = [rng.integers(1, k)] if m == 1 else rng.choice(np.arange(1, k), m, replace=False)
+        parent += [g] * m
+        offset += list(offs)
+        must[g] = c
+        if len(parent) >= n_sib:
+            break
+    parent, offset = np.array(parent[:n_sib], int), np.array(offset[:n_sib], int)
+    sib = _take(base, parent)
+    for i, (g, o) in enumerate(zip(parent, offset)):
+        c = diff[g]
+        sib[c][i] = (sib[c][i] + o) % len(VOCAB[c])
     _place(sib)
     sp = _concat(base, sib)
     images = _render(sp, "train", rng)
-    must = [None] * len(base["shape"]) + list(diff)
-    for i, c in enumerate(diff):
-        must[i] = c
+    must += [diff[g] for g in parent]
     caps = [_caption(_words(sp, i), rng, must=must[i]) for i in range(len(must))]
     return WorldBatch(images, caps, _attributes(sp))
 

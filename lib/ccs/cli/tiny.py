@@ -13,7 +13,7 @@ from ccs.cli import app
 @app.command("train-tiny")
 def train_tiny(
     out: Path = typer.Option(Path("train-runs/ccs-tiny"), help="Run folder (checkpoints, config, log)."),
-    pairs: int = typer.Option(750_000, help="Image-caption pairs to train on."),
+    pairs: int = typer.Option(2_000_000, help="Image-caption pairs to train on."),
     batch_size: int = typer.Option(256),
     lr: float = typer.Option(1e-3),
     seed: int = typer.Option(0),
@@ -21,8 +21,11 @@ def train_tiny(
     eval_every: int = typer.Option(100, help="Steps between per-concept zero-shot evaluations."),
     max_steps: int = typer.Option(None, help="Stop after this many more steps (resume later)."),
     sibling_weights: str = typer.Option("", help="Mix of the one-attribute-apart sibling pairs, e.g. "
-                                        "'shape=0.6,texture=0.12,position=0.06' (default: position in "
-                                        "half of the pairs, the other concepts equally)."),
+                                        "'shape=0.6,texture=0.12,position=0.06' (default: the shipped "
+                                        "run's mix, train.SIBLING_MIX)."),
+    sibling_frac: float = typer.Option(0.5, help="Share of each batch in groups of images that differ "
+                                       "in one attribute only."),
+    sibling_group: int = typer.Option(2, help="Images per such group (2: pairs)."),
     export: bool = typer.Option(False, "--export", help="Only export the run's best weights and record "
                                 "into the package (lib/ccs/weights), then exit."),
     fresh: bool = typer.Option(False, "--fresh", help="Ignore the run's config.json and use these options "
@@ -36,7 +39,9 @@ def train_tiny(
         return
     cfg = None if (out / "config.json").exists() and not fresh else train.TrainConfig(
         pairs=pairs, batch_size=batch_size, lr=lr, seed=seed, threads=threads, eval_every=eval_every,
-        sibling_weights={k: float(v) for k, v in (kv.split("=") for kv in sibling_weights.split(",") if kv)} or None)
+        sibling_frac=sibling_frac, sibling_group=sibling_group,
+        sibling_weights={k: float(v) for k, v in (kv.split("=") for kv in sibling_weights.split(",") if kv)}
+        or dict(train.SIBLING_MIX))
     state = train.train(out, cfg, max_steps=max_steps)
     typer.echo(f"step {state.step}, best mean zero-shot accuracy {state.best:.3f} at step {state.best_step}")
 
