@@ -94,9 +94,10 @@ plt.show()
 # ## Training
 #
 # open_clip's own model and contrastive loss (`ClipLoss`), AdamW with warm-up and a cosine
-# schedule, on batches in which many pairs of images differ in one attribute only ("siblings"), so
-# that the loss rewards telling apart exactly the concepts that pixels make least salient. The
-# training record ships with the weights; `make train-tiny` re-runs it.
+# schedule, on batches in which groups of up to 8 images differ in one attribute only ("siblings",
+# each with another value of it), so that the loss rewards telling apart exactly the concepts that
+# pixels make least salient. The training record ships with the weights; `make train-tiny` trains
+# a new model with the recipe the run ended with.
 
 # %%
 record = json.loads((models.WEIGHTS_DIR / f"{model}.record.json").read_text()) if spec.embedded else None
@@ -112,6 +113,7 @@ if record:
     print("\nHow the run was steered (from the record):")
     for line in record["notes"].splitlines():
         print(textwrap.fill(line, 100, initial_indent="- ", subsequent_indent="  "))
+    print("\nA new run with the recipe this one ended with:\n" + record["retrain"])
 else:
     print(f"{model} was trained by its authors; see open_clip's model card for {spec.open_clip}.")
 
@@ -182,15 +184,25 @@ missed = list(short.index[short["met"] == "no"])
 print("falls short on: " + (", ".join(missed) if missed else "nothing"))
 
 # %% [markdown]
-# Which shapes it tells apart: accuracy per true shape on the test images. Coarse cues (elongation,
-# roundness) are learned before corners are.
+# Where it confuses one class with another: for the concepts learned last, the share of test images
+# of each true class (rows) given each predicted class (columns). A clean diagonal means the concept
+# is read off the image; off-diagonal mass shows which classes look alike to the model.
 
 # %%
 test = world.sample(test_images, seed=seed, split="test")
-shape_task = tasks["shape"]
-classifier = evaluate.zero_shot_classifier(clip, tokenizer, shape_task.classnames, shape_task.templates)
-predicted = (evaluate.image_embeddings(clip, test.images) @ classifier.T).argmax(1).numpy()
-truth = shape_task.labels(test.attributes)
-per_shape = pd.Series({name: float((predicted[truth == i] == i).mean())
-                       for i, name in enumerate(shape_task.classnames)}, name="accuracy")
-print(per_shape.sort_values(ascending=False).round(3).to_string())
+embeddings = evaluate.image_embeddings(clip, test.images)
+hard = ["shape", "texture", "size", "count"]
+fig, axes = plt.subplots(1, len(hard), figsize=(14, 3.8), width_ratios=[3, 1.6, 1.3, 1.6])
+for ax, concept in zip(axes, hard):
+    task = tasks[concept]
+    classifier = evaluate.zero_shot_classifier(clip, tokenizer, task.classnames, task.templates)
+    predicted = (embeddings @ classifier.T).argmax(1).numpy()
+    confusion = pd.crosstab(pd.Categorical(np.array(task.classnames)[task.labels(test.attributes)],
+                                           task.classnames),
+                            pd.Categorical(np.array(task.classnames)[predicted], task.classnames),
+                            normalize="index", dropna=False)
+    sns.heatmap(confusion, ax=ax, vmin=0, vmax=1, cmap="Blues", cbar=False, square=True,
+                annot=len(task.classnames) <= 3, fmt=".2f")
+    ax.set(title=concept, xlabel="predicted", ylabel="true" if concept == hard[0] else "")
+plt.tight_layout()
+plt.show()

@@ -8,9 +8,11 @@ from ccs import evaluate, models, train, world
 
 
 def _cfg(**kw):
-    # tiny batches and no evaluation inside the loop: a few steps take seconds
+    # tiny batches and no evaluation inside the loop: a few steps take seconds; sibling pairs, not
+    # groups of 8, so that 16 images are not mostly one hard group whose loss varies batch to batch
     return train.TrainConfig(**{"pairs": 16 * 8, "batch_size": 16, "warmup": 2, "eval_every": 1000,
-                                "eval_n": 16, "save_every": 2, "lr": 1e-3} | kw)
+                                "eval_n": 16, "save_every": 2, "lr": 1e-3, "sibling_frac": 0.5,
+                                "sibling_group": 2} | kw)
 
 
 def test_schedule_warms_up_then_decays_to_zero():
@@ -59,7 +61,8 @@ def test_recorded_retrain_command_repeats_the_run_config(tmp_path):
     assert result.exit_code == 0, result.output
     again = json.loads((tmp_path / "again" / "config.json").read_text())
     mine = json.loads((tmp_path / "run" / "config.json").read_text())
-    for key in ("pairs", "batch_size", "lr", "seed", "threads", "sibling_frac", "sibling_group", "sibling_weights"):
+    for key in ("pairs", "batch_size", "lr", "seed", "threads", "sibling_frac", "sibling_group",
+                "sibling_weights"):
         assert again[key] == mine[key], key
 
 
@@ -73,8 +76,10 @@ def test_shipped_weights_load_offline_and_clear_a_floor(monkeypatch):
     model, _, tok = models.load("ccs-tiny")
     batch = world.sample(200, seed=424242, split="test")
     acc = evaluate.zero_shot_report(model, tok, batch, world.tasks())
-    floor = {"colour": 0.95, "scene": 0.95, "position": 0.9, "size": 0.7, "texture": 0.5, "count": 0.55,
-             "shape": 0.2}  # shape: learned last and only partly (see the training record)
+    # measured on these images: shape 0.81, texture 0.63, count 0.98, the others 0.995-1.0;
+    # shape and texture were learned last and only partly (see the training record)
+    floor = {"colour": 0.95, "scene": 0.95, "position": 0.9, "size": 0.9, "count": 0.85, "shape": 0.7,
+             "texture": 0.55}
     assert all(acc[c] >= f for c, f in floor.items()), acc
     record = json.loads((models.WEIGHTS_DIR / "ccs-tiny.record.json").read_text())
     assert record["pairs_seen"] > 0 and record["wall_time_s"] > 0

@@ -13,19 +13,19 @@ from ccs.cli import app
 @app.command("train-tiny")
 def train_tiny(
     out: Path = typer.Option(Path("train-runs/ccs-tiny"), help="Run folder (checkpoints, config, log)."),
-    pairs: int = typer.Option(2_000_000, help="Image-caption pairs to train on."),
+    pairs: int = typer.Option(2_300_000, help="Image-caption pairs to train on."),
     batch_size: int = typer.Option(256),
     lr: float = typer.Option(1e-3),
     seed: int = typer.Option(0),
     threads: int = typer.Option(1, help="torch CPU threads (1 when other work shares the cores)."),
     eval_every: int = typer.Option(100, help="Steps between per-concept zero-shot evaluations."),
     max_steps: int = typer.Option(None, help="Stop after this many more steps (resume later)."),
-    sibling_weights: str = typer.Option("", help="Mix of the one-attribute-apart sibling pairs, e.g. "
-                                        "'shape=0.6,texture=0.12,position=0.06' (default: the shipped "
-                                        "run's mix, train.SIBLING_MIX)."),
-    sibling_frac: float = typer.Option(0.5, help="Share of each batch in groups of images that differ "
+    sibling_weights: str = typer.Option("", help="Which attribute the sibling groups differ in, e.g. "
+                                        "'shape=0.6,texture=0.3,position=0.1' (default: the mix the "
+                                        "shipped run ended with, train.SIBLING_MIX)."),
+    sibling_frac: float = typer.Option(0.75, help="Share of each batch in groups of images that differ "
                                        "in one attribute only."),
-    sibling_group: int = typer.Option(2, help="Images per such group (2: pairs)."),
+    sibling_group: int = typer.Option(8, help="Images per such group (2: pairs)."),
     export: bool = typer.Option(False, "--export", help="Only export the run's best weights and record "
                                 "into the package (lib/ccs/weights), then exit."),
     fresh: bool = typer.Option(False, "--fresh", help="Ignore the run's config.json and use these options "
