@@ -66,6 +66,15 @@ def test_recorded_retrain_command_repeats_the_run_config(tmp_path):
         assert again[key] == mine[key], key
 
 
+def test_resuming_a_checkpoint_of_another_architecture_says_what_to_do(tmp_path):
+    train.train(tmp_path, _cfg(), max_steps=2, progress=False)
+    ck = torch.load(tmp_path / "last.pt", weights_only=False)
+    ck["model"]["visual.conv1.weight"] = torch.zeros(7, 3, 2, 2)  # as if another patch size / width
+    torch.save(ck, tmp_path / "last.pt")
+    with pytest.raises(RuntimeError, match="another architecture.*new --out folder"):
+        train.train(tmp_path, None, max_steps=1, progress=False)
+
+
 def test_logit_scale_is_clamped(tmp_path):
     state = train.train(tmp_path, _cfg(pairs=16 * 2, lr=5.0, warmup=1), progress=False)
     assert all(s <= 100.0 + 1e-3 for _, _, s in state.losses)

@@ -158,7 +158,12 @@ def train(run_dir: str | Path, cfg: TrainConfig | None = None, max_steps: int | 
     state = State()
     if last.exists():
         ck = torch.load(last, map_location=device, weights_only=False)
-        model.load_state_dict(ck["model"])
+        try:
+            model.load_state_dict(ck["model"])
+        except RuntimeError as e:  # e.g. a run folder left by an earlier ccs-tiny architecture
+            raise RuntimeError(f"{last} does not fit the current {cfg.model} config "
+                               f"(lib/ccs/model_configs/{cfg.model}.json): it was trained with another "
+                               f"architecture. Train into a new --out folder, or delete {run_dir}.") from e
         opt.load_state_dict(ck["opt"])
         state = State(**ck["state"])
     tokenizer = open_clip.get_tokenizer(cfg.model)
