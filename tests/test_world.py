@@ -112,6 +112,14 @@ def test_sibling_groups_tell_apart_one_concept_with_distinct_values():
     assert (8, 8) in sizes and (3, 3) in sizes
 
 
+def test_sibling_groups_of_a_two_valued_concept_never_run_out_of_images():
+    tb = world.train_batch(32, 0, sibling_frac=1.0, sibling_group=8, sibling_weights={"size": 1})
+    n_base = 32 - int(32 * 7 / 8)
+    assert n_base < len(tb) <= 32  # pairs only (size has 2 values), one per independent image
+    base, sib = tb.attributes.iloc[:n_base], tb.attributes.iloc[n_base:]
+    assert (base["size"].values[: len(sib)] != sib["size"].values).all()
+
+
 def test_captions_fit_the_context_length():
     tok = open_clip.SimpleTokenizer(context_length=64)
     caps = world.train_batch(128, 1).captions + world.clips(32, 0, frames=2).captions

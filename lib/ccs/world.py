@@ -438,14 +438,16 @@ def train_batch(batch_size: int, step: int, seed: int = 0, sibling_frac: float =
     n_sib = int(batch_size * sibling_frac * (sibling_group - 1) / sibling_group)
     base = _sample_specs(rng, batch_size - n_sib, "train")
     others = [c for c in CONCEPTS if c != "position"]
-    # one concept per group, drawn for as many groups as there could be (each has >= 1 sibling)
+    # one concept per group, drawn for as many groups as there could be (each has >= 1 sibling);
+    # groups of concepts with few values are smaller, and when the independent images run out
+    # before the siblings are drawn, the batch is that much smaller than `batch_size`
     if sibling_weights:
         w = np.array([sibling_weights.get(c, 0.0) for c in CONCEPTS], float)
         diff = rng.choice(CONCEPTS, n_sib, p=w / w.sum())
     else:
         diff = np.where(rng.random(n_sib) < position_share, "position", rng.choice(others, n_sib))
     parent, offset, must = [], [], [None] * len(base["shape"])
-    for g, c in enumerate(diff):
+    for g, c in enumerate(diff[:len(must)]):
         k = len(VOCAB[c])
         m = min(sibling_group, k) - 1
         offs = [rng.integers(1, k)] if m == 1 else rng.choice(np.arange(1, k), m, replace=False)
