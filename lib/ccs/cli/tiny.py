@@ -7,33 +7,34 @@ from pathlib import Path
 
 import typer
 
+from ccs import train
 from ccs.cli import app
+
+_RECIPE = train.TrainConfig()  # the CLI's defaults are the training recipe's
 
 
 @app.command("train-tiny")
 def train_tiny(
     out: Path = typer.Option(Path("train-runs/ccs-tiny"), help="Run folder (checkpoints, config, log)."),
-    pairs: int = typer.Option(2_300_000, help="Image-caption pairs to train on."),
-    batch_size: int = typer.Option(256),
-    lr: float = typer.Option(1e-3),
-    seed: int = typer.Option(0),
+    pairs: int = typer.Option(_RECIPE.pairs, help="Image-caption pairs to train on."),
+    batch_size: int = typer.Option(_RECIPE.batch_size),
+    lr: float = typer.Option(_RECIPE.lr),
+    seed: int = typer.Option(_RECIPE.seed),
     threads: int = typer.Option(1, help="torch CPU threads (1 when other work shares the cores)."),
-    eval_every: int = typer.Option(100, help="Steps between per-concept zero-shot evaluations."),
+    eval_every: int = typer.Option(_RECIPE.eval_every, help="Steps between per-concept zero-shot evaluations."),
     max_steps: int = typer.Option(None, help="Stop after this many more steps (resume later)."),
     sibling_weights: str = typer.Option("", help="Which attribute the sibling groups differ in, e.g. "
                                         "'shape=0.6,texture=0.3,position=0.1' (default: the mix the "
                                         "shipped run ended with, train.SIBLING_MIX)."),
-    sibling_frac: float = typer.Option(0.75, help="Share of each batch in groups of images that differ "
+    sibling_frac: float = typer.Option(_RECIPE.sibling_frac, help="Share of each batch in groups of images that differ "
                                        "in one attribute only."),
-    sibling_group: int = typer.Option(8, help="Images per such group (2: pairs)."),
+    sibling_group: int = typer.Option(_RECIPE.sibling_group, help="Images per such group (2: pairs)."),
     export: bool = typer.Option(False, "--export", help="Only export the run's best weights and record "
                                 "into the package (lib/ccs/weights), then exit."),
     fresh: bool = typer.Option(False, "--fresh", help="Ignore the run's config.json and use these options "
                                "(a new run folder needs no flag)."),
 ) -> None:
     """Train (or resume) the tiny CLIP; re-running the same command resumes from the last checkpoint."""
-    from ccs import train
-
     if export:
         typer.echo(f"exported {train.export(out)}")
         return
@@ -41,7 +42,7 @@ def train_tiny(
         pairs=pairs, batch_size=batch_size, lr=lr, seed=seed, threads=threads, eval_every=eval_every,
         sibling_frac=sibling_frac, sibling_group=sibling_group,
         sibling_weights={k: float(v) for k, v in (kv.split("=") for kv in sibling_weights.split(",") if kv)}
-        or dict(train.SIBLING_MIX))
+        or _RECIPE.sibling_weights)
     state = train.train(out, cfg, max_steps=max_steps)
     typer.echo(f"step {state.step}, best mean zero-shot accuracy {state.best:.3f} at step {state.best_step}")
 
