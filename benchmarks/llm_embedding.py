@@ -1,11 +1,11 @@
 """Accuracy of the offline (embedding) labeler and judge on the held-out hand-written heads.
 
     python benchmarks/llm_embedding.py              # measure on lib/ccs/data/heads_heldout.yaml
-    python benchmarks/llm_embedding.py --calibrate  # refit threshold/floor on the dev set first
+    python benchmarks/llm_embedding.py --calibrate  # refit the judge threshold on the dev set first
     python benchmarks/llm_embedding.py --world      # also 180 heads simulated from the world pool
     python benchmarks/llm_embedding.py --backend openai --judge-model gpt-4o  # an LLM, same sets
 
-Prints label accuracy, the judge's accuracy and Cohen's kappa (judging each text against the head's
+Prints label accuracy (heads with a concept), the share of concept-less heads scored low (CCS <= 1), the judge's accuracy and Cohen's kappa (judging each text against the head's
 intended concept), and the mean absolute error of the end-to-end CCS, for the dev and held-out sets
 (and, with --world, for heads drawn from the concept-world pool, scored by ccs.scores.ground_truth).
 """
@@ -43,13 +43,13 @@ def main() -> None:
         print(f"openai backend, model {args.judge_model}")
     else:
         backend = llm.backend("embedding")
-        print(f"threshold={backend.threshold} floor={backend.floor}")
-    print(f"{'set':8} {'heads':>5} {'label_acc':>9} {'named_acc':>9} {'flagged':>7} "
+        print(f"threshold={backend.threshold}")
+    print(f"{'set':8} {'heads':>5} {'label_acc':>9} {'none_low':>9} {'flagged':>7} "
           f"{'judge_acc':>9} {'judge_kappa':>11} {'ccs_mae':>7} {'ccs_rho':>7}")
     for split in ("dev", "heldout"):
         heads = llm.load_heads(split)
         r = scores.evaluate(backend, heads)
-        print(f"{split:8} {r['heads']:5d} {r['label_accuracy']:9.3f} {r['label_accuracy_named']:9.3f} "
+        print(f"{split:8} {r['heads']:5d} {r['label_accuracy']:9.3f} {r['incoherent_low']:9.3f} "
               f"{r['flagged']:7d} {r['judge_accuracy']:9.3f} {r['judge_kappa']:11.3f} {r['ccs_mae']:7.3f} "
               f"{r['ccs_spearman']:7.3f}")
         if args.verbose:

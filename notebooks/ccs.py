@@ -72,8 +72,9 @@ for r in table.itertuples():
 # %% [markdown]
 # ## CCS across the layers
 #
-# Each cell is one head: its CCS (colour) and its label. Heads the labeler could not name
-# (`unknown`: the best concept explains the texts less than the calibrated floor) are grey.
+# Each cell is one head: its CCS (colour) and its label. Every head gets a label, as in the paper; a
+# head whose texts share no concept is judged low. Only an LLM backend whose answers still failed
+# validation after its retries leaves a head `unknown` (grey, not scored).
 
 # %%
 grid = table.pivot(index="layer", columns="head", values="ccs")
@@ -178,14 +179,15 @@ print(pd.DataFrame({"head": r2.index, "label": table["label"].values, "top attri
 # "*concept*: *description*" with a sentence-embedding model (all-MiniLM-L6-v2, shipped in a Python
 # package, so nothing is downloaded). A text's score for a concept is its cosine similarity minus the
 # concept's mean similarity to a background of varied descriptions, so that generic concepts stop
-# matching everything. The label is the concept with the highest mean score over the 5 texts, or
-# `unknown` if that mean is below a floor; the judge accepts a text whose score reaches a threshold.
-# Both constants were fitted on a development set of hand-written heads and are measured here on a
-# held-out set written apart from it (at least 40 heads in the style of real TextSpan outputs).
+# matching everything. The label is the concept with the highest mean score over the 5 texts (that
+# mean is the label's *confidence*); the judge accepts a text whose score reaches a threshold. The
+# threshold was fitted on a development set of hand-written heads and is measured here on a held-out
+# set written apart from it (at least 40 heads in the style of real TextSpan outputs). Some of those
+# heads share no concept: `incoherent_low` is the share of them that the judge scores low (CCS ≤ 1).
 
 # %%
 cal = llm.calibration()
-print(f"threshold {cal['threshold']}, floor {cal['floor']} (fitted on {cal['dev_heads']} development heads)")
+print(f"threshold {cal['threshold']} (fitted on {cal['dev_heads']} development heads)")
 offline = llm.backend("embedding")
 bench = pd.DataFrame([{"set": split, **{k: v for k, v in scores.evaluate(offline, llm.load_heads(split)).items()
                                         if k != "labels"}} for split in ("dev", "heldout")])

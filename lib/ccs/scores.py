@@ -6,8 +6,10 @@ per concept); agreement between judges (Cohen's kappa, Spearman, Kendall); accur
 and the judge against ground truth; and the text-free check on the concept world, the share of a
 head's direct-contribution variance explained by each ground-truth attribute (R^2).
 
-A head the labeler cannot name (label ``unknown``) is flagged and gets no CCS (NaN): it is neither
-scored low nor counted in CCS@K, unless a caller asks for ``unknown="low"``.
+Every head gets a label, as in the paper (its LLM always names one concept): a head whose texts share
+no concept is judged low, not dropped. Only a head whose LLM answers fail validation after the
+retries is labelled ``unknown``: it is flagged and gets no CCS (NaN), is neither scored low nor
+counted in CCS@K (unless a caller asks for ``unknown="low"``), and the pages report how many there are.
 """
 from __future__ import annotations
 
@@ -28,12 +30,16 @@ def head_name(layer: int, head: int) -> str:
 
 
 def score_head(texts: Sequence[str], backend: Backend) -> dict:
-    """Label a head from its texts, judge each text against the label, and count the matches."""
+    """Label a head from its texts, judge each text against the label, and count the matches.
+    Backends that can say how well their label fits (the embedding one) add ``confidence``."""
     label = backend.label(texts)
     judgements = [0 if label == UNKNOWN else int(backend.judge(t, label)) for t in texts]
-    return {"label": label, "judgements": judgements,
-            "ccs": float("nan") if label == UNKNOWN else float(sum(judgements)),
-            "flagged": label == UNKNOWN}
+    out = {"label": label, "judgements": judgements,
+           "ccs": float("nan") if label == UNKNOWN else float(sum(judgements)),
+           "flagged": label == UNKNOWN}
+    if hasattr(backend, "confidence") and label != UNKNOWN:
+        out["confidence"] = backend.confidence(texts)
+    return out
 
 
 def _prefetch(backend: Backend, texts: list[str]) -> None:
@@ -185,9 +191,10 @@ def majority_concept(concepts: Sequence[str]) -> str:
 
 def evaluate(backend: Backend, heads: Sequence[dict]) -> dict:
     """Measure a labeler/judge on labelled heads ({concept, texts, truth} records, see
-    ccs.llm.load_heads): label accuracy (``unknown`` is right only for heads that share no concept),
-    the judge's accuracy and kappa against the per-text truth when judging the intended concept, and
-    the mean absolute error of the end-to-end CCS (label, then judge; an unknown head counts 0)."""
+    ccs.llm.load_heads): label accuracy on the heads that share a concept; for the heads that share
+    none, the share that comes out low (CCS <= 1), as they should; the judge's accuracy and kappa
+    against the per-text truth when judging the intended concept; and the mean absolute error of the
+    end-to-end CCS (label, then judge; a flagged head counts 0)."""
     labels, judged, truth, ccs_pred, ccs_true = [], [], [], [], []
     _prefetch(backend, [t for h in heads for t in h["texts"]])
     for h in heads:
@@ -199,10 +206,11 @@ def evaluate(backend: Backend, heads: Sequence[dict]) -> dict:
             judged += [backend.judge(t, h["concept"]) for t in h["texts"]]
             truth += h["truth"]
     named = [i for i, h in enumerate(heads) if h["concept"] != UNKNOWN]
+    incoherent = [ccs_pred[i] for i, h in enumerate(heads) if h["concept"] == UNKNOWN]
     return {
         "heads": len(heads),
-        "label_accuracy": label_accuracy(labels, [h["concept"] for h in heads]),
-        "label_accuracy_named": label_accuracy([labels[i] for i in named], [heads[i]["concept"] for i in named]),
+        "label_accuracy": label_accuracy([labels[i] for i in named], [heads[i]["concept"] for i in named]),
+        "incoherent_low": float(np.mean(np.array(incoherent) <= PAPER.low)) if incoherent else float("nan"),
         "flagged": int(sum(l == UNKNOWN for l in labels)),
         "judge_accuracy": accuracy(judged, truth),
         "judge_kappa": float(cohen_kappa_score(truth, judged)),
