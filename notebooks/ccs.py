@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from ccs import llm, models, plots, scores, textspan
+from ccs import headsets, llm, models, plots, scores, textspan
 
 plots.style()
 pd.set_option("display.width", 160, "display.max_colwidth", 200)
@@ -114,7 +114,7 @@ print(f"{len(table)} analysed heads")
 print(rows.to_string(index=False))
 if paper_counts:  # the paper's published high and low heads beside ours
     published = models.paper()["heads"][model]
-    for cat, ours in (("high", scores.high_heads(table)), ("low", scores.low_heads(table))):
+    for cat, ours in (("high", headsets.high_heads(table)), ("low", headsets.low_heads(table))):
         both = sorted(set(ours) & set(published[cat]))
         print(f"{cat}: {len(both)} of the paper's {len(published[cat])} heads are {cat} here too: {both}")
 

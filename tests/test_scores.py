@@ -1,4 +1,4 @@
-"""CCS, categories, CCS@K, head sets, agreement and R^2 on hand-computed cases."""
+"""CCS, categories, CCS@K, agreement and R^2 on hand-computed cases."""
 from __future__ import annotations
 
 import math
@@ -68,33 +68,6 @@ def test_ccs_at_k(table):
     assert scores.ccs_at_all(table) == pytest.approx({0: 1 / 7, 1: 1 / 7, 2: 0, 3: 2 / 7, 4: 1 / 7, 5: 2 / 7})
     assert scores.ccs_at(table, 0, unknown="low") == pytest.approx(2 / 8)
     assert sum(scores.ccs_at_all([5, 5, 0, 3]).values()) == pytest.approx(1)
-
-
-def test_high_and_low_sets(table):
-    assert scores.high_heads(table) == ["L10.H0", "L10.H1"]
-    assert scores.low_heads(table) == ["L11.H1", "L11.H2"]
-    assert scores.low_heads(table, unknown="low") == ["L11.H1", "L11.H2", "L11.H3"]
-
-
-def test_random_sets_exclude_high_and_are_seeded(table):
-    a = scores.random_heads(table, 3, seed=0)
-    assert a == scores.random_heads(table, 3, seed=0) and len(set(a)) == 3
-    assert not set(a) & {"L10.H0", "L10.H1"}
-    draws = {tuple(scores.random_heads(table, 3, seed=s)) for s in range(20)}
-    assert len(draws) > 5  # different seeds, different sets
-    assert set().union(*draws) == set(table["name"]) - {"L10.H0", "L10.H1"}
-    assert scores.random_heads(table, 6, seed=1) == ["L10.H2", "L10.H3", "L11.H0", "L11.H1", "L11.H2", "L11.H3"]
-    with pytest.raises(ValueError):
-        scores.random_heads(table, 7, seed=0)
-    assert "L10.H0" in scores.random_heads(table, 8, seed=0, exclude=[])
-
-
-def test_concept_sets(table):
-    assert scores.concept_heads(table, "location") == ["L10.H0"]
-    assert scores.concept_heads(table, "Geolocation") == ["L10.H0"]  # a synonym
-    assert scores.concept_heads(table, "locations") == ["L10.H0", "L10.H3"]  # the paper's group
-    assert scores.concept_heads(table, "animals") == ["L10.H2", "L11.H0"]
-    assert scores.concept_heads(table, "animals", min_ccs=4) == ["L10.H2"]
 
 
 def test_agreement_hand_computed():

@@ -1,8 +1,7 @@
 """The Concept Consistency Score: per head, how many of its 5 TextSpan texts match its concept label.
 
 CCS(h) in 0..5; categories as in the paper (high = 5, moderate = 3, low <= 1; configurable);
-CCS@K = share of heads with CCS == K; head sets for pruning (high, low, random excluding high,
-per concept); agreement between judges (Cohen's kappa, Spearman, Kendall); accuracy of the labeler
+CCS@K = share of heads with CCS == K (the sets pruned are built in ccs.headsets); agreement between judges (Cohen's kappa, Spearman, Kendall); accuracy of the labeler
 and the judge against ground truth; and the text-free check on the concept world, the share of a
 head's direct-contribution variance explained by each ground-truth attribute (R^2).
 
@@ -21,7 +20,7 @@ import pandas as pd
 from scipy.stats import kendalltau, spearmanr
 from sklearn.metrics import cohen_kappa_score
 
-from ccs.llm import UNKNOWN, Backend, group, normalise, same
+from ccs.llm import UNKNOWN, Backend, same
 
 
 def head_name(layer: int, head: int) -> str:
@@ -114,46 +113,6 @@ def ccs_at(table, k: int, unknown: str = "exclude") -> float:
 def ccs_at_all(table, n_texts: int = 5, unknown: str = "exclude") -> dict[int, float]:
     """CCS@K for K = 0..n_texts."""
     return {k: ccs_at(table, k, unknown) for k in range(n_texts + 1)}
-
-
-# --- head sets -----------------------------------------------------------------------------------
-
-def _names(table: pd.DataFrame, mask) -> list[str]:
-    return list(table.loc[mask, "name"])
-
-
-def high_heads(table: pd.DataFrame, categories: Categories = PAPER) -> list[str]:
-    return _names(table, table["ccs"].map(categories) == "high")
-
-
-def low_heads(table: pd.DataFrame, categories: Categories = PAPER, unknown: str = "exclude") -> list[str]:
-    return _names(table, _ccs(table, unknown).map(categories) == "low")
-
-
-def random_heads(table: pd.DataFrame, n: int, seed: int, exclude: Iterable[str] | None = None,
-                 categories: Categories = PAPER) -> list[str]:
-    """n heads drawn without replacement from the table, excluding the high heads (the paper's random
-    baseline), or `exclude` when given; reproducible for a seed."""
-    excluded = set(high_heads(table, categories) if exclude is None else exclude)
-    pool = sorted((n_ for n_ in table["name"] if n_ not in excluded), key=_order)
-    if n > len(pool):
-        raise ValueError(f"asked for {n} random heads, only {len(pool)} are eligible")
-    idx = np.random.default_rng(seed).choice(len(pool), size=n, replace=False)
-    return sorted((pool[i] for i in idx), key=_order)
-
-
-def _order(name: str) -> tuple[int, int]:
-    layer, head = name[1:].split(".H")
-    return int(layer), int(head)
-
-
-def concept_heads(table: pd.DataFrame, concept: str, min_ccs: float = 0) -> list[str]:
-    """Heads labelled with a concept, a synonym of it, or (for the paper's groups: locations, objects,
-    animals, colors) any concept of that group; optionally only those with CCS >= min_ccs."""
-    target = concept.lower()
-    labels = table["label"].astype(str)
-    mask = labels.map(lambda l: normalise(l) == normalise(target) or group(l) == target)
-    return _names(table, mask & (table["ccs"].fillna(-1) >= min_ccs))
 
 
 # --- agreement and ground truth ------------------------------------------------------------------

@@ -1,0 +1,224 @@
+"""The head sets the paper prunes: high and low CCS, random and equal-count baselines, concept heads.
+
+The paper's categories are high = CCS 5 and low = CCS <= 1. Its baselines are *random* (as many
+heads as the high set, drawn from the analysed layers excluding the high heads, over several seeds)
+and *equal-count* (min(|high|, |low|) heads of each, over several seeds). Two things can make them
+meaningless on a small model, and both are detected, handled and written into `notes` for the page:
+
+- too few heads in a category (fewer than `min_size`): the sets become *ranked* sets, the k highest
+  and the k lowest CCS, ties broken by the labeler's confidence (then by head order);
+- random draws that cannot differ across seeds (fewer possible sets than seeds, e.g. 12 eligible
+  heads for a set of 12): the random heads are drawn from the heads of *all* layers instead, as the
+  paper's code does for ViT-B-32-OpenAI.
+
+The sets come from a CCS table (this run's, or the ground truth on the concept world, see
+`truth_table`) or from the paper's published lists (`published`). Heads are named as in the paper,
+``L{layer}.H{head}``, 0-indexed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import comb
+
+import numpy as np
+import pandas as pd
+
+from ccs import scores
+from ccs.llm import group, normalise
+from ccs.scores import PAPER, Categories, head_name
+
+
+@dataclass
+class HeadSets:
+    """High and low heads, and the baselines drawn against them (one list per seed)."""
+
+    high: list[str]
+    low: list[str]
+    random: list[list[str]]  # per seed: len(high) heads, excluding the high heads
+    equal: list[tuple[list[str], list[str]]]  # distinct (high subset, low subset) draws of equal size
+    rule: str  # "categories" (the paper's) or "ranked" (the fallback)
+    random_pool: str  # "analysed layers" or "all layers"
+    source: str = "this run"
+    notes: list[str] = field(default_factory=list)
+
+    def conditions(self) -> dict[str, list[str]]:
+        """Every pruning condition by name: original, high, low, random/s, equal-high/s, equal-low/s."""
+        out = {"original": [], "high": self.high, "low": self.low}
+        out.update({f"random/{s}": r for s, r in enumerate(self.random)})
+        for s, (h, l) in enumerate(self.equal):
+            out[f"equal-high/{s}"], out[f"equal-low/{s}"] = h, l
+        return out
+
+    def summary(self) -> pd.DataFrame:
+        """One row per set: its size and its heads (random and equal-count: the first draw)."""
+        rows = [("high", self.high), ("low", self.low)]
+        if self.random:
+            rows.append((f"random ({len(self.random)} draws, e.g.)", self.random[0]))
+        if self.equal:
+            rows += [(f"equal-count high ({len(self.equal)} draws, e.g.)", self.equal[0][0]),
+                     (f"equal-count low ({len(self.equal)} draws, e.g.)", self.equal[0][1])]
+        return pd.DataFrame([{"set": n, "heads": len(h), "names": " ".join(h)} for n, h in rows])
+
+
+def order(name: str) -> tuple[int, int]:
+    """Sort key of a head name: (layer, head)."""
+    layer, head = name[1:].split(".H")
+    return int(layer), int(head)
+
+
+def _names(table: pd.DataFrame, mask) -> list[str]:
+    return sorted(table.loc[mask, "name"], key=order)
+
+
+def high_heads(table: pd.DataFrame, categories: Categories = PAPER) -> list[str]:
+    """The paper's high heads (CCS 5)."""
+    return _names(table, table["ccs"].map(categories) == "high")
+
+
+def low_heads(table: pd.DataFrame, categories: Categories = PAPER, unknown: str = "exclude") -> list[str]:
+    """The paper's low heads (CCS <= 1); unknown heads too with ``unknown="low"``."""
+    return _names(table, scores._ccs(table, unknown).map(categories) == "low")
+
+
+def concept_heads(table: pd.DataFrame, concept: str, min_ccs: float = 0) -> list[str]:
+    """Heads labelled with a concept, a synonym of it, or (for the paper's groups: locations, objects,
+    animals, colors) any concept of that group; optionally only those with CCS >= min_ccs."""
+    target = concept.lower()
+    labels = table["label"].astype(str)
+    mask = labels.map(lambda l: normalise(l) == normalise(target) or group(l) == target)
+    return _names(table, mask & (table["ccs"].fillna(-1) >= min_ccs))
+
+
+def all_heads(layers: int, heads: int) -> list[str]:
+    """The names of every head of a tower with `layers` layers of `heads` heads."""
+    return [head_name(layer, h) for layer in range(layers) for h in range(heads)]
+
+
+def ranked(table: pd.DataFrame, k: int) -> tuple[list[str], list[str]]:
+    """The k highest- and the k lowest-CCS heads (flagged heads excluded), disjoint; ties broken by
+    the labeler's ``confidence`` when the table has it (more confident first among the highest, less
+    confident first among the lowest), then by head order."""
+    t = table[table["ccs"].notna()].copy()
+    if 2 * k > len(t):
+        raise ValueError(f"cannot rank {k} high and {k} low heads out of {len(t)} scored heads")
+    t["confidence"] = t["confidence"].fillna(0.0) if "confidence" in t else 0.0
+    t["order"] = t["name"].map(order)
+    high = t.sort_values(["ccs", "confidence", "order"], ascending=[False, False, True]).head(k)
+    rest = t[~t["name"].isin(high["name"])]
+    low = rest.sort_values(["ccs", "confidence", "order"], ascending=[True, True, True]).head(k)
+    return sorted(high["name"], key=order), sorted(low["name"], key=order)
+
+
+def _draws(pools: list[list[str]], sizes: list[int], n: int) -> list[tuple[list[str], ...]]:
+    """`n` distinct draws (fewer when fewer exist) of sizes[i] heads from pools[i] each; draw j
+    uses numpy's default_rng(j), draws repeating an earlier one are skipped. Reproducible."""
+    possible = int(np.prod([comb(len(p), k) for p, k in zip(pools, sizes)]))
+    out, seed = [], 0
+    while len(out) < min(n, possible):
+        rng = np.random.default_rng(seed)
+        draw = tuple(sorted((p[i] for i in rng.choice(len(p), k, replace=False)), key=order)
+                     for p, k in zip(pools, sizes))
+        if draw not in out:
+            out.append(draw)
+        seed += 1
+    return out
+
+
+def build(table: pd.DataFrame | None = None, *, every_head: list[str], analysed: list[str] | None = None,
+          seeds: int = 5, min_size: int = 2, k: int | None = None, categories: Categories = PAPER,
+          high: list[str] | None = None, low: list[str] | None = None, source: str = "this run") -> HeadSets:
+    """The high / low / random / equal-count sets of a CCS table (or of given `high` and `low` lists,
+    e.g. the paper's). `every_head`: the names of all heads of the model (the fallback pool of the
+    random baseline); `analysed`: the analysed heads (default: the table's). `k` is the size of ranked
+    sets (default a quarter of the scored heads, at least `min_size`). Random and equal-count sets are
+    `seeds` distinct reproducible draws (see `_draws`)."""
+    notes, rule = [], "categories"
+    if high is None or low is None:
+        if table is None:
+            raise ValueError("give a CCS table, or both high and low lists")
+        high, low = high_heads(table, categories), low_heads(table, categories)
+        flagged = int(table["ccs"].isna().sum())
+        if flagged:
+            notes.append(f"{flagged} heads are unknown (the labeler's answers failed validation): "
+                         "they are in no set.")
+        if len(high) < min_size or len(low) < min_size:
+            scored = int(table["ccs"].notna().sum())
+            k = k or max(min_size, scored // 4)
+            notes.append(f"Too few heads in a category for a comparison ({len(high)} high, {len(low)} low; "
+                         f"at least {min_size} each are needed): the sets are ranked instead, the {k} highest "
+                         f"and the {k} lowest CCS of the {scored} scored heads, ties broken by the "
+                         "labeler's confidence.")
+            high, low = ranked(table, k)
+            rule = "ranked"
+    high, low = sorted(high, key=order), sorted(low, key=order)
+    if not high or not low:
+        raise ValueError(f"an empty set cannot be compared (high: {len(high)}, low: {len(low)} heads)")
+
+    if analysed is None:
+        if table is None:
+            raise ValueError("give the analysed heads (or a table of them)")
+        analysed = list(table["name"])
+    pool = [h for h in sorted(analysed, key=order) if h not in set(high)]
+    random_pool = "analysed layers"
+    if comb(len(pool), len(high)) < seeds:
+        notes.append(f"Random sets of {len(high)} heads drawn from the {len(pool)} other analysed heads "
+                     f"could not differ across {seeds} seeds: they are drawn from the heads of all layers "
+                     "instead (excluding the high set), as the paper's code does for ViT-B-32-OpenAI.")
+        pool = [h for h in sorted(every_head, key=order) if h not in set(high)]
+        random_pool = "all layers"
+    if len(pool) < len(high):
+        raise ValueError(f"only {len(pool)} heads are eligible for a random set of {len(high)}")
+    random = [r for (r,) in _draws([pool], [len(high)], seeds)]
+
+    m = min(len(high), len(low))
+    equal = _draws([high, low], [m, m], seeds)
+    if len(equal) < seeds:
+        notes.append(f"Equal-count sets: {m} heads of each; only {len(equal)} distinct draw(s) exist, so "
+                     f"{len(equal)} is compared instead of {seeds}.")
+    return HeadSets(high, low, random, equal, rule, random_pool, source, notes)
+
+
+def truth_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The ground-truth CCS table on the concept world: each head's label is the concept that generated
+    most of its texts and its CCS the number of its texts generated by that concept (the pool lines
+    carry their concept, in the ``concepts`` column of `scores.score_heads`' table)."""
+    from ccs.llm import same
+
+    if "concepts" not in table:
+        raise ValueError("the table carries no ground-truth concepts (only the world pool has them)")
+    t = table.copy()
+    t["label"] = t["concepts"].map(scores.majority_concept)
+    t["ccs"] = [float(sum(same(c, lab) for c in cs)) for cs, lab in zip(t["concepts"], t["label"])]
+    t["flagged"] = False
+    return t
+
+
+def published(model: str) -> dict[str, list[str]]:
+    """The paper's published head lists of a paper model: high, low and concept groups."""
+    from ccs.models import paper
+
+    heads = paper()["heads"]
+    if model not in heads:
+        raise KeyError(f"the paper publishes no head lists for {model!r} (it does for {', '.join(heads)})")
+    return {k: list(v) for k, v in heads[model].items()}
+
+
+def jaccard(a, b) -> float:
+    """|a & b| / |a | b| of two head sets (1 when both are empty)."""
+    a, b = set(a), set(b)
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+def concept_sets(table: pd.DataFrame, *, seeds: int = 5, min_heads: int = 1) -> dict[str, dict]:
+    """For every concept that owns heads by label (synonyms merged): its heads, and per seed an
+    equal-count random control drawn from the other scored heads.
+    {concept: {"heads": [...], "random": [[...] per seed]}}, concepts in alphabetical order."""
+    t = table[table["ccs"].notna()]
+    out = {}
+    for concept in sorted({normalise(l) or str(l) for l in t["label"]}):
+        heads = concept_heads(t, concept)
+        others = sorted((n for n in t["name"] if n not in set(heads)), key=order)
+        if len(heads) < min_heads or len(others) < len(heads):
+            continue
+        out[str(concept)] = {"heads": heads, "random": [r for (r,) in _draws([others], [len(heads)], seeds)]}
+    return out

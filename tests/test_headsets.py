@@ -1,0 +1,120 @@
+"""Head sets on hand-made CCS tables: the paper's categories, ranked fallback, random and equal-count
+baselines (seeded, degenerate draws detected), ground-truth and published sets, concept sets."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from ccs import headsets
+from ccs.llm import UNKNOWN
+from ccs.scores import head_name
+
+
+def make(rows, layers=(10, 11), heads=4):
+    """A CCS table from (label, ccs[, confidence]) rows, filled into layers x heads in order."""
+    names = [(l, h) for l in layers for h in range(heads)]
+    out = []
+    for (l, h), row in zip(names, rows):
+        label, ccs, *conf = row
+        out.append({"layer": l, "head": h, "name": head_name(l, h), "label": label, "ccs": ccs,
+                    **({"confidence": conf[0]} if conf else {})})
+    return pd.DataFrame(out)
+
+
+@pytest.fixture
+def table():
+    # 8 heads of layers 10-11; CCS 5,5,4,3,3,1,0 and one unknown
+    return make([("location", 5), ("colour", 5), ("animal", 4), ("scene", 3),
+                 ("bird", 3), ("food", 1), ("letters", 0), (UNKNOWN, math.nan)])
+
+
+EVERY = headsets.all_heads(12, 4)
+
+
+def test_categories(table):
+    assert headsets.high_heads(table) == ["L10.H0", "L10.H1"]
+    assert headsets.low_heads(table) == ["L11.H1", "L11.H2"]
+    assert headsets.low_heads(table, unknown="low") == ["L11.H1", "L11.H2", "L11.H3"]
+
+
+def test_concept_heads(table):
+    assert headsets.concept_heads(table, "location") == ["L10.H0"]
+    assert headsets.concept_heads(table, "Geolocation") == ["L10.H0"]  # a synonym
+    assert headsets.concept_heads(table, "locations") == ["L10.H0", "L10.H3"]  # the paper's group
+    assert headsets.concept_heads(table, "animals") == ["L10.H2", "L11.H0"]
+    assert headsets.concept_heads(table, "animals", min_ccs=4) == ["L10.H2"]
+
+
+def test_paper_sets_and_seeded_random_baseline(table):
+    s = headsets.build(table, every_head=EVERY, seeds=5)
+    assert (s.high, s.low, s.rule, s.random_pool) == (["L10.H0", "L10.H1"], ["L11.H1", "L11.H2"],
+                                                       "categories", "analysed layers")
+    assert len(s.random) == 5 and all(len(r) == 2 and not set(r) & set(s.high) for r in s.random)
+    assert all(set(r) <= set(table["name"]) for r in s.random)  # from the analysed layers
+    assert len({tuple(r) for r in s.random}) > 1  # the seeds draw different sets
+    again = headsets.build(table, every_head=EVERY, seeds=5)
+    assert again.random == s.random and again.equal == s.equal  # reproducible
+    # 2 high and 2 low: the equal-count sets are the sets themselves, drawn once, and the page is told
+    assert s.equal == [(s.high, s.low)] and any("1 is compared instead of 5" in n for n in s.notes)
+    assert any("unknown" in n for n in s.notes)
+    conds = s.conditions()
+    assert conds["original"] == [] and conds["high"] == s.high and "random/4" in conds
+
+
+def test_equal_count_draws_differ_when_they_can():
+    t = make([("colour", 5)] * 4 + [("x", 0)] * 2 + [("y", 3)] * 2)
+    s = headsets.build(t, every_head=EVERY, seeds=5)
+    assert all(len(h) == 2 and set(h) <= set(s.high) and l == s.low for h, l in s.equal)
+    assert len(s.equal) == 5  # C(4,2) = 6 possible draws of the high heads
+
+
+def test_ranked_fallback_when_a_category_is_too_small():
+    t = make([("colour", 5, 0.2), ("colour", 4, 0.1), ("shape", 4, 0.3), ("count", 3, 0.1),
+              ("count", 2, 0.2), ("size", 2, 0.05), ("size", 2, 0.1), ("scene", 3, 0.2)])
+    s = headsets.build(t, every_head=EVERY, k=2)
+    assert s.rule == "ranked" and any("ranked" in n for n in s.notes)
+    assert s.high == ["L10.H0", "L10.H2"]  # CCS 5, then the more confident of the two CCS 4
+    assert s.low == ["L11.H1", "L11.H2"]  # CCS 2: the two least confident
+    assert headsets.build(t, every_head=EVERY).high == ["L10.H0", "L10.H2"]  # default k: 8 // 4 = 2
+    with pytest.raises(ValueError, match="cannot rank"):
+        headsets.ranked(t, 5)
+
+
+def test_degenerate_random_draws_fall_back_to_all_layers():
+    # 8 analysed heads of which 4 high: random sets of 4 from the other 4 are all the same set
+    t = make([("colour", 5)] * 4 + [("x", 0)] * 2 + [("y", 3)] * 2)
+    s = headsets.build(t, every_head=EVERY, seeds=5)
+    assert s.random_pool == "all layers" and any("all layers" in n for n in s.notes)
+    assert len({tuple(r) for r in s.random}) == 5
+    assert all(not set(r) & set(s.high) for r in s.random)
+    assert set().union(*map(set, s.random)) - set(t["name"])  # heads of other layers are drawn
+
+
+def test_empty_sets_are_refused():
+    with pytest.raises(ValueError, match="empty"):
+        headsets.build(high=["L11.H0"], low=[], analysed=EVERY, every_head=EVERY)
+
+
+def test_published_and_truth_tables():
+    pub = headsets.published("ViT-B-32-OpenAI")
+    assert pub["high"][0] == "L11.H5" and len(pub["low"]) == 4
+    s = headsets.build(high=pub["high"], low=pub["low"], analysed=headsets.all_heads(12, 12)[96:],
+                       every_head=headsets.all_heads(12, 12), source="paper")
+    assert s.rule == "categories" and len(s.random[0]) == 8 and s.source == "paper"
+    with pytest.raises(KeyError, match="no head lists"):
+        headsets.published("ccs-tiny")
+    t = make([("colour", 5), ("shape", 1)], heads=1)
+    t["concepts"] = [["colour"] * 4 + ["shape"], ["count", "count", "size", "scene", "shape"]]
+    truth = headsets.truth_table(t)
+    assert list(truth["label"]) == ["colour", "count"] and list(truth["ccs"]) == [4.0, 2.0]
+    assert headsets.jaccard(["a", "b"], ["b", "c"]) == pytest.approx(1 / 3) and headsets.jaccard([], []) == 1
+
+
+def test_concept_sets(table):
+    sets = headsets.concept_sets(table, seeds=3)
+    assert sets["location"]["heads"] == ["L10.H0"] and len(sets["location"]["random"]) == 3
+    assert all(not set(r) & set(v["heads"]) and len(r) == len(v["heads"])
+               for v in sets.values() for r in v["random"])
+    assert UNKNOWN not in sets
