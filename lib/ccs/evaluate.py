@@ -99,12 +99,68 @@ def video_embeddings(model, frames_uint8: torch.Tensor, batch_size: int = 256) -
     return F.normalize(emb.view(n, f, -1).mean(1), dim=-1)
 
 
+def zero_shot_scores(image_emb: torch.Tensor, classifier: torch.Tensor, labels,
+                     logit_scale: float = 100.0) -> dict[str, np.ndarray]:
+    """Per-image zero-shot scores over the labelled rows (label >= 0), in row order:
+
+    - ``correct``: 1 if the top-1 class is right (the accuracy is its mean);
+    - ``p_true``: the softmax probability of the right class, logits = `logit_scale` * cosine (pass
+      the model's own ``logit_scale.exp()``). A graded measure: on an easy task top-1 sits at the
+      ceiling and hides what pruning does, the probability still moves;
+    - ``margin``: cosine of the right class minus the best wrong class (> 0 iff correct, ties aside).
+    """
+    labels = torch.as_tensor(np.asarray(labels))
+    keep = labels >= 0
+    sim = image_emb[keep].float() @ classifier.float().T
+    y = labels[keep]
+    true = sim.gather(1, y[:, None])[:, 0]
+    other = sim.scatter(1, y[:, None], float("-inf")).amax(1)
+    return {"correct": (sim.argmax(1) == y).float().numpy(),
+            "p_true": torch.softmax(logit_scale * sim, 1).gather(1, y[:, None])[:, 0].numpy(),
+            "margin": (true - other).numpy()}
+
+
+def _bootstrap(data: tuple, statistic, confidence: float, n_resamples: int, seed: int) -> tuple[float, float]:
+    from scipy.stats import bootstrap
+
+    if all(np.ptp(d) == 0 for d in data):  # no spread: every resample gives the same value
+        v = float(statistic(*data, axis=-1))
+        return v, v
+    ci = bootstrap(data, statistic, paired=len(data) > 1, vectorized=True, confidence_level=confidence,
+                   n_resamples=n_resamples, method="percentile", rng=np.random.default_rng(seed))
+    return float(ci.confidence_interval.low), float(ci.confidence_interval.high)
+
+
+def mean_ci(x, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """The mean of per-item values (e.g. per-image correctness: an accuracy) and its percentile
+    bootstrap interval over the items (scipy.stats.bootstrap): (mean, low, high)."""
+    x = np.asarray(x, dtype=float)
+    return (float(x.mean()), *_bootstrap((x,), lambda a, axis: a.mean(axis), confidence, n_resamples, seed))
+
+
+def paired_ci(a, b, confidence: float = 0.95, n_resamples: int = 2000,
+              seed: int = 0) -> tuple[float, float, float]:
+    """mean(a) - mean(b) for two conditions measured on the same items (e.g. per-image correctness
+    with and without pruning), with a paired bootstrap interval: items are resampled together, so
+    the variation shared by both conditions (easy and hard images) cancels. (diff, low, high)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired measurements need equal shapes, got {a.shape} and {b.shape}")
+    stat = lambda x, y, axis: x.mean(axis) - y.mean(axis)  # noqa: E731
+    return (float(a.mean() - b.mean()), *_bootstrap((a, b), stat, confidence, n_resamples, seed))
+
+
+def spread(values) -> dict[str, float]:
+    """The spread of a measure across random seeds: mean, standard deviation (ddof 1), min and max."""
+    v = np.asarray(values, dtype=float)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            "min": float(v.min()), "max": float(v.max())}
+
+
 def bootstrap_ci(correct, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of a mean (e.g. of per-image correctness)."""
-    x = np.asarray(correct, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(1)
-    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
+    _, lo, hi = mean_ci(correct, 1 - alpha, n_boot, seed)
+    return lo, hi
 
 
 def mcm_scores(image_emb: torch.Tensor, classifier: torch.Tensor, temperature: float = 0.01) -> torch.Tensor:
