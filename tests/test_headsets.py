@@ -61,6 +61,7 @@ def test_paper_sets_and_seeded_random_baseline(table):
     assert any("unknown" in n for n in s.notes)
     conds = s.conditions()
     assert conds["original"] == [] and conds["high"] == s.high and "random/4" in conds
+    assert not any(c.startswith("equal") for c in conds)  # they would repeat high and low
 
 
 def test_equal_count_draws_differ_when_they_can():
@@ -68,6 +69,7 @@ def test_equal_count_draws_differ_when_they_can():
     s = headsets.build(t, every_head=EVERY, seeds=5)
     assert all(len(h) == 2 and set(h) <= set(s.high) and l == s.low for h, l in s.equal)
     assert len(s.equal) == 5  # C(4,2) = 6 possible draws of the high heads
+    assert s.conditions()["equal-high/4"] == s.equal[4][0]
 
 
 def test_ranked_fallback_when_a_category_is_too_small():

@@ -150,6 +150,21 @@ def paired_ci(a, b, confidence: float = 0.95, n_resamples: int = 2000,
     return (float(a.mean() - b.mean()), *_bootstrap((a, b), stat, confidence, n_resamples, seed))
 
 
+def spearman_ci(x, y, confidence: float = 0.95, n_resamples: int = 2000,
+                seed: int = 0) -> tuple[float, float, float]:
+    """Spearman's rho of paired values (e.g. each head's CCS and the cost of pruning it), with a
+    percentile bootstrap interval over the pairs: (rho, low, high)."""
+    from scipy.stats import bootstrap, spearmanr
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    rho = float(spearmanr(x, y).statistic)
+    with np.errstate(all="ignore"):
+        ci = bootstrap((x, y), lambda a, b: spearmanr(a, b).statistic, paired=True, vectorized=False,
+                       confidence_level=confidence, n_resamples=n_resamples, method="percentile",
+                       rng=np.random.default_rng(seed))
+    return rho, float(ci.confidence_interval.low), float(ci.confidence_interval.high)
+
+
 def spread(values) -> dict[str, float]:
     """The spread of a measure across random seeds: mean, standard deviation (ddof 1), min and max."""
     v = np.asarray(values, dtype=float)

@@ -42,11 +42,13 @@ class HeadSets:
     notes: list[str] = field(default_factory=list)
 
     def conditions(self) -> dict[str, list[str]]:
-        """Every pruning condition by name: original, high, low, random/s, equal-high/s, equal-low/s."""
+        """Every pruning condition by name: original, high, low, random/s, equal-high/s, equal-low/s
+        (the equal-count ones only when they differ from high and low)."""
         out = {"original": [], "high": self.high, "low": self.low}
         out.update({f"random/{s}": r for s, r in enumerate(self.random)})
-        for s, (h, l) in enumerate(self.equal):
-            out[f"equal-high/{s}"], out[f"equal-low/{s}"] = h, l
+        if self.equal != [(self.high, self.low)]:  # else the equal-count comparison is high vs low itself
+            for s, (h, l) in enumerate(self.equal):
+                out[f"equal-high/{s}"], out[f"equal-low/{s}"] = h, l
         return out
 
     def summary(self) -> pd.DataFrame:
@@ -174,7 +176,8 @@ def build(table: pd.DataFrame | None = None, *, every_head: list[str], analysed:
     equal = _draws([high, low], [m, m], seeds)
     if len(equal) < seeds:
         notes.append(f"Equal-count sets: {m} heads of each; only {len(equal)} distinct draw(s) exist, so "
-                     f"{len(equal)} is compared instead of {seeds}.")
+                     f"{len(equal)} is compared instead of {seeds}"
+                     + (" (the high and low sets themselves)." if equal == [(high, low)] else "."))
     return HeadSets(high, low, random, equal, rule, random_pool, source, notes)
 
 

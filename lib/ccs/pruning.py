@@ -1,0 +1,251 @@
+"""Soft-pruning experiments: zero-shot tasks measured per image under pruning conditions, conditions
+compared with paired bootstrap intervals, and verdicts computed from those intervals.
+
+A *condition* is a named set of heads to prune (``original`` prunes none). Conditions whose names
+share a prefix before ``/`` form a *group* (``random/0`` ... ``random/4``): a group's per-image score
+is the mean over its members, and `Results.seeds` gives the spread of its members. Every score is
+kept per image (NaN where a task does not apply), so any two conditions can be compared on the same
+images with `evaluate.paired_ci`.
+
+Image embeddings are cached on disk by the weights the model has *as pruned* (its fingerprint inside
+the ``with ablate.pruned(...)`` block) and the images, text classifiers by the model and the prompts:
+the pruning and concept pages share the unpruned work, and a re-run costs seconds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ccs import ablate, decompose, evaluate
+from ccs.cache import memory
+
+MEASURES = {"correct": "top-1 accuracy", "p_true": "probability of the true class"}
+# Tasks that a shifted split makes meaningless: sketches draw outlines only, so no texture is visible.
+NOT_APPLICABLE = {"sketch": ("texture",)}
+
+
+@dataclass
+class EvalSet:
+    """Images and, per task, each image's class (-1 where the task does not apply to it)."""
+
+    name: str
+    images: torch.Tensor  # uint8 [N, 3, H, W]
+    labels: dict[str, np.ndarray]
+
+
+def world_sets(n: int, seed: int, splits=("test",)) -> dict[str, EvalSet]:
+    """Concept-world evaluation sets: every concept task on each split where it applies. The shifted
+    splits share the test split's attributes for a seed, so their scores pair image by image."""
+    from ccs import world
+
+    out = {}
+    for split in splits:
+        batch = world.sample(n, seed, split)
+        out[split] = EvalSet(split, batch.images, {
+            name: task.labels(batch.attributes) for name, task in world.tasks().items()
+            if name not in NOT_APPLICABLE.get(split, ())})
+    return out
+
+
+def _classifier(model_name: str, fingerprint: str, classnames: tuple, templates: tuple, model, tokenizer):
+    return evaluate.zero_shot_classifier(model, tokenizer, list(classnames), list(templates))
+
+
+def _embeddings(model_name: str, fingerprint: str, images_key: str, model, images):
+    return evaluate.image_embeddings(model, images)
+
+
+def classifiers(model_name: str, model, tokenizer, tasks: Mapping) -> dict[str, torch.Tensor]:
+    """The zero-shot classifier of every task (cached by the model's weights and the prompts). The text
+    tower is never pruned, so one set of classifiers serves every condition."""
+    cached = memory().cache(_classifier, ignore=["model", "tokenizer"])
+    fp = decompose.fingerprint(model)
+    return {name: cached(model_name, fp, tuple(t.classnames), tuple(t.templates), model, tokenizer)
+            for name, t in tasks.items()}
+
+
+def embeddings(model_name: str, model, images: torch.Tensor) -> torch.Tensor:
+    """Normalised image embeddings of the model as it is now (pruned or not), cached on disk by its
+    weights and the images."""
+    cached = memory().cache(_embeddings, ignore=["model", "images"])
+    visual = decompose.fingerprint(getattr(model, "visual", model))  # pruning edits the image tower only
+    return cached(model_name, visual, decompose.images_hash(images), model, images)
+
+
+def group(condition: str) -> str:
+    """The group a condition belongs to: ``random/3`` -> ``random``; ``high`` -> ``high``."""
+    return condition.split("/")[0]
+
+
+@dataclass
+class Results:
+    """Per-image scores: scores[(condition, set, task)] = {measure: array [N] (NaN: not applicable)}."""
+
+    scores: dict = field(default_factory=dict)
+    heads: dict = field(default_factory=dict)  # condition -> pruned heads
+
+    def conditions(self) -> list[str]:
+        return list(dict.fromkeys(c for c, _, _ in self.scores))
+
+    def members(self, name: str) -> list[str]:
+        """The conditions a name stands for: itself, or every member of a group."""
+        if any(c == name for c in self.conditions()):
+            return [name]
+        out = [c for c in self.conditions() if group(c) == name]
+        if not out:
+            raise KeyError(f"no condition or group {name!r} (have {', '.join(self.conditions())})")
+        return out
+
+    def tasks(self, evalset: str) -> list[str]:
+        return list(dict.fromkeys(t for _, s, t in self.scores if s == evalset))
+
+    def per_image(self, name: str, evalset: str, measure: str = "p_true", tasks=None) -> np.ndarray:
+        """Per-image score of a condition or group on a set: the mean over `tasks` (default all of the
+        set's tasks) where they apply, and over a group's members."""
+        tasks = list(tasks or self.tasks(evalset))
+        per = [np.nanmean(np.stack([self.scores[c, evalset, t][measure] for t in tasks]), 0)
+               for c in self.members(name)]
+        return np.mean(per, 0)
+
+    def value(self, name: str, evalset: str, measure: str = "p_true", tasks=None) -> float:
+        return float(np.nanmean(self.per_image(name, evalset, measure, tasks)))
+
+    def seeds(self, name: str, evalset: str, measure: str = "p_true", tasks=None) -> dict[str, float]:
+        """The spread of a group's members (one value per seed)."""
+        return evaluate.spread([self.value(c, evalset, measure, tasks) for c in self.members(name)])
+
+    def compare(self, a: str, b: str, evalset: str, measure: str = "p_true", tasks=None,
+                seed: int = 0) -> tuple[float, float, float]:
+        """mean(a) - mean(b) over the same images, with its paired bootstrap interval."""
+        x, y = self.per_image(a, evalset, measure, tasks), self.per_image(b, evalset, measure, tasks)
+        keep = ~(np.isnan(x) | np.isnan(y))
+        return evaluate.paired_ci(x[keep], y[keep], seed=seed)
+
+    def drop(self, name: str, evalset: str, measure: str = "p_true", tasks=None,
+             baseline: str = "original") -> tuple[float, float, float]:
+        """How much pruning costs: baseline - condition, with its paired interval (> 0: it hurts)."""
+        return self.compare(baseline, name, evalset, measure, tasks)
+
+
+def run(model, model_name: str, sets: Mapping[str, EvalSet], clfs: Mapping[str, torch.Tensor],
+        conditions: Mapping[str, list], *, mode: str = "zero", means: dict | None = None,
+        only: Mapping[str, list] | None = None, progress: bool = True, results: Results | None = None) -> Results:
+    """Measure every task of every set under every condition (`only` limits a condition to some sets).
+    `mode` and `means`: see ccs.ablate.pruned."""
+    from tqdm.auto import tqdm
+
+    results = results or Results()
+    scale = float(model.logit_scale.detach().exp()) if hasattr(model, "logit_scale") else 100.0
+    jobs = [(c, s) for c in conditions for s in sets if only is None or s in only.get(c, sets)]
+    for condition, name in tqdm(jobs, desc="pruning", unit="run", disable=not progress):
+        heads = conditions[condition]
+        with ablate.pruned(model, heads, mode, means=means):
+            emb = embeddings(model_name, model, sets[name].images)
+        results.heads[condition] = list(heads)
+        for task, labels in sets[name].labels.items():
+            s = evaluate.zero_shot_scores(emb, clfs[task], labels, scale)
+            keep = np.asarray(labels) >= 0
+            results.scores[condition, name, task] = {
+                m: _fill(s[m], keep) for m in MEASURES}
+    return results
+
+
+def _fill(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    out = np.full(len(keep), np.nan)
+    out[keep] = values
+    return out
+
+
+def verdict(intervals) -> str:
+    """From (estimate, low, high) intervals of differences the hypothesis predicts to be positive:
+    ``supported`` when every interval lies above 0, ``not supported`` when any lies at or below 0,
+    ``inconclusive`` otherwise."""
+    intervals = list(intervals)
+    if all(lo > 0 for _, lo, _ in intervals):
+        return "supported"
+    if any(hi <= 0 for _, _, hi in intervals):
+        return "not supported"
+    return "inconclusive"
+
+
+def interval_text(d: tuple[float, float, float], scale: float = 100, unit: str = " pp") -> str:
+    """'4.1 pp [2.9, 5.3]' for an (estimate, low, high) triple."""
+    return f"{d[0] * scale:.1f}{unit} [{d[1] * scale:.1f}, {d[2] * scale:.1f}]"
+
+
+def drop_table(r: Results, names, evalset: str, tasks=None) -> pd.DataFrame:
+    """One row per condition (or group) and task (``all`` = the mean over the set's tasks): top-1
+    accuracy and probability of the true class, each with its drop from ``original`` and the drop's
+    paired 95 % interval, in percentage points; for groups, the standard deviation over the seeds."""
+    rows = []
+    for task in ["all", *(tasks or r.tasks(evalset))]:
+        sel = None if task == "all" else [task]
+        for name in names:
+            row = {"condition": name, "task": task}
+            for m, label in (("correct", "top-1"), ("p_true", "p(true)")):
+                d = r.drop(name, evalset, m, sel)
+                row[f"{label} %"] = 100 * r.value(name, evalset, m, sel)
+                row[f"{label} drop"] = 100 * d[0]
+                row[f"{label} drop CI"] = f"[{100 * d[1]:.1f}, {100 * d[2]:.1f}]"
+                if len(r.members(name)) > 1:
+                    row[f"{label} seed sd"] = 100 * r.seeds(name, evalset, m, sel)["std"]
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def task_for(concept: str, tasks) -> str | None:
+    """The task that measures a concept: the task of the same name (synonyms allowed); the paper's
+    locations are the world's scenes (where the picture was taken); None when no task does."""
+    from ccs.llm import group, normalise
+
+    name = normalise(concept) or concept
+    for task in tasks:
+        if name == (normalise(task) or task):
+            return task
+    if (name == "location" or group(concept) == "locations") and "scene" in tasks:
+        return "scene"
+    if group(concept) == "colors" and "colour" in tasks:
+        return "colour"
+    return None
+
+
+def concept_matrix(r: Results, concepts, evalset: str = "test", measure: str = "p_true") -> dict[str, pd.DataFrame]:
+    """Concept x task matrices (percentage points) for concept pruning: ``change`` = pruned - original,
+    ``control`` = the equal-count random control (``<concept>-random``) - original, ``excess`` =
+    change - control (how much more the concept's heads cost than as many random heads)."""
+    tasks = r.tasks(evalset)
+    out = {k: pd.DataFrame(index=list(concepts), columns=tasks, dtype=float) for k in ("change", "control", "excess")}
+    for c in concepts:
+        for t in tasks:
+            base = r.value("original", evalset, measure, [t])
+            out["change"].loc[c, t] = 100 * (r.value(c, evalset, measure, [t]) - base)
+            out["control"].loc[c, t] = 100 * (r.value(f"{c}-random", evalset, measure, [t]) - base)
+    out["excess"] = out["change"] - out["control"]
+    return out
+
+
+def diagonal_test(r: Results, concepts, evalset: str = "test", measure: str = "p_true",
+                  seed: int = 0) -> dict:
+    """Does pruning a concept's heads cost its own task more than the other tasks? Per image, the
+    excess cost (random control - pruned) averaged over the diagonal cells (concept, its task) minus
+    its average over the off-diagonal cells; its mean over the images with a bootstrap interval.
+    Only concepts that some task measures take part."""
+    tasks = r.tasks(evalset)
+    rows = {c: task_for(c, tasks) for c in concepts}
+    rows = {c: t for c, t in rows.items() if t is not None}
+    if not rows:
+        return {"concepts": [], "diagonal": float("nan"), "off_diagonal": float("nan"),
+                "difference": (float("nan"),) * 3}
+
+    def excess(c, t):
+        return r.per_image(f"{c}-random", evalset, measure, [t]) - r.per_image(c, evalset, measure, [t])
+
+    diag = np.nanmean([excess(c, t) for c, t in rows.items()], 0)
+    off = np.nanmean([excess(c, t) for c, own in rows.items() for t in tasks if t != own], 0)
+    keep = ~(np.isnan(diag) | np.isnan(off))
+    return {"concepts": list(rows), "diagonal": float(np.mean(diag[keep])), "off_diagonal": float(np.mean(off[keep])),
+            "difference": evaluate.paired_ci(diag[keep], off[keep], seed=seed)}

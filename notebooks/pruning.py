@@ -1,0 +1,308 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Soft pruning: do the most consistent heads matter most?
+#
+# **The paper's claim, here a hypothesis.** Pruning the heads with the highest Concept Consistency
+# Score (CCS = 5) hurts zero-shot accuracy far more than pruning the heads with low CCS (≤ 1), or
+# the same number of randomly chosen heads.
+#
+# *Soft pruning* zeroes a head's columns of its layer's attention out-projection, so the head adds
+# nothing to the residual stream, in a real forward pass of the image tower (its total effect: the
+# layers after it see the change). Every image is scored under every condition, so two conditions are
+# compared on the same images, with paired bootstrap intervals. Two measures: top-1 accuracy, and
+# the probability the model gives the true class, which still moves when top-1 sits at the ceiling.
+# The page ends with a verdict computed from the intervals, not written by hand.
+
+# %%
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+
+from ccs import ablate, evaluate, headsets, llm, models, plots, pruning, scores, textspan, world
+
+plots.style()
+pd.set_option("display.width", 200, "display.max_colwidth", 120, "display.precision", 2)
+torch.set_num_threads(2)
+
+# %% tags=["parameters", "hide-input"]
+model = "ccs-tiny"
+backend = "embedding"  # labeler and judge: "embedding" (offline) or "openai"
+pool = "world"  # TextSpan's description pool
+images = 1000  # images TextSpan decomposes (the same analysis as the TextSpan and CCS pages)
+texts = 5
+seed = 0
+sets = "run"  # where the high and low heads come from: "run" (this run's CCS), "truth", "paper"
+ablation = "zero"  # "zero" (the paper's soft pruning) or "mean" (the head's mean output instead)
+seeds = 5  # random and equal-count draws
+eval_images = 1000  # fresh concept-world images per split for the zero-shot tasks
+eval_seed = 1
+splits = ["test", "sketch", "noisy", "novel-shades"]
+measure = "p_true"  # the verdict's measure: "p_true" (probability of the true class) or "correct"
+
+# %% [markdown]
+# ## The heads and their sets
+#
+# The heads are those of the TextSpan and CCS pages (the same cached analysis). The paper's sets are
+# *high* (CCS = 5) and *low* (CCS ≤ 1); its baselines are *random* (as many heads as the high set,
+# drawn from the analysed layers without the high heads, over several seeds) and *equal-count*
+# (as many high as low heads). When a category is too small, or the draws cannot differ across
+# seeds, the notes below say what is done instead.
+
+# %%
+analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False)
+labeler = llm.backend(backend)
+table = scores.score_heads(analysis.records(), labeler)
+spec = models.spec(model)
+every = headsets.all_heads(spec.layers, spec.heads)
+truth = headsets.truth_table(table) if "concepts" in table else None
+
+
+def head_sets(source: str) -> headsets.HeadSets:
+    if source == "run":
+        return headsets.build(table, every_head=every, seeds=seeds)
+    if source == "truth":
+        if truth is None:
+            raise ValueError(f"the pool {pool!r} has no ground truth: use sets='run' or 'paper'")
+        return headsets.build(truth, every_head=every, seeds=seeds, source="ground truth")
+    if source == "paper":
+        pub = headsets.published(model)
+        return headsets.build(high=pub["high"], low=pub["low"], analysed=list(table["name"]),
+                              every_head=every, seeds=seeds, source="paper")
+    raise ValueError(f"sets must be 'run', 'truth' or 'paper', not {source!r}")
+
+
+hs = head_sets(sets)
+counts = scores.category_counts(table)
+print(f"{model}: {len(table)} analysed heads; this run's categories: {counts['high']} high, "
+      f"{counts['moderate']} moderate, {counts['low']} low, {counts['unknown']} unknown")
+print(f"sets from: {hs.source}; rule: {hs.rule}; random heads from the {hs.random_pool}; ablation: {ablation}")
+for note in hs.notes:
+    print("note:", note)
+hs.summary()
+
+# %% [markdown]
+# On the concept world every pool line knows the concept that generated it, so each head also has a
+# *true* CCS (how many of its texts come from its majority concept). How far do the sets agree?
+
+# %%
+if truth is not None:
+    other = head_sets("truth" if sets != "truth" else "run")
+    agree = pd.DataFrame([{"set": k, hs.source: " ".join(getattr(hs, k)), other.source: " ".join(getattr(other, k)),
+                           "shared": len(set(getattr(hs, k)) & set(getattr(other, k))),
+                           "Jaccard": headsets.jaccard(getattr(hs, k), getattr(other, k))} for k in ("high", "low")])
+    rho = scores.agreement(table["ccs"].fillna(0).to_numpy(), truth["ccs"].to_numpy())["spearman"]
+    print(f"Spearman's rho between this run's CCS and the true CCS over the {len(table)} heads: {rho:.2f}")
+else:
+    other, agree = None, pd.DataFrame()
+    print(f"the pool {pool!r} carries no ground truth")
+agree.round(2)
+
+# %% [markdown]
+# ## Pruning
+#
+# Every condition runs the image tower with its heads pruned on every split; each head alone is pruned
+# on the test split (for the per-head importance below).
+
+# %%
+model_, tokenizer = analysis.model, analysis.tokenizer
+eval_sets = pruning.world_sets(eval_images, eval_seed, splits)
+clfs = pruning.classifiers(model, model_, tokenizer, world.tasks())
+means = ablate.head_means(model_, eval_sets["test"].images, layers=spec.analysed_layers) if ablation == "mean" else None
+conditions = hs.conditions()
+singles = {f"head/{n}": [n] for n in table["name"]}
+extra = {}
+if other is not None:  # the other source's sets, on the test split
+    extra = {f"{other.source}: {k}": v for k, v in other.conditions().items() if k != "original"}
+only = {c: ["test"] for c in {**singles, **extra}}
+r = pruning.run(model_, model, eval_sets, clfs, {**conditions, **singles, **extra}, mode=ablation,
+                means=means, only=only, progress=False)
+groups = ["original", "high", "low", "random"] + (["equal-high", "equal-low"] if "equal-high/0" in conditions else [])
+print(f"{len(r.conditions())} conditions, {eval_images} images per split, splits: {', '.join(splits)}")
+
+# %% [markdown]
+# ## Zero-shot accuracy under pruning, per task
+#
+# The drop is the unpruned score minus the pruned one (positive: pruning hurts), in percentage points,
+# with its paired 95 % bootstrap interval over the images; *random* averages its draws image by image,
+# and its seed standard deviation is given too.
+
+# %%
+test_table = pruning.drop_table(r, groups, "test")
+print("top-1 accuracy (%) per task and condition")
+test_table.pivot(index="task", columns="condition", values="top-1 %")[groups].round(1)
+
+# %%
+print(f"drop in {pruning.MEASURES[measure]} (pp) per task, pruned set against the unpruned model")
+label = {"p_true": "p(true)", "correct": "top-1"}[measure]
+test_table.pivot(index="task", columns="condition", values=f"{label} drop")[groups[1:]].round(1)
+
+# %%
+print("all tasks together, with 95 % intervals of the drops (and the seeds' standard deviation)")
+test_table[(test_table.task == "all") & (test_table.condition != "original")].drop(columns="task").set_index("condition").round(1)
+
+# %%
+tasks = r.tasks("test")
+rows = []
+for name in groups[1:]:
+    for task in ["all", *tasks]:
+        d = r.drop(name, "test", measure, None if task == "all" else [task])
+        rows.append({"condition": name, "task": task, "drop": 100 * d[0], "lo": 100 * d[1], "hi": 100 * d[2]})
+bars = pd.DataFrame(rows)
+fig, ax = plt.subplots(figsize=(11, 4))
+sns.barplot(bars, x="task", y="drop", hue="condition", ax=ax, errorbar=None)
+for patch_group, (name, sub) in zip(ax.containers, bars.groupby("condition", sort=False)):
+    xs = [p.get_x() + p.get_width() / 2 for p in patch_group]
+    ax.errorbar(xs, sub["drop"], yerr=[sub["drop"] - sub["lo"], sub["hi"] - sub["drop"]], fmt="none",
+                ecolor="0.2", capsize=2, lw=1)
+ax.axhline(0, color="0.3", lw=0.8)
+ax.set(ylabel=f"drop in {pruning.MEASURES[measure]} (pp)", xlabel="task",
+       title=f"{model}: cost of pruning each set ({hs.source} sets, {ablation} ablation), 95 % intervals")
+ax.legend(title="pruned", ncols=len(groups) - 1, fontsize=8)
+plt.show()
+
+# %% [markdown]
+# ## On the shifted splits
+#
+# The same conditions on the sketch, noisy and novel-shades splits (the same attributes as the test
+# images, drawn differently; texture is not scored on sketches, which show outlines only).
+
+# %%
+shift = []
+for split in splits:
+    for name in groups[1:]:
+        d = r.drop(name, split, measure)
+        shift.append({"split": split, "condition": name, "score %": 100 * r.value(name, split, measure),
+                      "drop": 100 * d[0], "drop CI": f"[{100 * d[1]:.1f}, {100 * d[2]:.1f}]"})
+shift = pd.DataFrame(shift)
+print(f"{pruning.MEASURES[measure]}, all tasks; original:",
+      ", ".join(f"{s} {100 * r.value('original', s, measure):.1f} %" for s in splits))
+shift.set_index(["split", "condition"]).round(1)
+
+# %% [markdown]
+# ## Verdict
+#
+# The hypothesis predicts two positive differences on the test split, over all tasks: the drop from
+# pruning the high set minus the drop from pruning the low set, and minus the drop from pruning
+# random sets (their mean over the draws). Supported when both intervals lie above zero, not
+# supported when either lies at or below zero, inconclusive otherwise.
+
+# %%
+pairs = {"high vs low": ("low", "high"), "high vs random": ("random", "high")}
+if "equal-high/0" in conditions:
+    pairs["high vs low, equal count"] = ("equal-low", "equal-high")
+claims = {k: r.compare(a, b, "test", measure) for k, (a, b) in pairs.items()}
+top1 = {k: r.compare(a, b, "test", "correct") for k, (a, b) in pairs.items()}
+verdict = pruning.verdict(claims.values())
+pd.DataFrame({"extra drop of high (pp), " + pruning.MEASURES[measure]: {k: pruning.interval_text(v) for k, v in claims.items()},
+              "same, top-1 accuracy": {k: pruning.interval_text(v) for k, v in top1.items()}})
+
+# %%
+print(f"Verdict on {model} ({hs.source} sets, {hs.rule}, {ablation} ablation, {pruning.MEASURES[measure]}): "
+      f"the claim is {verdict.upper()}.")
+if hs.rule == "ranked":
+    print(f"(with ranked sets: the {len(hs.high)} highest- against the {len(hs.low)} lowest-CCS heads, "
+          "not the paper's categories, which are too small here)")
+
+# %% [markdown]
+# Read the verdict with the per-task table beside it: a set's cost can come from one task whose
+# heads the set happens to hold (several heads of one concept in the high set), rather than from
+# consistency as such. The concept-specific page measures exactly that; the per-head importance
+# below asks whether CCS predicts a single head's cost.
+#
+# ### The same test with the other source of sets
+
+# %%
+if other is not None:
+    pre = f"{other.source}: "
+    other_claims = {"high vs low": r.compare(pre + "low", pre + "high", "test", measure),
+                    "high vs random": r.compare(pre + "random", pre + "high", "test", measure)}
+    print(f"{other.source} sets ({other.rule}):",
+          "; ".join(f"{k}: {pruning.interval_text(v)}" for k, v in other_claims.items()),
+          f"-> {pruning.verdict(other_claims.values())}")
+    for note in other.notes:
+        print("note:", note)
+else:
+    other_claims = {}
+    print("no second source of sets for this pool")
+
+# %% [markdown]
+# ## The paper's numbers
+#
+# Zero-shot top-1 (%) on CIFAR-10, CIFAR-100 and Food-101 as published, unpruned and with the high or
+# low heads pruned, and high against random. A run of a paper model adds its own numbers here when the
+# datasets are on disk.
+
+# %%
+paper = models.paper()
+published = pd.DataFrame([{"model": m, "dataset": ds, "original": v[0], "high pruned": v[1], "low pruned": v[2]}
+                          for m, per in paper["pruning_high_low"].items() for ds, v in per.items()])
+published["high drop - low drop"] = (published["low pruned"] - published["high pruned"]).round(2)
+if not spec.embedded:
+    import importlib.util
+
+    if importlib.util.find_spec("ccs.datasets") is None:
+        print(f"{model}: CIFAR-10, CIFAR-100 and Food-101 need the dataset adapters (ccs.datasets), which "
+              "this edition does not have yet; the world tasks above are this run's evidence.")
+published.set_index(["model", "dataset"])
+
+# %%
+pd.DataFrame([{"dataset": ds, "model": m, "high pruned": v[0], "random pruned": v[1]}
+              for ds, per in paper["pruning_high_random"].items() for m, v in per.items()]).set_index(["dataset", "model"])
+
+# %% [markdown]
+# ## Does a head's CCS predict how much it matters?
+#
+# Beyond the paper: prune each analysed head alone and measure the drop over all tasks of the test
+# split. If consistency and importance went together, the heads with higher CCS would cost more.
+
+# %%
+single = pd.DataFrame([{"head": n, "CCS": c, "label": lab, "drop": 100 * r.drop(f"head/{n}", "test", measure)[0]}
+                       for n, c, lab in zip(table["name"], table["ccs"], table["label"])])
+rho, lo, hi = evaluate.spearman_ci(single["CCS"], single["drop"])
+fig, ax = plt.subplots(figsize=(6.5, 4))
+sns.stripplot(single, x="CCS", y="drop", hue="label", ax=ax, size=7, jitter=0.15, native_scale=True)
+for row in single.nlargest(3, "drop").itertuples():
+    ax.annotate(row.head, (row.CCS, row.drop), xytext=(6, 0), textcoords="offset points", fontsize=8)
+ax.set(xlabel="CCS", ylabel=f"drop in {pruning.MEASURES[measure]} (pp)",
+       title=f"{model}: one head pruned at a time (Spearman ρ = {rho:.2f})")
+ax.legend(fontsize=7, title="label", loc="upper left")
+plt.show()
+answer = ("yes: higher-CCS heads cost more" if lo > 0 else "no: higher-CCS heads cost less" if hi < 0
+          else "not detectably: the interval includes zero")
+print(f"Spearman's rho (CCS, drop) = {rho:.2f} [{lo:.2f}, {hi:.2f}] over {len(single)} heads -> {answer}")
+single.sort_values("drop", ascending=False).head(8).round(2)
+
+# %%
+summary = {
+    "model": model, "sets": hs.source, "rule": hs.rule, "random_pool": hs.random_pool, "ablation": ablation,
+    "measure": measure, "notes": hs.notes, "eval_images": eval_images, "eval_seed": eval_seed,
+    "heads": {"high": hs.high, "low": hs.low, "random": hs.random, "equal": hs.equal},
+    "category_counts": counts,
+    "agreement_with_other_sets": agree.to_dict("records"),
+    "drops": {split: {name: dict(zip(("drop", "low", "high"), r.drop(name, split, measure)))
+                      for name in groups[1:]} for split in splits},
+    "test_table": test_table.to_dict("records"),
+    "claims": {k: dict(zip(("difference", "low", "high"), v)) for k, v in claims.items()},
+    "claims_top1": {k: dict(zip(("difference", "low", "high"), v)) for k, v in top1.items()},
+    "verdict": verdict,
+    "other_sets_claims": {k: dict(zip(("difference", "low", "high"), v)) for k, v in other_claims.items()},
+    "per_head": single.to_dict("records"), "ccs_importance_spearman": {"rho": rho, "low": lo, "high": hi},
+}
+with open("pruning.json", "w") as f:
+    json.dump(json.loads(json.dumps(summary).replace("NaN", "null")), f, indent=1)
+print(f"wrote pruning.json (verdict: {verdict})")
