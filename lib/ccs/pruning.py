@@ -13,6 +13,7 @@ the pruning and concept pages share the unpruned work, and a re-run costs second
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -107,8 +108,10 @@ class Results:
         """Per-image score of a condition or group on a set: the mean over `tasks` (default all of the
         set's tasks) where they apply, and over a group's members."""
         tasks = list(tasks or self.tasks(evalset))
-        per = [np.nanmean(np.stack([self.scores[c, evalset, t][measure] for t in tasks]), 0)
-               for c in self.members(name)]
+        with warnings.catch_warnings():  # an image no task applies to is NaN, and says so no louder
+            warnings.simplefilter("ignore", RuntimeWarning)
+            per = [np.nanmean(np.stack([self.scores[c, evalset, t][measure] for t in tasks]), 0)
+                   for c in self.members(name)]
         return np.mean(per, 0)
 
     def value(self, name: str, evalset: str, measure: str = "p_true", tasks=None) -> float:

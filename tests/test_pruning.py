@@ -1,0 +1,101 @@
+"""The pruning experiment engine: per-image results, groups of seeds, paired comparisons, verdicts,
+concept matrices and the diagonal test on hand-made results; one real run on a small model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ccs import ablate, evaluate, models, pruning, world
+
+
+def fake(values: dict) -> pruning.Results:
+    """Results from {(condition, task): per-image p_true list} on one set 'test' (correct = p > 0.5)."""
+    r = pruning.Results()
+    for (c, t), v in values.items():
+        v = np.asarray(v, float)
+        r.scores[c, "test", t] = {"p_true": v, "correct": (v > 0.5).astype(float)}
+    return r
+
+
+def test_groups_drops_and_comparisons():
+    r = fake({("original", "a"): [1, 1, 1, 1], ("original", "b"): [1, 1, np.nan, 1],
+              ("high", "a"): [0, 0, 1, 1], ("high", "b"): [1, 0, np.nan, 1],
+              ("random/0", "a"): [1, 1, 1, 0], ("random/0", "b"): [1, 1, np.nan, 1],
+              ("random/1", "a"): [1, 0, 1, 1], ("random/1", "b"): [1, 1, np.nan, 1]})
+    assert r.members("random") == ["random/0", "random/1"] and r.members("high") == ["high"]
+    with pytest.raises(KeyError, match="no condition"):
+        r.members("low")
+    # per image: mean over the tasks that apply (image 2 has task a only), then over the seeds
+    assert r.per_image("high", "test").tolist() == [0.5, 0.0, 1.0, 1.0]
+    assert r.per_image("random", "test").tolist() == [1.0, 0.75, 1.0, 0.75]
+    assert r.value("high", "test", tasks=["a"]) == 0.5
+    d = r.drop("high", "test")
+    assert d[0] == pytest.approx(1 - 0.625) and d[1] <= d[0] <= d[2]
+    assert r.compare("random", "high", "test")[0] == pytest.approx(0.875 - 0.625)
+    assert r.seeds("random", "test")["std"] == pytest.approx(0.0)  # both seeds average 0.875
+    table = pruning.drop_table(r, ["original", "high", "random"], "test")
+    row = table[(table.condition == "high") & (table.task == "a")].iloc[0]
+    assert row["top-1 %"] == 50 and row["top-1 drop"] == 50 and "p(true) seed sd" in table
+
+
+def test_verdict_from_intervals():
+    assert pruning.verdict([(3, 1, 5), (2, 0.5, 4)]) == "supported"
+    assert pruning.verdict([(3, 1, 5), (0.5, -0.5, 1.5)]) == "inconclusive"
+    assert pruning.verdict([(3, 1, 5), (-2, -3, -1)]) == "not supported"
+    assert pruning.verdict([(0, 0, 0)]) == "not supported"
+    assert pruning.interval_text((0.041, 0.029, 0.053)) == "4.1 pp [2.9, 5.3]"
+
+
+def test_task_for_concepts():
+    tasks = list(world.tasks())
+    assert pruning.task_for("colors", tasks) == "colour" and pruning.task_for("Position", tasks) == "position"
+    assert pruning.task_for("location", tasks) == "scene"  # the paper's locations are the world's scenes
+    assert pruning.task_for("animal", tasks) is None
+
+
+def test_concept_matrix_and_diagonal():
+    ones = [1.0] * 4
+    r = fake({("original", "colour"): ones, ("original", "shape"): ones,
+              ("colour", "colour"): [0.2] * 4, ("colour", "shape"): [0.9] * 4,
+              ("colour-random/0", "colour"): [0.9] * 4, ("colour-random/0", "shape"): [0.9] * 4,
+              ("shape", "colour"): ones, ("shape", "shape"): [0.5] * 4,
+              ("shape-random/0", "colour"): ones, ("shape-random/0", "shape"): [0.7] * 4})
+    m = pruning.concept_matrix(r, ["colour", "shape"])
+    assert m["change"].loc["colour", "colour"] == pytest.approx(-80)
+    assert m["excess"].loc["colour", "colour"] == pytest.approx(-70)
+    assert m["excess"].loc["shape", "shape"] == pytest.approx(-20)
+    d = pruning.diagonal_test(r, ["colour", "shape"])
+    # excess costs: diagonal (0.7 + 0.2) / 2, off-diagonal (0 + 0) / 2
+    assert d["diagonal"] == pytest.approx(0.45) and d["off_diagonal"] == pytest.approx(0.0)
+    assert d["difference"] == pytest.approx((0.45, 0.45, 0.45))
+
+
+def test_a_real_run_matches_plain_embeddings_and_prunes(one_thread, tmp_path, monkeypatch):
+    monkeypatch.setenv("CCS_CACHE", str(tmp_path))
+    from ccs import cache
+
+    cache.memory.cache_clear()
+    torch.manual_seed(0)
+    model, _, tok = models.load("ccs-tiny", untrained=True)
+    sets = pruning.world_sets(24, 0, ("test", "sketch"))
+    assert "texture" not in sets["sketch"].labels and "texture" in sets["test"].labels
+    clfs = pruning.classifiers("ccs-tiny", model, tok, world.tasks())
+    conds = {"original": [], "high": ["L5.H0", "L5.H1"]}
+    r = pruning.run(model, "ccs-tiny", sets, clfs, conds, only={"high": ["test"]}, progress=False)
+    assert ("high", "sketch", "shape") not in r.scores and ("original", "sketch", "shape") in r.scores
+    emb = evaluate.image_embeddings(model, sets["test"].images)
+    task = world.tasks()["shape"]
+    scale = float(model.logit_scale.detach().exp())
+    plain = evaluate.zero_shot_scores(emb, clfs["shape"], sets["test"].labels["shape"], scale)
+    assert np.allclose(r.scores["original", "test", "shape"]["p_true"], plain["p_true"], atol=1e-6)
+    with ablate.pruned(model, conds["high"]):
+        pruned_emb = evaluate.image_embeddings(model, sets["test"].images)
+    pruned = evaluate.zero_shot_scores(pruned_emb, clfs["shape"], task.labels(world.sample(24, 0).attributes), scale)
+    assert np.allclose(r.scores["high", "test", "shape"]["p_true"], pruned["p_true"], atol=1e-6)
+    assert not np.allclose(pruned["p_true"], plain["p_true"])
+    # a rerun is served from the cache by the pruned tower's weights, and gives the same numbers
+    again = pruning.run(model, "ccs-tiny", sets, clfs, conds, only={"high": ["test"]}, progress=False)
+    assert np.array_equal(again.scores["high", "test", "shape"]["p_true"], r.scores["high", "test", "shape"]["p_true"])
+    assert list((tmp_path / "joblib").rglob("output.pkl"))
+    cache.memory.cache_clear()
