@@ -91,3 +91,95 @@ def test_intervals_cover_the_true_value_on_simulated_data():
 
 def test_spread_across_seeds():
     assert evaluate.spread([0.5, 0.7, 0.6]) == pytest.approx({"mean": 0.6, "std": 0.1, "min": 0.5, "max": 0.7})
+
+
+# --- retrieval ranks (ties count against the query), multi-caption retrieval, OOD metrics ---
+
+def test_retrieval_ranks_hand_computed():
+    sim = np.array([[0.9, 0.5, 0.1, 0.3],   # correct {0}, highest -> 1
+                    [0.7, 0.7, 0.2, 0.1],   # correct {1}, tied with incorrect 0 -> 2 (tie counts against)
+                    [0.2, 0.6, 0.1, 0.9],   # correct {0, 3}: the best (3) counts -> 1 (not 3)
+                    [0.4, 0.5, 0.5, 0.3],   # correct {1, 2}, tied with each other only -> 1
+                    [0.1, 0.2, 0.3, 0.4]])  # correct {0}, lowest -> 4
+    matches = np.zeros_like(sim, dtype=bool)
+    for q, cs in enumerate([[0], [1], [0, 3], [1, 2], [0]]):
+        matches[q, cs] = True
+    ranks = evaluate.retrieval_ranks(sim, matches)
+    assert ranks.tolist() == [1, 2, 1, 1, 4]
+    # torch inputs (float32) give the same ranks
+    assert evaluate.retrieval_ranks(torch.tensor(sim, dtype=torch.float32), torch.tensor(matches)).tolist() \
+        == [1, 2, 1, 1, 4]
+    m = evaluate.retrieval_metrics(ranks, ks=(1, 2, 3))
+    assert m == pytest.approx({"R@1": 3 / 5, "R@2": 4 / 5, "R@3": 4 / 5, "MdR": 1.0, "MnR": 9 / 5})
+    m = evaluate.retrieval_metrics([1, 2, 3, 10])  # default ks; even count: median between 2 and 3
+    assert m == pytest.approx({"R@1": 0.25, "R@5": 0.75, "R@10": 1.0, "MdR": 2.5, "MnR": 4.0})
+    # a constant similarity matrix is the worst case, not the best
+    assert evaluate.retrieval_ranks(np.ones((3, 3)), np.eye(3, dtype=bool)).tolist() == [3, 3, 3]
+    matches[2] = False
+    with pytest.raises(ValueError):
+        evaluate.retrieval_ranks(sim, matches)
+
+
+def test_retrieval_report_several_captions_per_video():
+    s = 1 / np.sqrt(2)
+    video = np.eye(3)
+    text = np.array([[1.0, 0.0, 0.0],   # video 0: sims [1, 0, 0]      -> rank 1
+                     [0.6, 0.8, 0.0],   # video 0: sims [.6, .8, 0]    -> rank 2
+                     [0.0, 0.6, 0.8],   # video 0: sims [0, .6, .8]    -> rank 3 (tie with nothing, 2 above)
+                     [0.0, 0.6, 0.8],   # video 1: sims [0, .6, .8]    -> rank 2
+                     [s, 0.0, s]])      # video 2: sims [s, 0, s]      -> rank 2 (tie with video 0)
+    video_of_text = np.array([0, 0, 0, 1, 2])
+    r = evaluate.retrieval_report(torch.tensor(text), torch.tensor(video), video_of_text, ks=(1, 2, 5))
+    assert r["ranks"]["text_to_video"].tolist() == [1, 2, 3, 2, 2]
+    # video 0 -> texts [1, .6, 0, 0, s], correct {0, 1, 2}: best is text 0 -> 1
+    # video 1 -> texts [0, .8, .6, .6, 0], correct {3} at .6: text 1 above, text 2 tied -> 3
+    # video 2 -> texts [0, 0, .8, .8, s], correct {4} at s: texts 2 and 3 above -> 3
+    assert r["ranks"]["video_to_text"].tolist() == [1, 3, 3]
+    assert r["text_to_video"] == pytest.approx({"R@1": 0.2, "R@2": 0.8, "R@5": 1.0, "MdR": 2.0, "MnR": 2.0})
+    assert r["video_to_text"] == pytest.approx({"R@1": 1 / 3, "R@2": 1 / 3, "R@5": 1.0, "MdR": 3.0, "MnR": 7 / 3})
+    with pytest.raises(ValueError):  # video 2 without a caption
+        evaluate.retrieval_report(text, video, [0, 0, 0, 1, 1])
+    with pytest.raises(ValueError):
+        evaluate.retrieval_report(text, video, [0, 0, 0, 1, 3])
+
+
+def test_retrieval_recall_tie_counts_against():
+    # every text is equally similar to every image: each true pair ties with two others -> rank 3
+    r = evaluate.retrieval_recall(torch.eye(3), torch.ones(3, 3) / np.sqrt(3), ks=(1, 2, 3))
+    assert r == {f"{d}_R@{k}": float(k == 3) for d in ("image_to_text", "text_to_image") for k in (1, 2, 3)}
+    # one tie: image 0 scores text 0 and text 1 equally -> image 0 at rank 2, the others at rank 1
+    img = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    txt = torch.tensor([[0.6, 0.0, 0.8], [0.6, 0.8, 0.0], [0.0, 0.0, 1.0]])
+    r = evaluate.retrieval_recall(img, txt, ks=(1, 2))
+    assert r["image_to_text_R@1"] == pytest.approx(2 / 3) and r["image_to_text_R@2"] == 1.0
+
+
+def test_recall_ci_brackets_its_estimate():
+    ranks = np.random.default_rng(0).integers(1, 20, size=200)
+    est, lo, hi = evaluate.recall_ci(ranks, 5)
+    assert est == pytest.approx(np.mean(ranks <= 5))
+    assert lo < est < hi and hi - lo < 0.2
+    assert evaluate.recall_ci([1, 1, 1], 1) == (1.0, 1.0, 1.0)
+
+
+def test_ood_metrics_against_direct_computation():
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        s_in, s_out = rng.normal(1.0, 1.0, 1000), rng.normal(0.0, 1.0, 800)
+        # FPR95: accept 95 % of in-distribution scores, count the OOD scores that pass
+        direct = np.mean(s_out >= np.percentile(s_in, 5))
+        assert evaluate.fpr_at_tpr(s_in, s_out) == pytest.approx(direct, abs=1 / len(s_out))
+        # AUROC = P(in > out) + P(in == out) / 2
+        pairs = s_in[:, None] - s_out[None, :]
+        m = evaluate.ood_metrics(s_in, s_out)
+        assert m["auroc"] == pytest.approx(np.mean(pairs > 0) + 0.5 * np.mean(pairs == 0), abs=1e-9)
+        assert m["fpr95"] == evaluate.fpr_at_tpr(s_in, s_out, 0.95)
+        assert 0.6 < m["fpr95"] < 0.85  # shift of 1 sd: about 1 - Phi(1 - 1.645) = 0.74
+    # small exact case: in [1..20], out [0.5, 1.5, 19.5]; 95 % of in = 19 scores >= 2 -> out 19.5 passes
+    assert evaluate.fpr_at_tpr(np.arange(1, 21), [0.5, 1.5, 19.5]) == pytest.approx(1 / 3)
+    assert evaluate.fpr_at_tpr(np.arange(1, 21), [0.5, 1.5, 19.5], tpr=1.0) == pytest.approx(2 / 3)
+    # perfectly separated
+    assert evaluate.ood_metrics(rng.uniform(2, 3, 100), rng.uniform(0, 1, 100)) == {"auroc": 1.0, "fpr95": 0.0}
+    # identical distributions
+    m = evaluate.ood_metrics(rng.normal(size=2000), rng.normal(size=2000))
+    assert abs(m["auroc"] - 0.5) < 0.04 and abs(m["fpr95"] - 0.95) < 0.03

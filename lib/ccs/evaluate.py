@@ -76,18 +76,92 @@ def zero_shot_report(model, tokenizer: Callable, batch, tasks: dict) -> dict[str
     return {name: zero_shot_accuracy(model, tokenizer, batch, t, image_emb=emb) for name, t in tasks.items()}
 
 
+def _numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        return (x if x.dtype == torch.bool or not x.is_floating_point() else x.float()).numpy()
+    return np.asarray(x)
+
+
+def retrieval_ranks(sim, matches) -> np.ndarray:
+    """The 1-based rank of each query's best-ranked correct candidate (int64 [Q]).
+
+    `sim`: similarities [Q, G] (torch or numpy; higher = better); `matches`: bool [Q, G], True where
+    a candidate is correct for the query (a query may have several, e.g. a video with several
+    captions: the best-ranked one counts).
+
+    Tie rule: a candidate scoring EQUAL to the best correct one counts as ranked above it, so a tie
+    counts against the query: ``rank = 1 + #(incorrect candidates scoring >= the best correct
+    score)``. (Other correct candidates never push the rank down.) A constant similarity matrix thus
+    gives every query the worst rank, not the best. Raises ValueError for a query without a correct
+    candidate, mismatched shapes, or NaN similarities.
+    """
+    s = _numpy(sim).astype(np.float64)  # float32 -> float64 is exact: ties and order are kept
+    m = _numpy(matches).astype(bool)
+    if s.ndim != 2 or s.shape != m.shape:
+        raise ValueError(f"sim and matches must both be [Q, G], got {s.shape} and {m.shape}")
+    if np.isnan(s).any():
+        raise ValueError("similarities contain NaN")
+    missing = np.flatnonzero(~m.any(1))
+    if len(missing):
+        raise ValueError(f"{len(missing)} queries have no correct candidate (e.g. rows {missing[:5].tolist()})")
+    best = np.where(m, s, -np.inf).max(1)
+    return 1 + ((s >= best[:, None]) & ~m).sum(1).astype(np.int64)
+
+
+def retrieval_metrics(ranks, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Retrieval summary of 1-based ranks (from `retrieval_ranks`): ``{"R@k": share of ranks <= k
+    for each k, "MdR": median rank, "MnR": mean rank}``."""
+    r = _numpy(ranks).astype(float).ravel()
+    if r.size == 0:
+        raise ValueError("no ranks")
+    out = {f"R@{k}": float((r <= k).mean()) for k in ks}
+    out["MdR"] = float(np.median(r))
+    out["MnR"] = float(r.mean())
+    return out
+
+
+def retrieval_report(text_emb, video_emb, video_of_text, ks: Sequence[int] = (1, 5, 10)) -> dict:
+    """Text<->video retrieval with one or more captions per video (as MSR-VTT / MSVD).
+
+    `text_emb` [T, D] and `video_emb` [V, D] are normalised (dot product = cosine); `video_of_text`
+    (int [T]) is the video each caption describes. text_to_video: each caption queries the V videos
+    (one correct). video_to_text: each video queries the T captions; any of its captions is correct
+    and the best-ranked one counts. Ties count against the query (see `retrieval_ranks`); every
+    video needs at least one caption. Returns ``{"text_to_video": metrics, "video_to_text": metrics,
+    "ranks": {"text_to_video": int [T], "video_to_text": int [V]}}`` (metrics as
+    `retrieval_metrics`)."""
+    t = _numpy(text_emb).astype(np.float64)
+    v = _numpy(video_emb).astype(np.float64)
+    vid = _numpy(video_of_text).astype(np.int64).ravel()
+    if len(vid) != len(t):
+        raise ValueError(f"video_of_text has {len(vid)} entries for {len(t)} captions")
+    if len(vid) and (vid.min() < 0 or vid.max() >= len(v)):
+        raise ValueError(f"video_of_text must index the {len(v)} videos")
+    sim = t @ v.T
+    matches = vid[:, None] == np.arange(len(v))[None, :]
+    ranks = {"text_to_video": retrieval_ranks(sim, matches), "video_to_text": retrieval_ranks(sim.T, matches.T)}
+    return {**{name: retrieval_metrics(r, ks) for name, r in ranks.items()}, "ranks": ranks}
+
+
+def recall_ci(ranks, k: int, confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """R@k of 1-based ranks and its percentile bootstrap interval over the queries (`mean_ci` of
+    ``ranks <= k``): (recall, low, high)."""
+    return mean_ci(_numpy(ranks).ravel() <= k, confidence=confidence, seed=seed)
+
+
 def retrieval_recall(image_emb: torch.Tensor, text_emb: torch.Tensor,
                      ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     """Recall@K for paired embeddings (row i of each is a matching pair), both directions:
-    ``{"image_to_text_R@1": ..., "text_to_image_R@1": ..., ...}``."""
+    ``{"image_to_text_R@1": ..., "text_to_image_R@1": ..., ...}``. Ranks come from
+    `retrieval_ranks` with identity matches, so a tie with the true match counts against it."""
     sim = image_emb.float() @ text_emb.float().T
-    target = torch.arange(len(sim))
+    eye = np.eye(len(sim), dtype=bool)
     out = {}
     for name, s in (("image_to_text", sim), ("text_to_image", sim.T)):
-        # rank of the true match = how many candidates score strictly higher
-        rank = (s > s[target, target][:, None]).sum(1)
+        rank = retrieval_ranks(s, eye)
         for k in ks:
-            out[f"{name}_R@{k}"] = float((rank < k).float().mean())
+            out[f"{name}_R@{k}"] = float((rank <= k).mean())
     return out
 
 
@@ -191,6 +265,28 @@ def auroc(scores_in, scores_out) -> float:
     s_in, s_out = np.asarray(scores_in, float), np.asarray(scores_out, float)
     y = np.r_[np.ones(len(s_in)), np.zeros(len(s_out))]
     return float(roc_auc_score(y, np.r_[s_in, s_out]))
+
+
+def fpr_at_tpr(scores_in, scores_out, tpr: float = 0.95) -> float:
+    """False-positive rate on out-of-distribution inputs at the threshold that accepts a share
+    `tpr` of the in-distribution inputs (higher scores = in-distribution): FPR95 for tpr=0.95.
+    From sklearn.metrics.roc_curve (all thresholds kept): the smallest FPR among the thresholds
+    with TPR >= `tpr`. Lower is better."""
+    from sklearn.metrics import roc_curve
+
+    if not 0 < tpr <= 1:
+        raise ValueError(f"tpr must be in (0, 1], got {tpr}")
+    s_in, s_out = np.asarray(scores_in, float).ravel(), np.asarray(scores_out, float).ravel()
+    if not len(s_in) or not len(s_out):
+        raise ValueError("need in-distribution and out-of-distribution scores")
+    y = np.r_[np.ones(len(s_in)), np.zeros(len(s_out))]
+    fpr, tprs, _ = roc_curve(y, np.r_[s_in, s_out], drop_intermediate=False)
+    return float(fpr[tprs >= tpr - 1e-12].min())  # slack: k/n rounding, e.g. 19/20 vs 0.95
+
+
+def ood_metrics(scores_in, scores_out) -> dict[str, float]:
+    """OOD detection summary (higher scores = in-distribution): ``{"auroc": ..., "fpr95": ...}``."""
+    return {"auroc": auroc(scores_in, scores_out), "fpr95": fpr_at_tpr(scores_in, scores_out, 0.95)}
 
 
 def world_report(model, tokenizer: Callable, seed: int = 1, n: int = 1000,
