@@ -25,6 +25,9 @@ from ccs import ablate, decompose, evaluate
 from ccs.cache import memory
 
 MEASURES = {"correct": "top-1 accuracy", "p_true": "probability of the true class"}
+# Per image and task, also kept for every image (labelled or not): the maximum concept matching score
+# (ccs.evaluate.mcm_scores) against the task's class prompts, the OOD detection score.
+DETECTION = "mcm"
 # Tasks that a shifted split makes meaningless: sketches draw outlines only, so no texture is visible.
 NOT_APPLICABLE = {"sketch": ("texture",)}
 
@@ -52,6 +55,14 @@ def world_sets(n: int, seed: int, splits=("test",)) -> dict[str, EvalSet]:
     return out
 
 
+def noise_set(n: int, seed: int, like: EvalSet) -> EvalSet:
+    """`n` images of uniform pixel noise, the size of `like`'s, with no class in any of its tasks
+    (out-of-distribution inputs for detection)."""
+    g = torch.Generator().manual_seed(int(seed))
+    images = torch.randint(0, 256, (n, *like.images.shape[1:]), generator=g, dtype=torch.uint8)
+    return EvalSet("noise", images, {t: np.full(n, -1) for t in like.labels})
+
+
 def _classifier(model_name: str, fingerprint: str, classnames: tuple, templates: tuple, model, tokenizer):
     return evaluate.zero_shot_classifier(model, tokenizer, list(classnames), list(templates))
 
@@ -75,6 +86,15 @@ def embeddings(model_name: str, model, images: torch.Tensor) -> torch.Tensor:
     cached = memory().cache(_embeddings, ignore=["model", "images"])
     visual = decompose.fingerprint(getattr(model, "visual", model))  # pruning edits the image tower only
     return cached(model_name, visual, decompose.images_hash(images), model, images)
+
+
+def clip_embeddings(model_name: str, model, frames: torch.Tensor) -> torch.Tensor:
+    """Clip embeddings [N, D] of uint8 frames [N, F, 3, H, W] as in the paper's video protocol (and
+    CLIP4Clip's mean pooling): every frame through the image tower (cached like `embeddings`), the
+    normalised frame embeddings averaged over the frames, the mean renormalised."""
+    n, f = frames.shape[:2]
+    emb = embeddings(model_name, model, frames.flatten(0, 1)).view(n, f, -1)
+    return torch.nn.functional.normalize(emb.mean(1), dim=-1)
 
 
 def group(condition: str) -> str:
@@ -153,7 +173,8 @@ def run(model, model_name: str, sets: Mapping[str, EvalSet], clfs: Mapping[str, 
             s = evaluate.zero_shot_scores(emb, clfs[task], labels, scale)
             keep = np.asarray(labels) >= 0
             results.scores[condition, name, task] = {
-                m: _fill(s[m], keep) for m in MEASURES}
+                **{m: _fill(s[m], keep) for m in MEASURES},
+                DETECTION: evaluate.mcm_scores(emb, clfs[task]).numpy()}
     return results
 
 

@@ -1,0 +1,223 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Shifted data and out-of-distribution detection under pruning
+#
+# **The paper's claim, here a hypothesis.** The paper calls zero-shot accuracy on *shifted* datasets
+# (ImageNet-A and -R, Country-211, Oxford-IIIT Pets) "out-of-domain" performance, and finds that
+# pruning the high-CCS heads costs more there than pruning low-CCS heads. We ask the sharper
+# question its data invites: **does pruning the high-CCS heads hurt shifted data *more* than the data
+# the model knows?**
+#
+# The concept world has shifted splits whose images pair one to one with the test images (the same
+# objects, drawn differently): *sketch* (outlines only), *noisy* (blur and pixel noise) and
+# *novel-shades* (colour shades never seen in training). So the two drops are compared image by
+# image: for each image, the drop on its shifted twin minus the drop on the original.
+#
+# A second question no anchor paper asks: can the model still tell images it knows from images it
+# does not (held-out shapes, pure noise) after pruning? Scored by maximum concept matching (MCM, Ming
+# et al. 2022): the largest softmax probability over the in-distribution class prompts.
+
+# %%
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+
+from ccs import ablate, evaluate, headsets, llm, models, plots, pruning, scores, textspan, world
+
+plots.style()
+pd.set_option("display.width", 200, "display.max_colwidth", 120, "display.precision", 2)
+torch.set_num_threads(2)
+
+# %% tags=["parameters", "hide-input"]
+model = "ccs-tiny"
+backend = "embedding"  # labeler and judge: "embedding" (offline) or "openai"
+pool = "world"  # TextSpan's description pool
+images = 1000  # images TextSpan decomposes (the same analysis as the TextSpan and CCS pages)
+texts = 5
+seed = 0
+sets = "run"  # where the high and low heads come from: "run", "truth" (world ground truth), "paper"
+ablation = "zero"  # "zero" (the paper's soft pruning) or "mean"
+seeds = 5  # random draws
+eval_images = 1000  # fresh concept-world images per split
+eval_seed = 1
+measure = "p_true"  # "p_true" (probability of the true class) or "correct" (top-1)
+detect_task = "shape"  # the class prompts whose MCM score detects OOD images (novel shapes have no class)
+
+# %% [markdown]
+# ## The sets pruned
+#
+# The same sets as the pruning page (see there for how they are chosen).
+
+# %%
+analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False)
+table = scores.score_heads(analysis.records(), llm.backend(backend))
+spec = models.spec(model)
+every = headsets.all_heads(spec.layers, spec.heads)
+if sets == "run":
+    hs = headsets.build(table, every_head=every, seeds=seeds)
+elif sets == "truth":
+    hs = headsets.build(headsets.truth_table(table), every_head=every, seeds=seeds, source="ground truth")
+elif sets == "paper":
+    pub = headsets.published(model)
+    hs = headsets.build(high=pub["high"], low=pub["low"], analysed=list(table["name"]), every_head=every,
+                        seeds=seeds, source="paper")
+else:
+    raise ValueError(f"sets must be 'run', 'truth' or 'paper', not {sets!r}")
+print(f"sets from: {hs.source} ({hs.rule}); high: {' '.join(hs.high)}; low: {' '.join(hs.low)}; "
+      f"{len(hs.random)} random draws from the {hs.random_pool}")
+for note in hs.notes:
+    print("note:", note)
+
+# %%
+model_, tokenizer = analysis.model, analysis.tokenizer
+shifted = ["sketch", "noisy", "novel-shades"]
+eval_sets = pruning.world_sets(eval_images, eval_seed, ["test", *shifted, "novel-shapes"])
+eval_sets["noise"] = pruning.noise_set(eval_images, eval_seed, eval_sets["test"])
+clfs = pruning.classifiers(model, model_, tokenizer, world.tasks())
+means = ablate.head_means(model_, eval_sets["test"].images, layers=spec.analysed_layers) if ablation == "mean" else None
+conditions = {k: v for k, v in hs.conditions().items() if not k.startswith("equal")}
+r = pruning.run(model_, model, eval_sets, clfs, conditions, mode=ablation, means=means, progress=False)
+groups = ["high", "low", "random"]
+print(f"{len(conditions)} conditions x {len(eval_sets)} sets of {eval_images} images")
+examples = torch.cat([eval_sets[s].images[:6] for s in ["test", *shifted, "novel-shapes", "noise"]])
+plt.figure(figsize=(6, 6.5))
+plt.imshow(world.grid(examples, nrow=6, scale=2))
+plt.axis("off")
+plt.title("rows: test, sketch, noisy, novel-shades, novel-shapes, noise")
+plt.show()
+
+# %% [markdown]
+# ## Drops in distribution and on shifted data
+#
+# For each shifted split and pruned set: the drop of the score on the test images, the drop on their
+# shifted twins, and the difference (shifted minus test) with its paired 95 % interval over the images.
+# A positive difference means pruning hurts the shifted data more.
+
+# %%
+def extra_drop(name: str, split: str, m: str = measure) -> tuple[float, float, float]:
+    """Per image: drop on the shifted twin minus drop on the test image; mean and paired interval."""
+    shift = r.per_image("original", split, m) - r.per_image(name, split, m)
+    base = r.per_image("original", "test", m) - r.per_image(name, "test", m)
+    keep = ~(np.isnan(shift) | np.isnan(base))
+    return evaluate.paired_ci(shift[keep], base[keep])
+
+
+rows = []
+for split in shifted:
+    tasks = r.tasks(split)  # texture is not scored on sketches
+    for name in groups:
+        d_in, d_sh = r.drop(name, "test", measure, tasks), r.drop(name, split, measure, tasks)
+        x = extra_drop(name, split)
+        rows.append({"split": split, "pruned": name,
+                     "score test %": 100 * r.value(name, "test", measure, tasks),
+                     "score shifted %": 100 * r.value(name, split, measure, tasks),
+                     "drop test": pruning.interval_text(d_in, unit=""), "drop shifted": pruning.interval_text(d_sh, unit=""),
+                     "shifted - test": pruning.interval_text(x, unit=""), "x": x})
+drops = pd.DataFrame(rows)
+print(f"{pruning.MEASURES[measure]}, all tasks that apply, in percentage points [95 % interval]; unpruned:",
+      "; ".join(f"{s} {100 * r.value('original', s, measure, r.tasks(s)):.1f} % (test {100 * r.value('original', 'test', measure, r.tasks(s)):.1f} %)"
+                for s in shifted))
+drops.drop(columns="x").set_index(["split", "pruned"])
+
+# %%
+fig, ax = plt.subplots(figsize=(8, 3.8))
+plot = pd.DataFrame([{"split": row.split, "pruned": row.pruned, "extra": 100 * row.x[0],
+                      "lo": 100 * row.x[1], "hi": 100 * row.x[2]} for row in drops.itertuples()])
+sns.barplot(plot, x="split", y="extra", hue="pruned", ax=ax, errorbar=None)
+for bars_, (_, sub) in zip(ax.containers, plot.groupby("pruned", sort=False)):
+    xs = [b.get_x() + b.get_width() / 2 for b in bars_]
+    ax.errorbar(xs, sub["extra"], yerr=[sub["extra"] - sub["lo"], sub["hi"] - sub["extra"]], fmt="none",
+                ecolor="0.2", capsize=3, lw=1)
+ax.axhline(0, color="0.3", lw=0.8)
+ax.set(ylabel="drop on shifted − drop on test (pp)", xlabel="",
+       title=f"{model}: does pruning hurt shifted data more? ({hs.source} sets, 95 % intervals)")
+plt.show()
+
+# %% [markdown]
+# ## Out-of-distribution detection
+#
+# In-distribution: the test images. Out of distribution: held-out shapes (ring, crescent, arrow,
+# otherwise like the test images) and pure noise. The score is the MCM of the shape prompts; higher
+# means "looks like something I know". AUROC (1 = perfect separation, 0.5 = chance) and the
+# false-positive rate at 95 % true-positive rate (FPR95, lower is better), with bootstrap intervals.
+
+# %%
+def detection(name: str, out: str, n_boot: int = 300) -> dict:
+    s_in = np.concatenate([r.scores[c, "test", detect_task][pruning.DETECTION] for c in r.members(name)])
+    s_out = np.concatenate([r.scores[c, out, detect_task][pruning.DETECTION] for c in r.members(name)])
+    m = evaluate.ood_metrics(s_in, s_out)
+    rng = np.random.default_rng(0)
+    boot = [evaluate.auroc(rng.choice(s_in, len(s_in)), rng.choice(s_out, len(s_out))) for _ in range(n_boot)]
+    return {**m, "auroc_lo": float(np.quantile(boot, 0.025)), "auroc_hi": float(np.quantile(boot, 0.975))}
+
+
+det = pd.DataFrame([{"OOD set": out, "pruned": name, **detection(name, out)}
+                    for out in ("novel-shapes", "noise") for name in ["original", *groups]])
+det["AUROC [95 % CI]"] = [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in zip(det.auroc, det.auroc_lo, det.auroc_hi)]
+det["FPR95"] = det["fpr95"].round(3)
+print(f"MCM of the {detect_task} prompts; random: the draws' scores pooled")
+det[["OOD set", "pruned", "AUROC [95 % CI]", "FPR95"]].set_index(["OOD set", "pruned"])
+
+# %%
+dist = pd.concat([pd.DataFrame({"MCM score": r.scores[c, s, detect_task][pruning.DETECTION], "images": s, "pruned": c})
+                  for c in ("original", "high") for s in ("test", "novel-shapes", "noise")])
+g = sns.displot(dist, x="MCM score", hue="images", col="pruned", kind="hist", stat="density", common_norm=False,
+                element="step", bins=40, height=3.2, aspect=1.5)
+g.figure.suptitle(f"{model}: MCM scores of the {detect_task} prompts, unpruned and with the high set pruned", y=1.04)
+plt.show()
+
+# %% [markdown]
+# ## Verdict
+#
+# The hypothesis predicts, for the high set, a positive difference (shifted drop − test drop) on every
+# shifted split: supported when all three intervals lie above zero, not supported when one lies at or
+# below zero, inconclusive otherwise. The same rule, applied to the low and random sets, says
+# whether this is special to the high heads.
+
+# %%
+verdicts = {name: pruning.verdict([drops[(drops.pruned == name) & (drops.split == s)]["x"].iloc[0] for s in shifted])
+            for name in groups}
+verdict = verdicts["high"]
+for name, v in verdicts.items():
+    print(f"pruning the {name} set hurts shifted data more than test data: {v}")
+print(f"Verdict on {model} ({hs.source} sets, {ablation} ablation, {pruning.MEASURES[measure]}): "
+      f"the claim is {verdict.upper()}.")
+
+# %% [markdown]
+# ## The paper's numbers
+#
+# Zero-shot top-1 (%) on the shifted datasets as published: unpruned, high pruned, low pruned. A run of
+# a paper model adds its own numbers here when the datasets are on disk (they need `ccs.datasets`).
+
+# %%
+paper = models.paper()
+pd.DataFrame([{"model": m, "dataset": ds, "original": v[0], "high pruned": v[1], "low pruned": v[2]}
+              for m, per in paper["ood_datasets"].items() for ds, v in per.items()]).set_index(["model", "dataset"])
+
+# %%
+summary = {
+    "model": model, "sets": hs.source, "rule": hs.rule, "ablation": ablation, "measure": measure,
+    "eval_images": eval_images, "eval_seed": eval_seed, "notes": hs.notes,
+    "drops": [{k: v for k, v in row.items() if k != "x"} | {"extra": dict(zip(("estimate", "low", "high"), row["x"]))}
+              for row in drops.to_dict("records")],
+    "detection": det.drop(columns=["AUROC [95 % CI]"]).to_dict("records"),
+    "verdicts": verdicts, "verdict": verdict,
+}
+with open("ood.json", "w") as f:
+    json.dump(json.loads(json.dumps(summary).replace("NaN", "null")), f, indent=1)
+print(f"wrote ood.json (verdict: {verdict})")
