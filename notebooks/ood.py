@@ -68,16 +68,7 @@ analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=s
 table = scores.score_heads(analysis.records(), llm.backend(backend))
 spec = models.spec(model)
 every = headsets.all_heads(spec.layers, spec.heads)
-if sets == "run":
-    hs = headsets.build(table, every_head=every, seeds=seeds)
-elif sets == "truth":
-    hs = headsets.build(headsets.truth_table(table), every_head=every, seeds=seeds, source="ground truth")
-elif sets == "paper":
-    pub = headsets.published(model)
-    hs = headsets.build(high=pub["high"], low=pub["low"], analysed=list(table["name"]), every_head=every,
-                        seeds=seeds, source="paper")
-else:
-    raise ValueError(f"sets must be 'run', 'truth' or 'paper', not {sets!r}")
+hs = headsets.from_source(sets, table, model=model, every_head=every, seeds=seeds)
 print(f"sets from: {hs.source} ({hs.rule}); high: {' '.join(hs.high)}; low: {' '.join(hs.low)}; "
       f"{len(hs.random)} random draws from the {hs.random_pool}")
 for note in hs.notes:
@@ -206,6 +197,8 @@ print(f"Verdict on {model} ({hs.source} sets, {ablation} ablation, {pruning.MEAS
 
 # %%
 paper = models.paper()
+if not spec.embedded:
+    print(pruning.real_data_note(model, ["ImageNet-A", "ImageNet-R", "Country-211", "Oxford-IIIT Pets"]))
 pd.DataFrame([{"model": m, "dataset": ds, "original": v[0], "high pruned": v[1], "low pruned": v[2]}
               for m, per in paper["ood_datasets"].items() for ds, v in per.items()]).set_index(["model", "dataset"])
 

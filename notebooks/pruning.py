@@ -72,21 +72,7 @@ every = headsets.all_heads(spec.layers, spec.heads)
 truth = headsets.truth_table(table) if "concepts" in table else None
 
 
-def head_sets(source: str) -> headsets.HeadSets:
-    if source == "run":
-        return headsets.build(table, every_head=every, seeds=seeds)
-    if source == "truth":
-        if truth is None:
-            raise ValueError(f"the pool {pool!r} has no ground truth: use sets='run' or 'paper'")
-        return headsets.build(truth, every_head=every, seeds=seeds, source="ground truth")
-    if source == "paper":
-        pub = headsets.published(model)
-        return headsets.build(high=pub["high"], low=pub["low"], analysed=list(table["name"]),
-                              every_head=every, seeds=seeds, source="paper")
-    raise ValueError(f"sets must be 'run', 'truth' or 'paper', not {source!r}")
-
-
-hs = head_sets(sets)
+hs = headsets.from_source(sets, table, model=model, every_head=every, seeds=seeds)
 counts = scores.category_counts(table)
 print(f"{model}: {len(table)} analysed heads; this run's categories: {counts['high']} high, "
       f"{counts['moderate']} moderate, {counts['low']} low, {counts['unknown']} unknown")
@@ -101,7 +87,8 @@ hs.summary()
 
 # %%
 if truth is not None:
-    other = head_sets("truth" if sets != "truth" else "run")
+    other = headsets.from_source("truth" if sets != "truth" else "run", table, model=model, every_head=every,
+                                 seeds=seeds)
     agree = pd.DataFrame([{"set": k, hs.source: " ".join(getattr(hs, k)), other.source: " ".join(getattr(other, k)),
                            "shared": len(set(getattr(hs, k)) & set(getattr(other, k))),
                            "Jaccard": headsets.jaccard(getattr(hs, k), getattr(other, k))} for k in ("high", "low")])
@@ -253,11 +240,7 @@ published = pd.DataFrame([{"model": m, "dataset": ds, "original": v[0], "high pr
                           for m, per in paper["pruning_high_low"].items() for ds, v in per.items()])
 published["high drop - low drop"] = (published["low pruned"] - published["high pruned"]).round(2)
 if not spec.embedded:
-    import importlib.util
-
-    if importlib.util.find_spec("ccs.datasets") is None:
-        print(f"{model}: CIFAR-10, CIFAR-100 and Food-101 need the dataset adapters (ccs.datasets), which "
-              "this edition does not have yet; the world tasks above are this run's evidence.")
+    print(pruning.real_data_note(model, ["CIFAR-10", "CIFAR-100", "Food-101"]))
 published.set_index(["model", "dataset"])
 
 # %%

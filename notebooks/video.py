@@ -62,16 +62,7 @@ analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=s
 table = scores.score_heads(analysis.records(), llm.backend(backend))
 spec = models.spec(model)
 every = headsets.all_heads(spec.layers, spec.heads)
-if sets == "run":
-    hs = headsets.build(table, every_head=every, seeds=seeds)
-elif sets == "truth":
-    hs = headsets.build(headsets.truth_table(table), every_head=every, seeds=seeds, source="ground truth")
-elif sets == "paper":
-    pub = headsets.published(model)
-    hs = headsets.build(high=pub["high"], low=pub["low"], analysed=list(table["name"]), every_head=every,
-                        seeds=seeds, source="paper")
-else:
-    raise ValueError(f"sets must be 'run', 'truth' or 'paper', not {sets!r}")
+hs = headsets.from_source(sets, table, model=model, every_head=every, seeds=seeds)
 print(f"sets from: {hs.source} ({hs.rule}); high: {' '.join(hs.high)}; low: {' '.join(hs.low)}; "
       f"{len(hs.random)} random draws from the {hs.random_pool}")
 for note in hs.notes:
@@ -102,6 +93,14 @@ for name, heads in conditions.items():
     with ablate.pruned(model_, heads, ablation, means=means):
         reports[name] = evaluate.retrieval_report(text, pruning.clip_embeddings(model, model_, batch.frames),
                                                   video_of_text)
+
+
+def hits(name: str, k: int, direction: str = "text_to_video") -> np.ndarray:
+    """Per query: 1 if the match is in the top k (a group: the mean over its draws)."""
+    members = [c for c in conditions if pruning.group(c) == name]
+    return np.mean([reports[c]["ranks"][direction] <= k for c in members], 0).astype(float)
+
+
 rows = []
 for name in ["original", "high", "low", "random"]:
     members = [c for c in conditions if pruning.group(c) == name]
@@ -110,22 +109,17 @@ for name in ["original", "high", "low", "random"]:
         row = {"pruned": name, "direction": direction.replace("_to_", " → ")}
         for k in per.columns:
             row[k] = per[k].mean() * (100 if k.startswith("R@") else 1)
+        _, lo, hi = evaluate.mean_ci(hits(name, 1, direction))
+        row["R@1 CI"] = f"[{100 * lo:.1f}, {100 * hi:.1f}]"
         if len(members) > 1:
             row["R@1 seed sd"] = 100 * per["R@1"].std(ddof=1)
         rows.append(row)
 retrieval = pd.DataFrame(rows)
-print(f"{clips} clips of {frames} frames, one caption each; R@K in %, ranks out of {clips}; "
-      f"random: mean over {len(hs.random)} draws")
+print(f"{clips} clips of {frames} frames, one caption each; R@K in % (R@1 with its 95 % interval over the "
+      f"queries), ranks out of {clips}; random: mean over {len(hs.random)} draws")
 retrieval.set_index(["direction", "pruned"]).sort_index(level=0, sort_remaining=False)
 
-
 # %%
-def hits(name: str, k: int, direction: str = "text_to_video") -> np.ndarray:
-    """Per query: 1 if the match is in the top k (a group: the mean over its draws)."""
-    members = [c for c in conditions if pruning.group(c) == name]
-    return np.mean([reports[c]["ranks"][direction] <= k for c in members], 0).astype(float)
-
-
 plot = pd.DataFrame([{"pruned": name, "K": f"R@{k}", **dict(zip(("R", "lo", "hi"), (100 * v for v in evaluate.mean_ci(hits(name, k)))))}
                      for name in ["original", "high", "low", "random"] for k in (1, 5, 10)])
 fig, ax = plt.subplots(figsize=(8, 3.6))
@@ -223,6 +217,8 @@ plt.show()
 
 # %%
 paper = models.paper()
+if not spec.embedded:
+    print(pruning.real_data_note(model, ["MSR-VTT", "MSVD", "DiDeMo"]))
 pd.DataFrame([{"dataset": ds, "model": m, "original": v[0], "high pruned": v[1], "low pruned": v[2], "random pruned": v[3]}
               for ds, per in paper["video_t2v_r1"].items() for m, v in per.items()]).set_index(["dataset", "model"])
 

@@ -120,3 +120,19 @@ def test_concept_sets(table):
     assert all(not set(r) & set(v["heads"]) and len(r) == len(v["heads"])
                for v in sets.values() for r in v["random"])
     assert UNKNOWN not in sets
+
+
+def test_sets_by_source():
+    t = make([("colour", 5), ("colour", 5), ("x", 0), ("y", 1), ("z", 3)] + [("w", 4)] * 3)
+    run = headsets.from_source("run", t, model="ccs-tiny", every_head=EVERY)
+    assert run.source == "this run" and run.high == ["L10.H0", "L10.H1"]
+    with pytest.raises(ValueError, match="ground truth"):
+        headsets.from_source("truth", t, model="ccs-tiny", every_head=EVERY)
+    t["concepts"] = [["colour"] * 5] * 2 + [["a", "b", "c", "d", "e"]] * 2 + [["shape"] * 5] * 4
+    truth = headsets.from_source("truth", t, model="ccs-tiny", every_head=EVERY)
+    assert truth.source == "ground truth" and truth.rule == "categories"
+    assert len(truth.high) == 6 and truth.low == ["L10.H2", "L10.H3"]  # 5 distinct concepts: true CCS 1
+    with pytest.raises(KeyError, match="no head lists"):
+        headsets.from_source("paper", t, model="ccs-tiny", every_head=EVERY)
+    with pytest.raises(ValueError, match="'run', 'truth' or 'paper'"):
+        headsets.from_source("best", t, model="ccs-tiny", every_head=EVERY)

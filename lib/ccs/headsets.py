@@ -225,3 +225,21 @@ def concept_sets(table: pd.DataFrame, *, seeds: int = 5, min_heads: int = 1) -> 
             continue
         out[str(concept)] = {"heads": heads, "random": [r for (r,) in _draws([others], [len(heads)], seeds)]}
     return out
+
+
+def from_source(source: str, table: pd.DataFrame, *, model: str, every_head: list[str],
+                seeds: int = 5) -> HeadSets:
+    """The sets of a notebook's ``sets`` parameter: ``run`` (this run's CCS table), ``truth`` (the
+    concept world's true CCS, see `truth_table`) or ``paper`` (the published lists of a paper model,
+    with the table's heads as the analysed ones)."""
+    if source == "run":
+        return build(table, every_head=every_head, seeds=seeds)
+    if source == "truth":
+        if "concepts" not in table:
+            raise ValueError("sets='truth' needs a pool with ground truth (pool='world'); use 'run' or 'paper'")
+        return build(truth_table(table), every_head=every_head, seeds=seeds, source="ground truth")
+    if source == "paper":
+        pub = published(model)
+        return build(high=pub["high"], low=pub["low"], analysed=list(table["name"]), every_head=every_head,
+                     seeds=seeds, source="paper")
+    raise ValueError(f"sets must be 'run', 'truth' or 'paper', not {source!r}")

@@ -55,6 +55,17 @@ def world_sets(n: int, seed: int, splits=("test",)) -> dict[str, EvalSet]:
     return out
 
 
+def real_data_note(model: str, datasets) -> str:
+    """What a page says for a paper model about the paper's datasets: this edition reads none yet
+    (the adapters of `ccs.datasets` are separate work), so the concept-world tasks are its evidence."""
+    import importlib.util
+
+    if importlib.util.find_spec("ccs.datasets") is None:
+        return (f"{model}: {', '.join(datasets)} need the dataset adapters (ccs.datasets), which this edition "
+                "does not have yet; the concept-world tasks above are this run's evidence.")
+    return f"{model}: see ccs.datasets for {', '.join(datasets)}"
+
+
 def noise_set(n: int, seed: int, like: EvalSet) -> EvalSet:
     """`n` images of uniform pixel noise, the size of `like`'s, with no class in any of its tasks
     (out-of-distribution inputs for detection)."""
