@@ -16,11 +16,11 @@ which is what `pruned(..., "mean", reference=images)` computes).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
 import torch
+from report import print_rows
 
 from ccs import ablate, models, world
 
@@ -115,18 +115,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    rows = [bench(name, args.batch[min(i, len(args.batch) - 1)], args.repeats, device)
-            for i, name in enumerate(args.models)]
-    if args.json:
-        print(json.dumps(rows, indent=1))
-        return
-    import pandas as pd
-
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}")
-    print(pd.DataFrame(rows).round(4).T.to_string(header=False))
-
+    print_rows(args, bench, digits=4)
 
 if __name__ == "__main__":
     main()

@@ -13,7 +13,6 @@ code, which holds [T, T, H, D] float32 per analysed layer (T tokens, H heads, D 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -22,6 +21,7 @@ import threading
 import time
 
 import torch
+from report import print_rows
 
 from ccs import decompose, models
 
@@ -131,18 +131,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    device = torch.device(args.device)
-    rows = [bench(name, args.batch[min(i, len(args.batch) - 1)], args.repeats, device)
-            for i, name in enumerate(args.models)]
-    if args.json:
-        print(json.dumps(rows, indent=1))
-        return
-    import pandas as pd
-
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}")
-    print(pd.DataFrame(rows).round(2).T.to_string(header=False))
-
+    print_rows(args, bench, digits=2)
 
 if __name__ == "__main__":
     main()
