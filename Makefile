@@ -24,8 +24,10 @@ _static/mathjax/tex-svg.js: $(STAMP)
 book: pipeline html
 	@echo "The book: $(CURDIR)/_build/html/index.html"
 
+# --keep-incomplete: an interrupted page stays as it was (pages are replaced atomically, never
+# half-written), and --rerun-incomplete lets the next run redo it without a manual step.
 pipeline: $(STAMP)
-	snakemake --cores all --quiet rules
+	snakemake --cores all --quiet rules --keep-incomplete --rerun-incomplete --rerun-triggers mtime
 
 html: $(STAMP) _static/mathjax/tex-svg.js
 	jupyter-book build . -W -n --keep-going --quiet

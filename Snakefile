@@ -1,18 +1,21 @@
 # Executes every (model, experiment) of pipeline.yaml with papermill; `make book` runs this.
+# A page is re-run when what produced it changed (its source, the library, its parameters, the
+# weights), not when file times say so: a page's stamp is dated to the epoch while the digest stored
+# in the page matches, and to now when it does not (ccs.pipeline.stamp). A fresh clone runs nothing.
+# The rule's output is a "done" file standing for the page: Snakemake deletes a job's outputs before
+# running it, and the page must survive an interrupted run (`ccs run` replaces it atomically).
 # On a cluster: `snakemake --executor slurm --jobs 20 --default-resources slurm_partition=gpu`
 # (needs the snakemake-executor-plugin-slurm package).
-from pathlib import Path
-
 from ccs import pipeline
 
-RUNS = {(r.model, r.experiment): r for r in pipeline.runs()}
-LIB = sorted(str(p) for p in Path("lib/ccs").rglob("*.py"))
+ROOT = pipeline.ROOT
+FILES = {(r.model, r.experiment): [str(p.relative_to(ROOT)) for p in pipeline.stamp(r)] for r in pipeline.runs()}
 
 
 rule all:
     input:
         "_toc.yml",
-        [str(r.notebook.relative_to(pipeline.ROOT)) for r in RUNS.values()],
+        [done for _, done in FILES.values()],
 
 
 rule toc:
@@ -23,8 +26,8 @@ rule toc:
 
 rule notebook:
     input:
-        source="notebooks/{experiment}.py",
-        lib=LIB,
-    output: "book/runs/{model}/{experiment}.ipynb"
+        stamp=lambda w: FILES[w.model, w.experiment][0],
+        source=ancient("notebooks/{experiment}.py"),
+    output: touch(".snakemake/ccs-stamps/{model}/{experiment}.done")
     threads: 2
     shell: "ccs run {wildcards.model} {wildcards.experiment}"

@@ -14,17 +14,16 @@ def run_notebook(
     experiment: str,
     param: list[str] = typer.Option([], "-p", "--param", help="KEY=VALUE (YAML value); repeatable."),
 ) -> None:
-    """Execute notebooks/EXPERIMENT.py for MODEL into book/runs/MODEL/EXPERIMENT.ipynb."""
+    """Execute notebooks/EXPERIMENT.py for MODEL. With the parameters of pipeline.yaml the result is
+    the book's page, book/runs/MODEL/EXPERIMENT.ipynb; with any other parameters it goes to a folder of
+    its own under outputs/ (the last line says where), never over a page of the book."""
     from ccs import models
 
-    try:
-        models.spec(model)  # unknown names fail here, before a kernel starts
-    except models.UnknownModelError as e:
-        raise typer.BadParameter(str(e)) from None
+    models.spec(model)  # unknown names fail here, before a kernel starts
     extra = {}
     for item in param:
         key, sep, value = item.partition("=")
-        if not sep:
+        if not sep or not key:
             raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}")
         extra[key] = yaml.safe_load(value)
     try:
@@ -34,6 +33,14 @@ def run_notebook(
         if not run.source.is_file():
             raise typer.BadParameter(f"no notebook {run.source.relative_to(pipeline.ROOT)}") from None
     typer.echo(pipeline.execute(run, extra=extra))
+
+
+@app.command()
+def stale() -> None:
+    """List the book's pages that are missing or out of date (their source, the library, their
+    parameters or the weights changed since they were executed); `make book` re-runs exactly these."""
+    for run in pipeline.stale():
+        typer.echo(run.notebook.relative_to(pipeline.ROOT))
 
 
 @app.command()
