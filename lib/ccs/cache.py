@@ -17,6 +17,14 @@ from pathlib import Path
 import joblib
 
 
+class CacheWarning(UserWarning):
+    """A cache entry was damaged (truncated, unreadable, changed on disk) and is recomputed."""
+
+
+class CacheCorruptError(RuntimeError):
+    """A damaged cache entry found where it cannot be recomputed: the message says what to delete."""
+
+
 def cache_dir(*parts: str) -> Path:
     """The project's cache folder (or a sub-folder of it), created on first use."""
     root = Path(os.environ.get("CCS_CACHE", Path.home() / ".cache" / "ccs")).expanduser()

@@ -10,14 +10,21 @@
   ``download=True``, then cached). ``"textspan"`` names TextSpan's 3,498 general image
   descriptions, the pool of the paper for real models.
 
-Text embeddings of a pool are cached on disk per (model weights, pool contents).
+Text embeddings of a pool are cached on disk per (model weights, pool contents), in an ``.npz`` that
+also holds their CRC-32; a downloaded pool file gets a ``.crc32`` sidecar. Both are verified when read:
+a damaged file is reported (a ``ccs.cache.CacheWarning`` naming it) and recomputed or, for a
+download that may not reach the network, named in an error that says to delete and fetch it again.
 """
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
 import urllib.error
 import urllib.request
+import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -245,11 +252,46 @@ def _url_file(url: str) -> Path:
     return cache_dir("pools") / f"{digest}-{stem}"
 
 
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".crc32")
+
+
+def _download_problem(path: Path) -> str | None:
+    """What is wrong with a downloaded pool file (None if it matches the size and CRC-32 recorded
+    when it was downloaded, or if it was put there by hand, without a record)."""
+    try:
+        record = json.loads(_sidecar(path).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        return f"its checksum record {_sidecar(path)} is unreadable ({type(e).__name__}: {e})"
+    try:
+        data = path.read_bytes()
+        size, crc = int(record["bytes"]), int(record["crc32"])
+    except (OSError, KeyError, TypeError, ValueError) as e:
+        return f"unreadable ({type(e).__name__}: {e})"
+    if len(data) != size:
+        return f"{'truncated' if len(data) < size else 'grown'} ({len(data)} of {size} bytes)"
+    if zlib.crc32(data) != crc:
+        return "checksum mismatch (its contents changed after the download)"
+    return None
+
+
+def _warn(message: str) -> None:
+    from ccs.cache import CacheWarning
+
+    warnings.warn(message, CacheWarning, stacklevel=3)
+
+
 def fetch(url: str, timeout: float = 30) -> Path:
-    """Download a pool file into the cache (once) and return its path."""
+    """Download a pool file into the cache (once) and return its path. A cached download that no
+    longer matches its recorded checksum is reported and downloaded again."""
     path = _url_file(url)
     if path.is_file():
-        return path
+        problem = _download_problem(path)
+        if problem is None:
+            return path
+        _warn(f"Damaged pool download {path}: {problem}. Downloading it again.")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
             data = r.read()
@@ -257,10 +299,19 @@ def fetch(url: str, timeout: float = 30) -> Path:
         raise PoolNotAvailableError(
             f"Could not download the pool {url} ({e}). Offline? Download the file on a machine "
             f"with internet and pass its path instead, or put it at {path}.") from None
-    tmp = path.with_suffix(path.suffix + ".part")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    _write_atomic(_sidecar(path), json.dumps({"url": url, "bytes": len(data),
+                                              "crc32": zlib.crc32(data)}).encode())
+    _write_atomic(path, data)
     return path
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
 
 
 def load(spec: str = "world", *, download: bool = False) -> Pool:
@@ -279,6 +330,13 @@ def load(spec: str = "world", *, download: bool = False) -> Pool:
                     f"The pool {spec!r} ({url}) is not downloaded. Fetch it once with "
                     f"`ccs pool fetch {spec}` (or load(..., download=True)), which needs the network.")
             path = fetch(url)
+        elif problem := _download_problem(path):
+            if not download:
+                raise PoolNotAvailableError(
+                    f"The downloaded pool {spec!r} at {path} is damaged ({problem}). Delete that "
+                    f"file and fetch it again with `ccs pool fetch {spec}` (or load(..., "
+                    "download=True)), which needs the network.")
+            path = fetch(url)
         return read(path, name=spec if spec in ALIASES else None)
     if not Path(spec).exists():
         raise PoolNotAvailableError(
@@ -291,19 +349,47 @@ def load(spec: str = "world", *, download: bool = False) -> Pool:
 # Text embeddings
 
 
+def _read_embeddings(path: Path, rows: int) -> tuple[np.ndarray | None, str | None]:
+    """The embeddings cached at `path` (None if absent or damaged) and what is wrong (None if
+    nothing): the file must load, hold float32 [rows, D] and match its stored CRC-32."""
+    try:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:  # (np.load leaks the
+            emb, crc = z["embeddings"], z["crc32"]  # file it opens when the archive is unreadable)
+    except FileNotFoundError:
+        return None, None
+    except Exception as e:  # truncated (BadZipFile, EOFError), garbled (ValueError), a member missing
+        return None, f"unreadable ({type(e).__name__}: {e})"
+    if emb.dtype != np.float32 or emb.ndim != 2 or len(emb) != rows or crc.shape != ():
+        return None, f"holds {emb.dtype}{list(emb.shape)}, expected float32[{rows}, D]"
+    if zlib.crc32(np.ascontiguousarray(emb)) != int(crc):
+        return None, "checksum mismatch (its contents changed after they were written)"
+    return emb, None
+
+
 def embed(pool: Pool, model_name: str, model, tokenizer, batch_size: int = 256) -> np.ndarray:
-    """Normalised text embeddings [M, D] (float32) of a pool, cached per (model weights, pool)."""
+    """Normalised text embeddings [M, D] (float32) of a pool, cached per (model weights, pool) in an
+    ``.npz`` with their CRC-32, written atomically. A cache file that is unreadable, truncated, of
+    the wrong shape or fails its checksum is reported (a CacheWarning naming it) and recomputed."""
     from ccs.cache import cache_dir
     from ccs.decompose import fingerprint
     from ccs.evaluate import text_embeddings
 
     slug = re.sub(r"[^A-Za-z0-9._+-]", "_", pool.name)[:40]
-    path = cache_dir("text_embeddings", model_name) / f"{slug}-{pool.key}-{fingerprint(model)[:16]}.npy"
-    if path.is_file():
-        return np.load(path)
+    folder = cache_dir("text_embeddings", model_name)
+    stem = f"{slug}-{pool.key}-{fingerprint(model)[:16]}"
+    path = folder / f"{stem}.npz"
+    emb, problem = _read_embeddings(path, len(pool))
+    if emb is not None:
+        return emb
+    if problem is not None:
+        _warn(f"Damaged text-embedding cache {path}: {problem}. Recomputing it.")
     emb = text_embeddings(model, tokenizer, list(pool.texts), batch_size=batch_size).numpy()
-    emb = emb.astype(np.float32)
-    tmp = path.with_suffix(".part.npy")
-    np.save(tmp, emb)
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    tmp = folder / f"{stem}.part.npz"
+    with open(tmp, "wb") as f:
+        np.savez(f, embeddings=emb, crc32=np.uint32(zlib.crc32(emb)))
+        f.flush()
+        os.fsync(f.fileno())
     tmp.replace(path)
+    (folder / f"{stem}.npy").unlink(missing_ok=True)  # the previous format: no checksum
     return emb
