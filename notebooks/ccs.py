@@ -43,6 +43,8 @@ pd.set_option("display.width", 160, "display.max_colwidth", 200)
 model = "ccs-tiny"
 backend = "embedding"  # "embedding" (offline) or "openai" (any compatible endpoint, key from OPENAI_API_KEY)
 judge_model = "gpt-4o-mini"  # endpoint model of the openai backend
+llm_timeout = 15.0  # seconds the openai backend waits for each reply
+llm_retries = 2  # retries of the openai backend per question (an endpoint still failing stops the run)
 pool = "world"  # TextSpan's pool: "world", "textspan" (the paper's 3,498 descriptions), a file or a URL
 images = 1000  # concept-world images TextSpan decomposes
 texts = 5  # texts per head
@@ -57,7 +59,8 @@ seed = 0
 # %%
 analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False)
 
-labeler = llm.backend(backend, **({"model": judge_model} if backend == "openai" else {}))
+labeler = llm.backend(backend, **({"model": judge_model, "timeout": llm_timeout, "retries": llm_retries}
+                                  if backend == "openai" else {}))
 table = scores.score_heads(analysis.records(), labeler)
 table["category"] = [scores.category(c) or "" for c in table["ccs"]]
 print(f"{model}: {len(table)} heads of layers {sorted(int(x) for x in table.layer.unique())}, labelled by the "

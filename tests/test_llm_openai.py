@@ -1,11 +1,17 @@
-"""The openai backend against a local chat-completions server on a real socket: scripted 429, 500,
-timeouts, malformed and off-vocabulary answers; retries, validation, the response cache, an
-interrupted run, and the API key never leaving the request header."""
+"""The openai backend against a local chat-completions server on a real socket: scripted 429 (with
+Retry-After), 500, timeouts, HTML pages, malformed and off-vocabulary answers; hung and closed
+endpoints; retries, validation, the response cache (keyed by endpoint, corrupt files), an
+interrupted run, a run whose endpoint dies, `ccs heads`, and the API key never leaving the request
+header."""
 from __future__ import annotations
 
+import email.utils
+import inspect
 import json
 import logging
 import os
+import re
+import socket
 import subprocess
 import sys
 import threading
@@ -55,14 +61,22 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         srv: Server = self.server
-        srv.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+        srv.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body,
+                             "time": time.monotonic()})
         action = srv.script.popleft() if srv.script else _default(body)
         kind = action[0]
+        if kind == "default":
+            action = _default(body)
         if kind == "sleep":  # longer than the client's timeout: the client gives up first
             time.sleep(action[1])
             action = ("ok", action[2])
-        if kind == "status":
-            return self._send(action[1], {"error": {"message": f"scripted {action[1]}", "type": "x"}})
+        if kind == "status":  # ("status", code[, headers])
+            return self._send(action[1], {"error": {"message": f"scripted {action[1]}", "type": "x"}},
+                              headers=action[2] if len(action) > 2 else {})
+        if kind == "html":  # a proxy's login or error page, served with status 200
+            page = action[1] if len(action) > 1 else "<html><body><h1>Please log in</h1></body></html>"
+            return self._send(200, page.replace("{auth}", self.headers.get("Authorization", "")).encode(),
+                              content_type=action[2] if len(action) > 2 else "text/html")
         self._send(200, {
             "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
             "choices": [{"index": 0, "finish_reason": "stop",
@@ -70,26 +84,57 @@ class Handler(BaseHTTPRequestHandler):
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
         srv.answered += 1
 
-    def _send(self, code: int, payload: dict):
-        data = json.dumps(payload).encode()
+    def _send(self, code: int, payload: dict | bytes, headers: dict | None = None,
+              content_type: str = "application/json"):
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         try:
             self.send_response(code)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
             pass
 
 
-@pytest.fixture
-def server():
+def start() -> Server:
     srv = Server()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return srv
+
+
+def stop(srv: Server) -> None:
     srv.shutdown()
     srv.server_close()
+
+
+@pytest.fixture
+def server():
+    srv = start()
+    yield srv
+    stop(srv)
+
+
+@pytest.fixture
+def hung_url():
+    """An endpoint that accepts connections and never answers (the kernel queues them)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    sock.close()
+
+
+@pytest.fixture
+def closed_url():
+    """An endpoint whose port nobody listens on: connections are refused."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return f"http://127.0.0.1:{port}/v1"
 
 
 @pytest.fixture
@@ -124,10 +169,25 @@ def test_retries_on_429_500_and_timeout(env, server, tmp_path):
 
 
 def test_gives_up_after_the_retries(env, server, tmp_path):
+    """Persistent 503s are an endpoint failure, not an invalid answer: EndpointError, one line that
+    names the endpoint, the model and the last failure, and says a rerun continues."""
     server.script.extend([("status", 503)] * 3)
-    with pytest.raises(llm.InvalidAnswer):
+    with pytest.raises(llm.EndpointError) as failure:
         make(tmp_path, retries=2).judge("a red circle", "colour")
     assert len(server.requests) == 3
+    message = str(failure.value)
+    assert "\n" not in message and server.url in message and "test-model" in message
+    assert "HTTP 503" in message and "cached" in message and "rerun continues" in message
+    assert not isinstance(failure.value, llm.InvalidAnswer)
+
+
+def test_failure_then_invalid_answers_is_an_invalid_answer(env, server, tmp_path):
+    """The last failure decides: an endpoint that recovers but answers badly flags the head."""
+    server.script.extend([("status", 503), ("ok", "banana"), ("ok", "banana")])
+    assert make(tmp_path, retries=2).label(HEAD) == llm.UNKNOWN
+    server.script.extend([("ok", "banana"), ("ok", "banana"), ("status", 500)])
+    with pytest.raises(llm.EndpointError, match="HTTP 500"):
+        make(tmp_path, retries=2).label(HEAD)
 
 
 def test_invalid_answers_are_retried_and_validated(env, server, tmp_path):
@@ -201,14 +261,27 @@ def test_interrupted_run_loses_no_answer(env, server, tmp_path):
     assert rerun.requests == 7
 
 
-def test_key_appears_in_no_output(env, server, tmp_path, caplog, capsys):
+def test_key_appears_in_no_output(env, server, tmp_path, caplog, capsys, closed_url, monkeypatch):
     caplog.set_level(logging.DEBUG)  # the openai client and httpx log requests at DEBUG
     server.script.extend([("status", 429), ("ok", "not a concept"), ("ok", "colour"), ("status", 401)])
     b = make(tmp_path)
     assert b.label(HEAD) == "colour"
     with pytest.raises(openai.AuthenticationError) as failure:  # not retried: a wrong key stays wrong
         b.judge(HEAD[0], "colour")
-    texts = [caplog.text, *capsys.readouterr(), str(failure.value), repr(failure.value), repr(b)]
+    errors = [failure.value]
+    # the new failures: Retry-After, a page that echoes the Authorization header, a refused connection
+    echo = ("html", "<p>{auth}</p>")
+    server.script.extend([("status", 429, {"Retry-After": "0"}), echo, echo, echo])
+    with pytest.raises(llm.EndpointError) as failure:
+        make(tmp_path, retries=2).judge(HEAD[1], "colour")
+    assert "not a chat completion" in str(failure.value) and "***" in str(failure.value)
+    errors.append(failure.value)
+    monkeypatch.setenv("OPENAI_BASE_URL", closed_url)
+    with pytest.raises(llm.EndpointError) as failure:
+        make(tmp_path, retries=1).judge(HEAD[2], "colour")
+    errors.append(failure.value)
+    texts = [caplog.text, *capsys.readouterr(), repr(b)]
+    texts += [t for e in errors for t in (str(e), repr(e), str(e.__cause__), repr(e.__cause__))]
     texts += [f.read_text() for f in Path(tmp_path / "cache").rglob("*") if f.is_file()]
     assert caplog.text  # something was logged, and it is clean
     assert not [t for t in texts if SECRET in t]
@@ -218,3 +291,194 @@ def test_missing_key_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(RuntimeError, match="OPENAI_API_KEY"):
         llm.backend("openai", cache=tmp_path)
+
+
+# --- endpoints that are dead, slow to allow, or speaking something else -----------------------------
+
+def test_hanging_endpoint_is_an_error_within_the_bound(env, hung_url, tmp_path):
+    b = make(tmp_path, base_url=hung_url, timeout=0.3, retries=2, backoff=0.05)
+    start = time.monotonic()
+    with pytest.raises(llm.EndpointError) as failure:
+        b.judge(HEAD[0], "location")
+    elapsed = time.monotonic() - start
+    assert 3 * 0.3 <= elapsed <= llm.OpenAIBackend.worst_case(0.3, 2, 0.05) + 0.5
+    message = str(failure.value)
+    assert "\n" not in message and hung_url in message and "test-model" in message
+    assert "no reply within 0.3 s" in message and "--timeout" in message and "rerun continues" in message
+    assert SECRET not in message and b.requests == 3
+
+
+def test_closed_port_is_an_error_quickly(env, closed_url, tmp_path):
+    b = make(tmp_path, base_url=closed_url, timeout=0.3, retries=2, backoff=0.01)
+    start = time.monotonic()
+    with pytest.raises(llm.EndpointError) as failure:
+        b.label(HEAD)  # not 'unknown': nothing was answered
+    assert time.monotonic() - start < 1.0
+    message = str(failure.value)
+    assert "\n" not in message and closed_url in message and "refused" in message.lower()
+    assert SECRET not in message and b.requests == 3
+
+
+def test_defaults_fail_a_dead_endpoint_within_a_minute(env, tmp_path):
+    """The defaults, in the backend, `ccs heads` and the notebook: a question on a hung endpoint gives
+    up within a minute (every attempt times out, every pause is its longest), a refused or
+    unroutable connection sooner (5 s to connect)."""
+    defaults = {k: p.default for k, p in inspect.signature(llm.OpenAIBackend).parameters.items()}
+    assert (defaults["timeout"], defaults["retries"], defaults["backoff"]) == (llm.TIMEOUT, llm.RETRIES, llm.BACKOFF)
+    timeout, retries, backoff = llm.TIMEOUT, llm.RETRIES, llm.BACKOFF
+    bound = timeout * (retries + 1) + sum(min(backoff * 2 ** i, llm.MAX_BACKOFF) for i in range(retries))
+    assert bound == llm.OpenAIBackend.worst_case() <= 60
+    client_timeout = llm.OpenAIBackend(cache=tmp_path)._client.timeout
+    assert client_timeout.read == timeout and client_timeout.connect <= 5
+    from ccs.cli.scores import heads
+
+    options = {k: p.default.default for k, p in inspect.signature(heads).parameters.items()}
+    assert (options["timeout"], options["retries"]) == (timeout, retries)
+    cell = (Path(__file__).parents[1] / "notebooks" / "ccs.py").read_text()
+    assert float(re.search(r"^llm_timeout = (\S+)", cell, re.M)[1]) == timeout
+    assert int(re.search(r"^llm_retries = (\S+)", cell, re.M)[1]) == retries
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"timeout": 0}, "timeout must be a number of seconds > 0"),
+    ({"timeout": -1.0}, "timeout must be"),
+    ({"timeout": "20"}, "timeout must be"),
+    ({"retries": -1}, "retries must be an integer >= 0"),
+    ({"retries": 1.5}, "retries must be"),
+    ({"backoff": -0.1}, "backoff must be"),
+])
+def test_timeouts_and_retries_are_validated(env, tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        llm.backend("openai", cache=tmp_path, **options)
+
+
+def test_retry_after_is_honoured(env, server, tmp_path):
+    """A 429 or 503 saying how long to wait (seconds, or an HTTP date) is waited out, not backed off."""
+    server.script.extend([("status", 429, {"Retry-After": "1"}), ("ok", "colour")])
+    b = make(tmp_path, backoff=0.01)
+    assert b.label(HEAD) == "colour"
+    waited = server.requests[1]["time"] - server.requests[0]["time"]
+    assert 0.95 <= waited < 1.8
+    date = email.utils.formatdate(time.time() + 1.5, usegmt=True)  # whole seconds: 0.5 to 1.5 s ahead
+    server.script.extend([("status", 503, {"Retry-After": date}), ("ok", "1")])
+    assert b.judge(HEAD[0], "colour") == 1
+    waited = server.requests[3]["time"] - server.requests[2]["time"]
+    assert 0.4 <= waited < 1.8
+
+
+def test_retry_after_values():
+    class Response:
+        def __init__(self, **headers):
+            self.headers = {k.replace("_", "-"): v for k, v in headers.items()}
+
+    soon = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert llm._retry_after(Response(retry_after="2")) == 2.0
+    assert llm._retry_after(Response(retry_after="3600")) == llm.MAX_RETRY_AFTER == 60  # capped
+    assert 28 <= llm._retry_after(Response(retry_after=soon)) <= 30
+    assert llm._retry_after(Response(retry_after="Mon, 01 Jan 1990 00:00:00 GMT")) == 0.0  # past
+    assert llm._retry_after(Response(retry_after_ms="250", retry_after="1")) == 0.25
+    assert llm._retry_after(Response(retry_after="soon")) is None
+    assert llm._retry_after(Response()) is None
+
+
+def test_html_replies_are_retried_then_an_error(env, server, tmp_path):
+    server.script.extend([("html",), ("ok", "colour")])
+    b = make(tmp_path, retries=2)
+    assert b.label(HEAD) == "colour" and len(server.requests) == 2
+    server.script.extend([("html",)] * 3)
+    with pytest.raises(llm.EndpointError) as failure:
+        b.judge(HEAD[0], "colour")
+    message = str(failure.value)
+    assert "not a chat completion" in message and "<html>" in message and server.url in message
+    assert "\n" not in message and len(server.requests) == 5
+
+
+def test_garbled_json_is_retried(env, server, tmp_path):
+    json_type = "application/json"
+    server.script.extend([("html", '{"choices": [{"mess', json_type), ("html", '{"id": "x"}', json_type),
+                          ("html", '{"choices": []}', json_type), ("ok", "1")])
+    assert make(tmp_path, retries=3).judge(HEAD[0], "location") == 1 and len(server.requests) == 4
+
+
+def test_the_cache_is_keyed_by_the_endpoint(env, server, tmp_path):
+    """The same model name at another endpoint is another model: asked again, not served from the
+    answers of the first."""
+    other = start()
+    try:
+        first = make(tmp_path)
+        assert first.judge(HEAD[0], "location") == 1 and len(server.requests) == 1
+        second = make(tmp_path, base_url=other.url)
+        other.script.append(("ok", "0"))
+        assert second.judge(HEAD[0], "location") == 0
+        assert second.requests == 1 and len(other.requests) == 1
+        again = make(tmp_path)  # each endpoint keeps its own answer
+        assert again.judge(HEAD[0], "location") == 1 and again.requests == 0
+        assert make(tmp_path, base_url=other.url).judge(HEAD[0], "location") == 0
+        records = [json.loads(f.read_text()) for f in (tmp_path / "cache").glob("*.json")]
+        assert sorted(r["endpoint"] for r in records) == sorted([server.url, other.url])
+    finally:
+        stop(other)
+
+
+@pytest.mark.parametrize("corruption", ['{"model": "test-model", "ans', '{"model": "test-model"}', "[1]"])
+def test_a_corrupt_cache_file_is_replaced(env, server, tmp_path, caplog, corruption):
+    assert make(tmp_path).judge(HEAD[0], "location") == 1
+    (path,) = (tmp_path / "cache").glob("*.json")
+    path.write_text(corruption)
+    server.script.append(("ok", "0"))
+    b = make(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="ccs.llm"):
+        assert b.judge(HEAD[0], "location") == 0
+    assert b.requests == 1 and str(path) in caplog.text and "corrupt" in caplog.text
+    assert json.loads(path.read_text())["answer"] == 0
+    assert make(tmp_path).judge(HEAD[0], "location") == 0  # served from the new file
+
+
+def test_an_endpoint_dying_midway_stops_the_run(env, server, tmp_path):
+    """score_heads over heads whose endpoint starts failing after 8 answers: EndpointError, not heads
+    labelled unknown; the 8 answers are cached and a rerun asks only for the other 10."""
+    heads = [{"layer": 11, "head": h, "texts": [f"{t} ({h})" for t in HEAD]} for h in range(3)]
+    server.script.extend([("default",)] * 8 + [("status", 502)] * 10)
+    b = make(tmp_path, retries=2)
+    with pytest.raises(llm.EndpointError, match="HTTP 502"):
+        scores.score_heads(heads, b)
+    assert b.answers == 8 and len(list((tmp_path / "cache").glob("*.json"))) == 8
+    server.script.clear()
+    rerun = make(tmp_path)
+    table = scores.score_heads(heads, rerun)
+    assert rerun.requests == 10 and list(table["label"]) == ["location"] * 3
+    assert list(table["ccs"]) == [4.0] * 3 and not table["flagged"].any()
+
+
+def _cli(tmp_path, monkeypatch, *args):
+    from typer.testing import CliRunner
+
+    from ccs.cli import app
+
+    monkeypatch.setenv("CCS_CACHE", str(tmp_path / "ccs-cache"))
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps([{"layer": 11, "head": 5, "texts": HEAD}]))
+    return CliRunner().invoke(app, ["heads", "--backend", "openai", "--judge-model", "test-model",
+                                    "--records", str(path), *args])
+
+
+def test_cli_heads_stops_on_a_dead_endpoint(env, closed_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", closed_url)
+    start_ = time.monotonic()
+    result = _cli(tmp_path, monkeypatch, "--timeout", "0.3", "--retries", "1")
+    assert time.monotonic() - start_ < 5
+    assert result.exit_code == 1 and result.output.startswith("error:"), result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert closed_url in result.output and "test-model" in result.output and SECRET not in result.output
+    assert result.stdout == ""  # the error goes to stderr
+
+
+def test_cli_heads_over_a_live_endpoint_and_bad_options(env, server, tmp_path, monkeypatch):
+    result = _cli(tmp_path, monkeypatch, "--timeout", "2", "--retries", "1", "--json")
+    assert result.exit_code == 0, result.output
+    (r,) = json.loads(result.stdout)
+    assert (r["label"], r["ccs"], r["judgements"]) == ("location", 4, [1, 1, 1, 1, 0])
+    for option, value, message in (("--timeout", "0", "timeout"), ("--retries", "-1", "retries")):
+        result = _cli(tmp_path, monkeypatch, option, value)
+        assert result.exit_code == 1 and result.output.startswith(f"error: the LLM {message} must be")
+        assert result.output.count("\n") == 1, result.output

@@ -12,17 +12,22 @@ One interface, `label(texts) -> concept` and `judge(text, concept) -> 0/1`, two 
   development set of hand-written heads (``data/heads_dev.yaml``, see `calibrate`) and stored in
   ``data/embedding_calibration.yaml``.
 - ``openai``: chat completions against any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, ...),
-  with few-shot prompts in the spirit of the paper, validated answers, retries with backoff, and an
-  on-disk response cache keyed by (model, prompt) written atomically: a rerun costs nothing and an
-  interrupted run loses no answer. The key is read only from ``OPENAI_API_KEY``. The prompt asks for
-  one concept, always; ``unknown`` is left for a head whose answers still fail validation after the
-  retries (flagged, not scored, and counted by the pages).
+  with few-shot prompts in the spirit of the paper, validated answers, timeouts and retries with
+  backoff (honouring ``Retry-After``), and an on-disk response cache keyed by (endpoint, model,
+  prompt) written atomically: a rerun costs nothing and an interrupted run loses no answer. The key
+  is read only from ``OPENAI_API_KEY``. The prompt asks for one concept, always; ``unknown`` is left
+  for a head whose answers arrive but still fail validation after the retries (flagged, not scored,
+  and counted by the pages). An endpoint that cannot be reached or keeps failing is no label: it
+  raises `EndpointError`, which stops the run (a rerun continues from the cached answers).
 """
 from __future__ import annotations
 
+import datetime
+import email.utils
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -143,22 +148,48 @@ _EMBEDDINGS: dict[str, np.ndarray] = {}
 
 def embed(texts: Sequence[str]) -> np.ndarray:
     """Unit-norm sentence embeddings [N, 384], cached per text in memory and on disk (one small file
-    per text, written atomically), so a rerun loads no model and the cache outlives code edits."""
+    per text, written atomically), so a rerun loads no model and the cache outlives code edits.
+
+    A cached file is used only if it loads as a finite float32 [384] vector of unit norm (as every
+    embedding is; a truncated, zeroed or garbled file is not): a damaged one is reported with a
+    `ccs.cache.CacheWarning` naming it and what is wrong, then recomputed and rewritten."""
     missing = [t for t in dict.fromkeys(texts) if t not in _EMBEDDINGS]
     if missing:
+        import warnings
+
         folder = _embedding_dir()
-        paths = {t: folder / f"{hashlib.sha256(t.encode()).hexdigest()[:32]}.npy" for t in missing}
-        new = [t for t in missing if not paths[t].exists()]
+        new: dict[str, Path] = {}  # text -> its file, for the texts to (re)compute
+        for t in missing:
+            path = folder / f"{hashlib.sha256(t.encode()).hexdigest()[:32]}.npy"
+            try:
+                v = np.load(path, allow_pickle=False)
+            except FileNotFoundError:
+                new[t] = path
+                continue
+            except Exception as e:  # truncated (EOFError, ValueError), garbled header, a folder, ...
+                problem = f"unreadable ({type(e).__name__}: {e})"
+            else:
+                if v.shape != (384,) or v.dtype != np.float32:
+                    problem = f"holds {v.dtype}{list(v.shape)}, expected float32[384]"
+                elif not np.isfinite(v).all() or abs(float(np.linalg.norm(v)) - 1) > 1e-3:
+                    problem = "not a finite unit-norm vector (zeroed or garbled)"
+                else:
+                    _EMBEDDINGS[t] = v
+                    continue
+            from ccs.cache import CacheWarning
+
+            warnings.warn(f"Damaged sentence-embedding cache {path}: {problem}. Recomputing it.",
+                          CacheWarning, stacklevel=2)
+            new[t] = path
         if new:
-            vectors = _sentence_model().encode(new, batch_size=64, normalize_embeddings=True,
+            vectors = _sentence_model().encode(list(new), batch_size=64, normalize_embeddings=True,
                                                convert_to_numpy=True, show_progress_bar=False)
-            for t, v in zip(new, vectors.astype(np.float32)):
+            for (t, path), v in zip(new.items(), vectors.astype(np.float32)):
                 fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npy")
                 with os.fdopen(fd, "wb") as f:
                     np.save(f, v)
-                os.replace(tmp, paths[t])
-        for t in missing:
-            _EMBEDDINGS[t] = np.load(paths[t])
+                os.replace(tmp, path)
+                _EMBEDDINGS[t] = v.copy()
     return np.stack([_EMBEDDINGS[t] for t in texts]) if len(texts) else np.zeros((0, 384), np.float32)
 
 
@@ -307,21 +338,116 @@ class InvalidAnswer(ValueError):
     """The endpoint kept answering outside the allowed form."""
 
 
+class EndpointError(RuntimeError):
+    """The endpoint could not be reached or kept failing (timeouts, refused connections, 429 and 5xx,
+    replies that are not chat completions) after the retries. Unlike answers that arrive but fail
+    validation (a head labelled ``unknown``), this stops the run: the answers received before it are
+    cached, so a rerun continues where it stopped."""
+
+
+class _Transient(Exception):
+    """One attempt failed in a way worth retrying: what happened, and how long the server asks to wait."""
+
+    def __init__(self, what: str, retry_after: float | None = None):
+        super().__init__(what)
+        self.what, self.retry_after = what, retry_after
+
+
+# Defaults chosen so that a dead endpoint (hung, or refusing connections) stops a run within a
+# minute: every attempt waits at most TIMEOUT for a reply (and 5 s to connect), then BACKOFF doubles
+# between attempts: at most 15 * 3 + 1 + 2 = 48 s a question (`OpenAIBackend.worst_case`). A slow
+# endpoint that is alive needs a longer timeout (`ccs heads --timeout`, notebook `llm_timeout`).
+TIMEOUT, RETRIES, BACKOFF = 15.0, 2, 1.0
+CONNECT_TIMEOUT = 5.0
+MAX_BACKOFF = 30.0  # the longest wait between attempts that the exponential backoff reaches
+MAX_RETRY_AFTER = 60.0  # the longest wait a server's Retry-After gets
+
+
+def _retry_after(response) -> float | None:
+    """The seconds a 429/503 response asks for in ``Retry-After`` (seconds or an HTTP date; also the
+    ``retry-after-ms`` of OpenAI), capped at MAX_RETRY_AFTER; None if it asks for nothing readable."""
+    headers = getattr(response, "headers", None) or {}
+    seconds = None
+    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) * scale
+            break
+        except ValueError:
+            pass
+        if name == "retry-after":
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError, IndexError, OverflowError):
+                return None
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=datetime.timezone.utc)
+            seconds = (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+    if seconds is None or math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def _one_line(text: str, limit: int = 80) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _cause(e: BaseException) -> str:
+    """The innermost reason of a connection error, e.g. '[Errno 111] Connection refused'."""
+    while e.__cause__ is not None and str(e.__cause__):
+        e = e.__cause__
+    return _one_line(str(e) or type(e).__name__)
+
+
+def _content(reply, scrub: Callable[[str], str]) -> str:
+    """The text of a chat completion's first choice; a reply that is not one (an HTML page a proxy
+    served with status 200, JSON without choices) is a transient failure, shown by its start (scrubbed
+    of the key before it is cut)."""
+    from openai.types.chat import ChatCompletion
+
+    choices = reply.choices if isinstance(reply, ChatCompletion) else None
+    message = getattr(choices[0], "message", None) if isinstance(choices, list) and choices else None
+    content = getattr(message, "content", None)
+    if message is None or not isinstance(content, (str, type(None))):
+        shown = reply if isinstance(reply, str) else (
+            "a chat completion without choices" if isinstance(reply, ChatCompletion) else type(reply).__name__)
+        raise _Transient(f"a reply that is not a chat completion: {_one_line(scrub(shown), 60)!r}")
+    return content or ""
+
+
 class ResponseCache:
-    """Validated answers on disk, one JSON file per (model, prompt); written atomically (temp + rename),
-    so an interrupted run keeps every answer it received and never leaves a half-written file."""
+    """Validated answers on disk, one JSON file per (endpoint, model, prompt); written atomically
+    (temp + rename), so an interrupted run keeps every answer it received and never leaves a
+    half-written file. A file that is not a record (corrupted by hand or by a disk) is deleted, with
+    a warning, and its question asked again."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
 
     @staticmethod
-    def key(model: str, messages: list[dict]) -> str:
-        return hashlib.sha256(json.dumps([model, messages], sort_keys=True).encode()).hexdigest()
+    def key(model: str, messages: list[dict], endpoint: str) -> str:
+        """The file name of a question: the same model name at another endpoint is another model."""
+        return hashlib.sha256(json.dumps([endpoint, model, messages], sort_keys=True).encode()).hexdigest()
 
     def get(self, key: str):
         path = self.folder / f"{key}.json"
-        return json.loads(path.read_text())["answer"] if path.exists() else None
+        try:
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError as e:  # not JSON (or not UTF-8)
+            problem = f"not JSON: {_one_line(e)}"
+        else:
+            if isinstance(record, dict) and record.get("answer") is not None:
+                return record["answer"]
+            problem = "no answer in it"
+        log.warning("response cache file %s is corrupt (%s): deleted, the question is asked again", path, problem)
+        path.unlink(missing_ok=True)
+        return None
 
     def put(self, key: str, record: dict) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".json")
@@ -331,55 +457,109 @@ class ResponseCache:
 
 
 class OpenAIBackend:
-    """Labeler and judge through an OpenAI-compatible chat-completions endpoint (see the module doc)."""
+    """Labeler and judge through an OpenAI-compatible chat-completions endpoint (see the module doc).
+
+    Each question gets ``retries + 1`` attempts, each waiting at most ``timeout`` seconds for the
+    reply, with an exponential ``backoff`` between them (or as long as a 429/503's ``Retry-After``
+    asks, up to a minute). Answers that fail validation are asked again; when they still fail,
+    `label` gives ``unknown`` and `judge` raises InvalidAnswer. Timeouts, refused connections,
+    429/5xx and replies that are not chat completions are retried too; when they persist,
+    EndpointError stops the run (the answers received are cached: a rerun continues)."""
 
     name = "openai"
 
     def __init__(self, model: str = "gpt-4o-mini", base_url: str | None = None, *, vocab: bool = True,
-                 timeout: float = 60.0, retries: int = 6, backoff: float = 1.0,
+                 timeout: float = TIMEOUT, retries: int = RETRIES, backoff: float = BACKOFF,
                  cache: str | Path | None = None):
         import openai
 
+        self.timeout, self.retries, self.backoff = _check_retrying(timeout, retries, backoff)
         key = os.environ.get("OPENAI_API_KEY")
         if not key:
             raise RuntimeError("the openai backend needs an API key in the environment variable "
                                "OPENAI_API_KEY (any placeholder for a local server without keys)")
-        self.model, self.vocab, self.retries, self.backoff = model, vocab, retries, backoff
+        self.model, self.vocab = model, vocab
         # retries are ours (also on invalid answers), so the client's own are off
         self._client = openai.OpenAI(api_key=key, base_url=base_url or os.environ.get("OPENAI_BASE_URL"),
-                                     timeout=timeout, max_retries=0)
-        self._transient = (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
-                           openai.APIConnectionError)
+                                     timeout=openai.Timeout(self.timeout, connect=min(self.timeout, CONNECT_TIMEOUT)),
+                                     max_retries=0)
+        # the endpoint, normalised by the client; credentials in the URL are never shown nor stored
+        url = self._client.base_url.copy_with(username=None, password=None)
+        self._endpoint_key = str(url)  # the cache key keeps the query (e.g. an api-version)
+        self.endpoint = str(url.copy_with(query=None)).rstrip("/")
         self.cache = ResponseCache(Path(cache) if cache else cache_dir("llm", "openai"))
         self.requests = 0  # requests sent to the endpoint (cache hits send none)
+        self.answers = 0  # validated answers received (and cached) by this backend
+
+    @staticmethod
+    def worst_case(timeout: float = TIMEOUT, retries: int = RETRIES, backoff: float = BACKOFF) -> float:
+        """The longest one question waits on a dead endpoint (hung, or refusing connections) before
+        EndpointError: every attempt times out, every pause is its longest backoff."""
+        return timeout * (retries + 1) + sum(min(backoff * 2 ** i, MAX_BACKOFF) for i in range(retries))
+
+    def _scrub(self, text: str) -> str:
+        key = self._client.api_key
+        return text.replace(key, "***") if key else text
+
+    def _complete(self, convo: list[dict]) -> str:
+        """One request; a failure worth retrying raises _Transient, any other error propagates
+        (a wrong key, a bad request or model name: retrying would not help)."""
+        import openai
+
+        try:
+            reply = self._client.chat.completions.create(model=self.model, messages=convo, temperature=0)
+        except openai.APITimeoutError as e:  # before APIConnectionError, its base class
+            raise _Transient(f"no reply within {self.timeout:g} s") from e
+        except openai.APIConnectionError as e:
+            raise _Transient(f"cannot connect: {_cause(e)}") from e
+        except openai.APIStatusError as e:
+            if e.status_code in (408, 409, 429) or e.status_code >= 500:
+                wait = _retry_after(e.response) if e.status_code in (429, 503) else None
+                reason = getattr(e.response, "reason_phrase", "") or ""
+                raise _Transient(f"HTTP {e.status_code} {reason}".strip(), wait) from e
+            raise
+        except (openai.APIResponseValidationError, json.JSONDecodeError) as e:  # a body that is not JSON
+            raise _Transient(f"a reply that is not a chat completion: {_one_line(e, 60)}") from e
+        return _content(reply, self._scrub)
 
     def _ask(self, messages: list[dict], parse: Callable[[str], object], hint: str):
-        key = ResponseCache.key(self.model, messages)
+        key = ResponseCache.key(self.model, messages, self._endpoint_key)
         hit = self.cache.get(key)
         if hit is not None:
             return hit
-        convo = list(messages)
-        for attempt in range(self.retries + 1):
+        convo, attempts, failure = list(messages), self.retries + 1, None
+        for attempt in range(attempts):
             if attempt:
-                time.sleep(min(self.backoff * 2 ** (attempt - 1), 30.0) * (0.5 + random.random() / 2))
+                time.sleep(failure.retry_after if failure is not None and failure.retry_after is not None
+                           else min(self.backoff * 2 ** (attempt - 1), MAX_BACKOFF) * (0.5 + random.random() / 2))
             try:
                 self.requests += 1
-                reply = self._client.chat.completions.create(model=self.model, messages=convo, temperature=0)
-                content = (reply.choices[0].message.content or "") if reply.choices else ""
-            except self._transient as e:
-                log.warning("%s: %s (attempt %d of %d)", self.model, type(e).__name__, attempt + 1,
-                            self.retries + 1)
+                content, failure = self._complete(convo), None
+            except _Transient as e:
+                failure = e
+                wait = "" if e.retry_after is None else f", the server asks to wait {e.retry_after:g} s"
+                log.warning("%s", self._scrub(f"{self.model} at {self.endpoint}: {e.what}{wait} "
+                                              f"(attempt {attempt + 1} of {attempts})"))
                 continue
             answer = parse(content)
             if answer is not None:
-                self.cache.put(key, {"model": self.model, "messages": messages, "answer": answer})
+                self.cache.put(key, {"endpoint": self.endpoint, "model": self.model, "messages": messages,
+                                     "answer": answer})
+                self.answers += 1
                 return answer
-            log.warning("%s: invalid answer %r (attempt %d of %d)", self.model, content[:80], attempt + 1,
-                        self.retries + 1)
+            log.warning("%s: invalid answer %r (attempt %d of %d)", self.model, self._scrub(content)[:80],
+                        attempt + 1, attempts)
             # show the model its answer and the rule again; the cache key stays the original prompt
             convo = [*messages, {"role": "assistant", "content": content[:200]},
                      {"role": "user", "content": f"Answer with {hint} only."}]
-        raise InvalidAnswer(f"{self.model}: no valid answer after {self.retries + 1} attempts")
+        if failure is not None:  # the last attempt could not get an answer at all
+            advice = (" (a slow endpoint needs a longer timeout: `ccs heads --timeout`, or the notebook "
+                      "parameter llm_timeout)" if failure.what.startswith("no reply") else "")
+            raise EndpointError(self._scrub(
+                f"the LLM endpoint {self.endpoint} (model {self.model}) failed {attempts} attempts, the "
+                f"last with: {failure.what}{advice}. Every answer received ({self.answers} in this run) is "
+                f"cached in {self.cache.folder}, so a rerun continues where this one stopped")) from failure
+        raise InvalidAnswer(f"{self.model}: no valid answer after {attempts} attempts")
 
     def _parse_label(self, content: str) -> str | None:
         words = content.strip().strip(".'\"`*").split()
@@ -397,11 +577,25 @@ class OpenAIBackend:
         hint = "one word from the list" if self.vocab else "one word"
         try:
             return self._ask(_label_prompt(texts, self.vocab), self._parse_label, hint)
-        except InvalidAnswer as e:  # flag the head, don't stop the run; nothing is cached, a rerun asks again
-            log.warning("%s; head labelled %s", e, UNKNOWN)
-            return UNKNOWN
+        except InvalidAnswer as e:  # answers came but failed validation: flag the head, don't stop the
+            log.warning("%s; head labelled %s", e, UNKNOWN)  # run; nothing cached, a rerun asks again
+            return UNKNOWN  # (an EndpointError is no answer at all: it stops the run)
 
     def judge(self, text: str, concept: str) -> int:
         if concept == UNKNOWN:
             return 0
         return self._ask(_judge_prompt(text, concept), self._parse_judgement, "the digit 1 or 0")
+
+
+def _check_retrying(timeout, retries, backoff) -> tuple[float, int, float]:
+    """Validated timeout (seconds > 0), retries (an integer >= 0) and backoff (seconds >= 0)."""
+    def number(x):
+        return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
+
+    if not (number(timeout) and timeout > 0):
+        raise ValueError(f"the LLM timeout must be a number of seconds > 0, not {timeout!r}")
+    if isinstance(retries, bool) or not isinstance(retries, (int, np.integer)) or retries < 0:
+        raise ValueError(f"the LLM retries must be an integer >= 0, not {retries!r}")
+    if not (number(backoff) and backoff >= 0):
+        raise ValueError(f"the LLM backoff must be a number of seconds >= 0, not {backoff!r}")
+    return float(timeout), int(retries), float(backoff)
