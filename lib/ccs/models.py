@@ -146,13 +146,58 @@ def weights_path(name: str) -> Path:
         f"$CCS_WEIGHTS/{name}.safetensors.")
 
 
-def fetch(name: str) -> Path:
-    """Download a paper model's weights into the Hugging Face cache (needs the network)."""
+def fetch(name: str, timeout: float = 3.0) -> Path:
+    """Download a paper model's weights into the Hugging Face cache (needs the network).
+
+    Weights already in the cache are returned without touching the network. Otherwise the hub
+    (``HF_ENDPOINT``, or the HTTPS proxy that reaches it) must answer a connection within `timeout`
+    seconds, and ``HF_HUB_OFFLINE`` must be unset: an offline machine fails at once with a
+    ConnectionError saying what to do, instead of retrying the hub for a minute.
+    """
+    import socket
+    import threading
+    import urllib.parse
+    import urllib.request
+
+    from huggingface_hub import constants, try_to_load_from_cache
     from open_clip.pretrained import download_pretrained, get_pretrained_cfg
 
     s = spec(name)
     if s.embedded:
         return weights_path(name)
+    hub = _hub_file(s)
+    for filename in (hub[1] if hub else []):
+        found = try_to_load_from_cache(hub[0], filename)
+        if isinstance(found, str) and Path(found).is_file():
+            return Path(found)
+    todo = (f"run `ccs fetch {name}` on a machine with internet (it downloads into the Hugging Face "
+            f"cache, which you can copy here), or put the checkpoint at $CCS_WEIGHTS/{name}.safetensors.")
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise ConnectionError(f"HF_HUB_OFFLINE is set, so {name} cannot be downloaded: unset it, or {todo}")
+    endpoint = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
+    host = endpoint.hostname or "huggingface.co"
+    target = (host, endpoint.port or (443 if endpoint.scheme == "https" else 80))
+    proxy = urllib.request.getproxies().get(endpoint.scheme)
+    proxy = proxy if proxy and not urllib.request.proxy_bypass(host) else None
+    if proxy:
+        p = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        target = (p.hostname, p.port or (443 if p.scheme == "https" else 80))
+    outcome: list = []
+
+    def probe():  # in a thread, so that a slow name lookup cannot hold us past the timeout either
+        try:
+            socket.create_connection(target, timeout=timeout).close()
+            outcome.append(None)
+        except OSError as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 1)
+    if not outcome or outcome[0] is not None:
+        why = outcome[0] if outcome else f"no answer in {timeout:g} s"
+        via = f" through the proxy {target[0]}:{target[1]}" if proxy else f" on port {target[1]}"
+        raise ConnectionError(f"cannot reach {host}{via}: {why}. Offline? To get {name}, {todo}")
     path = download_pretrained(get_pretrained_cfg(s.open_clip, s.pretrained))
     return Path(path)
 

@@ -1,14 +1,107 @@
 """The `ccs` command. Each sub-module of this package adds the commands of one part of the library
-to `app`; they are imported here, so a new file is all a new command needs."""
+to `app`; they are imported here, so a new file is all a new command needs.
+
+Errors have one style for every command, handled here once: a failing command prints one line,
+``error: <what went wrong and what to do>``, on stderr and exits with 1 (usage errors keep click's
+formatting and exit code 2; Ctrl-C prints ``interrupted`` and exits with 130). The traceback is
+shown only with ``ccs --debug ...`` or ``CCS_DEBUG=1``. Commands therefore validate their options
+(raising ``typer.BadParameter``) and otherwise let the library's exceptions through.
+"""
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
+import sys
+import traceback
+from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Concept Consistency in CLIP: models, heads, scores and the book's pipeline.")
+_DEBUG_KEY = "ccs.debug"
+_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])  # lib/ccs: where "our" errors are raised
+
+
+def _debug(ctx: typer.Context | None = None) -> bool:
+    """--debug on the command line, or CCS_DEBUG set to anything but '', 0, false, no, off."""
+    if ctx is not None and ctx.find_root().meta.get(_DEBUG_KEY):
+        return True
+    return os.environ.get("CCS_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _raised_in_ccs(e: BaseException) -> bool:
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and str(Path(tb.tb_frame.f_code.co_filename).resolve()).startswith(_PACKAGE_DIR)
+
+
+def error_message(e: BaseException) -> str:
+    """The one line a user sees for an exception (without the ``error: `` prefix).
+
+    Errors meant for users (the library's own exception classes, OS and network errors, and the
+    ValueError / RuntimeError the library raises itself) show their message; anything else (a
+    KeyError from a dict lookup, an error deep in numpy, ...) is shown with its type and a pointer
+    to --debug.
+    """
+    text = f"missing key {e}" if type(e) is KeyError else str(e)
+    text = " ".join(text.split())  # one line
+    meant = (isinstance(e, OSError) or type(e).__module__.split(".")[0] == "ccs"
+             or (isinstance(e, (ValueError, RuntimeError)) and _raised_in_ccs(e)))
+    if meant and text:
+        return text
+    return f"{type(e).__name__}: {text or '(no message)'} (unexpected; rerun with `ccs --debug ...` for the traceback)"
+
+
+def _interrupted() -> typer.Exit:
+    typer.echo("interrupted", err=True)
+    return typer.Exit(130)
+
+
+class _Group(TyperGroup):
+    """The root command group: turns any exception of a command into the one-line error."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except (typer.TyperException, typer.Exit, typer.Abort):
+            raise  # usage errors (click's), explicit exits: typer's own handling
+        except KeyboardInterrupt:
+            raise _interrupted() from None
+        except Exception as e:
+            if _debug(ctx):
+                traceback.print_exc()
+            typer.echo(f"error: {error_message(e)}", err=True)
+            raise typer.Exit(1) from None
+
+
+class _App(typer.Typer):
+    """`typer.Typer` whose call (the installed `ccs` script calls ``app()``) also maps a Ctrl-C that
+    arrives outside a command (while parsing, or importing) to ``interrupted`` and exit 130."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except KeyboardInterrupt:
+            sys.exit(_interrupted().exit_code)
+
+
+app = _App(cls=_Group, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+           help="Concept Consistency in CLIP: models, heads, scores and the book's pipeline.")
+
+
+@app.callback()
+def _main(ctx: typer.Context,
+          debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error "
+                                     "(also: CCS_DEBUG=1).")) -> None:
+    ctx.meta[_DEBUG_KEY] = debug
+
+
+def bad(param: str, message: str) -> typer.BadParameter:
+    """A usage error for option `param` (e.g. '--layers'), to raise from a command's checks."""
+    return typer.BadParameter(message, param_hint=f"'{param}'")
+
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")

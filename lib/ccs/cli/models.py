@@ -24,10 +24,8 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON r
 
 
 @app.command()
-def fetch(name: str) -> None:
-    """Download a paper model's weights into the Hugging Face cache (needs the network)."""
-    try:
-        path = models.fetch(name)
-    except models.UnknownModelError as e:
-        raise typer.BadParameter(str(e)) from None
-    typer.echo(f"{name}: {path}")
+def fetch(name: str = typer.Argument(..., help="Registered model name (see `ccs models`).")) -> None:
+    """Download a paper model's weights into the Hugging Face cache (needs the network; fails within
+    seconds when the hub cannot be reached)."""
+    models.spec(name)  # an unknown name fails here, listing the known ones
+    typer.echo(f"{name}: {models.fetch(name)}")

@@ -11,6 +11,25 @@ from ccs import llm, scores
 from ccs.cli import app
 
 
+def _records(path: Path) -> list[dict]:
+    """TextSpan records from a JSON file, checked: a list of {layer, head, texts: [str, ...]}."""
+    from ccs.cli import bad
+
+    try:
+        recs = json.loads(path.read_text())
+    except ValueError as e:
+        raise bad("--records", f"{path} is not JSON ({e})") from None
+    if not isinstance(recs, list) or not recs:
+        raise bad("--records", f"{path} must hold a non-empty JSON list of head records")
+    for i, r in enumerate(recs):
+        ok = isinstance(r, dict) and isinstance(r.get("layer"), int) and isinstance(r.get("head"), int) \
+            and isinstance(r.get("texts"), list) and r["texts"] and all(isinstance(t, str) for t in r["texts"])
+        if not ok:
+            raise bad("--records", f"record {i} of {path} needs integer 'layer' and 'head' and a non-empty "
+                                   "list of strings 'texts' (as `ccs textspan --json` writes)")
+    return recs
+
+
 @app.command("heads")
 def heads(
     model: str = typer.Option("ccs-tiny", help="Model name (see `ccs models`)."),
@@ -20,8 +39,8 @@ def heads(
     retries: int = typer.Option(llm.RETRIES, help="Retries of the openai backend per question (on "
                                 "timeouts, refused connections, 429/5xx and invalid answers)."),
     pool: str = typer.Option("world", help="TextSpan pool: 'world', 'textspan', a file or a URL."),
-    images: int = typer.Option(1000, help="Concept-world images TextSpan decomposes."),
-    seed: int = typer.Option(0, help="World sample seed."),
+    images: int = typer.Option(1000, min=2, help="Concept-world images TextSpan decomposes."),
+    seed: int = typer.Option(0, min=0, help="World sample seed."),
     untrained: bool = typer.Option(False, help="Random weights (for testing the mathematics)."),
     records: Path = typer.Option(None, exists=True, dir_okay=False,
                                  help="JSON list of TextSpan records (`ccs textspan --json`) instead."),
@@ -33,22 +52,16 @@ def heads(
     The openai backend reads OPENAI_API_KEY (and OPENAI_BASE_URL for other endpoints). An endpoint
     that cannot be reached, or keeps failing after the retries, ends the command with an error (exit
     code 1); the answers received are cached, so a rerun continues."""
-    from ccs import decompose, models, pools, textspan
+    from ccs import textspan
 
-    try:
-        judge = llm.backend(backend, **({"model": judge_model, "timeout": timeout, "retries": retries}
-                                        if backend == "openai" else {}))
-        recs = json.loads(records.read_text()) if records else textspan.analyse(
-            model, images=images, pool=pool, seed=seed, untrained=untrained, progress=False).records()
-    except (RuntimeError, ValueError, models.UnknownModelError, models.WeightsNotFoundError,
-            pools.PoolNotAvailableError, decompose.DecompositionError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
-    try:
-        table = scores.score_heads(recs, judge)
-    except (llm.EndpointError, llm.InvalidAnswer) as e:  # no answer, or a judge that never answers 0/1
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
+    recs = _records(records) if records else None  # a malformed file fails before any work
+    judge = llm.backend(backend, **({"model": judge_model, "timeout": timeout, "retries": retries}
+                                    if backend == "openai" else {}))
+    if recs is None:
+        recs = textspan.analyse(model, images=images, pool=pool, seed=seed, untrained=untrained,
+                                progress=False).records()
+    table = scores.score_heads(recs, judge)  # an unreachable endpoint ends here, with `error: ...`
+
     table["category"] = pd.Series([scores.category(c) or "" for c in table["ccs"]], dtype=object)
     cols = ["layer", "head", "name", "label", "ccs", "category", "flagged", "texts", "judgements"]
     if as_json:
