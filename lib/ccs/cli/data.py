@@ -1,0 +1,48 @@
+"""`ccs data` (which of the paper's datasets are on this machine, and where each one goes) and
+`ccs data fetch NAME` (download what torchvision can download)."""
+from __future__ import annotations
+
+import json
+
+import typer
+
+from ccs import datasets
+from ccs.cli import app
+
+data_app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
+                       help="The paper's datasets: where each one goes under the data root ($CCS_DATA), "
+                            "whether it is present, and `fetch` for those torchvision can download.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.callback()
+def list_data(ctx: typer.Context,
+              as_json: bool = typer.Option(False, "--json", help="Print JSON records.")) -> None:
+    """List every dataset, its expected path under the data root and whether it is present."""
+    if ctx.invoked_subcommand is not None:
+        return
+    rows = [datasets.info(name) for name in datasets.names()]
+    if as_json:
+        typer.echo(json.dumps({"root": str(datasets.root()), "datasets": rows}, indent=2))
+        return
+    typer.echo(f"data root: {datasets.root()} (set $CCS_DATA to change it)")
+    table = [{"name": r["name"], "kind": r["kind"], "present": "yes" if r["present"] else "no",
+              "get": r["fetch"] or "by hand", "layout": r["layout"]} for r in rows]
+    cols = list(table[0])
+    widths = {c: max(len(c), *(len(str(r[c])) for r in table)) for c in cols}
+    typer.echo("  ".join(c.ljust(widths[c]) for c in cols).rstrip())
+    for r in table:
+        typer.echo("  ".join(str(r[c]).ljust(widths[c]) for c in cols).rstrip())
+    missing = [r for r in rows if not r["present"]]
+    if missing:
+        typer.echo("\nMissing:")
+        for r in missing:
+            typer.echo(f"  {r['name']}: {r['how']}")
+
+
+@data_app.command("fetch")
+def fetch(name: str = typer.Argument(..., help="Dataset name (see `ccs data`).")) -> None:
+    """Download a dataset torchvision can download (CIFAR-10, CIFAR-100, Food-101, Country-211,
+    Oxford-Pets) into the data root; for the others, say where to get it and where to put it."""
+    datasets.spec(name)  # an unknown name fails here, listing the known ones
+    typer.echo(f"{datasets.spec(name).name}: {datasets.fetch(name)}")
