@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
-_static/mathjax/tex-svg.js: $(STAMP)
+_mathjax/mathjax/tex-svg.js: $(STAMP)
 	ccs static
 
 ## book: run the pipeline for pipeline.yaml's models (only what changed) and build the HTML book
@@ -29,11 +29,11 @@ book: pipeline html
 pipeline: $(STAMP)
 	snakemake --cores all --quiet rules --keep-incomplete --rerun-incomplete --rerun-triggers mtime
 
-html: $(STAMP) _static/mathjax/tex-svg.js
+html: $(STAMP) _mathjax/mathjax/tex-svg.js
 	jupyter-book build . -W -n --keep-going --quiet
 
 ## test: unit tests, nbval regression of every executed notebook, and the book build
-test: $(STAMP) _static/mathjax/tex-svg.js
+test: $(STAMP) _mathjax/mathjax/tex-svg.js
 	$(PY) -m pytest
 
 ## train-tiny: (re)train the embedded tiny CLIP (hours on 2 CPU cores, minutes on a GPU), resuming

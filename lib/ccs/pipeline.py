@@ -62,6 +62,7 @@ CHECKS = {
     "ablation": ({"zero", "mean"}.__contains__, "'zero' or 'mean'"),
     "measure": ({"p_true", "correct"}.__contains__, "'p_true' or 'correct'"),
     "convention": ({"centred", "textspan"}.__contains__, "'centred' or 'textspan'"),
+    "weights": ({"trained", "random"}.__contains__, "'trained' or 'random'"),
 }
 
 
@@ -249,9 +250,10 @@ def output_path(run: Run, extra: dict | None = None) -> Path:
     return ROOT / "outputs" / run.model / f"{run.experiment}-{digest(run, extra)[:10]}" / f"{run.experiment}.ipynb"
 
 
-def execute(run: Run, *, progress: bool = True, extra: dict | None = None) -> Path:
+def execute(run: Run, *, progress: bool = True, extra: dict | None = None, out_dir: Path | None = None) -> Path:
     """Check the parameters, execute one notebook with papermill in a scratch folder, then move it
-    and the files it wrote into place (`output_path`). Returns the notebook's path."""
+    and the files it wrote into place (`output_path`, or the folder `out_dir`). Returns the
+    notebook's path."""
     import jupytext
     import nbformat
     import papermill
@@ -260,8 +262,9 @@ def execute(run: Run, *, progress: bool = True, extra: dict | None = None) -> Pa
 
     parameters = {"model": run.model, **run.parameters, **(extra or {})}
     check_parameters(run.source, parameters)
-    models.weights_path(run.model)  # a clear error now, before a kernel starts, when they are missing
-    out = output_path(run, extra)
+    if parameters.get("weights") != "random":  # a clear error now, before a kernel starts
+        models.weights_path(run.model)
+    out = Path(out_dir) / f"{run.experiment}.ipynb" if out_dir else output_path(run, extra)
     nb = jupytext.read(run.source)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     os.environ.setdefault("TQDM_DISABLE", "1")  # the kernel inherits it: no progress bars in pages
@@ -302,8 +305,10 @@ def tidy(nb) -> None:
             pm.pop(key)
 
 
-def install_static(dest: Path = ROOT / "_static") -> Path:
-    """Copy MathJax (from the django-static-mathjax wheel) into the book's static files."""
+def install_static(dest: Path | None = None) -> Path:
+    """Copy MathJax (from the django-static-mathjax wheel) into _mathjax/, a static folder of the book
+    (see _config.yml for why not _static/)."""
+    dest = dest or ROOT / "_mathjax"
     from importlib import resources
 
     src = Path(str(resources.files("mathjax"))) / "static" / "mathjax" / "es5" / "tex-svg.js"

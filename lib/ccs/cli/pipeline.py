@@ -56,5 +56,5 @@ def toc(check: bool = typer.Option(False, help="Fail if _toc.yml is out of date.
 
 @app.command()
 def static() -> None:
-    """Copy the book's offline assets (MathJax) into _static/."""
+    """Copy the book's offline assets (MathJax) into _mathjax/."""
     typer.echo(pipeline.install_static())
