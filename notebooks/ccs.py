@@ -41,6 +41,7 @@ pd.set_option("display.width", 160, "display.max_colwidth", 200)
 
 # %% tags=["parameters", "hide-input"]
 model = "ccs-tiny"
+weights = "trained"  # "trained", or "random": the same architecture untrained (tests the path, no download)
 backend = "embedding"  # "embedding" (offline) or "openai" (any compatible endpoint, key from OPENAI_API_KEY)
 judge_model = "gpt-4o-mini"  # endpoint model of the openai backend
 llm_timeout = 15.0  # seconds the openai backend waits for each reply
@@ -57,7 +58,9 @@ seed = 0
 # labelled, then judged one by one against the label.
 
 # %%
-analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False)
+print(models.banner(model, weights))
+analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False,
+                            untrained=weights == "random")
 
 labeler = llm.backend(backend, **({"model": judge_model, "timeout": llm_timeout, "retries": llm_retries}
                                   if backend == "openai" else {}))
@@ -198,7 +201,7 @@ print(bench.round(3).to_string(index=False))
 
 # %%
 summary = {
-    "model": model, "backend": backend, "pool": pool, "images": images,
+    "model": model, "weights": weights, "backend": backend, "pool": pool, "images": images,
     **({"judge_model": judge_model} if backend == "openai" else {}),
     "ccs_at_k": {str(k): v for k, v in at_k.items()}, "category_counts": counts,
     "ground_truth": truth, "top_r2_agreement": agree,

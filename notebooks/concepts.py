@@ -40,6 +40,7 @@ torch.set_num_threads(2)
 
 # %% tags=["parameters", "hide-input"]
 model = "ccs-tiny"
+weights = "trained"  # "trained", or "random": the same architecture untrained (tests the path, no download)
 backend = "embedding"  # labeler and judge: "embedding" (offline) or "openai"
 pool = "world"  # TextSpan's description pool
 images = 1000  # images TextSpan decomposes (the same analysis as the TextSpan and CCS pages)
@@ -56,7 +57,9 @@ measure = "p_true"  # "p_true" (probability of the true class) or "correct" (top
 # ## Which heads belong to which concept
 
 # %%
-analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False)
+print(models.banner(model, weights))
+analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False,
+                            untrained=weights == "random")
 table = scores.score_heads(analysis.records(), llm.backend(backend))
 spec = models.spec(model)
 if labels == "run":
@@ -158,7 +161,7 @@ pd.DataFrame(paper["concept_objects_cifar10"],
 
 # %%
 summary = {
-    "model": model, "labels": labels, "ablation": ablation, "measure": measure, "eval_images": eval_images,
+    "model": model, "weights": weights, "labels": labels, "ablation": ablation, "measure": measure, "eval_images": eval_images,
     "concepts": {c: {"heads": v["heads"], "task": pruning.task_for(c, tasks)} for c, v in concept_sets.items()},
     "change": m["change"].round(3).to_dict("index"), "control": m["control"].round(3).to_dict("index"),
     "excess": m["excess"].round(3).to_dict("index"),

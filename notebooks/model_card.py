@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+import torch
 
 from ccs import evaluate, models, plots, world
 
@@ -32,6 +33,7 @@ plots.style()
 
 # %% tags=["parameters", "hide-input"]
 model = "ccs-tiny"
+weights = "trained"  # "trained", or "random": the same architecture untrained (tests the path, no download)
 test_images = 1000  # fresh concept-world images per split for the zero-shot and retrieval figures
 seed = 1  # seed of those images (never used in training)
 
@@ -40,7 +42,9 @@ seed = 1  # seed of those images (never used in training)
 
 # %%
 spec = models.spec(model)
-clip, preprocess, tokenizer = models.load(model)
+print(models.banner(model, weights))
+torch.manual_seed(seed)  # random weights: the same ones on every run
+clip, preprocess, tokenizer = models.load(model, untrained=weights == "random")
 print(pd.Series(models.architecture(model, clip), name="value").to_string())
 
 # %% [markdown]

@@ -45,6 +45,7 @@ torch.set_num_threads(2)
 
 # %% tags=["parameters", "hide-input"]
 model = "ccs-tiny"
+weights = "trained"  # "trained", or "random": the same architecture untrained (tests the path, no download)
 backend = "embedding"  # labeler and judge: "embedding" (offline) or "openai"
 pool = "world"  # TextSpan's description pool
 images = 1000  # images TextSpan decomposes (the same analysis as the TextSpan and CCS pages)
@@ -64,7 +65,9 @@ detect_task = "shape"  # the class prompts whose MCM score detects OOD images (n
 # The same sets as the pruning page (see there for how they are chosen).
 
 # %%
-analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False)
+print(models.banner(model, weights))
+analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False,
+                            untrained=weights == "random")
 table = scores.score_heads(analysis.records(), llm.backend(backend))
 spec = models.spec(model)
 every = headsets.all_heads(spec.layers, spec.heads)
@@ -213,7 +216,7 @@ pd.DataFrame([{"model": m, "dataset": ds, "original": v[0], "high pruned": v[1],
 
 # %%
 summary = {
-    "model": model, "sets": hs.source, "rule": hs.rule, "ablation": ablation, "measure": measure,
+    "model": model, "weights": weights, "sets": hs.source, "rule": hs.rule, "ablation": ablation, "measure": measure,
     "eval_images": eval_images, "eval_seed": eval_seed, "notes": hs.notes,
     "drops": [{k: v for k, v in row.items() if k != "x"} | {"extra": dict(zip(("estimate", "low", "high"), row["x"]))}
               for row in drops.to_dict("records")],

@@ -41,6 +41,7 @@ torch.set_num_threads(2)
 
 # %% tags=["parameters", "hide-input"]
 model = "ccs-tiny"
+weights = "trained"  # "trained", or "random": the same architecture untrained (tests the path, no download)
 backend = "embedding"  # labeler and judge: "embedding" (offline) or "openai"
 pool = "world"  # TextSpan's description pool
 images = 1000  # images TextSpan decomposes (the same analysis as the TextSpan and CCS pages)
@@ -64,7 +65,9 @@ measure = "p_true"  # the verdict's measure: "p_true" (probability of the true c
 # seeds, the notes below say what is done instead.
 
 # %%
-analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False)
+print(models.banner(model, weights))
+analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False,
+                            untrained=weights == "random")
 labeler = llm.backend(backend)
 table = scores.score_heads(analysis.records(), labeler)
 spec = models.spec(model)
@@ -272,7 +275,7 @@ single.sort_values("drop", ascending=False).head(8).round(2)
 
 # %%
 summary = {
-    "model": model, "sets": hs.source, "rule": hs.rule, "random_pool": hs.random_pool, "ablation": ablation,
+    "model": model, "weights": weights, "sets": hs.source, "rule": hs.rule, "random_pool": hs.random_pool, "ablation": ablation,
     "measure": measure, "notes": hs.notes, "eval_images": eval_images, "eval_seed": eval_seed,
     "heads": {"high": hs.high, "low": hs.low, "random": hs.random, "equal": hs.equal},
     "category_counts": counts,

@@ -52,6 +52,7 @@ pd.set_option("display.max_colwidth", None, "display.width", 250)
 
 # %% tags=["parameters", "hide-input"]
 model = "ccs-tiny"
+weights = "trained"  # "trained", or "random": the same architecture untrained (tests the path, no download)
 images = 1000  # concept-world test images to decompose
 pool = "world"  # "world", "textspan" (TextSpan's 3,498 descriptions), a pool file or a URL
 last_layers = 4
@@ -63,8 +64,10 @@ convention = "centred"  # how ln_post's mean and bias are split among the terms:
 # ## Decomposing the images
 
 # %%
+print(models.banner(model, weights))
 a = ts.analyse(model, images=images, pool=pool, layers=last_layers, texts=texts_per_head,
-               seed=seed, convention=convention, progress=False)
+               seed=seed, convention=convention, progress=False,
+               untrained=weights == "random")
 dec = a.decomposition
 N, K, H, D = dec.heads.shape
 print(pd.Series({"images": N, "analysed layers": f"{dec.layers[0]}-{dec.layers[-1]}",
@@ -158,7 +161,7 @@ plt.show()
 # scoring steps that follow.
 
 # %%
-out = {"model": model, "images": N, "pool": a.pool.name,
+out = {"model": model, "weights": weights, "images": N, "pool": a.pool.name,
        "pool_size": len(a.pool), "layers": dec.layers, "texts_per_head": texts_per_head,
        "convention": dec.meta["convention"], "heads": records,
        "zero_shot": check.round(4).to_dict(orient="records")}

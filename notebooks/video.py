@@ -42,6 +42,7 @@ torch.set_num_threads(2)
 
 # %% tags=["parameters", "hide-input"]
 model = "ccs-tiny"
+weights = "trained"  # "trained", or "random": the same architecture untrained (tests the path, no download)
 backend = "embedding"  # labeler and judge: "embedding" (offline) or "openai"
 pool = "world"  # TextSpan's description pool
 images = 1000  # images TextSpan decomposes (the same analysis as the TextSpan and CCS pages)
@@ -58,7 +59,9 @@ clip_seed = 1
 # ## The clips and the sets pruned
 
 # %%
-analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False)
+print(models.banner(model, weights))
+analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False,
+                            untrained=weights == "random")
 table = scores.score_heads(analysis.records(), llm.backend(backend))
 spec = models.spec(model)
 every = headsets.all_heads(spec.layers, spec.heads)
@@ -224,7 +227,7 @@ pd.DataFrame([{"dataset": ds, "model": m, "original": v[0], "high pruned": v[1],
 
 # %%
 summary = {
-    "model": model, "sets": hs.source, "rule": hs.rule, "ablation": ablation, "clips": clips, "frames": frames,
+    "model": model, "weights": weights, "sets": hs.source, "rule": hs.rule, "ablation": ablation, "clips": clips, "frames": frames,
     "clip_seed": clip_seed, "notes": hs.notes,
     "retrieval": retrieval.to_dict("records"),
     "claims": {k: dict(zip(("difference", "low", "high"), v)) for k, v in claims.items()}, "verdict": verdict,

@@ -120,3 +120,16 @@ def test_text_embeddings_are_cached_per_model_and_pool(tmp_path, monkeypatch):
         model.w.add_(1)
     pools.embed(pool, "fake", model, tok)
     assert model.calls == 3  # other weights
+
+
+def test_world_subset_keeps_ground_truth_and_shares():
+    from ccs import pools
+
+    full, small = pools.load("world"), pools.load("world:150")
+    assert len(small) == 150 and small.name == "world:150"
+    index = {t: i for i, t in enumerate(full.texts)}
+    assert all(full.concepts[index[t]] == c for t, c in zip(small.texts, small.concepts))
+    assert set(small.concepts) == set(full.concepts)  # every concept keeps lines
+    assert pools.load(f"world:{len(full) + 5}").texts == full.texts
+    with pytest.raises(pools.PoolNotAvailableError, match="world:N"):
+        pools.load("world:0")

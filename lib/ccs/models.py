@@ -235,6 +235,15 @@ def load(name: str, *, device: str | torch.device = "cpu", untrained: bool = Fal
     return Loaded(model, preprocess, open_clip.get_tokenizer(s.open_clip))
 
 
+def banner(name: str, weights: str = "trained") -> str:
+    """The line a page opens with: which model, and whether its weights are real."""
+    s = spec(name)
+    if weights == "random":
+        return (f"{name} ({s.open_clip}) with RANDOM WEIGHTS: the same architecture untrained, to test "
+                "that the path runs; its numbers say nothing about the model")
+    return f"{name} ({s.open_clip}) with its {'packaged' if s.embedded else s.pretrained} weights"
+
+
 def tensor_preprocess(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """Preprocessing for batches of uint8 image tensors [N, 3, H, W] (the concept world's format).
 

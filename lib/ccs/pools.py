@@ -314,13 +314,28 @@ def _write_atomic(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
+def subset(pool: Pool, n: int) -> Pool:
+    """`n` lines of a pool spread evenly over it (every k-th line, so every concept keeps its share),
+    with their ground truth; the whole pool when n >= its size."""
+    if n >= len(pool):
+        return pool
+    idx = np.linspace(0, len(pool) - 1, n).round().astype(int)
+    pick = lambda col: None if col is None else tuple(col[i] for i in idx)  # noqa: E731
+    return Pool(f"{pool.name}:{n}", pick(pool.texts), pick(pool.concepts), pick(pool.values), pick(pool.in_world))
+
+
 def load(spec: str = "world", *, download: bool = False) -> Pool:
-    """A pool by name ("world", "textspan"), path or URL. A URL (or "textspan") is read from the
+    """A pool by name ("world", "world:N" for N lines of it, "textspan"), path or URL. A URL (or "textspan") is read from the
     cache; it is downloaded only with ``download=True``, never behind your back."""
     if spec == "world":
         return world()
     if spec.startswith("world+"):
         return world(combos=int(spec.split("+", 1)[1]))
+    if spec.startswith("world:"):  # a quick pool: every k-th line of the world pool, ground truth kept
+        n = spec.split(":", 1)[1]
+        if not n.isdigit() or int(n) < 1:
+            raise PoolNotAvailableError(f"pool {spec!r}: 'world:N' takes a number of lines N >= 1")
+        return subset(world(), int(n))
     url = ALIASES.get(spec, spec)
     if re.match(r"https?://", url):
         path = _url_file(url)

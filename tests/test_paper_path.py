@@ -1,0 +1,50 @@
+"""The whole grid on a paper architecture without its weights: every experiment notebook runs end to
+end on ViT-B-32-OpenAI with random weights (`weights="random"`), small image counts, the world pool,
+the offline labeler and, where a page takes them, the paper's published head lists. This is how a
+re-runner knows the real path works before spending GPU hours on it."""
+from __future__ import annotations
+
+import json
+import os
+
+import nbformat
+import pytest
+
+from ccs import pipeline
+
+MODEL = "ViT-B-32-OpenAI"
+SMALL = {"weights": "random", "images": 24, "test_images": 24, "eval_images": 24, "clips": 6, "frames": 3,
+         "seeds": 2, "sets": "paper", "labels": "paper", "pool": "world:150"}
+EXPERIMENTS = list(dict.fromkeys(r.experiment for r in pipeline.runs()))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One cache for the module (the kernels inherit it): the random model's decomposition and pool
+    embeddings are computed once, not once per page."""
+    old = os.environ.get("CCS_CACHE")
+    os.environ["CCS_CACHE"] = str(tmp_path_factory.mktemp("ccs-cache"))
+    yield
+    if old is None:
+        os.environ.pop("CCS_CACHE")
+    else:
+        os.environ["CCS_CACHE"] = old
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_page_runs_on_a_paper_architecture_with_random_weights(experiment, cache, tmp_path):
+    run = pipeline.Run(MODEL, experiment)
+    declared = pipeline.notebook_parameters(run.source)
+    assert "weights" in declared, f"{experiment} cannot be run with random weights"
+    extra = {k: v for k, v in SMALL.items() if k in declared}
+    page = pipeline.execute(run, extra=extra, out_dir=tmp_path, progress=False)
+    nb = nbformat.read(page, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = [o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in outputs]
+    first = next(t for t in text if t.strip())
+    assert f"{MODEL} (ViT-B-32-quickgelu) with RANDOM WEIGHTS" in first, first[:300]
+    assert "Traceback" not in "".join(text)
+    for written in tmp_path.glob("*.json"):
+        assert json.loads(written.read_text())["weights"] == "random", written.name
