@@ -210,7 +210,7 @@ print(f"Verdicts on {model} ({hs.source} sets, {ablation} ablation, {pruning.MEA
 # %%
 paper = models.paper()
 if not spec.embedded:
-    print(pruning.real_data_note(model, ["ImageNet-A", "ImageNet-R", "Country-211", "Oxford-IIIT Pets"]))
+    print(pruning.not_read_note(model, ["ImageNet-A", "ImageNet-R", "Country-211", "Oxford-Pets"]))
 pd.DataFrame([{"model": m, "dataset": ds, "original": v[0], "high pruned": v[1], "low pruned": v[2]}
               for m, per in paper["ood_datasets"].items() for ds, v in per.items()]).set_index(["model", "dataset"])
 

@@ -221,7 +221,7 @@ plt.show()
 # %%
 paper = models.paper()
 if not spec.embedded:
-    print(pruning.real_data_note(model, ["MSR-VTT", "MSVD", "DiDeMo"]))
+    print(pruning.not_read_note(model, ["MSR-VTT", "MSVD", "DiDeMo"]))
 pd.DataFrame([{"dataset": ds, "model": m, "original": v[0], "high pruned": v[1], "low pruned": v[2], "random pruned": v[3]}
               for ds, per in paper["video_t2v_r1"].items() for m, v in per.items()]).set_index(["dataset", "model"])
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 
 from ccs import pipeline
@@ -18,17 +21,34 @@ SMALL = {"weights": "random", "images": 24, "test_images": 24, "eval_images": 24
 EXPERIMENTS = list(dict.fromkeys(r.experiment for r in pipeline.runs()))
 
 
+def _tiny_cifar10(root: Path) -> None:
+    """A CIFAR-10 test split of 24 images in the real pickle format (as ccs.datasets reads it)."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    batch = {"batch_label": "testing batch 1 of 1", "data": rng.integers(0, 256, (24, 3072), dtype=np.uint8),
+             "labels": [i % 10 for i in range(24)], "filenames": [f"{i}.png" for i in range(24)]}
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    for name, obj in (("test_batch", batch), ("batches.meta", {"label_names": names})):
+        with open(folder / name, "wb") as f:
+            pickle.dump(obj, f, protocol=2)
+
+
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     """One cache for the module (the kernels inherit it): the random model's decomposition and pool
-    embeddings are computed once, not once per page."""
-    old = os.environ.get("CCS_CACHE")
+    embeddings are computed once, not once per page; and a data root holding a tiny CIFAR-10, so the
+    pruning page measures a paper dataset too."""
+    old = {k: os.environ.get(k) for k in ("CCS_CACHE", "CCS_DATA")}
     os.environ["CCS_CACHE"] = str(tmp_path_factory.mktemp("ccs-cache"))
+    os.environ["CCS_DATA"] = str(tmp_path_factory.mktemp("ccs-data"))
+    _tiny_cifar10(Path(os.environ["CCS_DATA"]))
     yield
-    if old is None:
-        os.environ.pop("CCS_CACHE")
-    else:
-        os.environ["CCS_CACHE"] = old
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k)
+        else:
+            os.environ[k] = v
 
 
 @pytest.mark.slow
@@ -46,5 +66,7 @@ def test_every_page_runs_on_a_paper_architecture_with_random_weights(experiment,
     first = next(t for t in text if t.strip())
     assert f"{MODEL} (ViT-B-32-quickgelu) with RANDOM WEIGHTS" in first, first[:300]
     assert "Traceback" not in "".join(text)
+    if experiment == "pruning":  # the tiny CIFAR-10 was measured and sits beside the paper's numbers
+        assert "this run: original" in "".join(text) and "CIFAR-10: not measured" not in "".join(text)
     for written in tmp_path.glob("*.json"):
         assert json.loads(written.read_text())["weights"] == "random", written.name

@@ -55,15 +55,44 @@ def world_sets(n: int, seed: int, splits=("test",)) -> dict[str, EvalSet]:
     return out
 
 
-def real_data_note(model: str, datasets) -> str:
-    """What a page says for a paper model about the paper's datasets: this edition reads none yet
-    (the adapters of `ccs.datasets` are separate work), so the concept-world tasks are its evidence."""
-    import importlib.util
+@dataclass
+class RealSets:
+    """The paper's datasets a page could read: their evaluation sets and tasks, and why the others
+    are missing."""
 
-    if importlib.util.find_spec("ccs.datasets") is None:
-        return (f"{model}: {', '.join(datasets)} need the dataset adapters (ccs.datasets), which this edition "
-                "does not have yet; the concept-world tasks above are this run's evidence.")
-    return f"{model}: see ccs.datasets for {', '.join(datasets)}"
+    sets: dict = field(default_factory=dict)  # name -> EvalSet
+    tasks: dict = field(default_factory=dict)  # name -> ccs.world.Task-like (classnames, templates)
+    missing: dict = field(default_factory=dict)  # name -> why not
+
+
+def real_sets(model: str, names, n: int, seed: int) -> RealSets:
+    """Load those of the paper's classification datasets `names` that are on disk (`n` images each),
+    for a paper model; ccs-tiny (trained on the concept world only) reads none."""
+    from ccs import datasets, models, world
+
+    out = RealSets()
+    for name in names:
+        if models.spec(model).embedded:
+            out.missing[name] = f"{model} knows only the concept world"
+            continue
+        info = datasets.info(name)
+        if not info["present"]:
+            out.missing[name] = f"not on disk at {info['path']}; {info['how']}"
+            continue
+        evalset, classnames, templates = datasets.load_classification(name, n=n, seed=seed)
+        out.sets[name] = evalset
+        out.tasks[name] = world.Task(name, list(classnames), list(templates))
+    return out
+
+
+def not_read_note(model: str, names) -> str:
+    """What the OOD and video pages say for a paper model: they measure the concept world only so far;
+    which of the paper's datasets `ccs.datasets` finds on disk."""
+    from ccs import datasets
+
+    status = ", ".join(f"{n} ({'on disk' if datasets.info(n)['present'] else 'missing'})" for n in names)
+    return (f"{model}: this page measures the concept world only; reading the paper's datasets here is "
+            f"still to be done (ccs.datasets loads them: {status}).")
 
 
 def noise_set(n: int, seed: int, like: EvalSet) -> EvalSet:
