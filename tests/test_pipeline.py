@@ -206,14 +206,21 @@ def test_ctrl_c_during_the_book_run_keeps_the_page(tmp_path):
     page = repo / "book" / "runs" / "ccs-tiny" / "sleepy.ipynb"
     first = page.read_bytes()
     source.write_text(source.read_text() + "# changed\n")  # stale now: the next run executes it
-    proc = subprocess.Popen(snakemake, cwd=repo, env={**env, "CCS_TEST_SLEEP": "60"}, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = open(tmp_path / "snakemake.log", "w")  # a file, not a pipe nobody reads (which could fill and block)
+    proc = subprocess.Popen(snakemake, cwd=repo, env={**env, "CCS_TEST_SLEEP": "120"}, start_new_session=True,
+                            stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 60
     while time.time() < deadline and not list((repo / "runs-tmp").glob("*/executed.ipynb")):
         time.sleep(0.2)  # papermill writes executed.ipynb as soon as the kernel runs
     assert list((repo / "runs-tmp").glob("*/executed.ipynb")), "the notebook never started"
+    time.sleep(1)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
-    proc.wait(60)
+    try:
+        proc.wait(90)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the pipeline did not stop on Ctrl-C:\n" + (tmp_path / "snakemake.log").read_text()[-3000:])
+    log.close()
     assert proc.returncode != 0 and page.read_bytes() == first
     rerun = subprocess.run(snakemake, cwd=repo, env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
