@@ -205,14 +205,19 @@ print(f"Verdicts on {model} ({hs.source} sets, {ablation} ablation, {pruning.MEA
 # ## The paper's numbers
 #
 # Zero-shot top-1 (%) on the shifted datasets as published: unpruned, high pruned, low pruned. A run of
-# a paper model adds its own numbers here when the datasets are on disk (they need `ccs.datasets`).
+# a paper model measures the same conditions on those datasets when they are on disk (`ccs data`
+# says where) and puts its numbers in the same table, blank where it has none.
 
 # %%
 paper = models.paper()
-if not spec.embedded:
-    print(pruning.not_read_note(model, ["ImageNet-A", "ImageNet-R", "Country-211", "Oxford-Pets"]))
-pd.DataFrame([{"model": m, "dataset": ds, "original": v[0], "high pruned": v[1], "low pruned": v[2]}
-              for m, per in paper["ood_datasets"].items() for ds, v in per.items()]).set_index(["model", "dataset"])
+real = pruning.real_sets(model, ["Country-211", "Oxford-Pets", "ImageNet-A", "ImageNet-R"], eval_images, eval_seed)
+for name, why in real.missing.items():
+    print(f"{name}: not measured ({why})")
+if real.sets:  # the paper's shifted datasets on disk: original, high and low pruned
+    clfs.update(pruning.classifiers(model, model_, tokenizer, real.tasks))
+    pruning.run(model_, model, real.sets, clfs, {k: conditions[k] for k in ("original", "high", "low")},
+                mode=ablation, means=means, progress=False, results=r)
+pruning.beside_paper(paper["ood_datasets"], model, r, real.sets, embedded=spec.embedded)
 
 # %%
 summary = {

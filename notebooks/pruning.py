@@ -247,19 +247,7 @@ if real.sets:  # the paper's datasets on disk: the same conditions, on them
     clfs.update(pruning.classifiers(model, model_, tokenizer, real.tasks))
     pruning.run(model_, model, real.sets, clfs, {k: v for k, v in conditions.items() if pruning.group(k) in groups},
                 mode=ablation, means=means, progress=False, results=r)
-rows = []
-for m_, per in paper["pruning_high_low"].items():
-    for ds, v in per.items():
-        row = {"model": m_, "dataset": ds, "paper: original": v[0], "paper: high pruned": v[1],
-               "paper: low pruned": v[2]}
-        if m_ == model and ds in real.sets:
-            row.update({f"this run: {k}": 100 * r.value(c, ds, "correct")
-                        for k, c in (("original", "original"), ("high pruned", "high"), ("low pruned", "low"))})
-        rows.append(row)
-published = pd.DataFrame(rows)
-if spec.embedded:  # the paper's models only: ccs-tiny has no row of its own
-    published = published[[c for c in published.columns if not c.startswith("this run")]]
-published.set_index(["model", "dataset"])
+pruning.beside_paper(paper["pruning_high_low"], model, r, real.sets, embedded=spec.embedded)
 
 # %%
 pd.DataFrame([{"dataset": ds, "model": m, "high pruned": v[0], "random pruned": v[1]}

@@ -34,15 +34,43 @@ def _tiny_cifar10(root: Path) -> None:
             pickle.dump(obj, f, protocol=2)
 
 
+def _tiny_country211_and_msrvtt(root: Path) -> None:
+    """Country-211 (three country folders of JPEGs) and MSR-VTT 1k-A (a caption csv and three short
+    mp4 videos written with PyAV's own encoder), in their real layouts."""
+    import av
+    from PIL import Image
+
+    for i, code in enumerate(("AD", "FR", "US")):
+        for j in range(2):
+            path = root / "country211" / "test" / code / f"{j}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (40, 30), (80 * i, 40 * j, 120)).save(path)
+    base = root / "msrvtt"
+    (base / "videos" / "all").mkdir(parents=True)
+    (base / "MSRVTT_JSFUSION_test.csv").write_text("key,vid_key,video_id,sentence\n" + "".join(
+        f"ret{i},msr{i},video{i},a clip number {i}\n" for i in range(3)))
+    for i in range(3):
+        with av.open(str(base / "videos" / "all" / f"video{i}.mp4"), "w") as out:
+            stream = out.add_stream("mpeg4", rate=10)
+            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+            for f in range(8):
+                frame = np.full((48, 64, 3), (30 * i + 10 * f) % 250, np.uint8)
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    out.mux(packet)
+            for packet in stream.encode():
+                out.mux(packet)
+
+
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     """One cache for the module (the kernels inherit it): the random model's decomposition and pool
     embeddings are computed once, not once per page; and a data root holding a tiny CIFAR-10, so the
-    pruning page measures a paper dataset too."""
+    pruning, OOD and video pages measure a paper dataset each too."""
     old = {k: os.environ.get(k) for k in ("CCS_CACHE", "CCS_DATA")}
     os.environ["CCS_CACHE"] = str(tmp_path_factory.mktemp("ccs-cache"))
     os.environ["CCS_DATA"] = str(tmp_path_factory.mktemp("ccs-data"))
     _tiny_cifar10(Path(os.environ["CCS_DATA"]))
+    _tiny_country211_and_msrvtt(Path(os.environ["CCS_DATA"]))
     yield
     for k, v in old.items():
         if v is None:
@@ -66,7 +94,8 @@ def test_every_page_runs_on_a_paper_architecture_with_random_weights(experiment,
     first = next(t for t in text if t.strip())
     assert f"{MODEL} (ViT-B-32-quickgelu) with RANDOM WEIGHTS" in first, first[:300]
     assert "Traceback" not in "".join(text)
-    if experiment == "pruning":  # the tiny CIFAR-10 was measured and sits beside the paper's numbers
-        assert "this run: original" in "".join(text) and "CIFAR-10: not measured" not in "".join(text)
+    measured = {"pruning": "CIFAR-10", "ood": "Country-211", "video": "MSR-VTT"}.get(experiment)
+    if measured:  # the tiny copy was measured and sits beside the paper's numbers
+        assert "this run: original" in "".join(text) and f"{measured}: not measured" not in "".join(text)
     for written in tmp_path.glob("*.json"):
         assert json.loads(written.read_text())["weights"] == "random", written.name

@@ -272,13 +272,12 @@ def _open_image(path: Path, size: int) -> torch.Tensor:
 
 
 def _subset(total: int, n: int | None, seed: int, what: str) -> np.ndarray:
-    """Indices of a reproducible random subset of `n` of `total` items (sorted), or all of them."""
-    if n is None:
-        return np.arange(total)
-    if n < 1:
+    """Indices of a reproducible random subset of at most `n` of `total` items (sorted): all of them
+    when `n` is None or not smaller than `total` (a page asks for n images; a small copy has fewer)."""
+    if n is not None and n < 1:
         raise DatasetError(f"n must be at least 1 (got {n})")
-    if n > total:
-        raise DatasetError(f"{what} has {total} items on disk, fewer than the {n} asked for")
+    if n is None or n >= total:
+        return np.arange(total)
     return np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
 
 

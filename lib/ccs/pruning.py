@@ -85,14 +85,19 @@ def real_sets(model: str, names, n: int, seed: int) -> RealSets:
     return out
 
 
-def not_read_note(model: str, names) -> str:
-    """What the OOD and video pages say for a paper model: they measure the concept world only so far;
-    which of the paper's datasets `ccs.datasets` finds on disk."""
-    from ccs import datasets
-
-    status = ", ".join(f"{n} ({'on disk' if datasets.info(n)['present'] else 'missing'})" for n in names)
-    return (f"{model}: this page measures the concept world only; reading the paper's datasets here is "
-            f"still to be done (ccs.datasets loads them: {status}).")
+def beside_paper(published: dict, model: str, r: Results, measured, names=("original", "high", "low"),
+                 embedded: bool = False) -> pd.DataFrame:
+    """The paper's table {model: {dataset: [values per condition]}} (top-1 %), with this run's top-1 %
+    of the same conditions beside it for `model` on the datasets it `measured`, blank elsewhere."""
+    rows = []
+    for m, per in published.items():
+        for ds, values in per.items():
+            row = {"model": m, "dataset": ds, **{f"paper: {n}": v for n, v in zip(names, values)}}
+            if not embedded:
+                row.update({f"this run: {n}": (100 * r.value(n, ds, "correct") if m == model and ds in measured
+                                               else float("nan")) for n in names})
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["model", "dataset"])
 
 
 def noise_set(n: int, seed: int, like: EvalSet) -> EvalSet:
