@@ -149,15 +149,41 @@ print(f"Verdict on {model} ({labels} labels, {ablation} ablation): the diagonal 
 # Country-211 top-1 (%) unpruned, with the *location* heads pruned and with the *animal* heads pruned;
 # and the objects subset of CIFAR-10 (airplane, automobile, ship, truck) with the *object*, *location*
 # or *animal* heads pruned. A run of a paper model with `labels="paper"` prunes the same published
-# head lists; the datasets need the adapters of `ccs.datasets`.
+# head lists on those datasets when they are on disk (`ccs data` says where) and puts its numbers in
+# the same tables, blank where it has none.
 
 # %%
 paper = models.paper()
-pd.DataFrame(paper["concept_location_country211"], index=["original", "locations pruned", "animals pruned"]).T
+real = pruning.real_sets(model, ["Country-211", "CIFAR-10"], eval_images, eval_seed)
+for name, why in real.missing.items():
+    print(f"{name}: not measured ({why})")
+if "CIFAR-10" in real.sets:  # the paper's objects subset: images of these four classes, 10-way classifier
+    keep = [real.tasks["CIFAR-10"].classnames.index(c) for c in ("airplane", "automobile", "ship", "truck")]
+    y = real.sets["CIFAR-10"].labels["CIFAR-10"]
+    real.sets["CIFAR-10"].labels["CIFAR-10"] = np.where(np.isin(y, keep), y, -1)
+concept_of = {"locations": "location", "objects": "object", "animals": "animal"}  # the paper's groups
+present = {g: c for g, c in concept_of.items() if c in conditions}
+if real.sets:
+    clfs.update(pruning.classifiers(model, model_, tokenizer, real.tasks))
+    pruning.run(model_, model, real.sets, clfs, {k: conditions[k] for k in ["original", *present.values()]},
+                mode=ablation, means=means, progress=False, results=r)
 
-# %%
-pd.DataFrame(paper["concept_objects_cifar10"],
-             index=["original", "objects pruned", "locations pruned", "animals pruned"]).T
+
+def run_value(dataset: str, condition: str) -> float:
+    measured = dataset in real.sets and condition in r.conditions()
+    return 100 * r.value(condition, dataset, "correct") if measured else float("nan")
+
+
+for dataset, key, columns in (("Country-211", "concept_location_country211", ["original", "locations", "animals"]),
+                              ("CIFAR-10", "concept_objects_cifar10", ["original", "objects", "locations", "animals"])):
+    table_ = pd.DataFrame(paper[key], index=[f"paper: {c}" + ("" if c == "original" else " pruned") for c in columns]).T
+    if not spec.embedded:
+        for c in columns:
+            table_[f"this run: {c}" + ("" if c == "original" else " pruned")] = [
+                run_value(dataset, "original" if c == "original" else concept_of[c]) if m_ == model else float("nan")
+                for m_ in table_.index]
+    print(f"{dataset}{' (objects subset)' if dataset == 'CIFAR-10' else ''}, top-1 %")
+    display(table_)
 
 # %%
 summary = {

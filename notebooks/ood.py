@@ -30,6 +30,7 @@
 
 # %%
 import json
+import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -75,7 +76,7 @@ hs = headsets.from_source(sets, table, model=model, every_head=every, seeds=seed
 print(f"sets from: {hs.source} ({hs.rule}); high: {' '.join(hs.high)}; low: {' '.join(hs.low)}; "
       f"{len(hs.random)} random draws from the {hs.random_pool}")
 for note in hs.notes:
-    print("note:", note)
+    print(textwrap.fill(f"note: {note}", 110, subsequent_indent="      "))
 
 # %%
 model_, tokenizer = analysis.model, analysis.tokenizer

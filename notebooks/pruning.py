@@ -26,6 +26,7 @@
 
 # %%
 import json
+import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -81,7 +82,7 @@ print(f"{model}: {len(table)} analysed heads; this run's categories: {counts['hi
       f"{counts['moderate']} moderate, {counts['low']} low, {counts['unknown']} unknown")
 print(f"sets from: {hs.source}; rule: {hs.rule}; random heads from the {hs.random_pool}; ablation: {ablation}")
 for note in hs.notes:
-    print("note:", note)
+    print(textwrap.fill(f"note: {note}", 110, subsequent_indent="      "))
 hs.summary()
 
 # %% [markdown]
@@ -225,7 +226,7 @@ if other is not None:
           "; ".join(f"{k}: {pruning.interval_text(v)}" for k, v in other_claims.items()),
           f"-> {pruning.verdict(other_claims.values())}")
     for note in other.notes:
-        print("note:", note)
+        print(textwrap.fill(f"note: {note}", 110, subsequent_indent="      "))
 else:
     other_claims = {}
     print("no second source of sets for this pool")

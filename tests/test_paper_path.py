@@ -65,7 +65,7 @@ def _tiny_country211_and_msrvtt(root: Path) -> None:
 def cache(tmp_path_factory):
     """One cache for the module (the kernels inherit it): the random model's decomposition and pool
     embeddings are computed once, not once per page; and a data root holding a tiny CIFAR-10, so the
-    pruning, OOD and video pages measure a paper dataset each too."""
+    pruning, concepts, OOD and video pages measure a paper dataset each too."""
     old = {k: os.environ.get(k) for k in ("CCS_CACHE", "CCS_DATA")}
     os.environ["CCS_CACHE"] = str(tmp_path_factory.mktemp("ccs-cache"))
     os.environ["CCS_DATA"] = str(tmp_path_factory.mktemp("ccs-data"))
@@ -94,7 +94,7 @@ def test_every_page_runs_on_a_paper_architecture_with_random_weights(experiment,
     first = next(t for t in text if t.strip())
     assert f"{MODEL} (ViT-B-32-quickgelu) with RANDOM WEIGHTS" in first, first[:300]
     assert "Traceback" not in "".join(text)
-    measured = {"pruning": "CIFAR-10", "ood": "Country-211", "video": "MSR-VTT"}.get(experiment)
+    measured = {"pruning": "CIFAR-10", "ood": "Country-211", "video": "MSR-VTT", "concepts": "Country-211"}.get(experiment)
     if measured:  # the tiny copy was measured and sits beside the paper's numbers
         assert "this run: original" in "".join(text) and f"{measured}: not measured" not in "".join(text)
     for written in tmp_path.glob("*.json"):
