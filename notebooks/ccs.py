@@ -18,8 +18,9 @@
 # texts share (the head's label), asks an LLM judge whether **each** text matches that label, and
 # counts the matches:
 #
-# $$\mathrm{CCS}(h) = \sum_{i=1}^{5} \mathrm{judge}(t_i, \mathrm{label}(h)) \in \{0, \dots, 5\},
-# \qquad \mathrm{CCS@}K = \frac{|\{h : \mathrm{CCS}(h) = K\}|}{|\{h\}|}.$$
+# $$\mathrm{CCS}(h) = \sum_{i=1}^{5} \mathrm{judge}(t_i, \mathrm{label}(h)) \in \{0, \dots, 5\},$$
+#
+# $$\mathrm{CCS@}K = \frac{|\{h : \mathrm{CCS}(h) = K\}|}{|\{h\}|}.$$
 #
 # Heads with CCS = 5 are *high*, CCS = 3 *moderate* and CCS ≤ 1 *low*. On the concept world we can
 # do what the paper could not: every pool line keeps the concept that generated it, so the labeler
