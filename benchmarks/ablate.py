@@ -17,22 +17,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
-from report import print_rows
+from report import print_rows, timed
 
 from ccs import ablate, models, world
-
-
-def _timed(fn, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t
 
 
 def _heads(name: str, model) -> list:
@@ -59,15 +48,15 @@ def bench(name: str, batch: int, repeats: int, device: torch.device) -> dict:
     layers = sorted({layer for layer, _ in ablate.parse_heads(model, heads)})
     forward = lambda: model.encode_image(x)  # noqa: E731
 
-    t_means = [_timed(lambda: ablate.head_means(model, x, batch_size=batch), device)]
+    t_means = [timed(lambda: ablate.head_means(model, x, batch_size=batch), device)]
     means = ablate.head_means(model, x, batch_size=batch)
-    t_means_some = [_timed(lambda: ablate.head_means(model, x, layers, batch_size=batch), device)]
+    t_means_some = [timed(lambda: ablate.head_means(model, x, layers, batch_size=batch), device)]
 
     def run(mode):
         if mode == "plain":
-            return _timed(forward, device)
+            return timed(forward, device)
         with ablate.pruned(model, heads, mode, means=means):
-            return _timed(forward, device)
+            return timed(forward, device)
 
     modes = ["plain", "zero", "mean"]
     for mode in modes * 2:  # warm-up (kernels, allocator)
@@ -82,11 +71,11 @@ def bench(name: str, batch: int, repeats: int, device: torch.device) -> dict:
         with ablate.pruned(model, heads, mode, means=means):
             pass
 
-    ctx = {mode: [_timed(lambda: enter_exit(mode), device) for _ in range(50)]
+    ctx = {mode: [timed(lambda: enter_exit(mode), device) for _ in range(50)]
            for mode in ("zero", "mean")}
     for _ in range(2):
-        t_means.append(_timed(lambda: ablate.head_means(model, x, batch_size=batch), device))
-        t_means_some.append(_timed(lambda: ablate.head_means(model, x, layers, batch_size=batch),
+        t_means.append(timed(lambda: ablate.head_means(model, x, batch_size=batch), device))
+        t_means_some.append(timed(lambda: ablate.head_means(model, x, layers, batch_size=batch),
                                    device))
     return {"model": name, "weights": weights, "device": str(device), "batch": batch,
             "heads": " ".join(f"L{a}.H{b}" for a, b in ablate.parse_heads(model, heads)),

@@ -21,7 +21,7 @@ import threading
 import time
 
 import torch
-from report import print_rows
+from report import print_rows, timed
 
 from ccs import decompose, models
 
@@ -62,16 +62,6 @@ class PeakMemory:
             self.thread.join()
 
 
-def _timed(fn, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t
-
-
 @torch.no_grad()
 def bench(name: str, batch: int, repeats: int, device: torch.device, layers: int = 4) -> dict:
     torch.manual_seed(0)
@@ -90,8 +80,8 @@ def bench(name: str, batch: int, repeats: int, device: torch.device, layers: int
         encode(), decomp()
     t_enc, t_dec = [], []
     for _ in range(repeats):  # alternate, so that load from other processes hits both alike
-        t_enc.append(_timed(encode, device))
-        t_dec.append(_timed(decomp, device))
+        t_enc.append(timed(encode, device))
+        t_dec.append(timed(decomp, device))
     with PeakMemory(device) as m_enc:
         encode()
     with PeakMemory(device) as m_dec:
@@ -100,7 +90,7 @@ def bench(name: str, batch: int, repeats: int, device: torch.device, layers: int
         decompose.stream(model, images, tmp, layers=layers, batch_size=batch, progress=False)
         t_stream = []
         for i in range(max(1, repeats // 2)):
-            t_stream.append(_timed(lambda: decompose.stream(
+            t_stream.append(timed(lambda: decompose.stream(
                 model, images, f"{tmp}/{i}", layers=layers, batch_size=batch, progress=False),
                 device))
     visual = model.visual

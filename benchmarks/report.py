@@ -1,9 +1,21 @@
-"""Shared by the benchmarks: run `bench` for each model of the command line and print the rows."""
+"""Shared by the benchmarks: time one call, run `bench` for each model of the command line, print the rows."""
 from __future__ import annotations
 
 import json
+import time
 
 import torch
+
+
+def timed(fn, device) -> float:
+    """Seconds one call of `fn` takes (waiting for the GPU's queue on CUDA)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
 
 
 def print_rows(args, bench, digits: int = 2) -> None:
