@@ -35,9 +35,12 @@ def cache_dir(*parts: str) -> Path:
 
 @cache
 def library_digest() -> str:
-    """A digest of the source of every module of the `ccs` package."""
+    """A digest of the `ccs` package: every module's source and the packaged data (vocabulary,
+    calibration, paper facts, model configs). Names the joblib folder and enters every page's digest."""
     h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.rglob("*.py")):
+    lib = Path(__file__).parent
+    for path in sorted([*lib.rglob("*.py"), *(lib / "data").glob("*"), *(lib / "model_configs").glob("*")]):
+        h.update(str(path.relative_to(lib)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import yaml
 
+from ccs.cache import library_digest
+
 ROOT = Path(__file__).resolve().parents[2]  # the repository (lib/ccs/pipeline.py)
 GRID = ROOT / "pipeline.yaml"
 TOC = ROOT / "_toc.yml"
@@ -138,17 +140,6 @@ def check_parameters(source: Path, parameters: dict) -> None:
 
 
 # --- what produced a page ----------------------------------------------------------------------
-
-@cache
-def library_digest() -> str:
-    """A digest of the library's code and packaged data (vocabulary, calibration, paper facts)."""
-    h = hashlib.sha256()
-    lib = ROOT / "lib" / "ccs"
-    for path in sorted([*lib.rglob("*.py"), *(lib / "data").glob("*"), *(lib / "model_configs").glob("*")]):
-        h.update(str(path.relative_to(lib)).encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
-
 
 @cache
 def weights_digest(model: str) -> str:
