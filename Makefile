@@ -36,7 +36,7 @@ html: $(STAMP) _mathjax/mathjax/tex-svg.js
 test: $(STAMP) _mathjax/mathjax/tex-svg.js
 	$(PY) -m pytest
 
-## train-tiny: (re)train the embedded tiny CLIP (hours on 2 CPU cores, minutes on a GPU), resuming
+## train-tiny: (re)train the embedded tiny CLIP (about 35 minutes on 2 CPU cores, minutes on a GPU), resuming
 ## from train-runs/ccs-tiny when interrupted, then export its best weights into lib/ccs/weights
 train-tiny: $(STAMP)
 	ccs train-tiny --out train-runs/ccs-tiny $(if $(PAIRS),--pairs $(PAIRS)) --threads $(or $(THREADS),2)

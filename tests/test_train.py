@@ -50,7 +50,8 @@ def test_recorded_retrain_command_repeats_the_run_config(tmp_path):
 
     from ccs.cli import app
 
-    cfg = _cfg(sibling_weights={"shape": 0.7, "position": 0.3}, seed=3, sibling_frac=0.75, sibling_group=4)
+    cfg = _cfg(sibling_weights={"shape": 0.7, "position": 0.3}, seed=3, sibling_frac=0.75, sibling_group=4,
+               precision="fp32")
     train.train(tmp_path / "run", cfg, max_steps=1, progress=False)
     train.export(tmp_path / "run", tmp_path / "w", which="last")
     command = json.loads((tmp_path / "w" / "ccs-tiny.record.json").read_text())["retrain"]
@@ -62,7 +63,7 @@ def test_recorded_retrain_command_repeats_the_run_config(tmp_path):
     again = json.loads((tmp_path / "again" / "config.json").read_text())
     mine = json.loads((tmp_path / "run" / "config.json").read_text())
     for key in ("pairs", "batch_size", "lr", "seed", "threads", "sibling_frac", "sibling_group",
-                "sibling_weights"):
+                "sibling_weights", "precision", "loader_workers"):
         assert again[key] == mine[key], key
 
 
@@ -71,8 +72,49 @@ def test_resuming_a_checkpoint_of_another_architecture_says_what_to_do(tmp_path)
     ck = torch.load(tmp_path / "last.pt", weights_only=False)
     ck["model"]["visual.conv1.weight"] = torch.zeros(7, 3, 2, 2)  # as if another patch size / width
     torch.save(ck, tmp_path / "last.pt")
-    with pytest.raises(RuntimeError, match="another architecture.*new --out folder"):
+    with pytest.raises(RuntimeError, match="another version.*new --out folder"):
         train.train(tmp_path, None, max_steps=1, progress=False)
+
+
+def test_a_worker_process_renders_the_same_batches_as_inline_rendering(tmp_path):
+    cfg = _cfg(pairs=16 * 3)
+    inline = list(train.batches(cfg, 1, 3))
+    worker = list(train.batches(_cfg(pairs=16 * 3, loader_workers=1), 1, 3))
+    assert [s for s, _, _ in inline] == [s for s, _, _ in worker] == [1, 2]
+    for (_, im_a, ids_a), (_, im_b, ids_b) in zip(inline, worker):
+        assert torch.equal(im_a, im_b) and torch.equal(ids_a, ids_b)
+    # the cached token ids are the tokenizer's
+    import open_clip
+    b = world.train_batch(16, 2, cfg.seed, cfg.sibling_frac, cfg.position_share, cfg.sibling_weights,
+                          cfg.sibling_group)
+    assert torch.equal(inline[1][2], open_clip.get_tokenizer(cfg.model)(b.captions))
+
+
+def test_bf16_autocast_trains_like_fp32(tmp_path):
+    if train.resolve_precision("auto", "cpu") is None:
+        pytest.skip("this CPU has no native bf16: `auto` trains in fp32, which the other tests cover")
+    fp32 = train.train(tmp_path / "a", _cfg(precision="fp32"), progress=False)
+    bf16 = train.train(tmp_path / "b", _cfg(precision="bf16"), progress=False)
+    a, b = ([l for _, l, _ in s.losses] for s in (fp32, bf16))
+    assert b[-1] < b[0] and max(abs(x - y) for x, y in zip(a, b)) < 0.05, (a, b)
+    with pytest.raises(ValueError, match="auto, bf16 or fp32"):
+        train.resolve_precision("fp16", "cpu")
+
+
+def test_the_token_embedding_is_updated_only_where_captions_use_it(tmp_path):
+    train.train(tmp_path, _cfg(pairs=16 * 2), progress=False)
+    first = train.build_model().token_embedding.weight  # the same seed: the initial weights
+    trained = torch.load(tmp_path / "last.pt", weights_only=False)["model"]["token_embedding.weight"]
+    changed = (trained != first).any(1)
+    used = set()
+    import open_clip
+    tok = open_clip.get_tokenizer(models.TINY)
+    for step in range(2):
+        cfg = _cfg()
+        b = world.train_batch(16, step, cfg.seed, cfg.sibling_frac, cfg.position_share,
+                              cfg.sibling_weights, cfg.sibling_group)
+        used |= set(tok(b.captions).unique().tolist())
+    assert set(changed.nonzero().flatten().tolist()) == used
 
 
 def test_logit_scale_is_clamped(tmp_path):

@@ -57,7 +57,7 @@ def test_large_objects_cover_more_pixels_than_small_ones(batch):
     area = _object_pixels(batch.images, batch.attributes).sum((1, 2)).numpy()
     a = batch.attributes.assign(area=area / batch.attributes["count"].map(world.COUNTS.index).add(1))
     plain = a[a.texture == "plain"].groupby("size")["area"].median()
-    assert plain["large"] / plain["small"] >= 2.0  # radius ratio 1.75 -> area ratio ~3
+    assert plain["large"] / plain["small"] >= 1.7  # radius ratio 1.4 -> area ratio ~2
 
 
 def test_captions_parse_back_to_their_attributes(batch):

@@ -33,6 +33,11 @@ def train_tiny(
                                        help="Share of each batch in groups of images that differ "
                                        "in one attribute only."),
     sibling_group: int = typer.Option(_RECIPE.sibling_group, min=2, help="Images per such group (2: pairs)."),
+    precision: str = typer.Option(_RECIPE.precision, help="Autocast precision: auto (bf16 where the "
+                                  "CPU or GPU has it natively), bf16 or fp32."),
+    loader_workers: int = typer.Option(_RECIPE.loader_workers, min=0, max=1, help="1: render batches "
+                                       "in a worker process (helps on a GPU); 0: inline (faster on 2 "
+                                       "CPU cores)."),
     export: bool = typer.Option(False, "--export", help="Only export the run's best weights and record "
                                 "into the package (lib/ccs/weights), then exit."),
     fresh: bool = typer.Option(False, "--fresh", help="Ignore the run's config.json and use these options "
@@ -48,12 +53,15 @@ def train_tiny(
         return
     if out.exists() and not out.is_dir():
         raise bad("--out", f"{out} is a file, not a run folder.")
+    if precision not in ("auto", "bf16", "fp32"):
+        raise bad("--precision", f"{precision!r}: use auto, bf16 or fp32.")
     if not (lr > 0 and math.isfinite(lr)):
         raise bad("--lr", f"the learning rate must be a positive number, not {lr}.")
     weights = parse_sibling_weights(sibling_weights) or _RECIPE.sibling_weights
     cfg = None if (out / "config.json").exists() and not fresh else train.TrainConfig(
         pairs=pairs, batch_size=batch_size, lr=lr, seed=seed, threads=threads, eval_every=eval_every,
-        sibling_frac=sibling_frac, sibling_group=sibling_group, sibling_weights=weights)
+        sibling_frac=sibling_frac, sibling_group=sibling_group, sibling_weights=weights,
+        precision=precision, loader_workers=loader_workers)
     state = train.train(out, cfg, max_steps=max_steps)
     typer.echo(f"step {state.step}, best mean zero-shot accuracy {state.best:.3f} at step {state.best_step}")
 
