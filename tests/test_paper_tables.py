@@ -43,3 +43,16 @@ def test_the_committed_page_is_the_generated_one():
     out = paper_tables.target()
     assert out is not None and out.read_text() == paper_tables.page(), "run `ccs paper-tables`"
     assert str(out.relative_to(pipeline.ROOT).with_suffix("")) in str(pipeline.toc())
+
+
+def test_the_experiment_pages_table_uses_the_same_rows():
+    from ccs import pruning
+
+    class Results:  # the one method beside_paper reads
+        def value(self, name, dataset, measure):
+            return {"original": 0.5, "high": 0.4, "low": 0.45}[name]
+
+    frame = pruning.beside_paper(models.paper()["pruning_high_low"], "ViT-B-16-OpenAI", Results(), {"CIFAR-10": None})
+    row = frame.loc[("ViT-B-16-OpenAI", "CIFAR-10")]
+    assert (row["paper: original"], row["this run: original"], row["this run: high"]) == (78.10, 50.0, 40.0)
+    assert frame.loc[("ViT-B-16-OpenAI", "Food-101"), "this run: low"] != frame.loc[("ViT-B-16-OpenAI", "Food-101"), "this run: low"]  # NaN
