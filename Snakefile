@@ -12,6 +12,14 @@ ROOT = pipeline.ROOT
 FILES = {(r.model, r.experiment): [str(p.relative_to(ROOT)) for p in pipeline.stamp(r)] for r in pipeline.runs()}
 if not pipeline.TOC.is_file() or pipeline.TOC.read_text() != pipeline.toc_text():
     pipeline.write_toc()  # the table of contents follows pipeline.yaml (by content, like the pages)
+from ccs import paper_tables
+
+paper_tables.write()  # the paper-vs-runs page (pipeline.yaml's paper_tables, if any) follows paper.yaml and the
+# pages' JSON, by content like the table of contents: now, and again once the pages have run
+
+
+onsuccess:
+    paper_tables.write()
 
 
 rule all:

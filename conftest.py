@@ -1,14 +1,18 @@
 """nbval settings for the executed notebooks under book/runs (see tests/sanitize.cfg for the rest).
 
 Compared: every cell's plain-text output (the rounded tables that carry the book's claims).
-Not compared: figures (nbval's default), HTML renderings of the same tables, widgets, and stderr,
-which holds progress bars and library warnings that differ from run to run.
+Not compared: figures (nbval's default, glued ones too), HTML renderings of the same tables,
+widgets, and stderr, which holds progress bars and library warnings that differ from run to run.
 """
 import os
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # kernels inherit this: no progress bars in outputs
 
-SKIPPED_MIME = ("text/html", "application/vnd.jupyter.widget-view+json")
+# Glued values (myst_nb.glue(..., display=False)) are stored under this prefix; their text/plain
+# form is compared like any output, their figures and HTML tables are not.
+GLUE = "application/papermill.record/"
+SKIPPED_MIME = ("text/html", "application/vnd.jupyter.widget-view+json",
+                GLUE + "text/html", GLUE + "image/png", GLUE + "image/jpeg", GLUE + "image/svg+xml")
 
 
 def _is_compared(output: dict) -> bool:

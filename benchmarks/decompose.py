@@ -7,8 +7,12 @@ For each model, one batch of images is (after a warm-up) timed alternately throu
 `model.encode_image` and `ccs.decompose.components` (all analysed heads, fp32), median of the
 repeats, and also through `ccs.decompose.stream` (the same plus fp16 memory-mapped storage).
 Memory is the peak above what the model and the batch already hold (CUDA: allocator peak; CPU:
-peak resident set, sampled). Storage compares the bytes kept per image with TextSpan's reference
-code, which holds [T, T, H, D] float32 per analysed layer (T tokens, H heads, D output dim).
+peak resident set, sampled). Storage compares the bytes kept per image with what TextSpan's
+`compute_prs.py` saves per image: float32 head terms of every layer summed over the tokens, the MLP
+terms plus the embedding's, and each layer's class-to-class attention term, 4 * D * (L*H + (L+1) + L)
+bytes (L layers, H heads, D output dim). The per-token-pair tensor [T, T, H, D] of each analysed layer
+(T tokens) is printed too, as a theoretical bound only: TextSpan's code computes such a tensor in memory
+(that is where its time and memory go) but never writes it to disk, so it is not the peer's storage.
 """
 from __future__ import annotations
 
@@ -97,14 +101,17 @@ def bench(name: str, batch: int, repeats: int, device: torch.device, layers: int
     H = visual.transformer.resblocks[-1].attn.num_heads
     D = visual.proj.shape[1]
     T = (size // visual.patch_size[0]) ** 2 + 1
+    L = len(visual.transformer.resblocks)
     ours = layers * H * D * 2 + layers * D * 2 + D * 2 + 4  # heads, mlps, rest (fp16) + norm
-    reference = layers * T * T * H * D * 4
+    textspan = 4 * D * (L * H + (L + 1) + L)  # compute_prs.py: attn [L, H, D], mlp [L+1, D], cls_attn [L, D]
+    bound = layers * T * T * H * D * 4  # [T, T, H, D] fp32 per analysed layer: computed, never stored
     enc, dec = statistics.median(t_enc), statistics.median(t_dec)
     return {"model": name, "weights": weights, "device": str(device), "batch": batch,
             "encode_image ms/img": 1000 * enc / batch, "decompose ms/img": 1000 * dec / batch,
             "ratio": dec / enc, "stream ratio": statistics.median(t_stream) / enc,
             "encode peak MiB": m_enc.peak / 2**20, "decompose peak MiB": m_dec.peak / 2**20,
-            "stored B/img": ours, "reference B/img": reference, "storage x": reference / ours}
+            "stored B/img": ours, "TextSpan compute_prs B/img": textspan, "storage x": textspan / ours,
+            "[T,T,H,D] bound B/img": bound, "bound x": bound / ours}
 
 
 def main() -> None:

@@ -26,14 +26,21 @@
 # do what the paper could not: every pool line keeps the concept that generated it, so the labeler
 # and the judge are scored against ground truth, and a text-free check asks how much of each head's
 # output variance each ground-truth attribute of the images explains.
+#
+# **What this page establishes** for the model under study: how many heads are high, moderate and low
+# (the sets the pruning pages remove), and how far this run's CCS can be trusted, measured against the
+# world's ground truth. The code behind the tables and figures is folded away; the one call the page
+# is about, `scores.score_heads` (label, judge and count every head), is shown.
 
-# %%
+# %% tags=["hide-input"]
 import json
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from IPython.display import display
+from myst_nb import glue
 
 from ccs import headsets, llm, models, plots, scores, textspan
 
@@ -58,23 +65,30 @@ seed = 0
 # TextSpan's step is cached on disk (the same run as the TextSpan page). Each head's texts are
 # labelled, then judged one by one against the label.
 
-# %%
+# %% tags=["hide-input"]
 print(models.banner(model, weights))
 analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False,
                             untrained=weights == "random")
-
 labeler = llm.backend(backend, **({"model": judge_model, "timeout": llm_timeout, "retries": llm_retries}
                                   if backend == "openai" else {}))
+
+# %%
 table = scores.score_heads(analysis.records(), labeler)
 table["category"] = [scores.category(c) or "" for c in table["ccs"]]
 print(f"{model}: {len(table)} heads of layers {sorted(int(x) for x in table.layer.unique())}, labelled by the "
       f"{backend} backend" + (f" ({judge_model})" if backend == "openai" else ""))
 
-# %%
-for r in table.itertuples():
-    print(f"{r.name:8} {r.label:14} CCS {'-' if r.flagged else int(r.ccs)}  {r.category}")
-    for t, j in zip(r.texts, r.judgements):
-        print(f"    {'✓' if j else '✗'} {t}")
+# %% [markdown]
+# Every head with its label, its CCS and its five texts in TextSpan's order, each marked ✓ when the
+# judge finds that it matches the label and ✗ when not.
+
+# %% tags=["hide-input"]
+pd.DataFrame({"head": table["name"], "label": table["label"],
+              "CCS": ["-" if f else int(c) for f, c in zip(table["flagged"], table["ccs"])],
+              "category": table["category"],
+              "texts (✓ matches the label)": [" · ".join(f"{'✓' if j else '✗'} {t}" for t, j in zip(ts_, js))
+                                              for ts_, js in zip(table["texts"], table["judgements"])]}
+             ).set_index("head")
 
 # %% [markdown]
 # ## CCS across the layers
@@ -83,7 +97,7 @@ for r in table.itertuples():
 # head whose texts share no concept is judged low. Only an LLM backend whose answers still failed
 # validation after its retries leaves a head `unknown` (grey, not scored).
 
-# %%
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "CCS per head: one cell per analysed head (rows: layers, columns: heads), coloured by its CCS (0 to 5) and annotated with its label and score.", "name": "fig-ccs-grid"}, "image": {"alt": "Heatmap of the CCS of every analysed head by layer and head index, each cell annotated with the head's concept label and score."}}
 grid = table.pivot(index="layer", columns="head", values="ccs")
 notes = table.pivot(index="layer", columns="head", values="label").astype(str)
 notes = notes + "\n" + grid.map(lambda c: "-" if np.isnan(c) else str(int(c)))
@@ -100,7 +114,7 @@ plt.show()
 # %% [markdown]
 # ## CCS@K and the paper's categories
 
-# %%
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "CCS@K: the share of the scored heads whose CCS equals K, for K from 0 to 5.", "name": "fig-ccs-at-k"}, "image": {"alt": "Bar chart of the share of heads at each CCS value from 0 to 5."}}
 at_k = scores.ccs_at_all(table, texts)
 flagged = int(table["flagged"].sum())
 fig, ax = plt.subplots(figsize=(6, 3))
@@ -108,9 +122,11 @@ sns.barplot(x=list(at_k), y=list(at_k.values()), ax=ax, color=sns.color_palette(
 ax.set(xlabel="K", ylabel="CCS@K (share of scored heads)",
        title=f"{model}: CCS@K ({flagged} unknown heads not scored)")
 plt.show()
-print(pd.DataFrame({"K": list(at_k), "CCS@K": np.round(list(at_k.values()), 3)}).to_string(index=False))
 
-# %%
+# %% tags=["hide-input"]
+pd.DataFrame({"K": list(at_k), "CCS@K": np.round(list(at_k.values()), 3)}).set_index("K")
+
+# %% tags=["hide-input"]
 counts = scores.category_counts(table)
 paper_counts = models.paper()["head_counts"].get(model)
 rows = pd.DataFrame({"category": ["high (CCS = 5)", "moderate (CCS = 3)", "low (CCS <= 1)", "unknown"],
@@ -118,7 +134,9 @@ rows = pd.DataFrame({"category": ["high (CCS = 5)", "moderate (CCS = 3)", "low (
 if paper_counts:
     rows["paper"] = [paper_counts["high"], paper_counts["medium"], paper_counts["low"], "-"]
 print(f"{len(table)} analysed heads")
-print(rows.to_string(index=False))
+display(rows.set_index("category"))
+glue("ccs-counts", f"{counts['high']} high, {counts['moderate']} moderate, {counts['low']} low"
+     + (f", {counts['unknown']} unknown" if counts["unknown"] else ""), display=False)
 if paper_counts:  # the paper's published high and low heads beside ours
     published = models.paper()["heads"][model]
     for cat, ours in (("high", headsets.high_heads(table)), ("low", headsets.low_heads(table))):
@@ -133,27 +151,30 @@ if paper_counts:  # the paper's published high and low heads beside ours
 # (a narrower concept of the vocabulary counts for its family: *bird* for *animal*). Heads labelled
 # `unknown` count as wrong labels and are not judged.
 
-# %%
+# %% tags=["hide-input"]
 truth = None
 if "concepts" in table:
     truth = scores.ground_truth(table)
-    print(pd.Series({k: f"{v:.3f}" if isinstance(v, float) else str(v) for k, v in truth.items()}).to_string())
+    glue("ccs-truth-rho", f"{truth['ccs_spearman']:.2f}", display=False)
+    display(pd.Series({k: f"{v:.3f}" if isinstance(v, float) else str(v) for k, v in truth.items()},
+                      name="against the ground truth").to_frame())
 else:
+    glue("ccs-truth-rho", "n/a (the pool carries no ground truth)", display=False)
     print(f"the pool {pool!r} carries no ground-truth concepts")
 
 # %% [markdown]
 # With an LLM backend, the offline judge's verdicts on the same labels show how far the two judges
 # agree (the paper compares its LLM judge with a human annotator the same way).
 
-# %%
+# %% tags=["hide-input"]
 if backend != "embedding":
     offline_judge = llm.backend("embedding")
     pairs = [(j, offline_judge.judge(t, r.label)) for r in table.itertuples() if not r.flagged
              for t, j in zip(r.texts, r.judgements)]
     agreement = scores.agreement([a for a, _ in pairs], [b for _, b in pairs])
-    print(pd.Series(agreement).round(3).to_string())
+    display(pd.Series(agreement, name="agreement").round(3).to_frame())
 else:
-    print("one judge only (the embedding backend): run with backend='openai' to compare two judges")
+    print("one judge only (the embedding backend): run with backend='openai' to compare\ntwo judges")
 
 # %% [markdown]
 # ### A text-free check: which attribute does each head encode?
@@ -162,7 +183,7 @@ else:
 # ground-truth attribute explains ($R^2$ of a one-way analysis of variance on the head's output
 # vector). A head whose label names its top-$R^2$ attribute describes what the head really does.
 
-# %%
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Which attribute each head encodes, without any text: the share of the variance of each head's direct contribution over the world images explained by each ground-truth attribute (R²), one row per head with its label.", "name": "fig-ccs-r2"}, "image": {"alt": "Heatmap of R² per head (rows, labelled with head name and concept label) and attribute (columns)."}}
 dec = analysis.decomposition
 arr = np.asarray(dec.heads, dtype=np.float32)  # [N, K, H, D]
 r2 = scores.attribute_r2(arr.reshape(arr.shape[0], -1, arr.shape[-1]), analysis.batch.attributes)
@@ -175,9 +196,11 @@ sns.heatmap(r2, vmin=0, vmax=max(0.05, float(r2.values.max())), cmap="mako", ax=
 ax.set_yticks(np.arange(len(r2)) + 0.5, [f"{n} {l}" for n, l in zip(r2.index, table["label"])], fontsize=7)
 ax.set(title=f"{model}: variance of each head explained by each attribute", xlabel="attribute")
 plt.show()
+
+# %% tags=["hide-input"]
 print(f"label names the top-R² attribute for {agree:.2f} of the labelled heads")
-print(pd.DataFrame({"head": r2.index, "label": table["label"].values, "top attribute": top.values,
-                    "R²": r2.max(axis=1).round(2).values}).to_string(index=False))
+pd.DataFrame({"head": r2.index, "label": table["label"].values, "top attribute": top.values,
+              "R²": r2.max(axis=1).round(2).values}).set_index("head")
 
 # %% [markdown]
 # ## How good is the offline labeler?
@@ -192,15 +215,15 @@ print(pd.DataFrame({"head": r2.index, "label": table["label"].values, "top attri
 # set written apart from it (at least 40 heads in the style of real TextSpan outputs). Some of those
 # heads share no concept: `incoherent_low` is the share of them that the judge scores low (CCS ≤ 1).
 
-# %%
+# %% tags=["hide-input"]
 cal = llm.calibration()
 print(f"threshold {cal['threshold']} (fitted on {cal['dev_heads']} development heads)")
 offline = llm.backend("embedding")
 bench = pd.DataFrame([{"set": split, **{k: v for k, v in scores.evaluate(offline, llm.load_heads(split)).items()
                                         if k != "labels"}} for split in ("dev", "heldout")])
-print(bench.round(3).to_string(index=False))
+bench.round(3).set_index("set")
 
-# %%
+# %% tags=["hide-input"]
 summary = {
     "model": model, "weights": weights, "backend": backend, "pool": pool, "images": images,
     **({"judge_model": judge_model} if backend == "openai" else {}),

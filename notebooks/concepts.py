@@ -22,8 +22,9 @@
 # a concept × task matrix of accuracy changes. Each row has a control, as many random heads from the
 # other heads (over several draws), so that a row's cost is read against what pruning that many heads
 # costs anyway. If the labels mean something, the **diagonal** (a concept's own task) dominates.
+# The code is folded away except the call that prunes: `pruning.run`.
 
-# %%
+# %% tags=["hide-input"]
 import json
 
 import matplotlib.pyplot as plt
@@ -31,6 +32,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+from IPython.display import display
+from myst_nb import glue
 
 from ccs import ablate, headsets, llm, models, plots, pruning, scores, textspan, world
 
@@ -56,7 +59,7 @@ measure = "p_true"  # "p_true" (probability of the true class) or "correct" (top
 # %% [markdown]
 # ## Which heads belong to which concept
 
-# %%
+# %% tags=["hide-input"]
 print(models.banner(model, weights))
 analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False,
                             untrained=weights == "random")
@@ -81,7 +84,7 @@ pd.DataFrame([{"concept": c, "heads": len(v["heads"]), "names": " ".join(v["head
 # %% [markdown]
 # ## Pruning each concept's heads, and as many random heads
 
-# %%
+# %% tags=["hide-input"]
 model_, tokenizer = analysis.model, analysis.tokenizer
 eval_sets = pruning.world_sets(eval_images, eval_seed, ["test"])
 clfs = pruning.classifiers(model, model_, tokenizer, tasks)
@@ -90,14 +93,18 @@ conditions = {"original": []}
 for c, v in concept_sets.items():
     conditions[c] = v["heads"]
     conditions.update({f"{c}-random/{s}": h for s, h in enumerate(v["random"])})
+
+# %%
 r = pruning.run(model_, model, eval_sets, clfs, conditions, mode=ablation, means=means, progress=False)
+
+# %% tags=["hide-input"]
 concepts = list(concept_sets)
 m = pruning.concept_matrix(r, concepts, "test", measure)
 print(f"{len(concepts)} concepts, {len(conditions)} conditions, {eval_images} test images; "
       f"{ablation} ablation; unpruned {pruning.MEASURES[measure]} per task:")
 pd.Series({t: 100 * r.value("original", "test", measure, [t]) for t in r.tasks("test")}).round(1).to_frame("%").T
 
-# %%
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The concept × task matrix: the change in the page's measure (by default the probability of the true class, percentage points) on every task of the test split when one concept's heads are pruned, against the unpruned model (left) and against as many random heads (right). Boxed: each concept's own task; if the labels mean something, the boxed cells hold the large drops.", "name": "fig-concepts-matrix"}, "image": {"alt": "Two heatmaps of accuracy change, rows the concept whose heads are pruned, columns the tasks, the diagonal cells outlined."}}
 fig, axes = plt.subplots(1, 2, figsize=(13, 0.55 * len(concepts) + 2.2), sharey=True)
 lim = float(np.nanmax(np.abs(m["change"].values))) or 1.0
 for ax, key, title in ((axes[0], "change", "pruned − unpruned"),
@@ -114,12 +121,12 @@ fig.suptitle(f"{model}: change in {pruning.MEASURES[measure]} when a concept's h
              "(boxed: the concept's own task)", fontsize=11)
 plt.show()
 
-# %%
-print(f"change in {pruning.MEASURES[measure]} (pp) per concept pruned and task; control = mean over "
-      f"{seeds} equal-count random draws")
+# %% tags=["hide-input"]
+print(f"change in {pruning.MEASURES[measure]} (pp) per concept pruned and task:")
 m["change"].round(1)
 
-# %%
+# %% tags=["hide-input"]
+print(f"the same for the control: the mean over {seeds} draws of as many random heads:")
 m["control"].round(1)
 
 # %% [markdown]
@@ -130,7 +137,7 @@ m["control"].round(1)
 # of the two, over the images, with its bootstrap interval. Supported when the interval lies above
 # zero, not supported when it lies at or below zero, inconclusive otherwise.
 
-# %%
+# %% tags=["hide-input"]
 diag = pruning.diagonal_test(r, concepts, "test", measure)
 if diag["concepts"]:
     verdict = pruning.verdict([diag["difference"]])
@@ -141,6 +148,10 @@ if diag["concepts"]:
 else:
     verdict = "inconclusive"
     print("no labelled concept has a task of its own here")
+glue("concepts-verdict", verdict, display=False)
+glue("concepts-diagonal", (f"{100 * diag['diagonal']:.1f} pp on the concept's own task against "
+                           f"{100 * diag['off_diagonal']:.1f} pp on the others").replace("-", "\u2212")
+     if diag["concepts"] else "no labelled concept has a task of its own", display=False)
 print(f"Verdict on {model} ({labels} labels, {ablation} ablation): the diagonal dominates -> {verdict.upper()}")
 
 # %% [markdown]
@@ -152,7 +163,7 @@ print(f"Verdict on {model} ({labels} labels, {ablation} ablation): the diagonal 
 # head lists on those datasets when they are on disk (`ccs data` says where) and puts its numbers in
 # the same tables, blank where it has none.
 
-# %%
+# %% tags=["hide-input"]
 paper = models.paper()
 real = pruning.real_sets(model, ["Country-211", "CIFAR-10"], eval_images, eval_seed)
 for name, why in real.missing.items():
@@ -185,7 +196,7 @@ for dataset, key, columns in (("Country-211", "concept_location_country211", ["o
     print(f"{dataset}{' (objects subset)' if dataset == 'CIFAR-10' else ''}, top-1 %")
     display(table_)
 
-# %%
+# %% tags=["hide-input"]
 summary = {
     "model": model, "weights": weights, "labels": labels, "ablation": ablation, "measure": measure, "eval_images": eval_images,
     "concepts": {c: {"heads": v["heads"], "task": pruning.task_for(c, tasks)} for c, v in concept_sets.items()},

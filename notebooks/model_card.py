@@ -16,8 +16,14 @@
 # What the model under study is: its architecture and where its parameters are, and, for the
 # book's own `ccs-tiny`, the world it was trained on, how the training went, what it recognises
 # and what it does not.
+#
+# **In short**: what the later pages can find in this model is bounded by what it recognises. The
+# zero-shot accuracy per concept ({numref}`fig-model-card-accuracy`) says which concepts it has
+# learned, and the targets table at the end which it has not. The code behind the tables and figures
+# is folded away; the one call the page is about, `evaluate.world_report` (zero-shot accuracy,
+# retrieval and OOD detection on fresh images of every split), is shown.
 
-# %%
+# %% tags=["hide-input"]
 import json
 import textwrap
 
@@ -26,10 +32,13 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+from IPython.display import Markdown, display
+from myst_nb import glue
 
 from ccs import evaluate, models, plots, world
 
 plots.style()
+pd.set_option("display.width", 200, "display.max_colwidth", None)
 
 # %% tags=["parameters", "hide-input"]
 model = "ccs-tiny"
@@ -40,12 +49,12 @@ seed = 1  # seed of those images (never used in training)
 # %% [markdown]
 # ## Architecture
 
-# %%
+# %% tags=["hide-input"]
 spec = models.spec(model)
 print(models.banner(model, weights))
 torch.manual_seed(seed)  # random weights: the same ones on every run
 clip, preprocess, tokenizer = models.load(model, untrained=weights == "random")
-print(pd.Series(models.architecture(model, clip), name="value").to_string())
+pd.Series(models.architecture(model, clip), name="value").to_frame()
 
 # %% [markdown]
 # ## Where the parameters are
@@ -53,13 +62,14 @@ print(pd.Series(models.architecture(model, clip), name="value").to_string())
 # The token embedding of the text tower (one row per BPE token of CLIP's 49,408-token vocabulary)
 # is the largest single block; the heads this book studies live in the vision transformer.
 
-# %%
+# %% tags=["hide-input"]
 parts = models.parameter_counts(clip)
 params = pd.DataFrame({"part": list(parts), "parameters": list(parts.values())})
 params["share %"] = (100 * params["parameters"] / params["parameters"].sum()).round(1)
-print(params.to_string(index=False))
 print(f"total parameters: {params['parameters'].sum():,}")
+params.set_index("part")
 
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Where the parameters are: the number of parameters in each part of the model.", "name": "fig-model-card-parameters"}, "image": {"alt": "Horizontal bar chart of parameter counts per model part; the text tower's token embedding is the longest bar."}}
 fig, ax = plt.subplots(figsize=(7, 3.2))
 sns.barplot(data=params, y="part", x="parameters", ax=ax, color=sns.color_palette()[0])
 ax.set(xlabel="parameters", ylabel="", title=f"{model}: parameters by part")
@@ -75,17 +85,19 @@ plt.show()
 # phrasings, so each concept is also learnable alone. Below, test images with the caption that
 # names all their attributes, then the shifted renderings used for the out-of-domain experiments.
 
-# %%
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Sixteen test images of the concept world (the training distribution, drawn with a seed never used in training); the captions of the first eight follow.", "name": "fig-model-card-samples"}, "image": {"alt": "Two rows of eight small generated images of one to three coloured, textured shapes on varied backgrounds."}}
 samples = world.sample(16, seed=seed, split="test")
 fig, ax = plt.subplots(figsize=(9, 2.6))
 ax.imshow(world.grid(samples.images, nrow=8))
 ax.set_axis_off()
 ax.set_title("test images (training distribution, fresh seed)")
 plt.show()
-for i, (_, row) in enumerate(samples.attributes.head(8).iterrows()):
-    print(f"{i:2d}  {world.full_caption(row)}")
 
-# %%
+# %% tags=["hide-input"]
+pd.DataFrame({"caption that names every attribute": [world.full_caption(row) for _, row in
+                                                      samples.attributes.head(8).iterrows()]})
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The shifted renderings, one split a row: the same kind of scenes drawn differently, used for the out-of-domain experiments.", "name": "fig-model-card-shifted"}, "image": {"alt": "Rows of eight small images, one row per shifted split (sketch, noisy, novel shades, novel shapes), each titled with the split's description."}}
 shifted = [s for s in world.SPLITS if s not in ("train", "test")]
 fig, axes = plt.subplots(len(shifted), 1, figsize=(9, 1.35 * len(shifted)))
 for ax, split in zip(axes, shifted):
@@ -103,25 +115,33 @@ plt.show()
 # pixels make least salient. The training record ships with the weights; `make train-tiny` trains
 # a new model with the recipe the run ended with.
 
-# %%
+# %% tags=["hide-input"]
 record = json.loads((models.WEIGHTS_DIR / f"{model}.record.json").read_text()) if spec.embedded else None
 if record:
-    print(pd.Series({
+    display(pd.Series({
         "image-caption pairs seen": f"{record['pairs_seen_total']:,}",
         "optimiser steps": record["steps_run"],
         "weights from step": record["weights_from_step"],
         "batch size": record["train_config"]["batch_size"],
         "wall time": f"{record['wall_time_s'] / 60:.0f} min",
         "hardware": f"{record['hardware']}, {record['threads']} torch thread(s)",
-    }, name="value").to_string())
-    print("\nHow the run was steered (from the record):")
-    for line in record["notes"].splitlines():
-        print(textwrap.fill(line, 100, initial_indent="- ", subsequent_indent="  "))
-    print("\nA new run with the recipe this one ended with:\n" + record["retrain"])
+    }, name="value").to_frame())
+
+    def escape(text: str) -> str:  # the record's notes as literal text in Markdown
+        return "".join("\\" + c if c in "\\`*_[]<>#|" else c for c in text)
+
+    display(Markdown("How the run was steered (from the record):\n\n"
+                     + "\n".join(f"- {escape(line)}" for line in record["notes"].splitlines() if line.strip())))
+    # the command, wrapped into continued lines (one line of it is wider than the page)
+    command, _, comment = record["retrain"].partition("  # ")
+    lines = textwrap.wrap(command, 66, break_long_words=False, break_on_hyphens=False)
+    notes = textwrap.wrap(comment.strip(), 66, break_long_words=False, break_on_hyphens=False)
+    display(Markdown("A new run with the recipe this one ended with:\n\n```bash\n" + " \\\n    ".join(lines)
+                     + "".join(f"\n# {n}" for n in notes) + "\n```"))
 else:
     print(f"{model} was trained by its authors; see open_clip's model card for {spec.open_clip}.")
 
-# %%
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Training: the contrastive loss per step (thin) and its running mean (thick), left; zero-shot accuracy per concept on held-out images during training, right, with the step whose weights ship dashed.", "name": "fig-model-card-training"}, "image": {"alt": "Two line charts: the training loss falling over the steps, and per-concept zero-shot accuracy rising over the steps, with a dashed vertical line at the shipped step."}}
 if record:
     loss = pd.DataFrame(record["loss_curve"])
     evals = pd.DataFrame([{"step": e["step"], **e["zero_shot"]} for e in record["evals"]])
@@ -146,11 +166,16 @@ if record:
 
 # %%
 report = evaluate.world_report(clip, tokenizer, seed=seed, n=test_images, splits=list(world.SPLITS)[1:])
+
+# %% tags=["hide-input"]
 tasks = world.tasks()
 acc = pd.DataFrame({split: r["zero_shot"] for split, r in report.items()})
 acc.insert(0, "chance", [1 / len(tasks[c].classnames) for c in acc.index])
-print(acc.round(3).to_string())
+acc.index.name = "concept"
+glue("tiny-accuracy", acc.round(3), display=False)
+acc.round(3)
 
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Zero-shot top-1 accuracy per concept on fresh images of every split (black lines: chance, one over the number of classes).", "name": "fig-model-card-accuracy"}, "image": {"alt": "Grouped bar chart of zero-shot accuracy per concept, one bar per split, with a black chance line over each concept."}}
 fig, ax = plt.subplots(figsize=(10, 3.6))
 long = acc.drop(columns="chance").reset_index(names="concept").melt("concept", var_name="split",
                                                                      value_name="accuracy")
@@ -166,9 +191,11 @@ plt.show()
 # (recall at 1, 5 and 10), and how well the shape prompts' maximum softmax score separates
 # held-out shapes from known ones (AUROC; 0.5 is chance).
 
-# %%
+# %% tags=["hide-input"]
 retrieval = pd.DataFrame({split: r["retrieval"] for split, r in report.items()}).T
-print(retrieval.round(3).to_string())
+retrieval.columns = [c.replace("image_to_text_", "image→text ").replace("text_to_image_", "text→image ")
+                     for c in retrieval.columns]
+display(retrieval.round(3))
 print(f"novel-shapes OOD AUROC: {report['novel-shapes']['ood_auroc']:.3f}")
 
 # %% [markdown]
@@ -178,21 +205,21 @@ print(f"novel-shapes OOD AUROC: {report['novel-shapes']['ood_auroc']:.3f}")
 # A concept the model has not learned cannot have heads devoted to it, so the later pages can find
 # no heads for it either.
 
-# %%
+# %% tags=["hide-input"]
 targets = {"colour": 0.95, "shape": 0.90, "position": 0.85, "size": 0.85, "texture": 0.80,
            "scene": 0.90, "count": 0.60}
 short = pd.DataFrame({"target": targets, "test": acc["test"].reindex(list(targets))})
 short["met"] = np.where(short["test"] >= short["target"], "yes", "no")
-print(short.round(3).to_string())
 missed = list(short.index[short["met"] == "no"])
 print("falls short on: " + (", ".join(missed) if missed else "nothing"))
+short.round(3)
 
 # %% [markdown]
 # Where it confuses one class with another: for the concepts learned last, the share of test images
 # of each true class (rows) given each predicted class (columns). A clean diagonal means the concept
 # is read off the image; off-diagonal mass shows which classes look alike to the model.
 
-# %%
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Confusion matrices of the concepts learned last (shape, texture, size, count) on the test images: the share of the images of each true class (rows) given each predicted class (columns).", "name": "fig-model-card-confusion"}, "image": {"alt": "Four heatmaps, one per concept, of predicted against true class shares; darker diagonals mean the concept is recognised."}}
 test = world.sample(test_images, seed=seed, split="test")
 embeddings = evaluate.image_embeddings(clip, test.images)
 hard = ["shape", "texture", "size", "count"]

@@ -27,8 +27,10 @@
 # A second question no anchor paper asks: can the model still tell images it knows from images it
 # does not (held-out shapes, pure noise) after pruning? Scored by maximum concept matching (MCM, Ming
 # et al. 2022): the largest softmax probability over the in-distribution class prompts.
+#
+# The code is folded away except the call that prunes: `pruning.run`.
 
-# %%
+# %% tags=["hide-input"]
 import json
 import textwrap
 
@@ -37,6 +39,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+from IPython.display import display
+from myst_nb import glue
 
 from ccs import ablate, evaluate, headsets, llm, models, plots, pruning, scores, textspan, world
 
@@ -65,7 +69,7 @@ detect_task = "shape"  # the class prompts whose MCM score detects OOD images (n
 #
 # The same sets as the pruning page (see there for how they are chosen).
 
-# %%
+# %% tags=["hide-input"]
 print(models.banner(model, weights))
 analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False,
                             untrained=weights == "random")
@@ -78,7 +82,7 @@ print(f"sets from: {hs.source} ({hs.rule}); high: {' '.join(hs.high)}; low: {' '
 for note in hs.notes:
     print(textwrap.fill(f"note: {note}", 110, subsequent_indent="      "))
 
-# %%
+# %% tags=["hide-input"]
 model_, tokenizer = analysis.model, analysis.tokenizer
 shifted = ["sketch", "noisy", "novel-shades"]
 eval_sets = pruning.world_sets(eval_images, eval_seed, ["test", *shifted, "novel-shapes"])
@@ -86,9 +90,13 @@ eval_sets["noise"] = pruning.noise_set(eval_images, eval_seed, eval_sets["test"]
 clfs = pruning.classifiers(model, model_, tokenizer, world.tasks())
 means = ablate.head_means(model_, eval_sets["test"].images, layers=spec.analysed_layers) if ablation == "mean" else None
 conditions = {k: v for k, v in hs.conditions().items() if not k.startswith("equal")}
-r = pruning.run(model_, model, eval_sets, clfs, conditions, mode=ablation, means=means, progress=False)
 groups = ["high", "low", "random"]
+
+# %%
+r = pruning.run(model_, model, eval_sets, clfs, conditions, mode=ablation, means=means, progress=False)
 print(f"{len(conditions)} conditions x {len(eval_sets)} sets of {eval_images} images")
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Six images of each set, one set a row: the test images, their sketch, noisy and novel-shades twins (the same objects drawn differently), and the two out-of-distribution sets, held-out shapes and pure noise.", "name": "fig-ood-examples"}, "image": {"alt": "Grid of six rows of six small generated images: test, sketch, noisy, novel-shades, novel-shapes and noise."}}
 examples = torch.cat([eval_sets[s].images[:6] for s in ["test", *shifted, "novel-shapes", "noise"]])
 plt.figure(figsize=(6, 6.5))
 plt.imshow(world.grid(examples, nrow=6, scale=2))
@@ -103,7 +111,7 @@ plt.show()
 # shifted twins, and the difference (shifted minus test) with its paired 95 % interval over the images.
 # A positive difference means pruning hurts the shifted data more.
 
-# %%
+# %% tags=["hide-input"]
 def extra_drop(name: str, split: str, m: str = measure) -> tuple[float, float, float]:
     """Per image: drop on the shifted twin minus drop on the test image; mean and paired interval."""
     shift = r.per_image("original", split, m) - r.per_image(name, split, m)
@@ -129,7 +137,7 @@ print(f"{pruning.MEASURES[measure]}, all tasks that apply, in percentage points 
                 for s in shifted))
 drops.drop(columns="x").set_index(["split", "pruned"])
 
-# %%
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Does pruning hurt shifted data more? For each shifted split and pruned set, the drop on the shifted twins minus the drop on the test images (percentage points, paired 95 % intervals over the images); above zero, the shifted data lose more.", "name": "fig-ood-extra-drop"}, "image": {"alt": "Bar chart of the shifted-minus-test drop for the high, low and random sets on the sketch, noisy and novel-shades splits, with error bars."}}
 fig, ax = plt.subplots(figsize=(8, 3.8))
 plot = pd.DataFrame([{"split": row.split, "pruned": row.pruned, "extra": 100 * row.x[0],
                       "lo": 100 * row.x[1], "hi": 100 * row.x[2]} for row in drops.itertuples()])
@@ -151,7 +159,7 @@ plt.show()
 # means "looks like something I know". AUROC (1 = perfect separation, 0.5 = chance) and the
 # false-positive rate at 95 % true-positive rate (FPR95, lower is better), with bootstrap intervals.
 
-# %%
+# %% tags=["hide-input"]
 def detection(name: str, out: str, n_boot: int = 300) -> dict:
     s_in = np.concatenate([r.scores[c, "test", detect_task][pruning.DETECTION] for c in r.members(name)])
     s_out = np.concatenate([r.scores[c, out, detect_task][pruning.DETECTION] for c in r.members(name)])
@@ -165,10 +173,12 @@ det = pd.DataFrame([{"OOD set": out, "pruned": name, **detection(name, out)}
                     for out in ("novel-shapes", "noise") for name in ["original", *groups]])
 det["AUROC [95 % CI]"] = [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in zip(det.auroc, det.auroc_lo, det.auroc_hi)]
 det["FPR95"] = det["fpr95"].round(3)
+glue("ood-auroc-novel", det[(det["OOD set"] == "novel-shapes") & (det.pruned == "original")]["AUROC [95 % CI]"].iloc[0],
+     display=False)
 print(f"MCM of the {detect_task} prompts; random: the draws' scores pooled")
 det[["OOD set", "pruned", "AUROC [95 % CI]", "FPR95"]].set_index(["OOD set", "pruned"])
 
-# %%
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "MCM scores of the shape prompts for the test images, the held-out shapes and pure noise, unpruned (left) and with the high set pruned (right); the further apart the in-distribution and out-of-distribution histograms, the easier the detection.", "name": "fig-ood-mcm"}, "image": {"alt": "Two panels of overlaid histograms of MCM scores for test, novel-shapes and noise images, unpruned and with the high set pruned."}}
 dist = pd.concat([pd.DataFrame({"MCM score": r.scores[c, s, detect_task][pruning.DETECTION], "images": s, "pruned": c})
                   for c in ("original", "high") for s in ("test", "novel-shapes", "noise")])
 g = sns.displot(dist, x="MCM score", hue="images", col="pruned", kind="hist", stat="density", common_norm=False,
@@ -188,7 +198,7 @@ plt.show()
 #    image itself (three differences, shifted drop minus test drop). The same rule applied to the low
 #    and random sets says whether that is special to the high heads.
 
-# %%
+# %% tags=["hide-input"]
 paper_claims = {f"{split}: high vs {other}": r.compare(other, "high", split, measure)
                 for split in shifted for other in ("low", "random")}
 paper_verdict = pruning.verdict(paper_claims.values())
@@ -199,6 +209,8 @@ verdicts = {name: pruning.verdict([drops[(drops.pruned == name) & (drops.split =
 verdict = verdicts["high"]
 for name, v in verdicts.items():
     print(f"pruning the {name} set hurts shifted data more than test data: {v}")
+glue("ood-verdict", verdict, display=False)  # shifted data hurt more than test data by the high set
+glue("ood-paper-verdict", paper_verdict, display=False)  # high costs more than low and random on shifted data
 print(f"Verdicts on {model} ({hs.source} sets, {ablation} ablation, {pruning.MEASURES[measure]}): "
       f"the paper's claim is {paper_verdict.upper()}; shifted data hurt more than test data: {verdict.upper()}.")
 
@@ -209,7 +221,7 @@ print(f"Verdicts on {model} ({hs.source} sets, {ablation} ablation, {pruning.MEA
 # a paper model measures the same conditions on those datasets when they are on disk (`ccs data`
 # says where) and puts its numbers in the same table, blank where it has none.
 
-# %%
+# %% tags=["hide-input"]
 paper = models.paper()
 real = pruning.real_sets(model, ["Country-211", "Oxford-Pets", "ImageNet-A", "ImageNet-R"], eval_images, eval_seed)
 for name, why in real.missing.items():
@@ -220,7 +232,7 @@ if real.sets:  # the paper's shifted datasets on disk: original, high and low pr
                 mode=ablation, means=means, progress=False, results=r)
 pruning.beside_paper(paper["ood_datasets"], model, r, real.sets, embedded=spec.embedded)
 
-# %%
+# %% tags=["hide-input"]
 summary = {
     "model": model, "weights": weights, "sets": hs.source, "rule": hs.rule, "ablation": ablation, "measure": measure,
     "eval_images": eval_images, "eval_seed": eval_seed, "notes": hs.notes,

@@ -22,9 +22,11 @@
 # layers after it see the change). Every image is scored under every condition, so two conditions are
 # compared on the same images, with paired bootstrap intervals. Two measures: top-1 accuracy, and
 # the probability the model gives the true class, which still moves when top-1 sits at the ceiling.
-# The page ends with a verdict computed from the intervals, not written by hand.
+# The page ends with a verdict computed from the intervals, not written by hand. The code behind every
+# table and figure is folded away ("Show code cell source" unfolds it), except the one call the page
+# is about: `pruning.run`, which runs the pruned forward passes.
 
-# %%
+# %% tags=["hide-input"]
 import json
 import textwrap
 
@@ -33,6 +35,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+from IPython.display import display
+from myst_nb import glue
 
 from ccs import ablate, evaluate, headsets, llm, models, plots, pruning, scores, textspan, world
 
@@ -65,7 +69,7 @@ measure = "p_true"  # the verdict's measure: "p_true" (probability of the true c
 # (as many high as low heads). When a category is too small, or the draws cannot differ across
 # seeds, the notes below say what is done instead.
 
-# %%
+# %% tags=["hide-input"]
 print(models.banner(model, weights))
 analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False,
                             untrained=weights == "random")
@@ -89,7 +93,7 @@ hs.summary()
 # On the concept world every pool line knows the concept that generated it, so each head also has a
 # *true* CCS (how many of its texts come from its majority concept). How far do the sets agree?
 
-# %%
+# %% tags=["hide-input"]
 if truth is not None:
     other = headsets.from_source("truth" if sets != "truth" else "run", table, model=model, every_head=every,
                                  seeds=seeds)
@@ -109,7 +113,7 @@ agree.round(2)
 # Every condition runs the image tower with its heads pruned on every split; each head alone is pruned
 # on the test split (for the per-head importance below).
 
-# %%
+# %% tags=["hide-input"]
 model_, tokenizer = analysis.model, analysis.tokenizer
 eval_sets = pruning.world_sets(eval_images, eval_seed, splits)
 clfs = pruning.classifiers(model, model_, tokenizer, world.tasks())
@@ -120,9 +124,11 @@ extra = {}
 if other is not None:  # the other source's sets, on the test split
     extra = {f"{other.source}: {k}": v for k, v in other.conditions().items() if k != "original"}
 only = {c: ["test"] for c in {**singles, **extra}}
+groups = ["original", "high", "low", "random"] + (["equal-high", "equal-low"] if "equal-high/0" in conditions else [])
+
+# %%
 r = pruning.run(model_, model, eval_sets, clfs, {**conditions, **singles, **extra}, mode=ablation,
                 means=means, only=only, progress=False)
-groups = ["original", "high", "low", "random"] + (["equal-high", "equal-low"] if "equal-high/0" in conditions else [])
 print(f"{len(r.conditions())} conditions, {eval_images} images per split, splits: {', '.join(splits)}")
 
 # %% [markdown]
@@ -132,21 +138,21 @@ print(f"{len(r.conditions())} conditions, {eval_images} images per split, splits
 # with its paired 95 % bootstrap interval over the images; *random* averages its draws image by image,
 # and its seed standard deviation is given too.
 
-# %%
+# %% tags=["hide-input"]
 test_table = pruning.drop_table(r, groups, "test")
 print("top-1 accuracy (%) per task and condition")
 test_table.pivot(index="task", columns="condition", values="top-1 %")[groups].round(1)
 
-# %%
+# %% tags=["hide-input"]
 print(f"drop in {pruning.MEASURES[measure]} (pp) per task, pruned set against the unpruned model")
 label = {"p_true": "p(true)", "correct": "top-1"}[measure]
 test_table.pivot(index="task", columns="condition", values=f"{label} drop")[groups[1:]].round(1)
 
-# %%
+# %% tags=["hide-input"]
 print("all tasks together, with 95 % intervals of the drops (and the seeds' standard deviation)")
 test_table[(test_table.task == "all") & (test_table.condition != "original")].drop(columns="task").set_index("condition").round(1)
 
-# %%
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The cost of pruning each set, per task of the test split and over all tasks: drop in the page's measure, by default the probability of the true class (percentage points; positive means pruning hurts), with paired 95 % bootstrap intervals over the images. *random* is the mean over its draws.", "name": "fig-pruning-per-task"}, "image": {"alt": "Grouped bar chart: for each task and for all tasks together, the drop when the high, low and random head sets are pruned, with error bars."}}
 tasks = r.tasks("test")
 rows = []
 for name in groups[1:]:
@@ -172,7 +178,7 @@ plt.show()
 # The same conditions on the sketch, noisy and novel-shades splits (the same attributes as the test
 # images, drawn differently; texture is not scored on sketches, which show outlines only).
 
-# %%
+# %% tags=["hide-input"]
 shift = []
 for split in splits:
     for name in groups[1:]:
@@ -190,19 +196,45 @@ shift.set_index(["split", "condition"]).round(1)
 # The hypothesis predicts two positive differences on the test split, over all tasks: the drop from
 # pruning the high set minus the drop from pruning the low set, and minus the drop from pruning
 # random sets (their mean over the draws). Supported when both intervals lie above zero, not
-# supported when either lies at or below zero, inconclusive otherwise.
+# supported when either lies at or below zero, inconclusive otherwise. {numref}`fig-pruning-answer`
+# shows the three drops the verdict compares, on the test split and on the shifted ones.
 
-# %%
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The page's answer in one figure: the drop in the page's measure (by default the probability of the true class) over all tasks when the high-CCS, low-CCS or random head sets are pruned, on the test split and the three shifted splits (percentage points, paired 95 % bootstrap intervals over the images).", "name": "fig-pruning-answer"}, "image": {"alt": "Bar chart: for each split, the drop from pruning the high, low and random sets, with error bars; the claim predicts the high bar tallest."}}
+answer_bars = shift.assign(lo=[100 * r.drop(c, s, measure)[1] for s, c in zip(shift["split"], shift["condition"])],
+                      hi=[100 * r.drop(c, s, measure)[2] for s, c in zip(shift["split"], shift["condition"])])
+fig, ax = plt.subplots(figsize=(8, 3.6))
+sns.barplot(answer_bars, x="split", y="drop", hue="condition", ax=ax, errorbar=None)
+for patch_group, (_, sub) in zip(ax.containers, answer_bars.groupby("condition", sort=False)):
+    ax.errorbar([p.get_x() + p.get_width() / 2 for p in patch_group], sub["drop"],
+                yerr=[sub["drop"] - sub["lo"], sub["hi"] - sub["drop"]], fmt="none", ecolor="0.2", capsize=3, lw=1)
+ax.axhline(0, color="0.3", lw=0.8)
+ax.set(xlabel="", ylabel=f"drop in {pruning.MEASURES[measure]} (pp)",
+       title=f"{model}: pruning high- vs low-CCS vs random heads ({hs.source} sets, 95 % intervals)")
+ax.legend(title="pruned", ncols=3, fontsize=8)
+glue("answer-fig", fig, display=False)
+plt.show()
+
+# %% tags=["hide-input"]
 pairs = {"high vs low": ("low", "high"), "high vs random": ("random", "high")}
 if "equal-high/0" in conditions:
     pairs["high vs low, equal count"] = ("equal-low", "equal-high")
 claims = {k: r.compare(a, b, "test", measure) for k, (a, b) in pairs.items()}
 top1 = {k: r.compare(a, b, "test", "correct") for k, (a, b) in pairs.items()}
 verdict = pruning.verdict(claims.values())
+
+
+def signed(d: tuple[float, float, float]) -> str:
+    """'+4.6 [4.1, 5.1] pp' for an (estimate, low, high) triple of fractions."""
+    return f"{100 * d[0]:+.1f} [{100 * d[1]:.1f}, {100 * d[2]:.1f}] pp".replace("-", "\u2212")
+
+
+glue("pruning-verdict", verdict, display=False)
+glue("pruning-high-vs-low", signed(claims["high vs low"]), display=False)
+glue("pruning-high-vs-random", signed(claims["high vs random"]), display=False)
 pd.DataFrame({"extra drop of high (pp), " + pruning.MEASURES[measure]: {k: pruning.interval_text(v) for k, v in claims.items()},
               "same, top-1 accuracy": {k: pruning.interval_text(v) for k, v in top1.items()}})
 
-# %%
+# %% tags=["hide-input"]
 print(f"Verdict on {model} ({hs.source} sets, {hs.rule}, {ablation} ablation, {pruning.MEASURES[measure]}): "
       f"the claim is {verdict.upper()}.")
 if hs.rule == "ranked":
@@ -217,7 +249,7 @@ if hs.rule == "ranked":
 #
 # ### The same test with the other source of sets
 
-# %%
+# %% tags=["hide-input"]
 if other is not None:
     pre = f"{other.source}: "
     other_claims = {"high vs low": r.compare(pre + "low", pre + "high", "test", measure),
@@ -239,7 +271,7 @@ else:
 # those datasets when they are on disk (`ccs data` says where; `ccs data fetch CIFAR-10`), and puts its
 # numbers in the same table, blank where it has none.
 
-# %%
+# %% tags=["hide-input"]
 paper = models.paper()
 real = pruning.real_sets(model, ["CIFAR-10", "CIFAR-100", "Food-101"], eval_images, eval_seed)
 for name, why in real.missing.items():
@@ -250,7 +282,7 @@ if real.sets:  # the paper's datasets on disk: the same conditions, on them
                 mode=ablation, means=means, progress=False, results=r)
 pruning.beside_paper(paper["pruning_high_low"], model, r, real.sets, embedded=spec.embedded)
 
-# %%
+# %% tags=["hide-input"]
 pd.DataFrame([{"dataset": ds, "model": m, "high pruned": v[0], "random pruned": v[1]}
               for ds, per in paper["pruning_high_random"].items() for m, v in per.items()]).set_index(["dataset", "model"])
 
@@ -260,7 +292,7 @@ pd.DataFrame([{"dataset": ds, "model": m, "high pruned": v[0], "random pruned": 
 # Beyond the paper: prune each analysed head alone and measure the drop over all tasks of the test
 # split. If consistency and importance went together, the heads with higher CCS would cost more.
 
-# %%
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "One head pruned at a time: each analysed head's CCS against the drop in the page's measure (by default the probability of the true class) over all tasks of the test split when that head alone is pruned (percentage points), coloured by the head's label; the three costliest heads are named.", "name": "fig-pruning-per-head"}, "image": {"alt": "Strip plot of per-head pruning cost against CCS, one dot per head, coloured by concept label."}}
 single = pd.DataFrame([{"head": n, "CCS": c, "label": lab, "drop": 100 * r.drop(f"head/{n}", "test", measure)[0]}
                        for n, c, lab in zip(table["name"], table["ccs"], table["label"])])
 rho, lo, hi = evaluate.spearman_ci(single["CCS"], single["drop"])
@@ -272,12 +304,14 @@ ax.set(xlabel="CCS", ylabel=f"drop in {pruning.MEASURES[measure]} (pp)",
        title=f"{model}: one head pruned at a time (Spearman ρ = {rho:.2f})")
 ax.legend(fontsize=7, title="label", loc="upper left")
 plt.show()
+
+# %% tags=["hide-input"]
 answer = ("yes: higher-CCS heads cost more" if lo > 0 else "no: higher-CCS heads cost less" if hi < 0
           else "not detectably: the interval includes zero")
 print(f"Spearman's rho (CCS, drop) = {rho:.2f} [{lo:.2f}, {hi:.2f}] over {len(single)} heads -> {answer}")
 single.sort_values("drop", ascending=False).head(8).round(2)
 
-# %%
+# %% tags=["hide-input"]
 summary = {
     "model": model, "weights": weights, "sets": hs.source, "rule": hs.rule, "random_pool": hs.random_pool, "ablation": ablation,
     "measure": measure, "notes": hs.notes, "eval_images": eval_images, "eval_seed": eval_seed,

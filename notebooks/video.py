@@ -23,9 +23,10 @@
 # whose match is among the top K, MdR and MnR the median and mean rank of the match. A tie counts
 # against the query (a candidate scoring equal to the match is ranked above it).
 #
-# A teaching point comes at the end: what mean pooling cannot see.
+# A teaching point comes at the end: what mean pooling cannot see. The code is folded away except
+# the pruned retrieval itself (`ablate.pruned` around `evaluate.retrieval_report`).
 
-# %%
+# %% tags=["hide-input"]
 import json
 import textwrap
 
@@ -34,6 +35,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+from IPython.display import display
+from myst_nb import glue
 
 from ccs import ablate, datasets, evaluate, headsets, llm, models, plots, pruning, scores, textspan, world
 
@@ -59,7 +62,7 @@ clip_seed = 1
 # %% [markdown]
 # ## The clips and the sets pruned
 
-# %%
+# %% tags=["hide-input"]
 print(models.banner(model, weights))
 analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False,
                             untrained=weights == "random")
@@ -76,6 +79,8 @@ batch = world.clips(clips, clip_seed, frames=frames)
 captions = [world.full_caption(row) for _, row in batch.attributes.iterrows()]
 model_, tokenizer = analysis.model, analysis.tokenizer
 text = evaluate.text_embeddings(model_, tokenizer, captions)
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Three concept-world clips, frame by frame from left to right, each under the caption that names its objects' attributes and their motion.", "name": "fig-video-clips"}, "image": {"alt": "Three film strips of eight frames each showing small objects moving across a background, with their captions as titles."}}
 fig, axes = plt.subplots(3, 1, figsize=(9, 4.4))
 for ax, i in zip(axes, range(3)):
     ax.imshow(world.grid(batch.frames[i], nrow=frames, scale=2))
@@ -85,20 +90,25 @@ plt.show()
 
 # %% [markdown]
 # ## Retrieval, unpruned and pruned
+#
+# Each condition prunes its heads (`ablate.pruned`), embeds every clip (frames through the image tower,
+# then averaged) and ranks clips and captions against each other.
 
-# %%
+# %% tags=["hide-input"]
 conditions = {k: v for k, v in hs.conditions().items() if not k.startswith("equal")}
 means = None
 if ablation == "mean":
     means = ablate.head_means(model_, batch.frames[:, 0], layers=spec.analysed_layers)
 video_of_text = np.arange(clips)
+
+# %%
 reports = {}
 for name, heads in conditions.items():
     with ablate.pruned(model_, heads, ablation, means=means):
         reports[name] = evaluate.retrieval_report(text, pruning.clip_embeddings(model, model_, batch.frames),
                                                   video_of_text)
 
-
+# %% tags=["hide-input"]
 def hits(name: str, k: int, direction: str = "text_to_video") -> np.ndarray:
     """Per query: 1 if the match is in the top k (a group: the mean over its draws)."""
     members = [c for c in conditions if pruning.group(c) == name]
@@ -123,7 +133,7 @@ print(f"{clips} clips of {frames} frames, one caption each; R@K in % (R@1 with i
       f"queries), ranks out of {clips}; random: mean over {len(hs.random)} draws")
 retrieval.set_index(["direction", "pruned"]).sort_index(level=0, sort_remaining=False)
 
-# %%
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Text-to-video recall at 1, 5 and 10, unpruned and with the high, low or random sets pruned (percentages, 95 % intervals over the queries).", "name": "fig-video-recall"}, "image": {"alt": "Grouped bar chart of text-to-video R@1, R@5 and R@10 for the original model and the three pruned sets, with error bars."}}
 plot = pd.DataFrame([{"pruned": name, "K": f"R@{k}", **dict(zip(("R", "lo", "hi"), (100 * v for v in evaluate.mean_ci(hits(name, k)))))}
                      for name in ["original", "high", "low", "random"] for k in (1, 5, 10)])
 fig, ax = plt.subplots(figsize=(8, 3.6))
@@ -145,7 +155,7 @@ plt.show()
 # when one lies at or below zero. The paper measures text → video only; the other direction is
 # printed for the record.
 
-# %%
+# %% tags=["hide-input"]
 claims = {"high vs low": evaluate.paired_ci(hits("low", 1), hits("high", 1)),
           "high vs random": evaluate.paired_ci(hits("random", 1), hits("high", 1))}
 verdict = pruning.verdict(claims.values())
@@ -154,6 +164,10 @@ for k, v in claims.items():
 for k, other in (("high vs low", "low"), ("high vs random", "random")):  # the other direction, for the record
     v = evaluate.paired_ci(hits(other, 1, "video_to_text"), hits("high", 1, "video_to_text"))
     print(f"video → text: extra R@1 lost by pruning high, {k}: {pruning.interval_text(v)}")
+glue("video-verdict", verdict, display=False)
+r1 = retrieval[retrieval.direction == "text → video"].set_index("pruned")[["R@1", "R@1 CI"]].round(1)
+r1.columns = ["text → video R@1 %", "95 % interval"]
+glue("video-r1-table", r1, display=False)
 print(f"Verdict on {model} ({hs.source} sets, {ablation} ablation, text → video R@1): the claim is {verdict.upper()}.")
 
 # %% [markdown]
@@ -169,7 +183,7 @@ print(f"Verdict on {model} ({hs.source} sets, {ablation} ablation, text → vide
 #    with the other one right. Whatever the model gets right on a clip it must get wrong on its
 #    reversal: over both, it sits exactly at chance, 50 %.
 
-# %%
+# %% tags=["hide-input"]
 forward = pruning.clip_embeddings(model, model_, batch.frames)
 backward = pruning.clip_embeddings(model, model_, batch.frames.flip(1))
 gap = float((forward - backward).abs().max())
@@ -198,7 +212,7 @@ print(f"largest |forward - reversed| over all clip embeddings: {gap:.1e} (float3
 print("choosing between the captions of a motion and of its opposite (chance 50 %):")
 motion.round(1).set_index("clips")
 
-# %%
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Mean pooling and the direction of motion: how often each clip prefers the caption with its own direction of motion over the one with the opposite direction, for the clips, for the same clips played backwards, and for both together (95 % intervals; dashed: chance).", "name": "fig-video-motion"}, "image": {"alt": "Three bars, forward, reversed and both, of the share of clips choosing the right motion caption, against a dashed chance line at 50 percent."}}
 fig, ax = plt.subplots(figsize=(5, 3))
 ax.bar(motion["clips"], motion["right %"], yerr=[motion["right %"] - motion["lo"], motion["hi"] - motion["right %"]],
        color=sns.color_palette()[:3], capsize=4)
@@ -220,7 +234,7 @@ plt.show()
 # pruned. A run of a paper model measures the same conditions on MSR-VTT (1k-A), MSVD and DiDeMo when
 # they are on disk (`ccs data` says where; frames sampled uniformly, 12 or 32 a video), same table.
 
-# %%
+# %% tags=["hide-input"]
 paper = models.paper()
 measured = {}  # dataset -> {condition group: text -> video R@1 %}
 for name in ("MSR-VTT", "MSVD", "DiDeMo"):
@@ -242,7 +256,7 @@ pd.DataFrame([{"dataset": ds, "model": m, **{f"paper: {g}": x for g, x in zip(gr
                                                                else float("nan")) for g in groups_})}
               for ds, per in paper["video_t2v_r1"].items() for m, v in per.items()]).set_index(["dataset", "model"])
 
-# %%
+# %% tags=["hide-input"]
 summary = {
     "model": model, "weights": weights, "sets": hs.source, "rule": hs.rule, "ablation": ablation, "clips": clips, "frames": frames,
     "clip_seed": clip_seed, "notes": hs.notes,

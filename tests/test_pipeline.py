@@ -34,6 +34,23 @@ def test_toc_is_written_from_the_grid():
         assert str(run.notebook.relative_to(pipeline.ROOT).with_suffix("")) in files
 
 
+def test_toc_puts_the_prose_parts_around_the_runs(tmp_path):
+    grid = tmp_path / "pipeline.yaml"
+    grid.write_text("models: [ccs-tiny]\nexperiments:\n  model_card:\n"
+                    "prose:\n  before:\n    - {caption: The method, chapters: [book/method]}\n"
+                    "  after:\n    - {caption: Reference, chapters: [book/glossary, book/bibliography]}\n")
+    toc = pipeline.toc(grid)
+    assert toc["root"] == "book/intro"
+    assert [(p["caption"], [c["file"] for c in p["chapters"]]) for p in toc["parts"]] == [
+        ("The method", ["book/method"]), ("Runs: ccs-tiny", ["book/runs/ccs-tiny/model_card"]),
+        ("Reference", ["book/glossary", "book/bibliography"])]
+    grid.write_text("models: [ccs-tiny]\nexperiments:\n  model_card:\nprose: [book/reproduce]\n")  # a plain list
+    assert pipeline.toc(grid)["parts"][-1] == {"caption": "Using the book", "chapters": [{"file": "book/reproduce"}]}
+    for part in pipeline.toc()["parts"]:  # every prose page of this book's grid exists
+        for chapter in part["chapters"]:
+            assert list(pipeline.ROOT.glob(chapter["file"] + ".*")), chapter["file"]
+
+
 @pytest.mark.parametrize("source", sorted({r.source for r in RUNS}), ids=lambda p: p.stem)
 def test_notebook_source_has_a_parameters_cell_with_a_model(source):
     nb = jupytext.read(source)

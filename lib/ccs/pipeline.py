@@ -207,14 +207,24 @@ def stamp(run: Run) -> tuple[Path, Path]:
 # --- table of contents -------------------------------------------------------------------------
 
 def toc(path: Path | None = None) -> dict:
-    """The Jupyter Book table of contents: one part per model, then the prose appendix."""
+    """The Jupyter Book table of contents: the root page, the prose parts that come before the runs
+    (`prose: before`), one part per model with its executed pages, then the prose parts after them
+    (`prose: after`). Each prose part is ``{caption, chapters: [file, ...]}``; a plain list under
+    `prose` is one part "Using the book" after the runs."""
     g = grid(path)
-    parts = []
+    prose = g.get("prose") or {}
+    if isinstance(prose, list):
+        prose = {"after": [{"caption": "Using the book", "chapters": prose}]}
+
+    def part(p: dict) -> dict:
+        return {"caption": p["caption"], "chapters": [{"file": f} for f in p.get("chapters") or []]}
+
+    parts = [part(p) for p in prose.get("before") or []]
     for model in g["models"]:
         chapters = [{"file": str(r.notebook.relative_to(ROOT).with_suffix(""))}
                     for r in runs(path) if r.model == model]
         parts.append({"caption": f"Runs: {model}", "chapters": chapters})
-    parts.append({"caption": "Using the book", "chapters": [{"file": f} for f in g.get("prose", [])]})
+    parts += [part(p) for p in prose.get("after") or []]
     return {"format": "jb-book", "root": g.get("root", "book/intro"),
             "parts": [p for p in parts if p["chapters"]]}
 

@@ -85,19 +85,34 @@ def real_sets(model: str, names, n: int, seed: int) -> RealSets:
     return out
 
 
-def beside_paper(published: dict, model: str, r: Results, measured, names=("original", "high", "low"),
-                 embedded: bool = False) -> pd.DataFrame:
-    """The paper's table {model: {dataset: [values per condition]}} (top-1 %), with this run's top-1 %
-    of the same conditions beside it for `model` on the datasets it `measured`, blank elsewhere."""
+def beside(published: dict, run: dict | None, names) -> pd.DataFrame:
+    """A paper table {model: {dataset: [values per condition]}} as rows (model, dataset) with columns
+    ``paper: <name>``, and, unless `run` is None, ``this run: <name>`` from `run` (the same shape),
+    blank (NaN) where the run has no number."""
     rows = []
     for m, per in published.items():
         for ds, values in per.items():
             row = {"model": m, "dataset": ds, **{f"paper: {n}": v for n, v in zip(names, values)}}
-            if not embedded:
-                row.update({f"this run: {n}": (100 * r.value(n, ds, "correct") if m == model and ds in measured
-                                               else float("nan")) for n in names})
+            if run is not None:
+                mine = (run.get(m) or {}).get(ds)
+                row.update({f"this run: {n}": (float(mine[i]) if mine is not None and i < len(mine) and mine[i] is not None
+                                               else float("nan")) for i, n in enumerate(names)})
             rows.append(row)
     return pd.DataFrame(rows).set_index(["model", "dataset"])
+
+
+def run_values(r: Results, measured, names=("original", "high", "low")) -> dict[str, list[float]]:
+    """This run's top-1 % of the conditions `names` on each dataset it `measured`: {dataset: [values]},
+    the shape of one model's row of a paper table (what a page stores under ``paper_tables``)."""
+    return {ds: [100 * r.value(n, ds, "correct") for n in names] for ds in measured}
+
+
+def beside_paper(published: dict, model: str, r: Results, measured, names=("original", "high", "low"),
+                 embedded: bool = False) -> pd.DataFrame:
+    """The paper's table {model: {dataset: [values per condition]}} (top-1 %), with this run's top-1 %
+    of the same conditions beside it for `model` on the datasets it `measured`, blank elsewhere."""
+    mine = run_values(r, [d for d in measured if d in published.get(model, {})], names)
+    return beside(published, None if embedded else {model: mine}, names)
 
 
 def noise_set(n: int, seed: int, like: EvalSet) -> EvalSet:

@@ -1,4 +1,4 @@
-"""`ccs run` (one notebook, any parameters) and `ccs toc`."""
+"""`ccs run` (one notebook, any parameters), `ccs toc` and `ccs paper-tables`."""
 from __future__ import annotations
 
 import typer
@@ -52,6 +52,24 @@ def toc(check: bool = typer.Option(False, help="Fail if _toc.yml is out of date.
             raise typer.Exit(1)
         return
     typer.echo(pipeline.write_toc())
+
+
+@app.command("paper-tables")
+def paper_tables(check: bool = typer.Option(False, help="Fail if the page is out of date.")) -> None:
+    """Write the page of the paper's numbers beside this book's runs (pipeline.yaml's `paper_tables`)
+    from paper.yaml and book/runs/*/*.json."""
+    from ccs import paper_tables as pt
+
+    out = pt.target()
+    if out is None:
+        typer.echo("pipeline.yaml names no paper_tables page.", err=True)
+        raise typer.Exit(1)
+    if check:
+        if not out.is_file() or out.read_text() != pt.page():
+            typer.echo(f"{out.relative_to(pipeline.ROOT)} is out of date: run `ccs paper-tables`.", err=True)
+            raise typer.Exit(1)
+        return
+    typer.echo(pt.write(out))
 
 
 @app.command()
