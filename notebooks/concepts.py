@@ -185,8 +185,12 @@ def run_value(dataset: str, condition: str) -> float:
     return 100 * r.value(condition, dataset, "correct") if measured else float("nan")
 
 
+paper_rows = {}  # this run's rows of the paper's tables, for the paper-vs-book page (ccs.paper_tables)
 for dataset, key, columns in (("Country-211", "concept_location_country211", ["original", "locations", "animals"]),
                               ("CIFAR-10", "concept_objects_cifar10", ["original", "objects", "locations", "animals"])):
+    if dataset in real.sets:
+        row = [run_value(dataset, "original" if c == "original" else concept_of[c]) for c in columns]
+        paper_rows[key] = {"Country-211" if dataset == "Country-211" else "CIFAR-10 objects": row}
     table_ = pd.DataFrame(paper[key], index=[f"paper: {c}" + ("" if c == "original" else " pruned") for c in columns]).T
     if not spec.embedded:
         for c in columns:
@@ -204,7 +208,7 @@ summary = {
     "excess": m["excess"].round(3).to_dict("index"),
     "diagonal": {"concepts": diag["concepts"], "diagonal": diag["diagonal"], "off_diagonal": diag["off_diagonal"],
                  "difference": dict(zip(("estimate", "low", "high"), diag["difference"]))},
-    "verdict": verdict,
+    "verdict": verdict, "paper_tables": paper_rows,
 }
 with open("concepts.json", "w") as f:
     json.dump(json.loads(json.dumps(summary).replace("NaN", "null")), f, indent=1)

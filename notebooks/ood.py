@@ -241,6 +241,7 @@ summary = {
     "detection": det.drop(columns=["AUROC [95 % CI]"]).to_dict("records"),
     "paper_claims": {k: dict(zip(("difference", "low", "high"), v)) for k, v in paper_claims.items()},
     "paper_verdict": paper_verdict, "verdicts": verdicts, "verdict": verdict,
+    "paper_tables": {"ood_datasets": pruning.run_values(r, real.sets)},  # for ccs.paper_tables
 }
 with open("ood.json", "w") as f:
     json.dump(json.loads(json.dumps(summary).replace("NaN", "null")), f, indent=1)

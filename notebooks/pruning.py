@@ -208,9 +208,10 @@ for patch_group, (_, sub) in zip(ax.containers, answer_bars.groupby("condition",
     ax.errorbar([p.get_x() + p.get_width() / 2 for p in patch_group], sub["drop"],
                 yerr=[sub["drop"] - sub["lo"], sub["hi"] - sub["drop"]], fmt="none", ecolor="0.2", capsize=3, lw=1)
 ax.axhline(0, color="0.3", lw=0.8)
-ax.set(xlabel="", ylabel=f"drop in {pruning.MEASURES[measure]} (pp)",
+ax.set(xlabel="", ylabel=f"drop (pp) in the\n{pruning.MEASURES[measure]}",
        title=f"{model}: pruning high- vs low-CCS vs random heads ({hs.source} sets, 95 % intervals)")
 ax.legend(title="pruned", ncols=3, fontsize=8)
+fig.tight_layout()
 glue("answer-fig", fig, display=False)
 plt.show()
 
@@ -326,6 +327,9 @@ summary = {
     "verdict": verdict,
     "other_sets_claims": {k: dict(zip(("difference", "low", "high"), v)) for k, v in other_claims.items()},
     "per_head": single.to_dict("records"), "ccs_importance_spearman": {"rho": rho, "low": lo, "high": hi},
+    # this run's rows of the paper's tables, for the paper-vs-book page (ccs.paper_tables)
+    "paper_tables": {"pruning_high_low": pruning.run_values(r, real.sets),
+                     "pruning_high_random": pruning.run_values(r, real.sets, ("high", "random"))},
 }
 with open("pruning.json", "w") as f:
     json.dump(json.loads(json.dumps(summary).replace("NaN", "null")), f, indent=1)

@@ -13,7 +13,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from ccs import pipeline
+from ccs import paper_tables, pipeline
 
 MODEL = "ViT-B-32-OpenAI"
 SMALL = {"weights": "random", "images": 24, "test_images": 24, "eval_images": 24, "clips": 6, "frames": 3,
@@ -99,3 +99,8 @@ def test_every_page_runs_on_a_paper_architecture_with_random_weights(experiment,
         assert "this run: original" in "".join(text) and f"{measured}: not measured" not in "".join(text)
     for written in tmp_path.glob("*.json"):
         assert json.loads(written.read_text())["weights"] == "random", written.name
+    if measured:  # ... and its JSON carries the row the paper-vs-book page reads (ccs.paper_tables)
+        summaries = {experiment: json.loads((tmp_path / f"{experiment}.json").read_text())}
+        rows = {t.key: paper_tables.run_numbers(t, summaries) for t in paper_tables.TABLES}
+        filled = [k for k, v in rows.items() if any(x is not None for vals in v.values() for x in vals)]
+        assert filled, rows

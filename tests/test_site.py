@@ -199,9 +199,13 @@ MEASURE = """async ({columns}) => {
     }
     columnsOut.push(entry);
   }
+  // Printed output that scrolls sideways inside its own box (hidden from the column check).
+  const scrollingOutputs = Array.from(document.querySelectorAll('div.cell_output pre'))
+      .filter(e => e.scrollWidth > e.clientWidth + 1)
+      .map(e => ({width: e.scrollWidth, box: e.clientWidth, text: text(e).slice(0, 80)}));
   const doc = document.documentElement;
   return {title: document.title, ids, links, images, errorOutputs, mathErrors, tracebacks,
-          columns: columnsOut,
+          columns: columnsOut, scrollingOutputs,
           page: {scrollWidth: doc.scrollWidth, innerWidth: window.innerWidth}};
 }"""
 
@@ -381,6 +385,14 @@ def test_no_horizontal_overflow_at_desktop_width(visits):
             items.append(f"the page scrolls sideways: document scrollWidth {page['scrollWidth']}"
                          f" > innerWidth {page['innerWidth']}")
     _check(problems, f"horizontal overflow at {VIEWPORT['width']}x{VIEWPORT['height']}")
+
+
+def test_printed_outputs_wrap_inside_their_boxes(visits):
+    """A long printed line (a verdict, a note) wraps (_css/outputs.css) instead of hiding its end
+    behind a sideways scroll bar."""
+    problems = {rel: [f"output box {o['box']}px wide scrolls to {o['width']}px ({o['text']!r})"
+                      for o in data["scrollingOutputs"]] for rel, data in visits.items()}
+    _check(problems, "printed outputs scrolling sideways")
 
 
 def test_screenshots_saved(visits, site, report):

@@ -114,7 +114,8 @@ def test_the_token_embedding_is_updated_only_where_captions_use_it(tmp_path):
         b = world.train_batch(16, step, cfg.seed, cfg.sibling_frac, cfg.position_share,
                               cfg.sibling_weights, cfg.sibling_group)
         used |= set(tok(b.captions).unique().tolist())
-    assert set(changed.nonzero().flatten().tolist()) == used
+    # the padding id (0) follows the end-of-text token, whose causal output never sees it: no gradient
+    assert set(changed.nonzero().flatten().tolist()) == used - {0}
 
 
 def test_logit_scale_is_clamped(tmp_path):
@@ -127,10 +128,10 @@ def test_shipped_weights_load_offline_and_clear_a_floor(monkeypatch):
     model, _, tok = models.load("ccs-tiny")
     batch = world.sample(200, seed=424242, split="test")
     acc = evaluate.zero_shot_report(model, tok, batch, world.tasks())
-    # measured on these images: shape 0.81, texture 0.63, count 0.98, the others 0.995-1.0;
-    # shape and texture were learned last and only partly (see the training record)
-    floor = {"colour": 0.95, "scene": 0.95, "position": 0.9, "size": 0.9, "count": 0.85, "shape": 0.7,
-             "texture": 0.55}
+    # measured on these images: shape 0.96, texture 0.925, size 0.975, count 0.99, the others
+    # 0.995-1.0 (issue #13's targets: 0.90 shape, 0.85 texture, 0.95 the rest, on 1,000 images)
+    floor = {"colour": 0.95, "scene": 0.95, "position": 0.95, "size": 0.93, "count": 0.95, "shape": 0.9,
+             "texture": 0.85}
     assert all(acc[c] >= f for c, f in floor.items()), acc
     record = json.loads((models.WEIGHTS_DIR / "ccs-tiny.record.json").read_text())
     assert record["pairs_seen"] > 0 and record["wall_time_s"] > 0
