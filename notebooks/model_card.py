@@ -220,7 +220,7 @@ def measured(r: dict) -> dict:
 
 
 now = evaluate.world_report(clip, tokenizer, seed=previous["eval_seed"], n=1000, splits=["test"])["test"]
-short = pd.DataFrame({"target": targets, f"this model ({weights})": pd.Series(measured(now))})
+short = pd.DataFrame({"target": targets, f"this model ({weights})": pd.Series(measured(now))}).reindex(list(targets))
 if model == models.TINY and weights == "trained":
     short.insert(1, "previous ccs-tiny", pd.Series(measured(previous)))
 short["met"] = np.where(short.iloc[:, -1] >= short["target"], "yes", "no")

@@ -37,7 +37,8 @@ from ccs import pipeline
 
 ROOT = pipeline.ROOT
 VIEWPORT = {"width": 1280, "height": 900}
-SCREENSHOTS = {"intro": "book/intro.html", "pruning": "book/runs/ccs-tiny/pruning.html"}
+SCREENSHOTS = {"intro": "book/intro.html", "pruning": "book/runs/ccs-tiny/pruning.html",
+               "model_card": "book/runs/ccs-tiny/model_card.html"}
 # The main column of the sphinx-book-theme page, outermost first (pydata-sphinx-theme markup).
 COLUMNS = ("#main-content", ".bd-article-container", ".bd-article")
 # Script errors that come from the toolchain, not from this book, each with its reason.

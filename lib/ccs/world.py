@@ -172,7 +172,7 @@ def _pattern(texture: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch
     4 px grid (a quarter dark). Their first version, 2 px stripes against 2 px checks, had the same
     dark share and differed only in the phase-dependent fine structure inside a 16 px patch token:
     ccs-tiny told them apart at chance, and a linear probe on its patch tokens read stripes against
-    checks at 0.51-0.55 but stripes against these dots at 0.85 (scratch record in the model card)."""
+    checks at 0.51-0.55 but stripes against these dots at 0.85 (benchmarks/texture_probe.py)."""
     stripes = torch.floor(dy / 2 + 0.25) % 2
     gx, gy = dx / 4 - torch.round(dx / 4), dy / 4 - torch.round(dy / 4)
     dots = ((gx * gx + gy * gy) * 16 <= 1.3).float()
