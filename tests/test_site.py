@@ -22,6 +22,7 @@ import functools
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -156,7 +157,7 @@ MEASURE = """async ({columns}) => {
   const links = Array.from(document.querySelectorAll('a[href]'))
       .map(a => ({href: a.href, raw: a.getAttribute('href'), text: text(a).slice(0, 60)}));
   const images = imgs.map(i => ({src: i.currentSrc || i.src, alt: i.alt, complete: i.complete,
-                                  naturalWidth: i.naturalWidth}));
+                                  naturalWidth: i.naturalWidth, inArticle: article.contains(i)}));
   const errorOutputs = Array.from(article.querySelectorAll(
       '.output_error, .output.traceback, .output.stderr'))
       .map(e => ({element: describe(e), text: text(e).slice(0, 300),
@@ -351,6 +352,16 @@ def test_images_and_site_files_load(visits):
                              f"(complete={img['complete']}, naturalWidth=0)")
         items += [f"missing file of the site: {m}" for m in data["missing"]]
     _check(problems, "missing images or files")
+
+
+def test_every_figure_has_alt_text(visits):
+    """Every image of a page's content says in words what it shows: not empty, not a file name
+    (what a figure pasted without a description gets)."""
+    problems = {rel: [f"<img src={img['src'].rsplit('/', 1)[-1]!r}> alt={img['alt'][:60]!r}"
+                      for img in data["images"] if img["inArticle"]
+                      and (not img["alt"].strip() or re.search(r"[/\\]|\.(png|jpe?g|svg|gif)$", img["alt"]))]
+                for rel, data in visits.items()}
+    _check(problems, "images without alt text")
 
 
 def test_no_tracebacks_errors_or_script_errors(visits):
