@@ -212,7 +212,6 @@ ax.set(xlabel="", ylabel=f"drop (pp) in the\n{pruning.MEASURES[measure]}",
        title=f"{model}: pruning high- vs low-CCS vs random heads ({hs.source} sets, 95 % intervals)")
 ax.legend(title="pruned", ncols=3, fontsize=8)
 fig.tight_layout()
-glue("answer-fig", fig, display=False)
 fig.savefig("pruning-answer.png", dpi=110)  # beside pruning.json: the chapters show it with a caption and alt text
 plt.show()
 
