@@ -35,12 +35,12 @@ def before(steps: int, cfg: train.TrainConfig) -> float:
 
     old = json.loads((models.CONFIG_DIR / f"{cfg.model}.json").read_text())
     old["vision_cfg"].update(BEFORE_TOWER)
-    configs = Path(tempfile.mkdtemp())
-    (configs / "ccs-tiny-before.json").write_text(json.dumps(old))
-    open_clip.add_model_config(configs)
-    model = train.build_model("ccs-tiny-before", cfg.seed, cfg.image_mean, cfg.image_std)
+    with tempfile.TemporaryDirectory() as configs:
+        (Path(configs) / "ccs-tiny-before.json").write_text(json.dumps(old))
+        open_clip.add_model_config(configs)
+        model = train.build_model("ccs-tiny-before", cfg.seed, cfg.image_mean, cfg.image_std)
+        tokenizer = open_clip.get_tokenizer("ccs-tiny-before")
     opt = train.make_optimizer(model, cfg)
-    tokenizer = open_clip.get_tokenizer("ccs-tiny-before")
     preprocess = models.tensor_preprocess(model)
     loss_fn = open_clip.ClipLoss()
 

@@ -147,10 +147,13 @@ def eval_concepts(model, tokenizer, batch) -> dict:
             "position_cos": float((cos.sum() - k) / (k * k - k))}
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
 def resolve_precision(precision: str, device: str) -> torch.dtype | None:
     """The autocast dtype of a run: bf16 where the hardware has it natively, else None (fp32)."""
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"precision {precision!r}: use auto, bf16 or fp32")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: use {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}")
     if precision == "fp32":
         return None
     native = (torch.cuda.is_bf16_supported() if device == "cuda"
@@ -270,9 +273,10 @@ def train(run_dir: str | Path, cfg: TrainConfig | None = None, max_steps: int | 
         now = time.time()
         state.wall += now - t0
         t0 = now
-        state.losses.append([state.step, round(loss.item(), 4), round(model.logit_scale.exp().item(), 2)])
+        value, logit_scale = loss.item(), model.logit_scale.exp().item()
+        state.losses.append([state.step, round(value, 4), round(logit_scale, 2)])
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
+        bar.set_postfix(loss=f"{value:.3f}", scale=f"{logit_scale:.1f}")
         if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
             ev = eval_concepts(model, tokenizer, eval_batch) | {"step": state.step, "wall": round(state.wall)}
             state.evals.append(ev)

@@ -53,8 +53,8 @@ def train_tiny(
         return
     if out.exists() and not out.is_dir():
         raise bad("--out", f"{out} is a file, not a run folder.")
-    if precision not in ("auto", "bf16", "fp32"):
-        raise bad("--precision", f"{precision!r}: use auto, bf16 or fp32.")
+    if precision not in train.PRECISIONS:
+        raise bad("--precision", f"{precision!r}: use {', '.join(train.PRECISIONS)}.")
     if not (lr > 0 and math.isfinite(lr)):
         raise bad("--lr", f"the learning rate must be a positive number, not {lr}.")
     weights = parse_sibling_weights(sibling_weights) or _RECIPE.sibling_weights
