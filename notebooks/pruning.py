@@ -298,6 +298,7 @@ single = pd.DataFrame([{"head": n, "CCS": c, "label": lab, "drop": 100 * r.drop(
                        for n, c, lab in zip(table["name"], table["ccs"], table["label"])])
 rho, lo, hi = evaluate.spearman_ci(single["CCS"], single["drop"])
 fig, ax = plt.subplots(figsize=(6.5, 4))
+np.random.seed(seed)  # seaborn's jitter draws from numpy's global generator: the same figure every run
 sns.stripplot(single, x="CCS", y="drop", hue="label", ax=ax, size=7, jitter=0.15, native_scale=True)
 for row in single.nlargest(3, "drop").itertuples():
     ax.annotate(row.head, (row.CCS, row.drop), xytext=(6, 0), textcoords="offset points", fontsize=8)
