@@ -36,11 +36,13 @@ html: $(STAMP) _mathjax/mathjax/tex-svg.js
 test: $(STAMP) _mathjax/mathjax/tex-svg.js
 	$(PY) -m pytest
 
-## train-tiny: (re)train the embedded tiny CLIP (about 35 minutes on 2 CPU cores, minutes on a GPU), resuming
-## from train-runs/ccs-tiny when interrupted, then export its best weights into lib/ccs/weights
+## train-tiny: (re)train a concept-world CLIP of lib/ccs/data/zoo.yaml (MODEL=ccs-tiny by default; about
+## 35 minutes on 2 CPU cores, minutes on a GPU), resuming from train-runs/$(MODEL) when interrupted, then
+## export its best weights into lib/ccs/weights
+MODEL ?= ccs-tiny
 train-tiny: $(STAMP)
-	ccs train-tiny --out train-runs/ccs-tiny $(if $(PAIRS),--pairs $(PAIRS)) --threads $(or $(THREADS),2)
-	ccs train-tiny --out train-runs/ccs-tiny --export
+	ccs train-tiny --model $(MODEL) --out train-runs/$(MODEL) $(if $(PAIRS),--pairs $(PAIRS)) --threads $(or $(THREADS),2)
+	ccs train-tiny --model $(MODEL) --out train-runs/$(MODEL) --export
 
 clean:
 	rm -rf _build .snakemake

@@ -60,13 +60,22 @@ def paper() -> dict:
 
 
 @cache
+def zoo() -> dict[str, dict]:
+    """The project's own concept-world models (the packaged zoo.yaml): name -> config, seed, about."""
+    return yaml.safe_load((PACKAGE / "data" / "zoo.yaml").read_text())
+
+
+@cache
 def registry() -> dict[str, ModelSpec]:
-    """All known models by name: the project's tiny model first, then the paper's six."""
+    """All known models by name: the project's tiny models first (ccs-tiny, the default, leads),
+    then the paper's six."""
     _register_configs()
-    cfg = json.loads((CONFIG_DIR / f"{TINY}.json").read_text())["vision_cfg"]
-    layers = cfg["layers"]
-    specs = {TINY: ModelSpec(TINY, TINY, None, layers, cfg["width"] // cfg["head_width"],
-                             tuple(range(max(0, layers - 4), layers)))}
+    specs = {}
+    for name, z in zoo().items():
+        cfg = json.loads((CONFIG_DIR / f"{z['config']}.json").read_text())["vision_cfg"]
+        layers = cfg["layers"]
+        specs[name] = ModelSpec(name, z["config"], None, layers, cfg["width"] // cfg["head_width"],
+                                tuple(range(max(0, layers - 4), layers)))
     for name, m in paper()["models"].items():
         specs[name] = ModelSpec(name, m["open_clip"], m["pretrained"], m["layers"], m["heads"],
                                 tuple(m["analysed_layers"]))

@@ -80,12 +80,13 @@ class State:
 
 def build_model(name: str = models.TINY, seed: int = 0, mean=models.TINY_MEAN,
                 std=models.TINY_STD) -> torch.nn.Module:
-    """A freshly initialised open_clip model of the registered config `name` (same seed, same init)."""
+    """A freshly initialised open_clip model of the registered model `name`'s config (same seed,
+    same init)."""
     import open_clip
 
     models._register_configs()
     torch.manual_seed(seed)
-    return open_clip.create_model(name, pretrained=None,
+    return open_clip.create_model(models.spec(name).open_clip, pretrained=None,
                                   force_preprocess_cfg={"mean": tuple(mean), "std": tuple(std)})
 
 
@@ -175,7 +176,7 @@ class Batches(torch.utils.data.IterableDataset):
         import open_clip
 
         models._register_configs()
-        tokenizer, ids = open_clip.get_tokenizer(self.cfg.model), {}
+        tokenizer, ids = open_clip.get_tokenizer(models.spec(self.cfg.model).open_clip), {}
         c = self.cfg
         for step in range(self.start, self.end):
             b = world.train_batch(c.batch_size, step, c.seed, c.sibling_frac, c.position_share,
@@ -234,17 +235,17 @@ def train(run_dir: str | Path, cfg: TrainConfig | None = None, max_steps: int | 
                 o.load_state_dict(sd)
         except (RuntimeError, ValueError, TypeError, KeyError) as e:  # e.g. an older ccs-tiny run
             raise RuntimeError(f"{last} does not fit the current {cfg.model} config "
-                               f"(lib/ccs/model_configs/{cfg.model}.json) and training code: it was "
+                               f"(lib/ccs/model_configs/{models.spec(cfg.model).open_clip}.json) and training code: it was "
                                f"trained by another version. Train into a new --out folder, or delete "
                                f"{run_dir}.") from e
         state = State(**ck["state"])
-    tokenizer = open_clip.get_tokenizer(cfg.model)
+    tokenizer = open_clip.get_tokenizer(models.spec(cfg.model).open_clip)
     preprocess = models.tensor_preprocess(model)
     loss_fn = open_clip.ClipLoss()
     eval_batch = world.sample(cfg.eval_n, EVAL_SEED, "test")
     end = cfg.steps if max_steps is None else min(cfg.steps, state.step + max_steps)
     model.train()
-    bar = tqdm(total=end, initial=state.step, disable=not progress, desc="train ccs-tiny", unit="step")
+    bar = tqdm(total=end, initial=state.step, disable=not progress, desc=f"train {cfg.model}", unit="step")
 
     def checkpoint():
         _save({"model": model.state_dict(), "opt": [o.state_dict() for o in opts], "state": asdict(state),
@@ -307,7 +308,7 @@ def hardware() -> str:
 
 def retrain_command(cfg: dict, out: str) -> str:
     """The `ccs train-tiny` command line that repeats a run of config `cfg` (then its export)."""
-    cmd = f"ccs train-tiny --out {out} --pairs {cfg['pairs']} --batch-size {cfg['batch_size']} " \
+    cmd = f"ccs train-tiny --model {cfg.get('model', models.TINY)} --out {out} --pairs {cfg['pairs']} --batch-size {cfg['batch_size']} " \
           f"--lr {cfg['lr']} --seed {cfg['seed']} --threads {cfg['threads']} " \
           f"--sibling-frac {cfg['sibling_frac']} --sibling-group {cfg.get('sibling_group', 2)} " \
           f"--precision {cfg.get('precision', 'fp32')} --loader-workers {cfg.get('loader_workers', 0)}"
@@ -337,7 +338,7 @@ def export(run_dir: str | Path, out_dir: str | Path | None = None, which: str = 
     step = src.get("step", state.step)
     curve = state.losses[:: max(1, len(state.losses) // 400)]  # ~400 points of the loss curve
     record = {
-        "model": name, "config": json.loads((models.CONFIG_DIR / f"{name}.json").read_text()),
+        "model": name, "config": json.loads((models.CONFIG_DIR / f"{models.spec(name).open_clip}.json").read_text()),
         "train_config": cfg, "weights_from_step": step, "steps_run": state.step,
         "pairs_seen": step * cfg["batch_size"], "pairs_seen_total": state.step * cfg["batch_size"],
         "wall_time_s": round(state.wall), "hardware": hardware(), "threads": cfg["threads"],

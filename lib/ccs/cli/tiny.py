@@ -16,12 +16,16 @@ _RECIPE = train.TrainConfig()  # the CLI's defaults are the training recipe's
 
 @app.command("train-tiny")
 def train_tiny(
-    out: Path = typer.Option(Path("train-runs/ccs-tiny"), help="Run folder (checkpoints, config, log)."),
+    model: str = typer.Option(_RECIPE.model, help="Which concept-world model to train (`ccs models`; "
+                              "the zoo in lib/ccs/data/zoo.yaml gives its config and seed)."),
+    out: Path = typer.Option(None, help="Run folder (checkpoints, config, log); default "
+                             "train-runs/MODEL."),
     pairs: int = typer.Option(_RECIPE.pairs, min=1, help="Image-caption pairs to train on."),
     batch_size: int = typer.Option(_RECIPE.batch_size, min=2, help="Pairs per step (a contrastive "
                                    "loss needs at least 2)."),
     lr: float = typer.Option(_RECIPE.lr, help="Peak learning rate (> 0)."),
-    seed: int = typer.Option(_RECIPE.seed, min=0),
+    seed: int = typer.Option(None, min=0, help="Training seed (initial weights and images); "
+                             "default: the model's seed in the zoo."),
     threads: int = typer.Option(1, min=1, help="torch CPU threads (1 when other work shares the cores)."),
     eval_every: int = typer.Option(_RECIPE.eval_every, min=1, help="Steps between per-concept zero-shot "
                                    "evaluations."),
@@ -43,7 +47,15 @@ def train_tiny(
     fresh: bool = typer.Option(False, "--fresh", help="Ignore the run's config.json and use these options "
                                "(a new run folder needs no flag)."),
 ) -> None:
-    """Train (or resume) the tiny CLIP; re-running the same command resumes from the last checkpoint."""
+    """Train (or resume) a concept-world CLIP; re-running the same command resumes from the last
+    checkpoint."""
+    from ccs import models
+
+    zoo = models.zoo()
+    if model not in zoo:
+        raise bad("--model", f"{model!r} is not a concept-world model; trainable: {', '.join(zoo)}.")
+    out = out or Path("train-runs") / model
+    seed = zoo[model]["seed"] if seed is None else seed
     if export:
         missing = [f for f in ("last.pt", "best.pt") if not (out / f).is_file()]
         if missing:
@@ -61,7 +73,7 @@ def train_tiny(
     cfg = None if (out / "config.json").exists() and not fresh else train.TrainConfig(
         pairs=pairs, batch_size=batch_size, lr=lr, seed=seed, threads=threads, eval_every=eval_every,
         sibling_frac=sibling_frac, sibling_group=sibling_group, sibling_weights=weights,
-        precision=precision, loader_workers=loader_workers)
+        precision=precision, loader_workers=loader_workers, model=model)
     state = train.train(out, cfg, max_steps=max_steps)
     typer.echo(f"step {state.step}, best mean zero-shot accuracy {state.best:.3f} at step {state.best_step}")
 
