@@ -237,3 +237,64 @@ def test_heads_records_are_checked_before_any_work(tmp_path, content, message):
     path.write_text(content)
     out = CliRunner().invoke(app, ["heads", "--records", str(path)])
     assert out.exit_code == 2 and message in " ".join(out.output.split())
+
+
+HEAVY = ("torch", "scipy", "sklearn", "pandas", "open_clip", "joblib", "papermill", "jupytext", "openai")
+
+
+def test_help_imports_no_heavy_module():
+    """`ccs --help` and every command's --help stay fast (was 5-10 s): the command modules import the
+    library inside their commands. Checked on the import graph, not on a clock."""
+    code = ("import sys\nimport typer.main\nfrom ccs.cli import app\n"
+            "root = typer.main.get_command(app)\n"
+            "def walk(cmd, path):\n"
+            "    yield path\n"
+            "    for name in getattr(cmd, 'commands', {}):\n"
+            "        yield from walk(cmd.commands[name], [*path, name])\n"
+            "helped = 0\n"
+            "for args in walk(root, []):\n"
+            "    root.main([*args, '--help'], prog_name='ccs', standalone_mode=False)\n"
+            "    helped += 1\n"
+            "print(helped, *sorted(m.split('.')[0] for m in sys.modules))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    helped, *loaded = p.stdout.split("\n")[-2].split()
+    assert int(helped) >= 20  # the root, every command and every sub-command
+    assert "typer" in loaded and not set(HEAVY) & set(loaded), sorted(set(HEAVY) & set(loaded))
+    # the installed script, as a user runs it
+    p = subprocess.run([sys.executable, "-X", "importtime", str(CCS), "--help"], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0 and "Commands:" in p.stdout, p.stderr[-2000:]
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in p.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "ccs" in imported and not set(HEAVY) & imported, sorted(set(HEAVY) & imported)
+
+
+def test_cli_defaults_are_the_library_defaults():
+    """The defaults --help shows are read from the library's source without importing it: the same
+    values the library holds."""
+    import typer.main
+
+    from ccs import llm, train
+
+    cmds = typer.main.get_command(app).commands
+    params = lambda name: {p.name: p.default for p in cmds[name].params if p.param_type_name == "option"}
+    recipe, tiny = train.TrainConfig(), params("train-tiny")
+    for name in ("pairs", "batch_size", "lr", "eval_every", "sibling_frac", "sibling_group", "precision",
+                 "loader_workers", "model"):
+        assert tiny[name] == getattr(recipe, name), name
+    assert params("heads")["timeout"] == llm.TIMEOUT and params("heads")["retries"] == llm.RETRIES
+
+
+@pytest.mark.parametrize("columns", ["40", "80", "200"])
+def test_usage_errors_are_one_plain_line_at_any_terminal_width(tmp_path, columns):
+    """A usage error is click's plain `Error: ...` line, not a Rich panel whose box characters and
+    line breaks depend on the terminal's width."""
+    path = tmp_path / "records.json"
+    path.write_text("not json")
+    out = CliRunner().invoke(app, ["heads", "--records", str(path)], env={"COLUMNS": columns}, terminal_width=int(columns))
+    assert out.exit_code == 2
+    errors = [line for line in out.output.splitlines() if line.startswith("Error: ")]
+    assert errors == [f"Error: Invalid value for '--records': {path} is not JSON "
+                      "(Expecting value: line 1 column 1 (char 0))"], out.output
+    assert not set("│╭╰─") & set(out.output)

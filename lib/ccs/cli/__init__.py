@@ -6,14 +6,24 @@ Errors have one style for every command, handled here once: a failing command pr
 formatting and exit code 2; Ctrl-C prints ``interrupted`` and exits with 130). The traceback is
 shown only with ``ccs --debug ...`` or ``CCS_DEBUG=1``. Commands therefore validate their options
 (raising ``typer.BadParameter``) and otherwise let the library's exceptions through.
+
+Usage errors and help are click's plain text (no Rich panels): an error is one ``Error: ...`` line
+whatever the terminal's width.
+
+`ccs --help` imports no heavy library (torch, scipy, sklearn, pandas): the command modules import the
+library inside their commands, and a default that the library defines is read from its source
+(`constant`, `dataclass_defaults`) instead of importing it. tests/test_cli.py checks the import graph.
 """
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import os
 import pkgutil
 import sys
 import traceback
+from functools import cache
 from pathlib import Path
 
 import typer
@@ -88,7 +98,7 @@ class _App(typer.Typer):
 
 
 app = _App(cls=_Group, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-           help="Concept Consistency in CLIP: models, heads, scores and the book's pipeline.")
+           rich_markup_mode=None, help="Concept Consistency in CLIP: models, heads, scores and the book's pipeline.")
 
 
 @app.callback()
@@ -101,6 +111,50 @@ def _main(ctx: typer.Context,
 def bad(param: str, message: str) -> typer.BadParameter:
     """A usage error for option `param` (e.g. '--layers'), to raise from a command's checks."""
     return typer.BadParameter(message, param_hint=f"'{param}'")
+
+
+@cache
+def _module_tree(module: str) -> ast.Module:
+    spec = importlib.util.find_spec(module)  # imports the parent package (ccs: light), not the module
+    return ast.parse(Path(spec.origin).read_text())
+
+
+def constant(module: str, name: str):
+    """The value of the module-level constant `name` of `module` (e.g. 'ccs.llm', 'TIMEOUT'), read
+    from its source without importing it (a command's default, shown by --help); imported when it is
+    not a literal there."""
+    try:
+        return _literal(module, name)
+    except (LookupError, ValueError):
+        return getattr(importlib.import_module(module), name)
+
+
+def _literal(module: str, name: str):
+    for node in _module_tree(module).body:
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name) and target.id == name:
+                    return ast.literal_eval(node.value)
+                if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
+                    for t, v in zip(target.elts, node.value.elts):
+                        if isinstance(t, ast.Name) and t.id == name:
+                            return ast.literal_eval(v)
+    raise LookupError(f"{module} defines no literal constant {name}")
+
+
+def dataclass_defaults(module: str, cls: str) -> dict:
+    """The literal defaults of the fields of dataclass `cls` of `module`, read from its source."""
+    for node in _module_tree(module).body:
+        if isinstance(node, ast.ClassDef) and node.name == cls:
+            out = {}
+            for item in node.body:
+                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name) and item.value:
+                    try:
+                        out[item.target.id] = ast.literal_eval(item.value)
+                    except ValueError:
+                        pass  # not a literal (a factory, another module's constant)
+            return out
+    raise LookupError(f"{module} defines no class {cls}")
 
 
 for _module in pkgutil.iter_modules(__path__):

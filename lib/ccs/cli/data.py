@@ -6,10 +6,9 @@ import json
 
 import typer
 
-from ccs import datasets
 from ccs.cli import app
 
-data_app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
+data_app = typer.Typer(invoke_without_command=True, no_args_is_help=False, rich_markup_mode=None,
                        help="The paper's datasets: where each one goes under the data root ($CCS_DATA), "
                             "whether it is present, and `fetch` for those torchvision can download.")
 app.add_typer(data_app, name="data")
@@ -21,6 +20,8 @@ def list_data(ctx: typer.Context,
     """List every dataset, its expected path under the data root and whether it is present."""
     if ctx.invoked_subcommand is not None:
         return
+    from ccs import datasets
+
     rows = [datasets.info(name) for name in datasets.names()]
     if as_json:
         typer.echo(json.dumps({"root": str(datasets.root()), "datasets": rows}, indent=2))
@@ -44,5 +45,7 @@ def list_data(ctx: typer.Context,
 def fetch(name: str = typer.Argument(..., help="Dataset name (see `ccs data`).")) -> None:
     """Download a dataset torchvision can download (CIFAR-10, CIFAR-100, Food-101, Country-211,
     Oxford-Pets) into the data root; for the others, say where to get it and where to put it."""
+    from ccs import datasets
+
     datasets.spec(name)  # an unknown name fails here, listing the known ones
     typer.echo(f"{datasets.spec(name).name}: {datasets.fetch(name)}")

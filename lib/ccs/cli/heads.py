@@ -8,7 +8,7 @@ import typer
 
 from ccs.cli import app, bad
 
-pool_app = typer.Typer(no_args_is_help=True, help="Text description pools for TextSpan.")
+pool_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Text description pools for TextSpan.")
 app.add_typer(pool_app, name="pool")
 
 

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import typer
-import yaml
 
-from ccs import pipeline
 from ccs.cli import app
 
 
@@ -17,7 +15,9 @@ def run_notebook(
     """Execute notebooks/EXPERIMENT.py for MODEL. With the parameters of pipeline.yaml the result is
     the book's page, book/runs/MODEL/EXPERIMENT.ipynb; with any other parameters it goes to a folder of
     its own under outputs/ (the last line says where), never over a page of the book."""
-    from ccs import models
+    import yaml
+
+    from ccs import models, pipeline
 
     models.spec(model)  # unknown names fail here, before a kernel starts
     extra = {}
@@ -39,6 +39,8 @@ def run_notebook(
 def stale() -> None:
     """List the book's pages that are missing or out of date (their source, the library, their
     parameters or the weights changed since they were executed); `make book` re-runs exactly these."""
+    from ccs import pipeline
+
     for run in pipeline.stale():
         typer.echo(run.notebook.relative_to(pipeline.ROOT))
 
@@ -46,6 +48,8 @@ def stale() -> None:
 @app.command()
 def toc(check: bool = typer.Option(False, help="Fail if _toc.yml is out of date.")) -> None:
     """Write _toc.yml from pipeline.yaml."""
+    from ccs import pipeline
+
     if check:
         if pipeline.TOC.read_text() != pipeline.toc_text():
             typer.echo("_toc.yml is out of date: run `ccs toc`.", err=True)
@@ -59,6 +63,7 @@ def paper_tables(check: bool = typer.Option(False, help="Fail if the page is out
     """Write the page of the paper's numbers beside this book's runs (pipeline.yaml's `paper_tables`)
     from paper.yaml and book/runs/*/*.json."""
     from ccs import paper_tables as pt
+    from ccs import pipeline
 
     out = pt.target()
     if out is None:
@@ -75,4 +80,6 @@ def paper_tables(check: bool = typer.Option(False, help="Fail if the page is out
 @app.command()
 def static() -> None:
     """Copy the book's offline assets (MathJax) into _mathjax/."""
+    from ccs import pipeline
+
     typer.echo(pipeline.install_static())

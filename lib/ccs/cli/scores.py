@@ -4,11 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
 import typer
 
-from ccs import llm, scores
-from ccs.cli import app
+from ccs.cli import app, constant
 
 
 def _records(path: Path) -> list[dict]:
@@ -35,8 +33,8 @@ def heads(
     model: str = typer.Option("ccs-tiny", help="Model name (see `ccs models`)."),
     backend: str = typer.Option("embedding", help="Labeler/judge: embedding (offline) or openai."),
     judge_model: str = typer.Option("gpt-4o-mini", help="Endpoint model of the openai backend."),
-    timeout: float = typer.Option(llm.TIMEOUT, help="Seconds the openai backend waits for each reply."),
-    retries: int = typer.Option(llm.RETRIES, help="Retries of the openai backend per question (on "
+    timeout: float = typer.Option(constant("ccs.llm", "TIMEOUT"), help="Seconds the openai backend waits for each reply."),
+    retries: int = typer.Option(constant("ccs.llm", "RETRIES"), help="Retries of the openai backend per question (on "
                                 "timeouts, refused connections, 429/5xx and invalid answers)."),
     pool: str = typer.Option("world", help="TextSpan pool: 'world', 'textspan', a file or a URL."),
     images: int = typer.Option(1000, min=2, help="Concept-world images TextSpan decomposes."),
@@ -52,7 +50,9 @@ def heads(
     The openai backend reads OPENAI_API_KEY (and OPENAI_BASE_URL for other endpoints). An endpoint
     that cannot be reached, or keeps failing after the retries, ends the command with an error (exit
     code 1); the answers received are cached, so a rerun continues."""
-    from ccs import textspan
+    import pandas as pd
+
+    from ccs import llm, scores, textspan
 
     recs = _records(records) if records else None  # a malformed file fails before any work
     judge = llm.backend(backend, **({"model": judge_model, "timeout": timeout, "retries": retries}

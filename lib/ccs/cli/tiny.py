@@ -8,38 +8,38 @@ from pathlib import Path
 
 import typer
 
-from ccs import train
-from ccs.cli import app, bad
+from ccs.cli import app, bad, constant, dataclass_defaults
 
-_RECIPE = train.TrainConfig()  # the CLI's defaults are the training recipe's
+# The CLI's defaults are the training recipe's (read from ccs/train.py without importing torch).
+_RECIPE = dataclass_defaults("ccs.train", "TrainConfig")
 
 
 @app.command("train-tiny")
 def train_tiny(
-    model: str = typer.Option(_RECIPE.model, help="Which concept-world model to train (`ccs models`; "
+    model: str = typer.Option(constant("ccs.models", "TINY"), help="Which concept-world model to train (`ccs models`; "
                               "the zoo in lib/ccs/data/zoo.yaml gives its config and seed)."),
     out: Path = typer.Option(None, help="Run folder (checkpoints, config, log); default "
                              "train-runs/MODEL."),
-    pairs: int = typer.Option(_RECIPE.pairs, min=1, help="Image-caption pairs to train on."),
-    batch_size: int = typer.Option(_RECIPE.batch_size, min=2, help="Pairs per step (a contrastive "
+    pairs: int = typer.Option(_RECIPE["pairs"], min=1, help="Image-caption pairs to train on."),
+    batch_size: int = typer.Option(_RECIPE["batch_size"], min=2, help="Pairs per step (a contrastive "
                                    "loss needs at least 2)."),
-    lr: float = typer.Option(_RECIPE.lr, help="Peak learning rate (> 0)."),
+    lr: float = typer.Option(_RECIPE["lr"], help="Peak learning rate (> 0)."),
     seed: int = typer.Option(None, min=0, help="Training seed (initial weights and images); "
                              "default: the model's seed in the zoo."),
     threads: int = typer.Option(1, min=1, help="torch CPU threads (1 when other work shares the cores)."),
-    eval_every: int = typer.Option(_RECIPE.eval_every, min=1, help="Steps between per-concept zero-shot "
+    eval_every: int = typer.Option(_RECIPE["eval_every"], min=1, help="Steps between per-concept zero-shot "
                                    "evaluations."),
     max_steps: int = typer.Option(None, min=0, help="Stop after this many more steps (resume later)."),
     sibling_weights: str = typer.Option("", help="Which attribute the sibling groups differ in, e.g. "
                                         "'shape=0.6,texture=0.3,position=0.1' (default: the mix the "
                                         "shipped run ended with, train.SIBLING_MIX)."),
-    sibling_frac: float = typer.Option(_RECIPE.sibling_frac, min=0.0, max=1.0,
+    sibling_frac: float = typer.Option(_RECIPE["sibling_frac"], min=0.0, max=1.0,
                                        help="Share of each batch in groups of images that differ "
                                        "in one attribute only."),
-    sibling_group: int = typer.Option(_RECIPE.sibling_group, min=2, help="Images per such group (2: pairs)."),
-    precision: str = typer.Option(_RECIPE.precision, help="Autocast precision: auto (bf16 where the "
+    sibling_group: int = typer.Option(_RECIPE["sibling_group"], min=2, help="Images per such group (2: pairs)."),
+    precision: str = typer.Option(_RECIPE["precision"], help="Autocast precision: auto (bf16 where the "
                                   "CPU or GPU has it natively), bf16 or fp32."),
-    loader_workers: int = typer.Option(_RECIPE.loader_workers, min=0, max=1, help="1: render batches "
+    loader_workers: int = typer.Option(_RECIPE["loader_workers"], min=0, max=1, help="1: render batches "
                                        "in a worker process (helps on a GPU); 0: inline (faster on 2 "
                                        "CPU cores)."),
     export: bool = typer.Option(False, "--export", help="Only export the run's best weights and record "
@@ -49,7 +49,7 @@ def train_tiny(
 ) -> None:
     """Train (or resume) a concept-world CLIP; re-running the same command resumes from the last
     checkpoint."""
-    from ccs import models
+    from ccs import models, train
 
     zoo = models.zoo()
     if model not in zoo:
@@ -69,7 +69,7 @@ def train_tiny(
         raise bad("--precision", f"{precision!r}: use {', '.join(train.PRECISIONS)}.")
     if not (lr > 0 and math.isfinite(lr)):
         raise bad("--lr", f"the learning rate must be a positive number, not {lr}.")
-    weights = parse_sibling_weights(sibling_weights) or _RECIPE.sibling_weights
+    weights = parse_sibling_weights(sibling_weights) or train.TrainConfig().sibling_weights
     cfg = None if (out / "config.json").exists() and not fresh else train.TrainConfig(
         pairs=pairs, batch_size=batch_size, lr=lr, seed=seed, threads=threads, eval_every=eval_every,
         sibling_frac=sibling_frac, sibling_group=sibling_group, sibling_weights=weights,
