@@ -31,19 +31,20 @@ def main() -> None:
     args = parser.parse_args()
     t0 = time.perf_counter()
     if args.calibrate:
-        cal = llm.calibrate(llm.load_heads("dev"))
+        cal = llm.fit_calibrations()
         path = resources.files("ccs") / "data" / "embedding_calibration.yaml"
-        header = ("# Constants of the embedding labeler/judge, fitted on heads_dev.yaml by\n"
-                  "# `python benchmarks/llm_embedding.py --calibrate` (ccs.llm.calibrate).\n")
+        header = ("# The embedding labeler/judge's calibrations (ccs.llm.CALIBRATIONS): real and world refitted\n"
+                  "# on heads_dev.yaml and heads_world_dev.yaml by `python benchmarks/llm_embedding.py\n"
+                  "# --calibrate` (ccs.llm.fit_calibrations); lenient is the judge before pools had their own.\n")
         path.write_text(header + yaml.safe_dump(cal, sort_keys=False))
-        llm.calibration.cache_clear()
+        llm.calibrations.cache_clear()
         print("calibration:", cal)
     if args.backend == "openai":
         backend = llm.backend("openai", model=args.judge_model)
         print(f"openai backend, model {args.judge_model}")
     else:
         backend = llm.backend("embedding")
-        print(f"threshold={backend.threshold}")
+        print(f"real pools: {backend.settings()}")
     print(f"{'set':8} {'heads':>5} {'label_acc':>9} {'none_low':>9} {'flagged':>7} "
           f"{'judge_acc':>9} {'judge_kappa':>11} {'ccs_mae':>7} {'ccs_rho':>7}")
     for split in ("dev", "heldout"):
@@ -57,6 +58,9 @@ def main() -> None:
                 if scores.label_accuracy([lab], [h["concept"]]) < 1:
                     print(f"   {h['concept']:>12} -> {lab:<12} {list(h['texts'])}")
     if args.world:
+        if args.backend == "embedding":  # concept-world heads are judged with the world calibration
+            backend = llm.backend("embedding", calibration="world")
+            print(f"world pool: {backend.settings()}")
         r = scores.ground_truth(scores.score_heads(world_heads(), backend))
         print(f"{'world':8} {r['heads']:5d} {r['label_accuracy']:9.3f} {'':>9} {r['flagged']:7d} "
               f"{r['judge_accuracy']:9.3f} {r['judge_kappa']:11.3f} {r['ccs_mae']:7.3f} {r['ccs_spearman']:7.3f}")

@@ -45,20 +45,21 @@ pd.set_option("display.width", 200, "display.max_colwidth", 120, "display.precis
 torch.set_num_threads(2)
 
 # %% tags=["parameters", "hide-input"]
-model = "ccs-tiny"
-weights = "trained"  # "trained", or "random": the same architecture untrained (tests the path, no download)
-backend = "embedding"  # labeler and judge: "embedding" (offline) or "openai"
-pool = "world"  # TextSpan's description pool
-images = 1000  # images TextSpan decomposes (the same analysis as the TextSpan and CCS pages)
-texts = 5
-seed = 0
-sets = "run"  # where the high and low heads come from: "run" (this run's CCS), "truth", "paper"
-ablation = "zero"  # "zero" (the paper's soft pruning) or "mean" (the head's mean output instead)
-seeds = 5  # random and equal-count draws
-eval_images = 1000  # fresh concept-world images per split for the zero-shot tasks
-eval_seed = 1
-splits = ["test", "sketch", "noisy", "novel-shades"]
-measure = "p_true"  # the verdict's measure: "p_true" (probability of the true class) or "correct"
+model = "ccs-tiny"  # [model] a registered model (`ccs models`)
+weights = "trained"  # [trained | random] "trained", or "random": the same architecture untrained (tests the path, no download)
+backend = "embedding"  # [embedding | openai] labeler and judge: "embedding" (offline) or "openai"
+pool = "world"  # [pool] TextSpan's description pool
+calibration = "pool"  # [pool | world | real | lenient] the offline judge's calibration: "pool" (the one for this pool), "world", "real" or "lenient"
+images = 1000  # [>= 2] images TextSpan decomposes (the same analysis as the TextSpan and CCS pages)
+texts = 5  # [>= 1]
+seed = 0  # [>= 0]
+sets = "run"  # [run | truth | paper] where the high and low heads come from: "run" (this run's CCS), "truth", "paper"
+ablation = "zero"  # [zero | mean] "zero" (the paper's soft pruning) or "mean" (the head's mean output instead)
+seeds = 5  # [>= 1] random and equal-count draws
+eval_images = 1000  # [>= 2] fresh concept-world images per split for the zero-shot tasks
+eval_seed = 1  # [>= 0]
+splits = ["test", "sketch", "noisy", "novel-shades"]  # [list of split]
+measure = "p_true"  # [p_true | correct] the verdict's measure: "p_true" (probability of the true class) or "correct"
 
 # %% [markdown]
 # ## The heads and their sets
@@ -73,7 +74,7 @@ measure = "p_true"  # the verdict's measure: "p_true" (probability of the true c
 print(models.banner(model, weights))
 analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False,
                             untrained=weights == "random")
-labeler = llm.backend(backend)
+labeler = llm.make(backend, pool=pool, calibration=calibration)
 table = scores.score_heads(analysis.records(), labeler)
 spec = models.spec(model)
 every = headsets.all_heads(spec.layers, spec.heads)

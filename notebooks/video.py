@@ -45,19 +45,20 @@ pd.set_option("display.width", 200, "display.max_colwidth", 120, "display.precis
 torch.set_num_threads(2)
 
 # %% tags=["parameters", "hide-input"]
-model = "ccs-tiny"
-weights = "trained"  # "trained", or "random": the same architecture untrained (tests the path, no download)
-backend = "embedding"  # labeler and judge: "embedding" (offline) or "openai"
-pool = "world"  # TextSpan's description pool
-images = 1000  # images TextSpan decomposes (the same analysis as the TextSpan and CCS pages)
-texts = 5
-seed = 0
-sets = "run"  # where the high and low heads come from: "run", "truth" (world ground truth), "paper"
-ablation = "zero"  # "zero" (the paper's soft pruning) or "mean"
-seeds = 5  # random draws
-clips = 500  # concept-world clips (queries in each direction)
-frames = 8  # frames per clip, sampled uniformly (the paper: 12 for MSR-VTT and MSVD, 32 for DiDeMo)
-clip_seed = 1
+model = "ccs-tiny"  # [model] a registered model (`ccs models`)
+weights = "trained"  # [trained | random] "trained", or "random": the same architecture untrained (tests the path, no download)
+backend = "embedding"  # [embedding | openai] labeler and judge: "embedding" (offline) or "openai"
+pool = "world"  # [pool] TextSpan's description pool
+calibration = "pool"  # [pool | world | real | lenient] the offline judge's calibration: "pool" (the one for this pool), "world", "real" or "lenient"
+images = 1000  # [>= 2] images TextSpan decomposes (the same analysis as the TextSpan and CCS pages)
+texts = 5  # [>= 1]
+seed = 0  # [>= 0]
+sets = "run"  # [run | truth | paper] where the high and low heads come from: "run", "truth" (world ground truth), "paper"
+ablation = "zero"  # [zero | mean] "zero" (the paper's soft pruning) or "mean"
+seeds = 5  # [>= 1] random draws
+clips = 500  # [>= 3] concept-world clips (queries in each direction); the page draws three of them
+frames = 8  # [>= 1] frames per clip, sampled uniformly (the paper: 12 for MSR-VTT and MSVD, 32 for DiDeMo)
+clip_seed = 1  # [>= 0]
 
 # %% [markdown]
 # ## The clips and the sets pruned
@@ -66,7 +67,7 @@ clip_seed = 1
 print(models.banner(model, weights))
 analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False,
                             untrained=weights == "random")
-table = scores.score_heads(analysis.records(), llm.backend(backend))
+table = scores.score_heads(analysis.records(), llm.make(backend, pool=pool, calibration=calibration))
 spec = models.spec(model)
 every = headsets.all_heads(spec.layers, spec.heads)
 hs = headsets.from_source(sets, table, model=model, every_head=every, seeds=seeds)

@@ -31,8 +31,8 @@ import math
 import os
 import random
 import re
-import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -42,7 +42,8 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 import yaml
 
-from ccs.cache import cache_dir
+from ccs.cache import cache_dir, write_atomic
+from ccs.redact import redact
 
 log = logging.getLogger(__name__)
 UNKNOWN = "unknown"
@@ -125,6 +126,23 @@ def backend(name: str = "embedding", **options) -> Backend:
     raise ValueError(f"unknown backend {name!r}: use 'embedding' or 'openai'")
 
 
+def make(name: str = "embedding", *, pool: str = "world", calibration: str = "pool", **options) -> Backend:
+    """The labeler/judge of a page: `backend(name)`, and for the embedding backend the calibration
+    for `pool` (``calibration="pool"``, see `calibration_for`) or the named one."""
+    if name == "embedding":
+        if calibration != "pool" and calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration must be 'pool' or one of {', '.join(CALIBRATIONS)}, not {calibration!r}")
+        return EmbeddingBackend(calibration=calibration_for(pool) if calibration == "pool" else calibration)
+    return backend(name, **options)
+
+
+def describe(b: Backend) -> dict:
+    """What labelled and judged, for a run's record (never a key or a secret)."""
+    if hasattr(b, "settings"):
+        return b.settings()
+    return {"backend": b.name, "model": getattr(b, "model", None)}
+
+
 # --- embedding backend ---------------------------------------------------------------------------
 
 @cache
@@ -185,10 +203,8 @@ def embed(texts: Sequence[str]) -> np.ndarray:
             vectors = _sentence_model().encode(list(new), batch_size=64, normalize_embeddings=True,
                                                convert_to_numpy=True, show_progress_bar=False)
             for (t, path), v in zip(new.items(), vectors.astype(np.float32)):
-                fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npy")
-                with os.fdopen(fd, "wb") as f:
-                    np.save(f, v)
-                os.replace(tmp, path)
+                # whole or not at all; a full disk names the file and leaves no temporary file
+                write_atomic(path, lambda f, v=v: np.save(f, v), fsync=False, size=v.nbytes + 128)
                 _EMBEDDINGS[t] = v.copy()
     return np.stack([_EMBEDDINGS[t] for t in texts]) if len(texts) else np.zeros((0, 384), np.float32)
 
@@ -200,7 +216,8 @@ def concept_text(c: Concept) -> str:
 def load_heads(split: str) -> list[dict]:
     """Hand-written 5-text heads with their intended concept and per-text 0/1 truth.
 
-    ``dev`` calibrates the embedding backend; ``heldout`` is kept apart to measure it.
+    ``dev`` calibrates the embedding backend for real pools, ``world_dev`` for concept-world pools;
+    ``heldout`` is kept apart to measure it.
     Each record: ``{"concept": str, "texts": [str]*5, "truth": [0|1]*5}``.
     """
     raw = yaml.safe_load((DATA / f"heads_{split}.yaml").read_text())
@@ -208,25 +225,88 @@ def load_heads(split: str) -> list[dict]:
             for h in raw]
 
 
+# The named calibrations of the embedding backend, in data/embedding_calibration.yaml: each fitted by
+# `calibrate` on hand-written heads that are never a scored model's own (the paper's in-context
+# examples play this part for its LLM). ``real``: real CLIP description pools, fitted on
+# heads_dev.yaml; ``world``: concept-world pools, fitted on heads_world_dev.yaml; ``lenient``: the
+# judge as it was before pools had their own calibration (one threshold, no margin, the labeler
+# takes the best mean score), kept to show what a lenient judge does.
+CALIBRATIONS = ("real", "world", "lenient")
+# How `fit_calibrations` refits the stored ones: on which hand-written heads, with which margins tried
+# (real pools keep the single threshold they always had; lenient is fixed, never refitted).
+RECIPES = {"real": {"heads": "dev", "margins": (None,)},
+           "world": {"heads": "world_dev", "margins": (None, *np.round(np.arange(0, 0.205, 0.01), 2))}}
+
+
+def calibration_for(pool: str) -> str:
+    """The calibration a description pool is judged with: ``world`` for concept-world pools (the
+    world pool and its variants), ``real`` for every other pool."""
+    return "world" if str(pool).split(":")[0].startswith("world") else "real"
+
+
 @cache
-def calibration() -> dict:
-    """The stored constants of the embedding backend (fitted by `calibrate` on the dev set)."""
+def calibrations() -> dict[str, dict]:
+    """The stored calibrations of the embedding backend, by name (see CALIBRATIONS)."""
     return yaml.safe_load((DATA / "embedding_calibration.yaml").read_text())
 
 
+def calibration(name: str = "real") -> dict:
+    """One stored calibration: threshold, margin (None: none), labeler ("vote" or "mean") and what it
+    was fitted on and how well it did there."""
+    cal = calibrations()
+    if name not in cal:
+        raise ValueError(f"unknown calibration {name!r}: use {', '.join(cal)}")
+    return cal[name]
+
+
+@cache
+def concept_examples() -> dict[str, list[str]]:
+    """Hand-written example lines per concept (data/concept_examples.yaml), used by calibrations
+    with ``examples: true``."""
+    raw = yaml.safe_load((DATA / "concept_examples.yaml").read_text())
+    unknown = set(raw) - set(vocabulary())
+    if unknown:
+        raise ValueError(f"concept_examples.yaml names concepts outside the vocabulary: {sorted(unknown)}")
+    return {k: list(v) for k, v in raw.items()}
+
+
 class EmbeddingBackend:
-    """Offline labeler and judge over the curated vocabulary (see the module docstring)."""
+    """Offline labeler and judge over the curated vocabulary (see the module docstring).
+
+    A text's *score* for a concept is its background-corrected cosine similarity. The labeler names,
+    with ``labeler="vote"``, the concept that is the best-scoring one of most texts (ties: the best
+    mean score), or with ``"mean"`` the concept of best mean score. The judge says a text matches a
+    concept when its score reaches ``threshold`` and, with a ``margin``, lies within ``margin`` of the
+    text's best score over all concepts: a text clearly about another concept is not about this one,
+    however generic this one is. `calibration` names the stored constants; arguments override them."""
 
     name = "embedding"
 
-    def __init__(self, threshold: float | None = None, background: Sequence[str] | None = None):
-        self.threshold = calibration()["threshold"] if threshold is None else threshold
+    def __init__(self, threshold: float | None = None, background: Sequence[str] | None = None, *,
+                 calibration: str = "real", margin: float | None = None, labeler: str | None = None):
+        cal = globals()["calibration"](calibration)
+        self.calibration = calibration
+        self.threshold = cal["threshold"] if threshold is None else threshold
+        self.margin = cal.get("margin") if margin is None else margin
+        self.labeler = labeler or cal.get("labeler", "mean")
+        if self.labeler not in ("vote", "mean"):
+            raise ValueError(f"labeler must be 'vote' or 'mean', not {self.labeler!r}")
         self.concepts = list(vocabulary())
         if background is None:  # the dev set's texts: varied descriptions, kept apart from the held-out set
             background = [t for h in load_heads("dev") for t in h["texts"]]
+        self.examples = bool(cal.get("examples", False))
         self._background = embed(list(background))
         self._matrix = embed([concept_text(c) for c in vocabulary().values()])
+        if self.examples:  # a concept = its description plus the mean of its example lines, renormalised
+            for i, (name, lines) in enumerate(concept_examples().items()):
+                v = self._matrix[self.concepts.index(name)] + embed(lines).mean(0)
+                self._matrix[self.concepts.index(name)] = v / np.linalg.norm(v)
         self._offset = (self._background @ self._matrix.T).mean(0)
+
+    def settings(self) -> dict:
+        """What judged: for the run's record."""
+        return {"backend": self.name, "calibration": self.calibration, "threshold": self.threshold,
+                "margin": self.margin, "labeler": self.labeler, "examples": self.examples}
 
     def _concept_vectors(self, concept: str) -> tuple[np.ndarray, float]:
         name = normalise(concept)
@@ -246,11 +326,17 @@ class EmbeddingBackend:
 
     def label(self, texts: Sequence[str]) -> str:
         """The concept the texts share best (never ``unknown``: see the module docstring)."""
-        return self.concepts[int(self.scores(texts).mean(0).argmax())]
+        s = self.scores(texts)
+        if self.labeler == "mean":
+            return self.concepts[int(s.mean(0).argmax())]
+        votes = np.bincount(s.argmax(1), minlength=s.shape[1])
+        tied = np.flatnonzero(votes == votes.max())
+        return self.concepts[int(tied[s[:, tied].mean(0).argmax()])]
 
     def confidence(self, texts: Sequence[str]) -> float:
         """How well the label fits the texts: its mean background-corrected score (ranks ties of CCS)."""
-        return float(self.scores(texts).mean(0).max())
+        s = self.scores(texts)
+        return float(s[:, self.concepts.index(self.label(texts))].mean())
 
     def score(self, text: str, concept: str) -> float:
         v, offset = self._concept_vectors(concept)
@@ -259,27 +345,42 @@ class EmbeddingBackend:
     def judge(self, text: str, concept: str) -> int:
         if concept == UNKNOWN:
             return 0
-        return int(self.score(text, concept) >= self.threshold)
+        s = self.score(text, concept)
+        if self.margin is not None and s < self.scores([text]).max() - self.margin:
+            return 0
+        return int(s >= self.threshold)
 
 
-def calibrate(heads: Sequence[dict], background: Sequence[str] | None = None) -> dict:
-    """Fit the judge threshold on labelled heads (the dev set): the threshold that maximises Cohen's
-    kappa of judge(text, intended concept) against the per-text truth. Also reports the label accuracy
-    on the heads that have a concept."""
+def calibrate(heads: Sequence[dict], background: Sequence[str] | None = None, *, margins=(None,),
+              labeler: str = "vote", base: str = "real") -> dict:
+    """Fit the judge on labelled heads (a dev set): the threshold (and, among `margins`, the margin)
+    that maximise Cohen's kappa of judge(text, intended concept) against the per-text truth. Also
+    reports the label accuracy on the heads that have a concept."""
     from sklearn.metrics import cohen_kappa_score
 
-    b = EmbeddingBackend(threshold=0.0, background=background)
-    judged = [(b.score(t, h["concept"]), y) for h in heads if h["concept"] != UNKNOWN
-              for t, y in zip(h["texts"], h["truth"])]
-    s, y = np.array([v for v, _ in judged]), np.array([v for _, v in judged])
-    grid = np.round(np.arange(-0.1, 0.5, 0.005), 3)
-    kappas = [cohen_kappa_score(y, s >= g) for g in grid]
-    threshold = float(grid[int(np.argmax(kappas))])
-
+    b = EmbeddingBackend(threshold=0.0, background=background, labeler=labeler, calibration=base)
+    b.margin = None
     named = [h for h in heads if h["concept"] != UNKNOWN]
+    texts = [t for h in named for t in h["texts"]]
+    y = np.array([v for h in named for v in h["truth"]])
+    s = np.array([b.score(t, h["concept"]) for h in named for t in h["texts"]])
+    gap = b.scores(texts).max(1) - s  # how far each text's score for the concept lies below its best
+    grid = np.round(np.arange(-0.3, 0.5, 0.005), 3)
+    fits = [(cohen_kappa_score(y, (s >= g) & (m is None or gap <= m)), -(m or 0), g, m)
+            for m in margins for g in grid]
+    kappa, _, threshold, margin = max(fits, key=lambda f: f[:2])  # ties: the larger margin
     acc = np.mean([same(b.label(h["texts"]), h["concept"]) for h in named])
-    return {"threshold": threshold, "dev_judge_kappa": round(float(max(kappas)), 3),
+    return {"threshold": float(threshold), "margin": None if margin is None else float(margin),
+            "labeler": labeler, "examples": b.examples, "dev_judge_kappa": round(float(kappa), 3),
             "dev_label_accuracy": round(float(acc), 3), "dev_heads": len(heads)}
+
+
+def fit_calibrations() -> dict[str, dict]:
+    """Refit the stored calibrations by their RECIPES (the lenient one is kept as it is)."""
+    fitted = {"lenient": calibrations()["lenient"]}
+    for name, r in RECIPES.items():
+        fitted[name] = calibrate(load_heads(r["heads"]), margins=r["margins"], base=name)
+    return fitted
 
 
 # --- openai backend --------------------------------------------------------------------------------
@@ -335,7 +436,8 @@ def _judge_message(text: str, concept: str) -> str:
 
 
 class InvalidAnswer(ValueError):
-    """The endpoint kept answering outside the allowed form."""
+    """The endpoint kept answering one question outside the allowed form (the message names the
+    endpoint, the model and the role, labeler or judge): the head is flagged, not scored."""
 
 
 class EndpointError(RuntimeError):
@@ -343,6 +445,23 @@ class EndpointError(RuntimeError):
     replies that are not chat completions) after the retries. Unlike answers that arrive but fail
     validation (a head labelled ``unknown``), this stops the run: the answers received before it are
     cached, so a rerun continues where it stopped."""
+
+
+class EndpointRejected(EndpointError):
+    """The endpoint refused a request in a way no retry mends (401 wrong key, 403, 404 unknown model
+    or path, 400 bad request): the message says which, with the server's words scrubbed of the key."""
+
+
+class TooManyInvalid(EndpointError):
+    """More than the allowed share (``max_invalid``) of a role's questions got no valid answer: the
+    run's labels or judgements would be mostly flags. The message says how many, of which role, from
+    which endpoint; the valid answers are cached."""
+
+
+ROLES = {"label": "labeler", "judge": "judge"}
+# The share of a role's questions (labels, or judgements) that may end without a valid answer before
+# the run fails (TooManyInvalid); those heads are flagged and not scored. `ccs heads --max-invalid`.
+MAX_INVALID = 0.1
 
 
 class _Transient(Exception):
@@ -420,9 +539,11 @@ def _content(reply, scrub: Callable[[str], str]) -> str:
 
 class ResponseCache:
     """Validated answers on disk, one JSON file per (endpoint, model, prompt); written atomically
-    (temp + rename), so an interrupted run keeps every answer it received and never leaves a
-    half-written file. A file that is not a record (corrupted by hand or by a disk) is deleted, with
-    a warning, and its question asked again."""
+    (temp + fsync + rename), so an interrupted run keeps every answer it received and never leaves a
+    half-written file, and a full disk is an error naming the file. Each record carries a CRC-32 of
+    its content. A file that is not a record of the question asked, fails its checksum or holds an
+    answer that fails the validation an answer gets on receipt (corrupted by hand or by a disk) is
+    deleted, with a warning naming it, and its question asked again."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
@@ -433,27 +554,39 @@ class ResponseCache:
         """The file name of a question: the same model name at another endpoint is another model."""
         return hashlib.sha256(json.dumps([endpoint, model, messages], sort_keys=True).encode()).hexdigest()
 
-    def get(self, key: str):
+    @staticmethod
+    def checksum(record: dict) -> int:
+        """The CRC-32 of a record's content (every field but the checksum itself)."""
+        content = {k: v for k, v in record.items() if k != "crc32"}
+        return zlib.crc32(json.dumps(content, sort_keys=True).encode())
+
+    def get(self, key: str, check: Callable[[dict], tuple[object, str | None]] | None = None):
+        """The cached answer of a question (None if there is none, or it was damaged and deleted).
+        `check(record)` returns (the answer, None) or (None, what is wrong with the record); a
+        record without a checksum (written by an earlier version) is accepted if it passes `check`."""
         path = self.folder / f"{key}.json"
         try:
             record = json.loads(path.read_text())
         except FileNotFoundError:
             return None
-        except ValueError as e:  # not JSON (or not UTF-8)
+        except (OSError, ValueError) as e:  # not JSON (or not UTF-8), a folder, unreadable
             problem = f"not JSON: {_one_line(e)}"
         else:
-            if isinstance(record, dict) and record.get("answer") is not None:
-                return record["answer"]
-            problem = "no answer in it"
+            if not isinstance(record, dict) or record.get("answer") is None:
+                problem = "no answer in it"
+            elif "crc32" in record and record["crc32"] != self.checksum(record):
+                problem = "checksum mismatch (its contents changed after they were written)"
+            else:
+                answer, problem = check(record) if check else (record["answer"], None)
+                if problem is None:
+                    return answer
         log.warning("response cache file %s is corrupt (%s): deleted, the question is asked again", path, problem)
         path.unlink(missing_ok=True)
         return None
 
     def put(self, key: str, record: dict) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f)
-        os.replace(tmp, self.folder / f"{key}.json")
+        record = {**record, "crc32": self.checksum(record)}
+        write_atomic(self.folder / f"{key}.json", json.dumps(record).encode())
 
 
 class OpenAIBackend:
@@ -462,18 +595,28 @@ class OpenAIBackend:
     Each question gets ``retries + 1`` attempts, each waiting at most ``timeout`` seconds for the
     reply, with an exponential ``backoff`` between them (or as long as a 429/503's ``Retry-After``
     asks, up to a minute). Answers that fail validation are asked again; when they still fail,
-    `label` gives ``unknown`` and `judge` raises InvalidAnswer. Timeouts, refused connections,
-    429/5xx and replies that are not chat completions are retried too; when they persist,
-    EndpointError stops the run (the answers received are cached: a rerun continues)."""
+    `label` gives ``unknown`` and `judge` raises InvalidAnswer (`ccs.scores.score_head` flags the
+    head either way). One rule for both roles: the questions of each role (labeler, judge) that end
+    without a valid answer are counted (`invalid`, `questions`), and once more than ``max_invalid``
+    of them did (of those asked, or of those `expect` announced), TooManyInvalid stops the run,
+    naming the endpoint, the role and the count; `check_answers` applies the rule at the end of a
+    run and logs the count. Timeouts, refused connections, 429/5xx and replies that are not chat
+    completions are retried too; when they persist, EndpointError stops the run (the answers
+    received are cached: a rerun continues). A request the endpoint refuses (401, 403, 404, 400) is
+    not retried: EndpointRejected. No message shows the API key, also when the server echoes it."""
 
     name = "openai"
 
     def __init__(self, model: str = "gpt-4o-mini", base_url: str | None = None, *, vocab: bool = True,
                  timeout: float = TIMEOUT, retries: int = RETRIES, backoff: float = BACKOFF,
-                 cache: str | Path | None = None):
+                 cache: str | Path | None = None, max_invalid: float = MAX_INVALID):
         import openai
 
         self.timeout, self.retries, self.backoff = _check_retrying(timeout, retries, backoff)
+        if isinstance(max_invalid, bool) or not isinstance(max_invalid, (int, float, np.integer, np.floating)) \
+                or not 0 <= max_invalid <= 1:
+            raise ValueError(f"the LLM max_invalid must be a share between 0 and 1, not {max_invalid!r}")
+        self.max_invalid = float(max_invalid)
         key = os.environ.get("OPENAI_API_KEY")
         if not key:
             raise RuntimeError("the openai backend needs an API key in the environment variable "
@@ -490,6 +633,10 @@ class OpenAIBackend:
         self.cache = ResponseCache(Path(cache) if cache else cache_dir("llm", "openai"))
         self.requests = 0  # requests sent to the endpoint (cache hits send none)
         self.answers = 0  # validated answers received (and cached) by this backend
+        self.questions = dict.fromkeys(ROLES.values(), 0)  # per role: questions asked (cache hits too)
+        self.invalid = dict.fromkeys(ROLES.values(), 0)  # per role: questions without a valid answer
+        self.expected = dict.fromkeys(ROLES.values(), 0)  # per role: questions a run announced (`expect`)
+        self._example: dict[str, str] = {}  # per role: the last invalid answer (scrubbed, shortened)
 
     @staticmethod
     def worst_case(timeout: float = TIMEOUT, retries: int = RETRIES, backoff: float = BACKOFF) -> float:
@@ -498,8 +645,57 @@ class OpenAIBackend:
         return timeout * (retries + 1) + sum(min(backoff * 2 ** i, MAX_BACKOFF) for i in range(retries))
 
     def _scrub(self, text: str) -> str:
-        key = self._client.api_key
-        return text.replace(key, "***") if key else text
+        """`text` without the API key (or a piece of it, or any Bearer credential): ccs.redact."""
+        return redact(text, [self._client.api_key or ""])
+
+    def _who(self, role: str) -> str:
+        return f"the {role} {self.model} at {self.endpoint}"
+
+    def expect(self, labels: int = 0, judgements: int = 0) -> None:
+        """Announce how many questions of each role a run will ask at most, so that the invalid-answer
+        rule stops it as soon as more than ``max_invalid`` of them have failed (not only at the end)."""
+        self.expected["labeler"] += int(labels)
+        self.expected["judge"] += int(judgements)
+
+    def answer_summary(self) -> str:
+        """'labeler: 1 of 12 questions without a valid answer; judge: 0 of 50' for this backend."""
+        return "; ".join(f"{role}: {self.invalid[role]} of {self.questions[role]} questions without a "
+                         "valid answer" for role in ROLES.values())
+
+    def _too_many(self, role: str, final: bool) -> TooManyInvalid | None:
+        bad, asked = self.invalid[role], self.questions[role]
+        total = asked if final else max(asked, self.expected[role])
+        if not bad or not total or bad <= self.max_invalid * total:
+            return None
+        example = f" (the last: {self._example[role]!r})" if role in self._example else ""
+        of = f"{bad} of {asked} questions" + ("" if final or total == asked else f" so far ({total} to ask)")
+        return TooManyInvalid(self._scrub(
+            f"{self._who(role)}: {of} got no valid answer in {self.retries + 1} attempts{example}, more "
+            f"than the {self.max_invalid:.0%} allowed (max_invalid; `ccs heads --max-invalid`, notebook "
+            f"parameter llm_max_invalid). Try another model or endpoint; the valid answers are cached in "
+            f"{self.cache.folder}"))
+
+    def check_answers(self) -> None:
+        """The rule at the end of a run: raise TooManyInvalid if more than ``max_invalid`` of a role's
+        questions got no valid answer; otherwise log how many did (if any)."""
+        for role in ROLES.values():
+            if (error := self._too_many(role, final=True)) is not None:
+                raise error
+        if any(self.invalid.values()):
+            log.warning("%s", self._scrub(f"{self.model} at {self.endpoint}: {self.answer_summary()} "
+                                          f"(those heads are flagged, not scored; up to {self.max_invalid:.0%} allowed)"))
+
+    def _check_cached(self, record: dict, messages: list[dict], parse: Callable[[str], object]):
+        """(answer, None) if a cached record answers this question validly, else (None, why not): the
+        same validation as an answer on receipt, and the record must be of this question."""
+        if record.get("model") != self.model or record.get("endpoint") != self.endpoint \
+                or record.get("messages") != messages:
+            return None, "the record of another question (endpoint, model or prompt differ)"
+        answer = record["answer"]
+        parsed = None if isinstance(answer, bool) or not isinstance(answer, (str, int)) else parse(str(answer))
+        if parsed is None or parsed != answer:
+            return None, f"invalid answer {_one_line(self._scrub(repr(answer)), 60)}"
+        return parsed, None
 
     def _complete(self, convo: list[dict]) -> str:
         """One request; a failure worth retrying raises _Transient, any other error propagates
@@ -517,14 +713,29 @@ class OpenAIBackend:
                 wait = _retry_after(e.response) if e.status_code in (429, 503) else None
                 reason = getattr(e.response, "reason_phrase", "") or ""
                 raise _Transient(f"HTTP {e.status_code} {reason}".strip(), wait) from e
-            raise
+            rejected = self._rejected(e)  # raised outside this block: the client's error (whose
         except (openai.APIResponseValidationError, json.JSONDecodeError) as e:  # a body that is not JSON
-            raise _Transient(f"a reply that is not a chat completion: {_one_line(e, 60)}") from e
-        return _content(reply, self._scrub)
+            raise _Transient(f"a reply that is not a chat completion: {_one_line(self._scrub(str(e)), 60)}") from e
+        else:
+            return _content(reply, self._scrub)
+        raise rejected  # text may echo the key) is neither its cause nor its context
 
-    def _ask(self, messages: list[dict], parse: Callable[[str], object], hint: str):
+    def _rejected(self, e) -> EndpointRejected:
+        """A refused request (4xx but 408/409/429) as one line, with the server's message scrubbed."""
+        body = getattr(e, "body", None)
+        said = body.get("message") if isinstance(body, dict) and isinstance(body.get("message"), str) else None
+        said = said or getattr(e, "message", "") or str(e)
+        reason = getattr(e.response, "reason_phrase", "") or ""
+        advice = {401: " Check the key in OPENAI_API_KEY.", 403: " Check the key's permissions.",
+                  404: " Check the model name and the endpoint URL (OPENAI_BASE_URL)."}.get(e.status_code, "")
+        return EndpointRejected(self._scrub(
+            f"the LLM endpoint {self.endpoint} (model {self.model}) refused the request: HTTP "
+            f"{e.status_code} {reason}: {_one_line(self._scrub(said), 200)}.{advice}"))
+
+    def _ask(self, messages: list[dict], parse: Callable[[str], object], hint: str, role: str):
+        self.questions[role] += 1
         key = ResponseCache.key(self.model, messages, self._endpoint_key)
-        hit = self.cache.get(key)
+        hit = self.cache.get(key, lambda record: self._check_cached(record, messages, parse))
         if hit is not None:
             return hit
         convo, attempts, failure = list(messages), self.retries + 1, None
@@ -547,8 +758,8 @@ class OpenAIBackend:
                                      "answer": answer})
                 self.answers += 1
                 return answer
-            log.warning("%s: invalid answer %r (attempt %d of %d)", self.model, self._scrub(content)[:80],
-                        attempt + 1, attempts)
+            log.warning("%s: invalid answer %r (attempt %d of %d)", self._scrub(self._who(role)),
+                        self._scrub(content)[:80], attempt + 1, attempts)
             # show the model its answer and the rule again; the cache key stays the original prompt
             convo = [*messages, {"role": "assistant", "content": content[:200]},
                      {"role": "user", "content": f"Answer with {hint} only."}]
@@ -559,7 +770,12 @@ class OpenAIBackend:
                 f"the LLM endpoint {self.endpoint} (model {self.model}) failed {attempts} attempts, the "
                 f"last with: {failure.what}{advice}. Every answer received ({self.answers} in this run) is "
                 f"cached in {self.cache.folder}, so a rerun continues where this one stopped")) from failure
-        raise InvalidAnswer(f"{self.model}: no valid answer after {attempts} attempts")
+        self.invalid[role] += 1
+        self._example[role] = _one_line(self._scrub(content), 40)
+        if (error := self._too_many(role, final=False)) is not None:
+            raise error
+        raise InvalidAnswer(self._scrub(f"{self._who(role)}: no valid answer after {attempts} attempts "
+                                        f"(the last: {self._example[role]!r})"))
 
     def _parse_label(self, content: str) -> str | None:
         words = content.strip().strip(".'\"`*").split()
@@ -576,7 +792,7 @@ class OpenAIBackend:
     def label(self, texts: Sequence[str]) -> str:
         hint = "one word from the list" if self.vocab else "one word"
         try:
-            return self._ask(_label_prompt(texts, self.vocab), self._parse_label, hint)
+            return self._ask(_label_prompt(texts, self.vocab), self._parse_label, hint, "labeler")
         except InvalidAnswer as e:  # answers came but failed validation: flag the head, don't stop the
             log.warning("%s; head labelled %s", e, UNKNOWN)  # run; nothing cached, a rerun asks again
             return UNKNOWN  # (an EndpointError is no answer at all: it stops the run)
@@ -584,7 +800,7 @@ class OpenAIBackend:
     def judge(self, text: str, concept: str) -> int:
         if concept == UNKNOWN:
             return 0
-        return self._ask(_judge_prompt(text, concept), self._parse_judgement, "the digit 1 or 0")
+        return self._ask(_judge_prompt(text, concept), self._parse_judgement, "the digit 1 or 0", "judge")
 
 
 def _check_retrying(timeout, retries, backoff) -> tuple[float, int, float]:
