@@ -354,3 +354,172 @@ def test_damaged_sentence_embedding_file_is_rewritten(cache, monkeypatch, damage
     assert np.array_equal(np.load(f), good[0])  # rewritten
     monkeypatch.setattr(llm, "_EMBEDDINGS", {})
     assert np.array_equal(_no_warning(llm.embed, texts), good) and model.encoded == [texts[0]]
+
+
+# --- the pruning pages' embeddings and classifiers (issue 22) ------------------------------------------
+
+def _counting_calls(monkeypatch, module, name):
+    calls = []
+    real = getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a, **kw: calls.append(name) or real(*a, **kw))
+    return calls
+
+
+def _zero_4k(f):
+    """Zero 4 KB in the middle of the file (its size unchanged), as a damaged disk page would."""
+    size = f.stat().st_size
+    with open(f, "r+b") as fh:
+        fh.seek(max(0, size // 2 - 2048))
+        fh.write(bytes(min(4096, size)))
+    assert f.stat().st_size == size
+    return "unreadable"
+
+
+def _rewrite_same_size(f):
+    """Rewrite the stored array with one value changed and the old checksum (a valid archive)."""
+    size = f.stat().st_size
+    with np.load(f) as z:
+        array, crc = z["array"].copy(), z["crc32"]
+    array.reshape(-1)[3] = -array.reshape(-1)[3]
+    with open(f, "wb") as fh:
+        np.savez(fh, array=array, crc32=crc)
+    assert f.stat().st_size == size
+    return "checksum mismatch"
+
+
+@pytest.mark.parametrize("damage", [_zero_4k, _rewrite_same_size], ids=["zeroed-4k", "same-size-rewrite"])
+def test_damaged_pruning_cache_is_reported_and_recomputed(tiny, images, cache, monkeypatch, damage):
+    """The pruning pages' image embeddings and zero-shot classifiers are cached with checksums: a
+    damaged file (same size or not) is reported with its path and recomputed, never used."""
+    from ccs import evaluate, pruning
+
+    tok = models.load("ccs-tiny", untrained=True).tokenizer
+    tasks = {k: v for k, v in world.tasks().items() if k in ("shape", "colour")}
+    emb = pruning.embeddings("ccs-tiny", tiny, images)
+    clfs = pruning.classifiers("ccs-tiny", tiny, tok, tasks)
+    files = sorted((cache / "arrays").rglob("*.npz"))
+    assert len(files) == 3  # one embedding, two classifiers
+    assert torch.equal(emb, evaluate.image_embeddings(tiny, images))
+    embedded = _counting_calls(monkeypatch, evaluate, "image_embeddings")
+    classified = _counting_calls(monkeypatch, evaluate, "zero_shot_classifier")
+    for f in files:
+        what = damage(f)
+    with pytest.warns(dc.CacheWarning) as record:
+        emb2 = pruning.embeddings("ccs-tiny", tiny, images)
+        clfs2 = pruning.classifiers("ccs-tiny", tiny, tok, tasks)
+    messages = [str(w.message) for w in record if issubclass(w.category, dc.CacheWarning)]
+    assert len(messages) == 3
+    for f in files:
+        assert any(re.search(re.escape(str(f)) + ".*" + what + ".*Recomputing", m) for m in messages), messages
+    assert embedded == ["image_embeddings"] and classified == ["zero_shot_classifier"] * 2
+    assert torch.equal(emb2, emb) and all(torch.equal(clfs2[k], clfs[k]) for k in tasks)
+    again = _no_warning(pruning.embeddings, "ccs-tiny", tiny, images)  # healed: read, not recomputed
+    assert torch.equal(again, emb) and embedded == ["image_embeddings"]
+
+
+# --- a full disk (issue 22) ----------------------------------------------------------------------
+
+def test_full_disk_before_decomposing_is_an_error_naming_the_folder(tiny, images, tmp_path, monkeypatch):
+    """The arrays' space is reserved when they are created: a disk without room is a DiskFullError
+    naming the folder and the space needed before any image is decomposed, and nothing is left."""
+    import errno
+
+    from ccs import cache as cache_module
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_module.os, "posix_fallocate", full, raising=False)
+    seen = _counting(monkeypatch)
+    out = tmp_path / "d"
+    with pytest.raises(cache_module.DiskFullError) as failure:
+        dc.stream(tiny, images, out, batch_size=4, progress=False)
+    message = str(failure.value)
+    assert str(out) in message and "10 images" in message and "needs" in message and "free" in message
+    assert failure.value.errno == errno.ENOSPC and seen == [] and list(out.iterdir()) == []
+
+
+def test_arrays_are_allocated_not_sparse(tiny, images, tmp_path):
+    """Every block of a decomposition's arrays is allocated on disk when they are created."""
+    d = dc.stream(tiny, images, tmp_path / "a", batch_size=4, progress=False)
+    for name in dc.ARRAYS:
+        st = (d.path / f"{name}.npy").stat()
+        assert st.st_blocks * 512 >= st.st_size, name
+
+
+def test_a_failed_small_write_names_the_file_and_leaves_no_temporary_file(tmp_path):
+    import errno
+
+    from ccs import cache as cache_module
+
+    def writer(f):
+        f.write(b"x" * 100)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    target = tmp_path / "answer.json"
+    with pytest.raises(cache_module.DiskFullError, match=re.escape(str(target)) + ".*needs"):
+        cache_module.write_atomic(target, writer, size=100)
+    assert list(tmp_path.iterdir()) == []
+    gone = tmp_path / "gone" / "x.json"  # any other failure names the file too (root writes anywhere)
+    with pytest.raises(OSError, match="cannot write " + re.escape(str(gone)) + ": No such file"):
+        cache_module.write_atomic(gone, b"{}")
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 1 MB tmpfs (needs the right to mount: root; elsewhere the tests above cover the same code
+    with a simulated full disk)."""
+    import subprocess
+
+    folder = tmp_path / "tmpfs"
+    folder.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(folder)], capture_output=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({p.stderr.decode().strip()})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_decomposing_onto_a_full_disk_is_an_error_line_not_sigbus(full_disk):
+    """`ccs textspan` with its cache on a 1 MB disk: one `error:` line naming the decomposition's
+    folder and the space it needs (it was a SIGBUS, exit 135, with no message)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ccs = Path(sys.executable).parent / "ccs"
+    p = subprocess.run([str(ccs), "textspan", "--images", "256"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "CCS_CACHE": str(full_disk), "TQDM_DISABLE": "1"})
+    assert p.returncode == 1, (p.returncode, p.stderr[-2000:])
+    line = p.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: not enough disk space for the decomposition of 256 images")
+    assert str(full_disk / "decompose") in line and "needs" in line and "free" in line
+    assert not [f for f in full_disk.rglob("*") if f.is_file() and f.suffix == ".npy"]
+
+
+def test_small_files_onto_a_full_disk_name_their_path(full_disk, monkeypatch):
+    """Sentence embeddings and LLM answers written to a full disk: an error naming the file, and no
+    0-byte temporary file left behind."""
+    from ccs import cache as cache_module
+
+    monkeypatch.setenv("CCS_CACHE", str(full_disk))
+    monkeypatch.setattr(llm, "_sentence_model", lambda: FakeSentenceModel())
+    monkeypatch.setattr(llm, "_EMBEDDINGS", {})
+    folder = llm._embedding_dir()
+    with open(full_disk / "filler", "wb") as f:  # fill the disk
+        try:
+            while True:
+                f.write(bytes(1 << 16))
+                f.flush()
+        except OSError:
+            pass
+    with pytest.raises(cache_module.DiskFullError) as failure:
+        llm.embed(["a red circle"])
+    assert str(folder) in str(failure.value) and ".npy" in str(failure.value) and "needs" in str(failure.value)
+    responses = llm.ResponseCache(full_disk / "llm")
+    with pytest.raises(cache_module.DiskFullError, match=re.escape(str(full_disk / "llm" / "k.json"))):
+        responses.put("k", {"answer": 1, "padding": "x" * 8192})
+    assert not list(full_disk.rglob(".tmp-*")) and not list((full_disk / "llm").iterdir())

@@ -70,8 +70,10 @@ class Handler(BaseHTTPRequestHandler):
         if kind == "sleep":  # longer than the client's timeout: the client gives up first
             time.sleep(action[1])
             action = ("ok", action[2])
-        if kind == "status":  # ("status", code[, headers])
-            return self._send(action[1], {"error": {"message": f"scripted {action[1]}", "type": "x"}},
+        if kind == "status":  # ("status", code[, headers[, message, in which {auth} is the header]])
+            message = action[3] if len(action) > 3 else f"scripted {action[1]}"
+            message = message.replace("{auth}", self.headers.get("Authorization", ""))
+            return self._send(action[1], {"error": {"message": message, "type": "x"}},
                               headers=action[2] if len(action) > 2 else {})
         if kind == "html":  # a proxy's login or error page, served with status 200
             page = action[1] if len(action) > 1 else "<html><body><h1>Please log in</h1></body></html>"
@@ -263,11 +265,13 @@ def test_interrupted_run_loses_no_answer(env, server, tmp_path):
 
 def test_key_appears_in_no_output(env, server, tmp_path, caplog, capsys, closed_url, monkeypatch):
     caplog.set_level(logging.DEBUG)  # the openai client and httpx log requests at DEBUG
-    server.script.extend([("status", 429), ("ok", "not a concept"), ("ok", "colour"), ("status", 401)])
+    server.script.extend([("status", 429), ("ok", "not a concept"), ("ok", "colour"),
+                          ("status", 401, {}, "Incorrect API key provided: {auth}")])
     b = make(tmp_path)
     assert b.label(HEAD) == "colour"
-    with pytest.raises(openai.AuthenticationError) as failure:  # not retried: a wrong key stays wrong
+    with pytest.raises(llm.EndpointRejected) as failure:  # not retried: a wrong key stays wrong
         b.judge(HEAD[0], "colour")
+    assert "HTTP 401" in str(failure.value) and "Bearer ***" in str(failure.value)
     errors = [failure.value]
     # the new failures: Retry-After, a page that echoes the Authorization header, a refused connection
     echo = ("html", "<p>{auth}</p>")
@@ -482,3 +486,155 @@ def test_cli_heads_over_a_live_endpoint_and_bad_options(env, server, tmp_path, m
         result = _cli(tmp_path, monkeypatch, option, value)
         assert result.exit_code == 1 and result.output.startswith(f"error: the LLM {message} must be")
         assert result.output.count("\n") == 1, result.output
+
+
+# --- issue 22: an echoed key, answers validated when read, one rule for invalid answers ------------
+
+TRUNCATED = SECRET[:20] + "..."  # a server that shows the start of the key
+
+
+@pytest.mark.parametrize("echo", ["Incorrect API key provided: {auth}", "Incorrect API key provided: " + TRUNCATED,
+                                  "bad key " + SECRET + " (check it)"])
+def test_a_key_echoed_by_the_server_is_scrubbed(env, server, tmp_path, monkeypatch, caplog, echo):
+    """A 401 whose message echoes the Authorization header (or the key, whole or cut): one error
+    naming the endpoint and the status, no key in it, its cause or its context; the same through
+    `ccs heads --backend openai`, in its error line and in its --debug traceback."""
+    server.script.append(("status", 401, {}, echo))
+    with pytest.raises(llm.EndpointRejected) as failure:
+        make(tmp_path).judge(HEAD[0], "colour")
+    e = failure.value
+    assert len(server.requests) == 1  # a wrong key is not retried
+    message = str(e)
+    assert "HTTP 401" in message and server.url in message and "OPENAI_API_KEY" in message
+    assert "Incorrect API key" in message or "bad key" in message  # the server's words are kept
+    assert e.__cause__ is None and e.__context__ is None
+    for text in (message, repr(e)):
+        assert SECRET not in text and SECRET[:12] not in text and "Bearer sk-" not in text
+    for args in ([], ["--debug"]):
+        server.script.append(("status", 401, {}, echo))
+        from typer.testing import CliRunner
+
+        from ccs.cli import app
+
+        monkeypatch.setenv("CCS_CACHE", str(tmp_path / "ccs-cache"))
+        records = tmp_path / "records.json"
+        records.write_text(json.dumps([{"layer": 11, "head": 5, "texts": HEAD}]))
+        result = CliRunner().invoke(app, [*args, "heads", "--backend", "openai", "--judge-model", "test-model",
+                                          "--records", str(records), "--retries", "0"])
+        assert result.exit_code == 1 and "error:" in result.output and "HTTP 401" in result.output, result.output
+        assert SECRET not in result.output and SECRET[:12] not in result.output
+        assert ("Traceback" in result.output) == bool(args)
+    assert SECRET not in caplog.text and SECRET[:12] not in caplog.text
+
+
+def _judge_files(tmp_path):
+    return [f for f in (tmp_path / "cache").glob("*.json")
+            if json.loads(f.read_text())["messages"][-1]["content"].startswith("Concept:")]
+
+
+def _sealed(record):
+    """A record with a checksum that matches it: only the validation of the answer can catch it."""
+    return {**record, "crc32": llm.ResponseCache.checksum(record)}
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda r: _sealed({**r, "answer": 7}), "invalid answer 7"),  # would count as 7 matches: CCS 35
+    (lambda r: _sealed({**r, "answer": "1"}), "invalid answer '1'"),  # a string, not the judgement 1
+    (lambda r: _sealed({**r, "answer": True}), "invalid answer True"),
+    (lambda r: {k: v for k, v in r.items() if k != "crc32"} | {"answer": 2}, "invalid answer 2"),  # an older record
+    (lambda r: {**r, "answer": 1 - r["answer"]}, "checksum mismatch"),  # valid, but not what was received
+    (lambda r: _sealed({**r, "messages": r["messages"][:-1]}), "another question"),
+], ids=["seven", "string", "bool", "no-checksum", "flipped", "other-question"])
+def test_cached_judgements_are_validated_when_read(env, server, tmp_path, caplog, damage, problem):
+    """A cached judgement passes the validation of an answer on receipt (and its checksum) or it is
+    reported with its path, deleted and asked again: a cached 7 never makes a CCS of 35."""
+    first = scores.score_head(HEAD, make(tmp_path))
+    assert first["ccs"] == 4
+    files = _judge_files(tmp_path)
+    assert len(files) == 5
+    for f in files:
+        f.write_text(json.dumps(damage(json.loads(f.read_text()))))
+    again = make(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="ccs.llm"):
+        r = scores.score_head(HEAD, again)
+    assert r == first and again.requests == 5  # asked again, never used
+    assert all(str(f) in caplog.text for f in files) and caplog.text.count(problem) == 5, caplog.text
+    assert all(json.loads(f.read_text())["answer"] in (0, 1) for f in files)  # rewritten
+    caplog.clear()
+    third = make(tmp_path)
+    assert scores.score_head(HEAD, third) == first and third.requests == 0 and not caplog.text
+
+
+@pytest.mark.parametrize("vocab, answer", [(True, "The concept is location"), (True, "banana"),
+                                           (True, "unknown"), (False, "two words"), (True, ["location"])])
+def test_cached_labels_are_validated_when_read(env, server, tmp_path, caplog, vocab, answer):
+    assert make(tmp_path, vocab=vocab).label(HEAD) == "location"
+    (f,) = (tmp_path / "cache").glob("*.json")
+    f.write_text(json.dumps(_sealed({**json.loads(f.read_text()), "answer": answer})))
+    b = make(tmp_path, vocab=vocab)
+    with caplog.at_level(logging.WARNING, logger="ccs.llm"):
+        assert b.label(HEAD) == "location"
+    assert b.requests == 1 and str(f) in caplog.text and "invalid answer" in caplog.text
+
+
+def _heads(n):
+    return [{"layer": 11, "head": h, "texts": [f"{t} ({h})" for t in HEAD]} for h in range(n)]
+
+
+def test_invalid_labels_fail_the_run_naming_the_endpoint_and_the_labeler(env, server, tmp_path):
+    """Every label answer is off the vocabulary: not a table of 'unknown' heads with exit 0, but an
+    error that says how many label questions failed, from which endpoint; it stops as soon as more
+    than the allowed share of the announced questions have failed."""
+    server.script.extend([("ok", "banana")] * 100)
+    b = make(tmp_path, retries=1)
+    with pytest.raises(llm.TooManyInvalid) as failure:
+        scores.score_heads(_heads(8), b)
+    message = str(failure.value)
+    assert "labeler" in message and server.url in message and "test-model" in message
+    assert "1 of the 8 questions of this run (1 asked so far)" in message and "10%" in message and "'banana'" in message
+    assert len(server.requests) == 2 and "\n" not in message
+
+
+def test_invalid_judgements_fail_the_run_naming_the_endpoint_and_the_judge(env, server, tmp_path):
+    """Judge answers that fail validation follow the same rule: counted, named, the run fails."""
+    server.script.extend([("ok", "location")] + [("ok", "maybe")] * 100)
+    b = make(tmp_path, retries=1)
+    with pytest.raises(llm.TooManyInvalid) as failure:
+        scores.score_heads(_heads(2), b)
+    message = str(failure.value)
+    assert "judge" in message and "labeler" not in message and server.url in message
+    assert "2 of the 10 questions of this run (2 asked so far)" in message and "'maybe'" in message
+    assert b.invalid == {"labeler": 0, "judge": 2}
+
+
+def test_a_few_invalid_answers_flag_their_heads_and_are_counted(env, server, tmp_path, caplog, monkeypatch):
+    """Within the allowed share: the heads are flagged (no CCS), the run goes on, and the end of the
+    run logs how many answers of each role failed, from which endpoint. Over it (max_invalid=0.05):
+    the same run fails, naming the role and the count."""
+    heads = _heads(12)
+    bad = {llm._label_prompt(heads[3]["texts"], True)[-1]["content"]: "banana",
+           llm._judge_prompt(heads[7]["texts"][0], "location")[-1]["content"]: "maybe"}
+
+    default = _default
+
+    def scripted(body):
+        asked = [m["content"] for m in body["messages"] if m["role"] == "user"]
+        question = asked[-2] if asked[-1].startswith("Answer with") else asked[-1]  # a retry repeats it
+        return ("ok", bad[question]) if question in bad else default(body)
+
+    monkeypatch.setitem(globals(), "_default", scripted)  # the handler looks it up at every request
+    with caplog.at_level(logging.WARNING, logger="ccs.llm"):
+        table = scores.score_heads(heads, make(tmp_path, retries=1))
+    assert list(table["flagged"]) == [h in (3, 7) for h in range(12)]
+    assert table["ccs"].isna().sum() == 2 and table.loc[7, "label"] == "location"
+    assert "labeler: 1 of 12 questions without a valid answer; judge: 1 of 55" in caplog.text
+    assert server.url in caplog.text
+    with pytest.raises(llm.TooManyInvalid, match=r"the labeler test-model at .*: 1 of the 12 questions of "
+                                                 r"this run \(4 asked so far\) .* more than the 5% allowed"):
+        scores.score_heads(heads, make(tmp_path, retries=1, max_invalid=0.05))
+
+
+def test_max_invalid_is_validated(env, tmp_path):
+    for value in (-0.1, 1.5, "0.1", True):
+        with pytest.raises(ValueError, match="max_invalid must be a share between 0 and 1"):
+            make(tmp_path, max_invalid=value)

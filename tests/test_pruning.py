@@ -97,5 +97,5 @@ def test_a_real_run_matches_plain_embeddings_and_prunes(one_thread, tmp_path, mo
     # a rerun is served from the cache by the pruned tower's weights, and gives the same numbers
     again = pruning.run(model, "ccs-tiny", sets, clfs, conds, only={"high": ["test"]}, progress=False)
     assert np.array_equal(again.scores["high", "test", "shape"]["p_true"], r.scores["high", "test", "shape"]["p_true"])
-    assert list((tmp_path / "joblib").rglob("output.pkl"))
+    assert list((tmp_path / "arrays").rglob("*.npz"))  # the checked cache (ccs.cache.checked)
     cache.memory.cache_clear()

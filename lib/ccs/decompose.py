@@ -24,6 +24,7 @@ layers are re-run here from ``in_proj_weight``/``out_proj`` (same weights, same 
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -215,7 +216,9 @@ def components(model: nn.Module, images: torch.Tensor, layers: int = 4,
 # Streaming to disk
 #
 # A decomposition folder holds heads.npy, mlps.npy, rest.npy (fp16) and norms.npy (fp32), created at
-# full size up front, and meta.json:
+# full size up front with their disk space reserved (posix_fallocate: a full disk is an error naming
+# the folder and the space needed before any image is decomposed, never a SIGBUS of a sparse memory
+# map), written batch by batch with plain writes (not through a memory map), and meta.json:
 #
 #   {"format", "key", "n", "layers", "heads", "head_dim", "dim", "convention": what was asked,
 #    "done": how many images (leading rows) are written,
@@ -239,15 +242,6 @@ def _dtype(name: str) -> np.dtype:
 def _shapes(n: int, layers: int, heads: int, dim: int) -> dict[str, tuple[int, ...]]:
     return {"heads": (n, layers, heads, dim), "mlps": (n, layers, dim), "rest": (n, dim),
             "norms": (n,)}
-
-
-def _crc(array: np.ndarray, start: int, stop: int, crc: int = 0) -> int:
-    """`crc` extended over the raw bytes of rows start..stop of `array`, read in chunks."""
-    row = max(1, int(np.prod(array.shape[1:], dtype=np.int64)) * array.itemsize)
-    step = max(1, CHECK_BYTES // row)
-    for i in range(start, stop, step):
-        crc = zlib.crc32(array[i:min(stop, i + step)], crc)
-    return crc
 
 
 def _crc_file(file: Path, offset: int, nbytes: int) -> int:
@@ -422,13 +416,56 @@ def _batches(images, preprocess, start: int, batch_size: int) -> Iterator[torch.
 
 def _write_meta(path: Path, meta: dict) -> None:
     """Write meta.json atomically (temp file, fsync, rename): an interruption or a crash never
-    leaves a half-written file."""
-    tmp = path / "meta.json.tmp"
-    with open(tmp, "w") as f:
-        json.dump(meta, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path / "meta.json")
+    leaves a half-written file, a full disk leaves no temp file and names the path."""
+    from ccs.cache import write_atomic
+
+    write_atomic(path / "meta.json", json.dumps(meta, indent=1).encode())
+
+
+def _create(out: Path, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Create the (zero-filled) arrays of a folder at full size, their disk space reserved; on a full
+    disk, remove them and raise DiskFullError naming the folder and the space the arrays need."""
+    from ccs.cache import no_space, reserve, write_error
+
+    fmt = np.lib.format
+    sizes = {}
+    try:
+        for name, shape in shapes.items():
+            file = out / f"{name}.npy"
+            header = {"descr": fmt.dtype_to_descr(_dtype(name)), "fortran_order": False, "shape": shape}
+            with open(file, "wb") as f:
+                try:
+                    fmt.write_array_header_1_0(f, header)
+                except ValueError:  # a header too long for format 1.0
+                    fmt.write_array_header_2_0(f, header)
+                sizes[name] = f.tell() + int(np.prod(shape, dtype=np.int64)) * _dtype(name).itemsize
+                f.flush()
+                reserve(f.fileno(), sizes[name])
+    except OSError as e:
+        needed = sum(int(np.prod(shape, dtype=np.int64)) * _dtype(name).itemsize for name, shape in shapes.items())
+        for name in shapes:
+            (out / f"{name}.npy").unlink(missing_ok=True)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise no_space(out, needed, f"the decomposition of {shapes['norms'][0]} images") from None
+        raise write_error(out, needed, e) from None
+
+
+def _write_rows(fds: dict[str, int], offsets: dict[str, int], out: Path, name: str, start: int,
+                rows: np.ndarray) -> bytes:
+    """Write `rows` (C-order, the array's dtype) as rows start.. of array `name`: plain writes to
+    the file (a failure is an OSError naming it). Returns the bytes written."""
+    from ccs.cache import write_error
+
+    data = np.ascontiguousarray(rows, dtype=_dtype(name)).reshape(-1).view(np.uint8).tobytes()
+    row = len(data) // max(1, len(rows))
+    pos, view = offsets[name] + start * row, memoryview(data)
+    try:
+        while view:
+            k = os.pwrite(fds[name], view, pos)
+            view, pos = view[k:], pos + k
+    except OSError as e:
+        raise write_error(out / f"{name}.npy", len(view), e) from None
+    return data
 
 
 def stream(model: nn.Module, images: Sequence, out: str | Path, *, layers: int = 4,
@@ -473,28 +510,48 @@ def stream(model: nn.Module, images: Sequence, out: str | Path, *, layers: int =
                       CacheWarning, stacklevel=2)
     if meta is not old:
         (out / "meta.json").unlink(missing_ok=True)  # a rebuild cut short must not look resumable
-        for name, shape in shapes.items():
-            np.lib.format.open_memmap(out / f"{name}.npy", mode="w+", dtype=_dtype(name), shape=shape)
+        _create(out, shapes)
         _write_meta(out, meta)
     start = meta["done"]
     if start < n:
+        from ccs.cache import no_space, reserve, write_error
+
         preprocess = preprocess or tensor_preprocess(model)
-        arrays = {name: np.load(out / f"{name}.npy", mmap_mode="r+") for name in shapes}
-        device = next(visual.parameters()).device
-        bar = tqdm(total=n, initial=start, desc="decompose", unit="img", disable=not progress)
-        i = start
-        for x in _batches(images, preprocess, start, batch_size):
-            c = components(model, x.to(device), layers, convention)
-            j = i + len(x)
-            for name in shapes:
-                arrays[name][i:j] = getattr(c, name).cpu().numpy()
-                arrays[name].flush()
-                meta["crc32"][name] = _crc(arrays[name], i, j, meta["crc32"][name])
-            meta["done"] = i = j
-            _write_meta(out, meta)
-            bar.update(len(x))
-        bar.close()
-        del arrays
+        offsets = {name: _npy_problem(out / f"{name}.npy", shape, _dtype(name))[1]
+                   for name, shape in shapes.items()}
+        fds = {}
+        try:
+            for name, shape in shapes.items():  # (a folder of an older version may be sparse)
+                file = out / f"{name}.npy"
+                fds[name] = os.open(file, os.O_WRONLY)
+                size = offsets[name] + int(np.prod(shape, dtype=np.int64)) * _dtype(name).itemsize
+                try:
+                    reserve(fds[name], size)
+                except OSError as e:
+                    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                        raise no_space(out, size, f"the rest of the decomposition of {n} images") from None
+                    raise write_error(file, size, e) from None
+            device = next(visual.parameters()).device
+            bar = tqdm(total=n, initial=start, desc="decompose", unit="img", disable=not progress)
+            i = start
+            for x in _batches(images, preprocess, start, batch_size):
+                c = components(model, x.to(device), layers, convention)
+                j = i + len(x)
+                for name in shapes:
+                    data = _write_rows(fds, offsets, out, name, i, getattr(c, name).cpu().numpy())
+                    meta["crc32"][name] = zlib.crc32(data, meta["crc32"][name])
+                for name in shapes:  # the rows are on disk before meta.json counts them
+                    try:
+                        os.fsync(fds[name])
+                    except OSError as e:
+                        raise write_error(out / f"{name}.npy", 0, e) from None
+                meta["done"] = i = j
+                _write_meta(out, meta)
+                bar.update(len(x))
+            bar.close()
+        finally:
+            for fd in fds.values():
+                os.close(fd)
     return Decomposition(out, meta)
 
 

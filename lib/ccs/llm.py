@@ -598,7 +598,7 @@ class OpenAIBackend:
     `label` gives ``unknown`` and `judge` raises InvalidAnswer (`ccs.scores.score_head` flags the
     head either way). One rule for both roles: the questions of each role (labeler, judge) that end
     without a valid answer are counted (`invalid`, `questions`), and once more than ``max_invalid``
-    of them did (of those asked, or of those `expect` announced), TooManyInvalid stops the run,
+    of those `expect` announced did, TooManyInvalid stops the run,
     naming the endpoint, the role and the count; `check_answers` applies the rule at the end of a
     run and logs the count. Timeouts, refused connections, 429/5xx and replies that are not chat
     completions are retried too; when they persist, EndpointError stops the run (the answers
@@ -664,15 +664,17 @@ class OpenAIBackend:
 
     def _too_many(self, role: str, final: bool) -> TooManyInvalid | None:
         bad, asked = self.invalid[role], self.questions[role]
+        if not final and not self.expected[role]:  # nothing announced: only the end of a run decides
+            return None
         total = asked if final else max(asked, self.expected[role])
         if not bad or not total or bad <= self.max_invalid * total:
             return None
         example = f" (the last: {self._example[role]!r})" if role in self._example else ""
-        of = f"{bad} of {asked} questions" + ("" if final or total == asked else f" so far ({total} to ask)")
+        of = f"{bad} of {asked} questions" if final or total == asked else \
+            f"{bad} of the {total} questions of this run ({asked} asked so far)"
         return TooManyInvalid(self._scrub(
             f"{self._who(role)}: {of} got no valid answer in {self.retries + 1} attempts{example}, more "
-            f"than the {self.max_invalid:.0%} allowed (max_invalid; `ccs heads --max-invalid`, notebook "
-            f"parameter llm_max_invalid). Try another model or endpoint; the valid answers are cached in "
+            f"than the {self.max_invalid:.0%} allowed (the backend's max_invalid, `ccs heads --max-invalid`). Try another model or endpoint; the valid answers are cached in "
             f"{self.cache.folder}"))
 
     def check_answers(self) -> None:

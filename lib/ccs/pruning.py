@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from ccs import ablate, decompose, evaluate
-from ccs.cache import memory
+from ccs.cache import checked
 
 MEASURES = {"correct": "top-1 accuracy", "p_true": "probability of the true class"}
 # Per image and task, also kept for every image (labelled or not): the maximum concept matching score
@@ -131,21 +131,30 @@ def _embeddings(model_name: str, fingerprint: str, images_key: str, model, image
     return evaluate.image_embeddings(model, images)
 
 
+def _cached_tensor(kind: str, key: list, compute) -> torch.Tensor:
+    """`compute()` (a tensor) through the checked array cache (`ccs.cache.checked`): stored with its
+    checksum, and a damaged file is reported (CacheWarning with its path) and recomputed, never used."""
+    return torch.from_numpy(checked(kind, key, lambda: compute().detach().cpu().numpy(),
+                                    f"pruning {kind.replace('-', ' ')}"))
+
+
 def classifiers(model_name: str, model, tokenizer, tasks: Mapping) -> dict[str, torch.Tensor]:
     """The zero-shot classifier of every task (cached by the model's weights and the prompts). The text
     tower is never pruned, so one set of classifiers serves every condition."""
-    cached = memory().cache(_classifier, ignore=["model", "tokenizer"])
     fp = decompose.fingerprint(model)
-    return {name: cached(model_name, fp, tuple(t.classnames), tuple(t.templates), model, tokenizer)
+    return {name: _cached_tensor("classifiers", [model_name, fp, list(t.classnames), list(t.templates)],
+                                 lambda t=t: _classifier(model_name, fp, tuple(t.classnames), tuple(t.templates),
+                                                         model, tokenizer))
             for name, t in tasks.items()}
 
 
 def embeddings(model_name: str, model, images: torch.Tensor) -> torch.Tensor:
     """Normalised image embeddings of the model as it is now (pruned or not), cached on disk by its
-    weights and the images."""
-    cached = memory().cache(_embeddings, ignore=["model", "images"])
+    weights and the images (checked when read, see `_cached_tensor`)."""
     visual = decompose.fingerprint(getattr(model, "visual", model))  # pruning edits the image tower only
-    return cached(model_name, visual, decompose.images_hash(images), model, images)
+    key = decompose.images_hash(images)
+    return _cached_tensor("image-embeddings", [model_name, visual, key],
+                          lambda: _embeddings(model_name, visual, key, model, images))
 
 
 def clip_embeddings(model_name: str, model, frames: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ import pandas as pd
 from scipy.stats import kendalltau, spearmanr
 from sklearn.metrics import cohen_kappa_score
 
-from ccs.llm import UNKNOWN, Backend, same
+from ccs.llm import UNKNOWN, Backend, InvalidAnswer, same
 
 
 def head_name(layer: int, head: int) -> str:
@@ -30,12 +30,20 @@ def head_name(layer: int, head: int) -> str:
 
 def score_head(texts: Sequence[str], backend: Backend) -> dict:
     """Label a head from its texts, judge each text against the label, and count the matches.
-    Backends that can say how well their label fits (the embedding one) add ``confidence``."""
+    Backends that can say how well their label fits (the embedding one) add ``confidence``.
+    A head whose label or any judgement got no valid answer (``unknown``, InvalidAnswer) is flagged
+    and gets no CCS (a judgement without an answer counts 0 in ``judgements``)."""
     label = backend.label(texts)
-    judgements = [0 if label == UNKNOWN else int(backend.judge(t, label)) for t in texts]
+    judgements, invalid = [], label == UNKNOWN
+    for t in texts:
+        try:
+            judgements.append(0 if label == UNKNOWN else int(backend.judge(t, label)))
+        except InvalidAnswer:  # counted by the backend, which stops the run when too many fail
+            judgements.append(0)
+            invalid = True
     out = {"label": label, "judgements": judgements,
-           "ccs": float("nan") if label == UNKNOWN else float(sum(judgements)),
-           "flagged": label == UNKNOWN}
+           "ccs": float("nan") if invalid else float(sum(judgements)),
+           "flagged": invalid}
     if hasattr(backend, "confidence") and label != UNKNOWN:
         out["confidence"] = backend.confidence(texts)
     return out
@@ -52,12 +60,16 @@ def score_heads(heads: Iterable[Mapping], backend: Backend) -> pd.DataFrame:
     `heads` yields records with at least ``layer``, ``head`` and ``texts`` (TextSpan's output)."""
     heads = list(heads)
     _prefetch(backend, [t for h in heads for t in h["texts"]])
+    if hasattr(backend, "expect"):  # an LLM backend stops early when too many answers fail validation
+        backend.expect(labels=len(heads), judgements=sum(len(h["texts"]) for h in heads))
     rows = []
     for h in heads:
         extra = {k: v for k, v in h.items() if k not in ("layer", "head", "texts")}  # e.g. concepts
         rows.append({"layer": int(h["layer"]), "head": int(h["head"]),
                      "name": head_name(h["layer"], h["head"]), "texts": list(h["texts"]),
                      **score_head(h["texts"], backend), **extra})
+    if hasattr(backend, "check_answers"):  # too many invalid answers fail the run; a few are logged
+        backend.check_answers()
     return pd.DataFrame(rows)
 
 

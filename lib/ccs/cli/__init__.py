@@ -29,6 +29,8 @@ from pathlib import Path
 import typer
 from typer.core import TyperGroup
 
+from ccs.redact import redact
+
 _DEBUG_KEY = "ccs.debug"
 _PACKAGE_DIR = str(Path(__file__).resolve().parents[1])  # lib/ccs: where "our" errors are raised
 
@@ -56,7 +58,7 @@ def error_message(e: BaseException) -> str:
     to --debug.
     """
     text = f"missing key {e}" if type(e) is KeyError else str(e)
-    text = " ".join(text.split())  # one line
+    text = redact(" ".join(text.split()))  # one line, without the API key (a server may echo it)
     meant = (isinstance(e, OSError) or type(e).__module__.split(".")[0] == "ccs"
              or (isinstance(e, (ValueError, RuntimeError)) and _raised_in_ccs(e)))
     if meant and text:
@@ -81,7 +83,7 @@ class _Group(TyperGroup):
             raise _interrupted() from None
         except Exception as e:
             if _debug(ctx):
-                traceback.print_exc()
+                typer.echo(redact(traceback.format_exc()), err=True, nl=False)
             typer.echo(f"error: {error_message(e)}", err=True)
             raise typer.Exit(1) from None
 

@@ -36,6 +36,9 @@ def heads(
     timeout: float = typer.Option(constant("ccs.llm", "TIMEOUT"), help="Seconds the openai backend waits for each reply."),
     retries: int = typer.Option(constant("ccs.llm", "RETRIES"), help="Retries of the openai backend per question (on "
                                 "timeouts, refused connections, 429/5xx and invalid answers)."),
+    max_invalid: float = typer.Option(constant("ccs.llm", "MAX_INVALID"), help="The share of the openai "
+                                      "backend's labels, or of its judgements, that may get no valid "
+                                      "answer (those heads are flagged) before the command fails."),
     pool: str = typer.Option("world", help="TextSpan pool: 'world', 'textspan', a file or a URL."),
     images: int = typer.Option(1000, min=2, help="Concept-world images TextSpan decomposes."),
     seed: int = typer.Option(0, min=0, help="World sample seed."),
@@ -55,7 +58,8 @@ def heads(
     from ccs import llm, scores, textspan
 
     recs = _records(records) if records else None  # a malformed file fails before any work
-    judge = llm.backend(backend, **({"model": judge_model, "timeout": timeout, "retries": retries}
+    judge = llm.backend(backend, **({"model": judge_model, "timeout": timeout, "retries": retries,
+                                     "max_invalid": max_invalid}
                                     if backend == "openai" else {}))
     if recs is None:
         recs = textspan.analyse(model, images=images, pool=pool, seed=seed, untrained=untrained,
