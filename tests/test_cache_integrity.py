@@ -439,12 +439,14 @@ def test_full_disk_before_decomposing_is_an_error_naming_the_folder(tiny, images
     assert failure.value.errno == errno.ENOSPC and seen == [] and list(out.iterdir()) == []
 
 
-def test_arrays_are_allocated_not_sparse(tiny, images, tmp_path):
-    """Every block of a decomposition's arrays is allocated on disk when they are created."""
-    d = dc.stream(tiny, images, tmp_path / "a", batch_size=4, progress=False)
+def test_arrays_are_allocated_not_sparse(tiny, images, tmp_path, monkeypatch):
+    """Every block of a decomposition's arrays is allocated on disk when they are created, before
+    any row is written (a sparse file is what a full disk turned into a SIGBUS)."""
+    meta = _interrupted(monkeypatch, tiny, images, tmp_path / "a", after=0)
+    assert meta["done"] == 0
     for name in dc.ARRAYS:
-        st = (d.path / f"{name}.npy").stat()
-        assert st.st_blocks * 512 >= st.st_size, name
+        st = (tmp_path / "a" / f"{name}.npy").stat()
+        assert st.st_size > 128 and st.st_blocks * 512 >= st.st_size, name
 
 
 def test_a_failed_small_write_names_the_file_and_leaves_no_temporary_file(tmp_path):
@@ -501,8 +503,8 @@ def test_decomposing_onto_a_full_disk_is_an_error_line_not_sigbus(full_disk):
 
 
 def test_small_files_onto_a_full_disk_name_their_path(full_disk, monkeypatch):
-    """Sentence embeddings and LLM answers written to a full disk: an error naming the file, and no
-    0-byte temporary file left behind."""
+    """Sentence embeddings, LLM answers and pool embeddings written to a full disk: an error naming
+    the file and the space it needs, and no (0-byte) temporary file left behind."""
     from ccs import cache as cache_module
 
     monkeypatch.setenv("CCS_CACHE", str(full_disk))
@@ -522,4 +524,8 @@ def test_small_files_onto_a_full_disk_name_their_path(full_disk, monkeypatch):
     responses = llm.ResponseCache(full_disk / "llm")
     with pytest.raises(cache_module.DiskFullError, match=re.escape(str(full_disk / "llm" / "k.json"))):
         responses.put("k", {"answer": 1, "padding": "x" * 8192})
-    assert not list(full_disk.rglob(".tmp-*")) and not list((full_disk / "llm").iterdir())
+    pool = pools.Pool("p", tuple(f"text number {i}" for i in range(2000)))
+    with pytest.raises(cache_module.DiskFullError, match=re.escape(str(full_disk / "text_embeddings")) + ".*needs"):
+        pools.embed(pool, "fake", TextModel(), _tok)
+    assert not list(full_disk.rglob(".tmp-*")) and not list(full_disk.rglob("*.part*"))
+    assert not list((full_disk / "llm").iterdir()) and not list((full_disk / "text_embeddings").rglob("*.npz"))

@@ -638,3 +638,14 @@ def test_max_invalid_is_validated(env, tmp_path):
     for value in (-0.1, 1.5, "0.1", True):
         with pytest.raises(ValueError, match="max_invalid must be a share between 0 and 1"):
             make(tmp_path, max_invalid=value)
+
+
+def test_cli_heads_fails_on_invalid_labels(env, server, tmp_path, monkeypatch):
+    """`ccs heads --backend openai` whose labels all fail validation: exit 1 with one error line that
+    names the endpoint and the labeler (it printed every head 'unknown' and exited 0)."""
+    server.script.extend([("ok", "banana")] * 10)
+    result = _cli(tmp_path, monkeypatch, "--retries", "1")
+    assert result.exit_code == 1 and result.output.startswith("error: the labeler test-model at "), result.output
+    assert server.url in result.output and "1 of 1 questions got no valid answer" in result.output
+    result = _cli(tmp_path, monkeypatch, "--retries", "1", "--max-invalid", "1")  # allowed: flagged
+    assert result.exit_code == 0 and "unknown" in result.output, result.output

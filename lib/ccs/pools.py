@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import urllib.error
 import urllib.request
@@ -306,12 +305,9 @@ def fetch(url: str, timeout: float = 30) -> Path:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    from ccs.cache import write_atomic  # a full disk: an error naming the file, no temporary file left
+
+    write_atomic(path, data)
 
 
 def subset(pool: Pool, n: int) -> Pool:
@@ -385,7 +381,7 @@ def embed(pool: Pool, model_name: str, model, tokenizer, batch_size: int = 256) 
     """Normalised text embeddings [M, D] (float32) of a pool, cached per (model weights, pool) in an
     ``.npz`` with their CRC-32, written atomically. A cache file that is unreadable, truncated, of
     the wrong shape or fails its checksum is reported (a CacheWarning naming it) and recomputed."""
-    from ccs.cache import cache_dir
+    from ccs.cache import cache_dir, write_atomic
     from ccs.decompose import fingerprint
     from ccs.evaluate import text_embeddings
 
@@ -400,11 +396,7 @@ def embed(pool: Pool, model_name: str, model, tokenizer, batch_size: int = 256) 
         _warn(f"Damaged text-embedding cache {path}: {problem}. Recomputing it.")
     emb = text_embeddings(model, tokenizer, list(pool.texts), batch_size=batch_size).numpy()
     emb = np.ascontiguousarray(emb, dtype=np.float32)
-    tmp = folder / f"{stem}.part.npz"
-    with open(tmp, "wb") as f:
-        np.savez(f, embeddings=emb, crc32=np.uint32(zlib.crc32(emb)))
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    write_atomic(path, lambda f: np.savez(f, embeddings=emb, crc32=np.uint32(zlib.crc32(emb))),
+                 size=emb.nbytes + 1024)  # a full disk: an error naming the file, no temporary file
     (folder / f"{stem}.npy").unlink(missing_ok=True)  # the previous format: no checksum
     return emb
