@@ -1,11 +1,15 @@
-"""On-disk caching of expensive steps, keyed by their inputs and code (joblib.Memory).
+"""On-disk caching of expensive steps, keyed by their inputs and code.
 
 The cache lives in ``$CCS_CACHE`` (default ``~/.cache/ccs``), so every notebook also runs alone and a
 re-run of an unchanged step costs nothing. Delete the folder to start afresh.
 
-joblib keys a result by the arguments and the source of the cached function only, not by the code
-that function calls; `memory()` therefore lives in a folder named after a digest of the whole
-library, so editing any module of `ccs` invalidates every joblib result instead of serving a stale one.
+Nothing is read back unchecked: every entry carries a checksum (or is validated like fresh data) and
+a damaged one is reported with its path (`CacheWarning`) and recomputed. `checked` stores arrays so
+(the pruning pages' embeddings and classifiers), in a folder named after a digest of the whole library
+(`library_digest`), so editing any module of `ccs` invalidates them instead of serving a stale one;
+`memory()` (joblib.Memory, keyed by the cached function's source and arguments only) lives in such a
+folder too, but has no checksums: use `checked` for new steps. Files are written whole or not at all
+(`write_atomic`), and a full disk is a `DiskFullError` naming the path and the space needed.
 """
 from __future__ import annotations
 
