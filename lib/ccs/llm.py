@@ -14,11 +14,15 @@ One interface, `label(texts) -> concept` and `judge(text, concept) -> 0/1`, two 
 - ``openai``: chat completions against any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, ...),
   with few-shot prompts in the spirit of the paper, validated answers, timeouts and retries with
   backoff (honouring ``Retry-After``), and an on-disk response cache keyed by (endpoint, model,
-  prompt) written atomically: a rerun costs nothing and an interrupted run loses no answer. The key
-  is read only from ``OPENAI_API_KEY``. The prompt asks for one concept, always; ``unknown`` is left
-  for a head whose answers arrive but still fail validation after the retries (flagged, not scored,
-  and counted by the pages). An endpoint that cannot be reached or keeps failing is no label: it
-  raises `EndpointError`, which stops the run (a rerun continues from the cached answers).
+  prompt) written atomically, each answer checksummed and validated again when read: a rerun costs
+  nothing and an interrupted run loses no answer. The key is read only from ``OPENAI_API_KEY`` and
+  never shown (`ccs.redact` scrubs it from every message, also when a server echoes it). The prompt
+  asks for one concept, always; ``unknown`` is left for a head whose answers arrive but still fail
+  validation after the retries (flagged, not scored, and counted by the pages); a judgement that
+  fails so flags its head too. One rule for both roles: when more than ``MAX_INVALID`` (10 %) of the
+  labels, or of the judgements, fail validation, `TooManyInvalid` stops the run, naming the endpoint,
+  the role and the count. An endpoint that cannot be reached or keeps failing is no label: it raises
+  `EndpointError`, which stops the run (a rerun continues from the cached answers).
 """
 from __future__ import annotations
 
