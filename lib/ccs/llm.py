@@ -704,8 +704,10 @@ class OpenAIBackend:
         return parsed, None
 
     def _complete(self, convo: list[dict]) -> str:
-        """One request; a failure worth retrying raises _Transient, any other error propagates
-        (a wrong key, a bad request or model name: retrying would not help)."""
+        """One request; a failure worth retrying raises _Transient, a refused request (a wrong key,
+        a bad request or model name: retrying would not help) EndpointRejected. The latter is raised
+        outside the except block, so the client's error, whose text may echo the key, is neither its
+        cause nor its context."""
         import openai
 
         try:
@@ -719,12 +721,12 @@ class OpenAIBackend:
                 wait = _retry_after(e.response) if e.status_code in (429, 503) else None
                 reason = getattr(e.response, "reason_phrase", "") or ""
                 raise _Transient(f"HTTP {e.status_code} {reason}".strip(), wait) from e
-            rejected = self._rejected(e)  # raised outside this block: the client's error (whose
+            rejected = self._rejected(e)
         except (openai.APIResponseValidationError, json.JSONDecodeError) as e:  # a body that is not JSON
             raise _Transient(f"a reply that is not a chat completion: {_one_line(self._scrub(str(e)), 60)}") from e
         else:
             return _content(reply, self._scrub)
-        raise rejected  # text may echo the key) is neither its cause nor its context
+        raise rejected
 
     def _rejected(self, e) -> EndpointRejected:
         """A refused request (4xx but 408/409/429) as one line, with the server's message scrubbed."""
