@@ -37,7 +37,7 @@ class DiskFullError(OSError):
     and the space free (errno ENOSPC)."""
 
 
-_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)  # errnos of a full disk (or quota); EFBIG (a file-size limit) is not
 
 
 def size_text(nbytes: float) -> str:
@@ -73,7 +73,7 @@ def no_space(path: str | Path, needed: int, what: str = "") -> DiskFullError:
 def write_error(path: str | Path, needed: int, e: OSError) -> OSError:
     """An OSError raised while writing `path`, as an error that names it: DiskFullError for a full
     disk (or quota), else an OSError with the path and the reason (read-only disk, permissions)."""
-    if e.errno in _FULL:
+    if e.errno in FULL_DISK:
         return no_space(path, needed)
     out = OSError(f"cannot write {path}: {e.strerror or e}")
     out.errno, out.path = e.errno, str(path)

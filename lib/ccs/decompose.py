@@ -24,7 +24,6 @@ layers are re-run here from ``in_proj_weight``/``out_proj`` (same weights, same 
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -425,7 +424,7 @@ def _write_meta(path: Path, meta: dict) -> None:
 def _create(out: Path, shapes: dict[str, tuple[int, ...]]) -> None:
     """Create the (zero-filled) arrays of a folder at full size, their disk space reserved; on a full
     disk, remove them and raise DiskFullError naming the folder and the space the arrays need."""
-    from ccs.cache import no_space, reserve, write_error
+    from ccs.cache import FULL_DISK, no_space, reserve, write_error
 
     fmt = np.lib.format
     sizes = {}
@@ -445,7 +444,7 @@ def _create(out: Path, shapes: dict[str, tuple[int, ...]]) -> None:
         needed = sum(int(np.prod(shape, dtype=np.int64)) * _dtype(name).itemsize for name, shape in shapes.items())
         for name in shapes:
             (out / f"{name}.npy").unlink(missing_ok=True)
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        if e.errno in FULL_DISK:
             raise no_space(out, needed, f"the decomposition of {shapes['norms'][0]} images") from None
         raise write_error(out, needed, e) from None
 
@@ -514,7 +513,7 @@ def stream(model: nn.Module, images: Sequence, out: str | Path, *, layers: int =
         _write_meta(out, meta)
     start = meta["done"]
     if start < n:
-        from ccs.cache import no_space, reserve, write_error
+        from ccs.cache import FULL_DISK, no_space, reserve, write_error
 
         preprocess = preprocess or tensor_preprocess(model)
         offsets = {name: _npy_problem(out / f"{name}.npy", shape, _dtype(name))[1]
@@ -528,7 +527,7 @@ def stream(model: nn.Module, images: Sequence, out: str | Path, *, layers: int =
                 try:
                     reserve(fds[name], size)
                 except OSError as e:
-                    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                    if e.errno in FULL_DISK:
                         raise no_space(out, size, f"the rest of the decomposition of {n} images") from None
                     raise write_error(file, size, e) from None
             device = next(visual.parameters()).device
