@@ -183,3 +183,30 @@ def test_ood_metrics_against_direct_computation():
     # identical distributions
     m = evaluate.ood_metrics(rng.normal(size=2000), rng.normal(size=2000))
     assert abs(m["auroc"] - 0.5) < 0.04 and abs(m["fpr95"] - 0.95) < 0.03
+
+
+def test_two_level_interval_counts_the_draws():
+    """A random baseline's interval must cover the spread between its draws, not only the images'."""
+    rng = np.random.default_rng(0)
+    images = rng.normal(0.5, 0.2, 1000)  # per-image difficulty, shared by every condition
+    draws = images + rng.normal(0, 0.05, (20, 1))  # 20 random sets, each shifting all images alike
+    fixed = images + 0.1
+    d, lo, hi = evaluate.two_level_ci(fixed, draws)
+    _, plo, phi = evaluate.paired_ci(fixed, draws.mean(0))  # images only, draws held fixed
+    assert lo < d < hi and (hi - lo) > 5 * (phi - plo)
+    sd = draws.mean(1).std(ddof=1) / np.sqrt(20)  # the draws' standard error: the width's main part
+    assert 0.7 * 2 * 1.96 * sd < hi - lo < 1.4 * 2 * 1.96 * sd
+    # one draw a side: the paired image bootstrap itself
+    assert evaluate.two_level_ci(fixed, draws[0]) == evaluate.paired_ci(fixed, draws[0])
+
+
+def test_two_level_interval_pairs_draws_made_together():
+    rng = np.random.default_rng(1)
+    low = rng.normal(0.5, 0.1, (10, 300)) + rng.normal(0, 0.1, (10, 1))
+    high = low - 0.02  # each equal-count draw: its high half costs 2 pp more than its low half
+    paired = evaluate.two_level_ci(low, high, paired_draws=True)
+    apart = evaluate.two_level_ci(low, high)
+    assert paired[1] > 0.019 and paired[2] < 0.021  # the draws' spread cancels
+    assert apart[1] < 0 < apart[2]
+    with pytest.raises(ValueError, match="paired draws"):
+        evaluate.two_level_ci(low, high[:5], paired_draws=True)

@@ -224,6 +224,38 @@ def paired_ci(a, b, confidence: float = 0.95, n_resamples: int = 2000,
     return (float(a.mean() - b.mean()), *_bootstrap((a, b), stat, confidence, n_resamples, seed))
 
 
+def two_level_ci(a, b, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0,
+                 paired_draws: bool = False) -> tuple[float, float, float]:
+    """mean(a) - mean(b) when a side is a baseline drawn at random: a and b are [draws, items]
+    matrices (a fixed condition is one row), e.g. per-image scores under each of 20 random head sets.
+    The percentile bootstrap resamples both sources of chance: the draws (each side's rows, or the
+    same rows of both when `paired_draws`, as equal-count draws made together) and the items (the
+    same items for both sides, so image difficulty cancels as in `paired_ci`). With one draw a side,
+    this is `paired_ci`. (diff, low, high)."""
+    a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"both sides need the same items, got {a.shape[1]} and {b.shape[1]}")
+    if paired_draws and len(a) != len(b):
+        raise ValueError(f"paired draws need as many on each side, got {len(a)} and {len(b)}")
+    if len(a) == 1 and len(b) == 1:
+        return paired_ci(a[0], b[0], confidence, n_resamples, seed)
+    rng, n = np.random.default_rng(seed), a.shape[1]
+
+    def weights(k):  # bootstrap resampling as multinomial counts: [n_resamples, k], rows sum to 1
+        return rng.multinomial(k, np.full(k, 1 / k), size=n_resamples) / k
+
+    wa = weights(len(a))
+    wb = wa if paired_draws else weights(len(b))
+    stats = np.empty(n_resamples)
+    for i in range(0, n_resamples, 250):  # in chunks: [chunk, items] at a time
+        j = slice(i, i + 250)
+        items = weights(n)[: len(stats[j])]
+        stats[j] = ((wa[j] @ a - wb[j] @ b) * items).sum(1)
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
+    return float(a.mean() - b.mean()), float(lo), float(hi)
+
+
 def spearman_ci(x, y, confidence: float = 0.95, n_resamples: int = 2000,
                 seed: int = 0) -> tuple[float, float, float]:
     """Spearman's rho of paired values (e.g. each head's CCS and the cost of pruning it), with a

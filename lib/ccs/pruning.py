@@ -210,12 +210,20 @@ class Results:
         """The spread of a group's members (one value per seed)."""
         return evaluate.spread([self.value(c, evalset, measure, tasks) for c in self.members(name)])
 
+    def per_draw(self, name: str, evalset: str, measure: str = "p_true", tasks=None) -> np.ndarray:
+        """[members, images]: the per-image score of each member of a group (one row for a condition)."""
+        return np.stack([self.per_image(c, evalset, measure, tasks) for c in self.members(name)])
+
     def compare(self, a: str, b: str, evalset: str, measure: str = "p_true", tasks=None,
                 seed: int = 0) -> tuple[float, float, float]:
-        """mean(a) - mean(b) over the same images, with its paired bootstrap interval."""
-        x, y = self.per_image(a, evalset, measure, tasks), self.per_image(b, evalset, measure, tasks)
-        keep = ~(np.isnan(x) | np.isnan(y))
-        return evaluate.paired_ci(x[keep], y[keep], seed=seed)
+        """mean(a) - mean(b) over the same images, with its paired bootstrap interval; where a side is
+        a group of random draws, the interval resamples the draws too (`evaluate.two_level_ci`; the
+        draws of two groups made together, as equal-count ones, are resampled together)."""
+        x, y = self.per_draw(a, evalset, measure, tasks), self.per_draw(b, evalset, measure, tasks)
+        keep = ~(np.isnan(x).any(0) | np.isnan(y).any(0))
+        paired = len(x) == len(y) > 1 and [c.split("/")[-1] for c in self.members(a)] == \
+            [c.split("/")[-1] for c in self.members(b)]
+        return evaluate.two_level_ci(x[:, keep], y[:, keep], seed=seed, paired_draws=paired)
 
     def drop(self, name: str, evalset: str, measure: str = "p_true", tasks=None,
              baseline: str = "original") -> tuple[float, float, float]:
