@@ -1,8 +1,11 @@
 """ccs.datasets reads the paper's datasets from their real on-disk formats: tiny copies of each one,
 written here in that format (CIFAR python pickles, Food-101's meta json, Country-211 and ImageNet-R
 class folders, the Pets annotation file, MSR-VTT's caption csv, MSVD's caption file, DiDeMo's json,
-videos encoded with PyAV), are read back through the real code; missing or damaged data gives the
-clear error, and `ccs data` lists what is there. Nothing here touches the network."""
+videos encoded with PyAV), are read back through the real code, with the prompts, class names and
+video protocols of the paper and of CLIP4Clip; missing or damaged data gives the clear error (or, for
+MSVD and DiDeMo videos, a warning that counts what is left out), `ccs data` lists what is there and
+`ccs data --check` opens it. Nothing here touches the network. (tests/test_protocol.py checks the same
+loaders against clip-benchmark and CLIP4Clip's metrics on a random-weights paper architecture.)"""
 import json
 import os
 import pickle
@@ -16,7 +19,7 @@ from typer.testing import CliRunner
 
 from ccs import datasets
 from ccs.cli import app
-from ccs.pruning import EvalSet
+from ccs.evalset import EvalSet, VideoSet
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +74,8 @@ def test_cifar10_pickles(env):
             {"label_names": names, "num_cases_per_batch": 10000, "num_vis": 3072})
     es, classes, templates = datasets.load_classification("CIFAR-10", size=32)
     assert isinstance(es, EvalSet) and es.name == "CIFAR-10"
-    assert classes == names and templates == ["a photo of a {}."]
+    assert classes == names and len(templates) == 18  # CLIP's CIFAR templates (clip-benchmark, the paper)
+    assert templates[0] == "a photo of a {}." and templates[-1] == "a photo of the big {}."
     assert es.images.dtype.is_floating_point is False and es.images.shape == (6, 3, 32, 32)
     assert np.array_equal(es.labels["CIFAR-10"], [0, 1, 2, 3, 9, 9])
     assert np.array_equal(es.images[4].numpy().ravel(), data[4])  # torchvision's layout: CHW, row-major
@@ -108,8 +112,8 @@ def test_food101_through_torchvision(env):
         {"apple_pie": ["apple_pie/1011328", "apple_pie/101251"], "baby_back_ribs": ["baby_back_ribs/1005293"]}))
     for rel, color in [("apple_pie/1011328", "red"), ("apple_pie/101251", "red"), ("baby_back_ribs/1005293", "blue")]:
         _jpg(base / "images" / f"{rel}.jpg", color, size=(60, 40))
-    es, classes, _ = datasets.load_classification("Food-101", size=24)
-    assert classes == ["apple pie", "baby back ribs"]
+    es, classes, templates = datasets.load_classification("Food-101", size=24)
+    assert classes == ["apple pie", "baby back ribs"] and templates == ["a photo of {}, a type of food."]
     assert es.images.shape == (3, 3, 24, 24) and list(es.labels["Food-101"]) == [0, 0, 1]
     assert es.images[2, 2].float().mean() > 200 and es.images[2, 0].float().mean() < 50  # blue
     (base / "meta" / "test.json").unlink()
@@ -118,11 +122,22 @@ def test_food101_through_torchvision(env):
 
 
 def test_country211_class_folders(env):
-    for code, color in [("AD", "red"), ("FR", "green"), ("US", "blue")]:
+    for code, color in [("AD", "red"), ("CD", "white"), ("FR", "green"), ("TR", "black"), ("US", "blue")]:
         _jpg(env / "country211" / "test" / code / "1.jpg", color)
-    es, classes, _ = datasets.load_classification("Country-211", size=16)
-    assert classes == ["Andorra", "France", "United States"]
-    assert list(es.labels["Country-211"]) == [0, 1, 2] and es.images.shape == (3, 3, 16, 16)
+    es, classes, templates = datasets.load_classification("Country-211", size=16)
+    # the 211-way task with CLIP's names, even for a partial copy: labels index all 211 classes
+    assert len(classes) == 211 == len(datasets.COUNTRY211_CODES)
+    assert list(datasets.COUNTRY211_CODES) == sorted(datasets.COUNTRY211_CODES)
+    code = {c: i for i, c in enumerate(datasets.COUNTRY211_CODES)}
+    assert list(es.labels["Country-211"]) == [code["AD"], code["CD"], code["FR"], code["TR"], code["US"]]
+    assert [classes[i] for i in es.labels["Country-211"]] == ["Andorra", "DR Congo", "France", "Turkey",
+                                                              "United States"]  # CLIP's names, not CLDR's
+    assert classes[code["HK"]] == "Hong Kong" and classes[code["CZ"]] == "Czech Republic"
+    assert len(templates) == 5 and templates[0] == "a photo i took in {}." and es.images.shape == (5, 3, 16, 16)
+    (env / "country211" / "test" / "ZZ").mkdir()
+    _jpg(env / "country211" / "test" / "ZZ" / "1.jpg", "red")
+    with pytest.raises(datasets.DatasetError, match="ZZ"):
+        datasets.load_classification("Country-211")
 
 
 def test_oxford_pets_annotations(env):
@@ -132,12 +147,32 @@ def test_oxford_pets_annotations(env):
         "Abyssinian_1 1 1 1\namerican_bulldog_10 2 2 1\nAbyssinian_2 1 1 1\n")
     for name in ("Abyssinian_1", "american_bulldog_10", "Abyssinian_2"):
         _jpg(base / "images" / f"{name}.jpg", "white")
-    es, classes, _ = datasets.load_classification("Oxford-Pets", size=16)
-    assert classes == ["Abyssinian", "American Bulldog"]
-    assert list(es.labels["Oxford-Pets"]) == [0, 1, 0]
+    es, classes, templates = datasets.load_classification("Oxford-Pets", size=16)
+    assert len(classes) == 37 and classes[:3] == ["Abyssinian", "American Bulldog", "American Pit Bull Terrier"]
+    assert list(es.labels["Oxford-Pets"]) == [0, 1, 0] and templates == ["a photo of a {}, a type of pet."]
     (base / "annotations" / "test.txt").unlink()
     with pytest.raises(datasets.DatasetNotFoundError, match=r"annotations/test\.txt"):
         datasets.load_classification("pets")
+
+
+def test_oxford_pets_the_papers_listing(env):
+    folder = env / "oxford-iiit-pet" / "images"
+    files = ["Abyssinian_1", "american_bulldog_10", "american_pit_bull_terrier_3", "yorkshire_terrier_5",
+             "Sphynx_2"]
+    for name in files:
+        _jpg(folder / f"{name}.jpg", "white")
+    (folder / "Abyssinian_100.mat").write_bytes(b"MATLAB")  # the release has a few; the paper skips them
+    es, classes, templates = datasets.load_classification("pets-paper", size=16)
+    assert es.name == "Oxford-Pets-paper" and len(classes) == 35 == len(set(classes))
+    assert classes[:2] == ["american", "basset"] and classes[-1] == "Sphynx"
+    # every image, sorted by name, labelled by its first name token: both American breeds are "american"
+    assert [classes[i] for i in es.labels["Oxford-Pets-paper"]] == [
+        "Abyssinian", "Sphynx", "american", "american", "yorkshire"]
+    assert templates == datasets.templates("CIFAR-10")  # the paper's code reuses its CIFAR templates
+    assert datasets.info("pets-paper")["present"] and not datasets.info("pets")["present"]  # no annotations
+    _jpg(folder / "zebra_1.jpg", "white")
+    with pytest.raises(datasets.DatasetError, match="zebra_1.jpg"):
+        datasets.load_classification("pets-paper")
 
 
 def test_imagenet_r_wnid_folders(env):
@@ -189,14 +224,20 @@ def _msrvtt(env):
 def test_msrvtt_csv_and_mp4(env):
     _msrvtt(env)
     assert datasets.info("MSR-VTT")["present"]
-    frames, captions, vot = datasets.load_video("MSR-VTT", size=32)
+    vs = datasets.load_video("MSR-VTT", size=32)
+    assert isinstance(vs, VideoSet) and vs.protocol == "paper"  # the default: the paper's code
+    frames, captions, vot = vs  # unpacks as the three arrays retrieval needs
     assert frames.shape == (2, 12, 3, 32, 32) and frames.dtype.is_floating_point is False
     assert captions == ["a man is singing", "a dog runs on the grass"] and list(vot) == [0, 1]
+    assert (vs.gallery, vs.split_videos, vs.missing, vs.full) == (2, 2, [], True)
     levels = _level(frames[0])  # uniform over 24 frames: the centres of 12 segments of 2
     assert np.abs(levels - np.arange(1, 24, 2)).max() <= 1 and (np.diff(levels) >= 0).all()
     assert (np.diff(_level(frames[1])) >= 0).all()  # 6 frames for 12: repeats, in order
-    one, caps, v = datasets.load_video("msrvtt", n=1, seed=0, size=32)
-    assert one.shape == (1, 12, 3, 32, 32) and len(caps) == 1 and list(v) == [0]
+    one = datasets.load_video("msrvtt", n=1, seed=0, size=32)
+    assert one.frames.shape == (1, 12, 3, 32, 32) and len(one.captions) == 1 and list(one.video_of_text) == [0]
+    assert one.gallery == 1 and not one.full  # a subset is not the paper's gallery
+    with pytest.raises(datasets.DatasetError, match="unknown video protocol 'clip'.*paper.*clip4clip"):
+        datasets.load_video("MSR-VTT", protocol="clip")
 
 
 def test_frames_cache(env, tmp_path, monkeypatch):
@@ -215,7 +256,7 @@ def test_frames_cache(env, tmp_path, monkeypatch):
         datasets.load_video("MSR-VTT", size=16, frames=5)
 
 
-def test_msvd_several_captions_per_video(env):
+def _msvd_copy(env):
     base = env / "msvd"
     base.mkdir()
     (base / "test_list.txt").write_text("-4wsuPCjDBc_5_15\nabc_1_2\n")
@@ -227,29 +268,58 @@ def test_msvd_several_captions_per_video(env):
         "zzz_0_1 a video of the training split\n")
     _video(base / "YouTubeClips" / "-4wsuPCjDBc_5_15.avi", 15)
     _video(base / "YouTubeClips" / "abc_1_2.avi", 13)
-    frames, captions, vot = datasets.load_video("MSVD", size=16)
-    assert frames.shape == (2, 12, 3, 16, 16)
-    assert captions == ["a squirrel is eating a peanut", "a chipmunk eats", "a woman slices an onion"]
-    assert list(vot) == [0, 0, 1]
+    return base
+
+
+def test_msvd_captions_under_both_protocols(env):
+    base = _msvd_copy(env)
+    paper = datasets.load_video("MSVD", size=16)  # the paper's code: the first caption of each video
+    assert paper.frames.shape == (2, 12, 3, 16, 16)
+    assert paper.captions == ["a squirrel is eating a peanut", "a woman slices an onion"]
+    assert list(paper.video_of_text) == [0, 1]
+    c4c = datasets.load_video("MSVD", size=16, protocol="clip4clip")  # every caption its own row
+    assert c4c.captions == ["a squirrel is eating a peanut", "a chipmunk eats", "a woman slices an onion"]
+    assert list(c4c.video_of_text) == [0, 0, 1] and c4c.full
     # CLIP4Clip's msvd_data.zip: captions as token lists in raw-captions.pkl (preferred when present)
     _pickle(base / "raw-captions.pkl", {"-4wsuPCjDBc_5_15": [["a", "squirrel"]], "abc_1_2": [["an", "onion"], ["cut"]]})
-    _, captions, vot = datasets.load_video("MSVD", size=16)
+    _, captions, vot = datasets.load_video("MSVD", size=16, protocol="clip4clip")
     assert captions == ["a squirrel", "an onion", "cut"] and list(vot) == [0, 1, 1]
+    assert datasets.load_video("MSVD", size=16).captions == ["a squirrel", "an onion"]
     (base / "test_list.txt").unlink()
     with pytest.raises(datasets.DatasetNotFoundError, match=r"msvd/test_list\.txt is missing"):
         datasets.load_video("MSVD")
 
 
-def test_didemo_paragraphs_and_32_frames(env):
+def test_msvd_and_didemo_leave_missing_videos_out_and_say_how_many(env):
+    base = _msvd_copy(env)
+    (base / "test_list.txt").write_text("-4wsuPCjDBc_5_15\nabc_1_2\ngone_0_1\n")
+    (base / "AllVideoDescriptions.txt").write_text(
+        (base / "AllVideoDescriptions.txt").read_text() + "gone_0_1 a video nobody kept\n")
+    with pytest.warns(datasets.DatasetWarning, match=r"MSVD: 1 of the 3 videos .*'gone_0_1'.*left out, so 2"):
+        vs = datasets.load_video("MSVD", size=16)
+    assert vs.captions == ["a squirrel is eating a peanut", "a woman slices an onion"]
+    assert (vs.gallery, vs.split_videos, vs.missing, vs.full) == (2, 3, ["gone_0_1"], False)
+    for f in (base / "YouTubeClips").iterdir():  # none of the split's videos: an error, not an empty set
+        f.unlink()
+    with pytest.raises(datasets.DatasetNotFoundError, match="3 of the 3 videos"):
+        datasets.load_video("MSVD", size=16)
+
+
+def test_didemo_protocols_and_32_frames(env):
     base = env / "didemo"
     base.mkdir()
     (base / "test_data.json").write_text(json.dumps([
         {"video": "10015567@N08_3655084291.mov", "description": "a dog jumps.", "times": [[0, 0]]},
-        {"video": "10015567@N08_3655084291.mov", "description": "the dog lands.", "times": [[1, 1]]}]))
+        {"video": "10015567@N08_3655084291.mov", "description": "the dog lands.", "times": [[1, 1]]},
+        {"video": "missing@N00_1.mp4", "description": "never downloaded.", "times": [[0, 0]]}]))
     _video(base / "videos" / "10015567@N08_3655084291.mp4", 40)
-    frames, captions, vot = datasets.load_video("DiDeMo", size=16)
-    assert frames.shape == (1, 32, 3, 16, 16)
-    assert captions == ["a dog jumps. the dog lands."] and list(vot) == [0]
+    with pytest.warns(datasets.DatasetWarning, match="DiDeMo: 1 of the 2 videos"):
+        paragraph = datasets.load_video("DiDeMo", size=16, protocol="clip4clip")
+    assert paragraph.frames.shape == (1, 32, 3, 16, 16)
+    assert paragraph.captions == ["a dog jumps. the dog lands."] and list(paragraph.video_of_text) == [0]
+    with pytest.warns(datasets.DatasetWarning):
+        first = datasets.load_video("DiDeMo", size=16, frames=4)  # the paper's: the first description
+    assert first.captions == ["a dog jumps."] and first.missing == ["missing@N00_1.mp4"]
 
 
 def test_corrupt_and_missing_video(env):
@@ -258,7 +328,7 @@ def test_corrupt_and_missing_video(env):
     with pytest.raises(datasets.DatasetError, match=r"Cannot decode the video .*video7021\.mp4"):
         datasets.load_video("MSR-VTT", size=16)
     (base / "videos" / "all" / "video7021.mp4").unlink()
-    with pytest.raises(datasets.DatasetNotFoundError, match=r"video7021.*not in .*videos/all"):
+    with pytest.raises(datasets.DatasetNotFoundError, match=r"MSR-VTT: 1 of the 2 videos .*videos/all.*video7021"):
         datasets.load_video("MSR-VTT", size=16)
 
 
@@ -286,3 +356,50 @@ def test_cli_lists_and_refuses(env, monkeypatch):
     result = runner.invoke(app, ["data", "fetch", "cifar-10"])
     assert result.exit_code == 1 and result.output.startswith("error: Cannot reach"), result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_check_opens_what_each_dataset_lists(env):
+    """`info` only looks for the required paths; `check` opens everything they list."""
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    _pickle(env / "cifar-10-batches-py" / "batches.meta", {"label_names": names})
+    _pickle(env / "cifar-10-batches-py" / "test_batch", {"data": np.zeros((2, 100), np.uint8), "labels": [0, 1]})
+    assert datasets.info("CIFAR-10")["present"]  # the files are there ...
+    r = datasets.check("CIFAR-10")  # ... but the pickle holds no CIFAR images
+    assert not r["ok"] and r["problem_count"] == 1 and "not uint8 [N, 3072]" in r["problems"][0]
+    _pickle(env / "cifar-10-batches-py" / "test_batch", {"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1]})
+    assert datasets.check("CIFAR-10") | {"problems": []} == {
+        "name": "CIFAR-10", "present": True, "checked": 2, "problems": [], "problem_count": 0, "ok": True}
+
+    base = _msrvtt(env)
+    assert datasets.check("MSR-VTT")["ok"] and datasets.check("MSR-VTT")["checked"] == 2
+    (base / "videos" / "all" / "video7021.mp4").unlink()
+    assert datasets.info("MSR-VTT")["present"]  # the split file and the folder are there
+    r = datasets.check("MSR-VTT")
+    assert not r["ok"] and r["checked"] == 1 and "1 of the 2 videos" in r["problems"][0] and "video7021" in r["problems"][0]
+    (base / "videos" / "all" / "video7021.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(300))
+    r = datasets.check("MSR-VTT")
+    assert not r["ok"] and "video7021.mp4: cannot decode" in r["problems"][0]
+
+    for code in ("AD", "FR"):
+        _jpg(env / "country211" / "test" / code / "1.jpg", "red", size=(200, 150))
+    assert datasets.check("Country-211")["ok"]
+    whole = (env / "country211" / "test" / "FR" / "1.jpg").read_bytes()
+    (env / "country211" / "test" / "FR" / "1.jpg").write_bytes(whole[: len(whole) // 2])  # a truncated download
+    r = datasets.check("Country-211")
+    assert not r["ok"] and r["checked"] == 2 and "FR/1.jpg: cannot decode" in r["problems"][0]
+    assert datasets.check("DiDeMo") == {"name": "DiDeMo", "present": False, "checked": 0, "problems": [],
+                                        "problem_count": 0, "ok": False}  # absent: nothing opened
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["data", "--check"])
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    row = {line.split()[0]: line for line in lines if line.split() and line.split()[0] in datasets.names()}
+    assert "DAMAGED" in row["MSR-VTT"] and "DAMAGED" in row["Country-211"] and "yes, 2 checked" in row["CIFAR-10"]
+    assert "video7021.mp4: cannot decode" in result.output and "FR/1.jpg: cannot decode" in result.output
+    plain = runner.invoke(app, ["data"])  # without --check: present, nothing opened
+    assert plain.exit_code == 0 and "DAMAGED" not in plain.output
+    result = runner.invoke(app, ["data", "--check", "--json"])
+    assert result.exit_code == 1
+    rows = {r["name"]: r for r in json.loads(result.output)["datasets"]}
+    assert rows["CIFAR-10"]["check"]["ok"] and not rows["MSR-VTT"]["check"]["ok"] and rows["MSVD"]["check"] is None

@@ -45,8 +45,15 @@ def test_classifier_and_embeddings_are_normalised(tiny):
     assert torch.allclose(emb.norm(dim=-1), torch.ones(8), atol=1e-5)
     acc = evaluate.zero_shot_accuracy(model, tok, batch, task)
     assert 0.0 <= acc <= 1.0
-    vid = evaluate.video_embeddings(model, world.clips(3, 0, frames=2).frames)
-    assert vid.shape == (3, clf.shape[1])
+    frames = world.clips(3, 0, frames=2).frames
+    vid = evaluate.video_embeddings(model, frames)  # the paper's protocol: the mean, not renormalised
+    assert vid.shape == (3, clf.shape[1]) and (vid.norm(dim=-1) <= 1 + 1e-6).all()
+    frame_emb = evaluate.image_embeddings(model, frames.flatten(0, 1)).view(3, 2, -1)
+    assert torch.allclose(vid, frame_emb.mean(1), atol=1e-6)
+    renormalised = evaluate.video_embeddings(model, frames, protocol="clip4clip")
+    assert torch.allclose(renormalised, F.normalize(frame_emb.mean(1), dim=-1), atol=1e-6)
+    with pytest.raises(ValueError, match="unknown video protocol"):
+        evaluate.pool_frames(frame_emb, "CLIP4Clip")
 
 
 def test_bootstrap_interval_brackets_the_mean():
@@ -131,12 +138,17 @@ def test_retrieval_report_several_captions_per_video():
     video_of_text = np.array([0, 0, 0, 1, 2])
     r = evaluate.retrieval_report(torch.tensor(text), torch.tensor(video), video_of_text, ks=(1, 2, 5))
     assert r["ranks"]["text_to_video"].tolist() == [1, 2, 3, 2, 2]
-    # video 0 -> texts [1, .6, 0, 0, s], correct {0, 1, 2}: best is text 0 -> 1
-    # video 1 -> texts [0, .8, .6, .6, 0], correct {3} at .6: text 1 above, text 2 tied -> 3
-    # video 2 -> texts [0, 0, .8, .8, s], correct {4} at s: texts 2 and 3 above -> 3
-    assert r["ranks"]["video_to_text"].tolist() == [1, 3, 3]
-    assert r["text_to_video"] == pytest.approx({"R@1": 0.2, "R@2": 0.8, "R@5": 1.0, "MdR": 2.0, "MnR": 2.0})
-    assert r["video_to_text"] == pytest.approx({"R@1": 1 / 3, "R@2": 1 / 3, "R@5": 1.0, "MdR": 3.0, "MnR": 7 / 3})
+    # video -> text as CLIP4Clip ranks it: each video ranks the 3 videos' caption groups, a group scored by
+    # its best caption for that video (texts of video 0: 0-2, of video 1: 3, of video 2: 4)
+    # video 0 -> texts [1, .6, 0, 0, s]: groups [1, 0, s], its own (1) first -> 1
+    # video 1 -> texts [0, .8, .6, .6, 0]: groups [.8, .6, 0], its own .6 below group 0 -> 2
+    #            (ranking its caption among all 5 captions would give 3: text 1 above, text 2 tied)
+    # video 2 -> texts [0, 0, .8, .8, s]: groups [.8, .8, s], its own below both -> 3
+    assert r["ranks"]["video_to_text"].tolist() == [1, 2, 3]
+    assert r["text_to_video"] == pytest.approx({"R@1": 0.2, "R@2": 0.8, "R@5": 1.0, "MdR": 2.0, "MnR": 2.0,
+                                                "gallery": 3, "queries": 5})
+    assert r["video_to_text"] == pytest.approx({"R@1": 1 / 3, "R@2": 2 / 3, "R@5": 1.0, "MdR": 2.0, "MnR": 2.0,
+                                                "gallery": 3, "queries": 3})
     with pytest.raises(ValueError):  # video 2 without a caption
         evaluate.retrieval_report(text, video, [0, 0, 0, 1, 1])
     with pytest.raises(ValueError):

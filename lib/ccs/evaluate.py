@@ -122,15 +122,22 @@ def retrieval_metrics(ranks, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]
 
 
 def retrieval_report(text_emb, video_emb, video_of_text, ks: Sequence[int] = (1, 5, 10)) -> dict:
-    """Text<->video retrieval with one or more captions per video (as MSR-VTT / MSVD).
+    """Text<->video retrieval with one or more captions per video (as MSR-VTT / MSVD), ranked as
+    CLIP4Clip ranks them (its ``tensor_text_to_video_metrics`` and ``tensor_video_to_text_sim``).
 
-    `text_emb` [T, D] and `video_emb` [V, D] are normalised (dot product = cosine); `video_of_text`
-    (int [T]) is the video each caption describes. text_to_video: each caption queries the V videos
-    (one correct). video_to_text: each video queries the T captions; any of its captions is correct
-    and the best-ranked one counts. Ties count against the query (see `retrieval_ranks`); every
-    video needs at least one caption. Returns ``{"text_to_video": metrics, "video_to_text": metrics,
-    "ranks": {"text_to_video": int [T], "video_to_text": int [V]}}`` (metrics as
-    `retrieval_metrics`)."""
+    `text_emb` [T, D] and `video_emb` [V, D] are the embeddings to compare by dot product (normalised
+    or not: see `pool_frames`); `video_of_text` (int [T]) is the video each caption describes.
+
+    - text_to_video: each caption queries the V videos (one correct);
+    - video_to_text: each video queries the V *videos' caption groups*, each group scored by its best
+      caption for that video; its own group is correct. (Ranking a video's best caption among all T
+      captions instead gives other, not comparable, numbers when videos have several captions; with
+      one caption per video the two are the same.)
+
+    Both directions rank V candidates: the gallery. Ties count against the query (see
+    `retrieval_ranks`); every video needs at least one caption. Returns ``{"text_to_video": metrics,
+    "video_to_text": metrics, "ranks": {"text_to_video": int [T], "video_to_text": int [V]}}``,
+    metrics as `retrieval_metrics` plus ``"gallery"`` (V) and ``"queries"``."""
     t = _numpy(text_emb).astype(np.float64)
     v = _numpy(video_emb).astype(np.float64)
     vid = _numpy(video_of_text).astype(np.int64).ravel()
@@ -138,10 +145,18 @@ def retrieval_report(text_emb, video_emb, video_of_text, ks: Sequence[int] = (1,
         raise ValueError(f"video_of_text has {len(vid)} entries for {len(t)} captions")
     if len(vid) and (vid.min() < 0 or vid.max() >= len(v)):
         raise ValueError(f"video_of_text must index the {len(v)} videos")
-    sim = t @ v.T
+    empty = np.setdiff1d(np.arange(len(v)), vid)
+    if len(empty):
+        raise ValueError(f"{len(empty)} videos have no caption (e.g. videos {empty[:5].tolist()})")
+    sim = t @ v.T  # [T, V]
     matches = vid[:, None] == np.arange(len(v))[None, :]
-    ranks = {"text_to_video": retrieval_ranks(sim, matches), "video_to_text": retrieval_ranks(sim.T, matches.T)}
-    return {**{name: retrieval_metrics(r, ks) for name, r in ranks.items()}, "ranks": ranks}
+    # group[i, j]: the best score of video j's captions for video i (CLIP4Clip's max over each group)
+    group = np.full((len(v), len(v)), -np.inf)
+    np.maximum.at(group.T, vid, sim)
+    ranks = {"text_to_video": retrieval_ranks(sim, matches),
+             "video_to_text": retrieval_ranks(group, np.eye(len(v), dtype=bool))}
+    return {**{name: {**retrieval_metrics(r, ks), "gallery": len(v), "queries": len(r)} for name, r in ranks.items()},
+            "ranks": ranks}
 
 
 def recall_ci(ranks, k: int, confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
@@ -165,12 +180,24 @@ def retrieval_recall(image_emb: torch.Tensor, text_emb: torch.Tensor,
     return out
 
 
-def video_embeddings(model, frames_uint8: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Normalised clip embeddings [N, D]: mean of the normalised frame embeddings (mean pooling,
-    as CLIP4Clip), renormalised. `frames_uint8` is [N, F, 3, H, W]."""
+def pool_frames(frame_emb: torch.Tensor, protocol: str = "paper") -> torch.Tensor:
+    """Clip embeddings [N, D] from normalised frame embeddings [N, F, D]: their mean over the frames
+    (mean pooling, as CLIP4Clip's meanP and the paper), used as it is under the ``paper`` protocol
+    (the paper's code does not renormalise it, so a clip whose frames agree scores higher) and
+    renormalised under ``clip4clip`` (`ccs.evalset.PROTOCOLS`)."""
+    from ccs.evalset import check_protocol
+
+    mean = frame_emb.mean(1)
+    return F.normalize(mean, dim=-1) if check_protocol(protocol) == "clip4clip" else mean
+
+
+def video_embeddings(model, frames_uint8: torch.Tensor, batch_size: int = 256,
+                     protocol: str = "paper") -> torch.Tensor:
+    """Clip embeddings [N, D] of uint8 frames [N, F, 3, H, W]: every frame through the image tower,
+    normalised, then `pool_frames` (mean pooling, renormalised only under ``clip4clip``)."""
     n, f = frames_uint8.shape[:2]
     emb = image_embeddings(model, frames_uint8.flatten(0, 1), batch_size=batch_size)
-    return F.normalize(emb.view(n, f, -1).mean(1), dim=-1)
+    return pool_frames(emb.view(n, f, -1), protocol)
 
 
 def zero_shot_scores(image_emb: torch.Tensor, classifier: torch.Tensor, labels,
@@ -284,9 +311,19 @@ def bootstrap_ci(correct, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
     return lo, hi
 
 
-def mcm_scores(image_emb: torch.Tensor, classifier: torch.Tensor, temperature: float = 0.01) -> torch.Tensor:
-    """Maximum concept matching score (Ming et al., 2022): the largest softmax probability over
-    the classes of cosine similarities / temperature. Low scores flag out-of-distribution images."""
+MCM_TEMPERATURE = 1.0
+
+
+def mcm_scores(image_emb: torch.Tensor, classifier: torch.Tensor,
+               temperature: float = MCM_TEMPERATURE) -> torch.Tensor:
+    """Maximum concept matching score (Ming et al., NeurIPS 2022): the largest softmax probability
+    over the classes of the cosine similarities divided by a temperature, ``max_i exp(s_i / T) /
+    sum_j exp(s_j / T)``. Low scores flag out-of-distribution images.
+
+    The temperature is MCM's: T = 1, the value its paper uses and its code's default (``--T 1`` in
+    deeplearning-wisc/MCM, which divides the cosine similarities by T before the softmax); not CLIP's
+    logit scale (100 x cosine, T = 0.01), which zero-shot classification uses. T changes which images
+    score high relative to others, so AUROC and FPR95 depend on it."""
     return torch.softmax(image_emb @ classifier.T / temperature, dim=-1).amax(-1)
 
 

@@ -23,6 +23,7 @@ import torch
 
 from ccs import ablate, decompose, evaluate
 from ccs.cache import checked
+from ccs.evalset import EvalSet  # defined below ccs.datasets and this module: data flows one way
 
 MEASURES = {"correct": "top-1 accuracy", "p_true": "probability of the true class"}
 # Per image and task, also kept for every image (labelled or not): the maximum concept matching score
@@ -30,15 +31,6 @@ MEASURES = {"correct": "top-1 accuracy", "p_true": "probability of the true clas
 DETECTION = "mcm"
 # Tasks that a shifted split makes meaningless: sketches draw outlines only, so no texture is visible.
 NOT_APPLICABLE = {"sketch": ("texture",)}
-
-
-@dataclass
-class EvalSet:
-    """Images and, per task, each image's class (-1 where the task does not apply to it)."""
-
-    name: str
-    images: torch.Tensor  # uint8 [N, 3, H, W]
-    labels: dict[str, np.ndarray]
 
 
 def world_sets(n: int, seed: int, splits=("test",)) -> dict[str, EvalSet]:
@@ -157,13 +149,14 @@ def embeddings(model_name: str, model, images: torch.Tensor) -> torch.Tensor:
                           lambda: _embeddings(model_name, visual, key, model, images))
 
 
-def clip_embeddings(model_name: str, model, frames: torch.Tensor) -> torch.Tensor:
-    """Clip embeddings [N, D] of uint8 frames [N, F, 3, H, W] as in the paper's video protocol (and
-    CLIP4Clip's mean pooling): every frame through the image tower (cached like `embeddings`), the
-    normalised frame embeddings averaged over the frames, the mean renormalised."""
+def clip_embeddings(model_name: str, model, frames: torch.Tensor, protocol: str = "paper") -> torch.Tensor:
+    """Clip embeddings [N, D] of uint8 frames [N, F, 3, H, W] under a video protocol
+    (`ccs.evalset.PROTOCOLS`): every frame through the image tower (cached like `embeddings`), the
+    normalised frame embeddings averaged over the frames (mean pooling), the mean renormalised only
+    under ``clip4clip`` (`ccs.evaluate.pool_frames`; the paper's code does not renormalise)."""
     n, f = frames.shape[:2]
     emb = embeddings(model_name, model, frames.flatten(0, 1)).view(n, f, -1)
-    return torch.nn.functional.normalize(emb.mean(1), dim=-1)
+    return evaluate.pool_frames(emb, protocol)
 
 
 def group(condition: str) -> str:

@@ -1,5 +1,5 @@
-"""`ccs data` (which of the paper's datasets are on this machine, and where each one goes) and
-`ccs data fetch NAME` (download what torchvision can download)."""
+"""`ccs data` (which of the paper's datasets are on this machine, and where each one goes), `ccs data
+--check` (open every file they list) and `ccs data fetch NAME` (download what torchvision can download)."""
 from __future__ import annotations
 
 import json
@@ -16,18 +16,36 @@ app.add_typer(data_app, name="data")
 
 @data_app.callback()
 def list_data(ctx: typer.Context,
-              as_json: bool = typer.Option(False, "--json", help="Print JSON records.")) -> None:
-    """List every dataset, its expected path under the data root and whether it is present."""
+              as_json: bool = typer.Option(False, "--json", help="Print JSON records."),
+              check: bool = typer.Option(False, "--check", help="Open every file each present dataset lists "
+                                         "(decode its images, find and open its videos): slower; exit 1 if any "
+                                         "is missing or damaged.")) -> None:
+    """List every dataset, its expected path under the data root and whether it is present (its
+    required files exist; with --check, every file it lists opens)."""
     if ctx.invoked_subcommand is not None:
         return
     from ccs import datasets
 
     rows = [datasets.info(name) for name in datasets.names()]
+    if check:
+        for r in rows:
+            r["check"] = datasets.check(r["name"], progress=not as_json) if r["present"] else None
+    damaged = [r for r in rows if r.get("check") and not r["check"]["ok"]]
     if as_json:
         typer.echo(json.dumps({"root": str(datasets.root()), "datasets": rows}, indent=2))
+        if damaged:
+            raise typer.Exit(1)
         return
     typer.echo(f"data root: {datasets.root()} (set $CCS_DATA to change it)")
-    table = [{"name": r["name"], "kind": r["kind"], "present": "yes" if r["present"] else "no",
+
+    def status(r):
+        if not r["present"]:
+            return "no"
+        if r.get("check") is None:
+            return "yes"
+        return f"yes, {r['check']['checked']} checked" if r["check"]["ok"] else "DAMAGED"
+
+    table = [{"name": r["name"], "kind": r["kind"], "present": status(r),
               "get": r["fetch"] or "by hand", "layout": r["layout"]} for r in rows]
     cols = list(table[0])
     widths = {c: max(len(c), *(len(str(r[c])) for r in table)) for c in cols}
@@ -39,6 +57,19 @@ def list_data(ctx: typer.Context,
         typer.echo("\nMissing:")
         for r in missing:
             typer.echo(f"  {r['name']}: {r['how']}")
+    if damaged:
+        typer.echo("\nDamaged or incomplete (what --check could not open):")
+        for r in damaged:
+            c = r["check"]
+            more = c["problem_count"] - len(c["problems"])
+            typer.echo(f"  {r['name']}: {c['problem_count']} problem(s); {r['how']}")
+            for why in c["problems"]:
+                typer.echo(f"    {why}")
+            if more:
+                typer.echo(f"    ... and {more} more")
+        raise typer.Exit(1)
+    if check:
+        typer.echo("\nEvery file of the present datasets opened.")
 
 
 @data_app.command("fetch")
