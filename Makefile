@@ -26,6 +26,8 @@ book: pipeline html
 
 # --keep-incomplete: an interrupted page stays as it was (pages are replaced atomically, never
 # half-written), and --rerun-incomplete lets the next run redo it without a manual step.
+# CCS_EXIT_WITH_PARENT: Snakemake (and each `ccs run` under it) ends when make does, even by SIGKILL.
+pipeline: export CCS_EXIT_WITH_PARENT := 1
 pipeline: $(STAMP)
 	snakemake --cores all --quiet rules --keep-incomplete --rerun-incomplete --rerun-triggers mtime
 

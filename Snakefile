@@ -5,21 +5,48 @@
 # The rule's output is a "done" file standing for the page: Snakemake deletes a job's outputs before
 # running it, and the page must survive an interrupted run (`ccs run` replaces it atomically).
 # On a cluster: `snakemake --executor slurm --jobs 20 --default-resources slurm_partition=gpu`
-# (needs the snakemake-executor-plugin-slurm package).
+# (needs the snakemake-executor-plugin-slurm package); tests/test_pipeline.py runs it through the
+# cluster-generic executor.
+# Nothing outlives the run: `ccs run --exit-with-parent` ends (its kernel with it, the page as it was)
+# when the Snakemake that started it dies, even by SIGKILL; under `make book` (CCS_EXIT_WITH_PARENT=1)
+# Snakemake itself ends with make. A lock left by a killed run is cleared by the next one.
+import os
+import signal
+import sys
+
 from ccs import pipeline
 
 ROOT = pipeline.ROOT
+if workflow.is_main_process:  # not in the jobs a cluster executor starts
+    if os.environ.get("CCS_EXIT_WITH_PARENT"):
+        # SIGKILL: Snakemake takes SIGTERM as "finish the running jobs first", which would go on
+        # writing pages after make has gone; its `ccs run` children stop cleanly on their own
+        pipeline.exit_with_parent(signal.SIGKILL)
+    if note := pipeline.clear_stale_lock():
+        print(note, file=sys.stderr)
 FILES = {(r.model, r.experiment): [str(p.relative_to(ROOT)) for p in pipeline.stamp(r)] for r in pipeline.runs()}
-if not pipeline.TOC.is_file() or pipeline.TOC.read_text() != pipeline.toc_text():
-    pipeline.write_toc()  # the table of contents follows pipeline.yaml (by content, like the pages)
-from ccs import paper_tables
+from ccs import paper_tables, replication
 
-paper_tables.write()  # the paper-vs-runs page (pipeline.yaml's paper_tables, if any) follows paper.yaml and the
-# pages' JSON, by content like the table of contents: now, and again once the pages have run
+if workflow.is_main_process:  # once, not again in every job of a cluster run
+    if not pipeline.TOC.is_file() or pipeline.TOC.read_text() != pipeline.toc_text():
+        pipeline.write_toc()  # the table of contents follows pipeline.yaml (by content, like the pages)
+    paper_tables.write()  # the paper-vs-runs page (pipeline.yaml's paper_tables, if any) follows paper.yaml
+    # and the pages' JSON, by content like the table of contents: now, and again once the pages have run
+    replication.write()  # the replication page (pipeline.yaml's replication) follows the pages' JSON alike
+
+
+onstart:
+    pipeline.record_lock_owner()  # this run holds Snakemake's lock now
 
 
 onsuccess:
     paper_tables.write()
+    replication.write()
+    pipeline.forget_lock_owner()
+
+
+onerror:
+    pipeline.forget_lock_owner()
 
 
 rule all:
@@ -32,4 +59,5 @@ rule notebook:
         source=ancient("notebooks/{experiment}.py"),
     output: touch(".snakemake/ccs-stamps/{model}/{experiment}.done")
     threads: 2
-    shell: "ccs run {wildcards.model} {wildcards.experiment}"
+    # exec: `ccs run` is the job's process itself (no shell in between), so it sees its parent die
+    shell: "OMP_NUM_THREADS={threads} exec ccs run --exit-with-parent {wildcards.model} {wildcards.experiment}"

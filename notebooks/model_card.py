@@ -41,10 +41,10 @@ plots.style()
 pd.set_option("display.width", 200, "display.max_colwidth", None)
 
 # %% tags=["parameters", "hide-input"]
-model = "ccs-tiny"
-weights = "trained"  # "trained", or "random": the same architecture untrained (tests the path, no download)
-test_images = 1000  # fresh concept-world images per split for the zero-shot and retrieval figures
-seed = 1  # seed of those images (never used in training)
+model = "ccs-tiny"  # [model] a registered model (`ccs models`)
+weights = "trained"  # [trained | random] "trained", or "random": the same architecture untrained (tests the path, no download)
+test_images = 1000  # [>= 2] fresh concept-world images per split for the zero-shot and retrieval figures
+seed = 1  # [>= 0] seed of those images (never used in training)
 
 # %% [markdown]
 # ## Architecture

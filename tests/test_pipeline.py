@@ -81,7 +81,8 @@ def mini(tmp_path, monkeypatch):
     """A repository of its own: a grid of two small notebooks for ccs-tiny (one fails on demand)."""
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "notebooks" / "small.py").write_text(
-        '# %% tags=["parameters"]\nmodel = "x"\nimages = 10\nbackend = "embedding"\n\n'
+        '# %% tags=["parameters"]\nmodel = "x"  # [model]\nimages = 10  # [>= 1] images\n'
+        'backend = "embedding"  # [embedding | openai]\n\n'
         '# %%\nimport json\njson.dump({"images": images}, open("small.json", "w"))\nprint(images * 2)\n')
     (tmp_path / "notebooks" / "broken.py").write_text(
         '# %% tags=["parameters"]\nmodel = "x"\n\n# %%\nraise RuntimeError("boom")\n')
@@ -140,9 +141,9 @@ def test_other_parameters_never_overwrite_a_page(mini):
 
 @pytest.mark.parametrize("extra, message", [
     ({"imagez": 64}, "has no parameter 'imagez'; its parameters: model, images, backend"),
-    ({"images": "abc"}, "images must be a int"),
+    ({"images": "abc"}, "images must be an int"),
     ({"images": -5}, "images must be at least 1"),
-    ({"images": True}, "images must be a int"),
+    ({"images": True}, "images must be an int"),
     ({"backend": "gpt"}, "backend must be 'embedding' or 'openai'"),
 ])
 def test_parameters_are_checked_before_a_kernel_starts(mini, extra, message, monkeypatch):
@@ -158,6 +159,101 @@ def test_grid_parameters_and_notebook_defaults_pass_the_checks():
     for run in RUNS:
         pipeline.check_parameters(run.source, {"model": run.model, **run.parameters})
         pipeline.check_parameters(run.source, pipeline.notebook_parameters(run.source))
+
+
+def test_every_notebook_parameter_declares_its_range():
+    """One declaration per parameter: its line in the parameters cell gives the name, the default (the
+    type) and the range, and every range can be read."""
+    for source in sorted({r.source for r in RUNS}):
+        for d in pipeline.declarations(source).values():
+            assert d.range, f"{source.name}: {d.name} has no [range] opening its comment"
+            for clause in d.range.split(","):
+                pipeline._clause(clause, {"model": models.TINY})
+
+
+BAD_P = [  # (the page, -p values, what the one-line usage error must name)
+    ("video", ["clips=2"], ["clips must be at least 3, not 2"]),  # was an IndexError in a figure cell
+    ("ccs", ["llm_retries=-1", "backend=openai"], ["llm_retries must be at least 0"]),  # the kernel started first
+    ("ccs", ["llm_timeout=0"], ["llm_timeout must be more than 0"]),  # was accepted silently
+    ("model_card", ["model=ViT-B-16-OpenAI"], ["model: the model is the first argument",
+                                                "ccs run ViT-B-16-OpenAI model_card"]),  # failed after 7 cells
+    ("textspan", ["last_layers=99"], [f"last_layers must be in 1..layers (= {models.spec(models.TINY).layers})"]),
+    ("pruning", ["splits=[test, nope]"], ["splits must be a non-empty list", "novel-shades"]),
+    ("ood", ["detect_task=motion"], ["detect_task must be a concept of the world"]),
+    ("ccs", ["pool=textspan"], ["ccs pool fetch textspan"]),
+    ("pruning", ["seeds=[1,2"], ["seeds: '[1,2' is not a YAML value"]),  # was "ParserError ..."
+    ("pruning", ["seeds"], ["expected KEY=VALUE, got 'seeds'"]),
+    ("pruning", ["imagez=5"], ["has no parameter 'imagez'"]),
+]
+
+
+@pytest.mark.parametrize("experiment, params, words", BAD_P, ids=[" ".join(p) for _, p, _ in BAD_P])
+def test_run_refuses_a_bad_parameter_before_a_kernel_starts(experiment, params, words, monkeypatch, tmp_path):
+    """`ccs run` holds every -p value to the notebook's declaration of it: a usage error naming -p and
+    the key, before a kernel starts and before anything is written."""
+    import papermill
+
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: pytest.fail("a kernel was started"))
+    monkeypatch.setenv("CCS_CACHE", str(tmp_path / "cache"))  # an empty one: textspan is not fetched there
+    args = ["run", models.TINY, experiment] + [a for p in params for a in ("-p", p)]
+    result = CliRunner().invoke(app, args, terminal_width=60)
+    assert result.exit_code == 2, result.output
+    error = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(error) == 1 and error[0].startswith("Error: Invalid value for '-p': "), result.output
+    for word in words:
+        assert word in error[0], result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture
+def failing(mini):
+    """Pages that fail in a cell: with the library's own error, and with an unexpected one."""
+    (mini / "notebooks" / "mine.py").write_text(
+        '# %% tags=["parameters"]\nmodel = "x"  # [model]\n\n# %%\nfrom ccs import datasets\n'
+        'raise datasets.DatasetError("CIFAR-10: data_batch_1 is damaged; delete it and run `ccs data fetch CIFAR-10`")\n')
+    (mini / "notebooks" / "oops.py").write_text(
+        '# %% tags=["parameters"]\nmodel = "x"  # [model]\n\n# %%\nx = [1, 2]\n\n# %%\nx[5]\n')
+    return mini
+
+
+def test_an_error_in_a_cell_is_the_library_message_alone(failing, capfd):
+    """Was the whole papermill traceback as one `error:` line of 2-16 KB, the message at its end."""
+    result = CliRunner().invoke(app, ["run", models.TINY, "mine"])
+    assert result.exit_code == 1
+    assert result.output == ("error: CIFAR-10: data_batch_1 is damaged; delete it and run "
+                             "`ccs data fetch CIFAR-10`\n"), result.output
+    result = CliRunner().invoke(app, ["run", models.TINY, "oops"])
+    assert result.exit_code == 1 and len(result.output.splitlines()) == 1, result.output
+    assert result.output.startswith("error: oops page (ccs-tiny), notebooks/oops.py line 8: IndexError: list index out of range "
+                                    "(unexpected; rerun with `ccs --debug run ...`"), result.output
+    debug = CliRunner().invoke(app, ["--debug", "run", models.TINY, "oops"])
+    assert debug.exit_code == 1 and "x[5]" in debug.output and "IndexError" in debug.output
+    assert debug.output.splitlines()[-1] == result.output.strip()
+    assert not (failing / "book").exists() and not list((failing / "runs-tmp").iterdir())
+    # the kernels talk over Unix sockets: ipykernel has no unencrypted-TCP warning to print
+    assert "without encryption" not in capfd.readouterr().err
+
+
+def test_a_stale_snakemake_lock_is_cleared_and_a_live_one_kept(tmp_path):
+    locks = tmp_path / ".snakemake" / "locks"
+    locks.mkdir(parents=True)
+    (locks / "0.input.lock").write_text("a\n")
+    (locks / "0.output.lock").write_text("b\n")
+    assert pipeline.clear_stale_lock(tmp_path) is None  # no record of who holds it: Snakemake's business
+    pipeline.record_lock_owner(tmp_path)  # this process: alive
+    assert pipeline.clear_stale_lock(tmp_path) is None and len(list(locks.iterdir())) == 2
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    owner = pipeline._owner_file(tmp_path)
+    record = {**json.loads(owner.read_text()), "pid": dead.pid}
+    owner.write_text(json.dumps({**record, "host": "another-machine"}))
+    assert pipeline.clear_stale_lock(tmp_path) is None  # cannot tell from here
+    owner.write_text(json.dumps(record))
+    assert "no longer running" in pipeline.clear_stale_lock(tmp_path)
+    assert not list(locks.iterdir()) and not owner.exists()
+    pipeline.record_lock_owner(tmp_path)
+    pipeline.forget_lock_owner(tmp_path)
+    assert not owner.exists()
 
 
 def test_missing_weights_fail_before_a_kernel_starts(mini, monkeypatch):
@@ -205,41 +301,189 @@ def test_a_fresh_clone_runs_nothing(tmp_path):
     assert _in(repo, ccs, "stale").stdout.split() == ["book/runs/ccs-tiny/video.ipynb"]
 
 
+BIN = Path(sys.executable).parent
+# the pipeline as `make book` runs it (Makefile), on one core
+SNAKEMAKE = [str(BIN / "snakemake"), "--cores", "1", "--quiet", "rules", "--keep-incomplete", "--rerun-incomplete",
+             "--rerun-triggers", "mtime"]
+
+
+def _sleepy_book(repo: Path, executed: bool = True) -> dict:
+    """A repository whose grid is one page that, when CCS_TEST_SLEEP is set, signals that its kernel
+    is inside the cell (CCS_TEST_MARK) and sleeps there; its page is executed once when `executed`.
+    Returns the environment to run it in."""
+    shutil.copytree(pipeline.ROOT / "lib", repo / "lib", ignore=shutil.ignore_patterns("__pycache__"))
+    for f in ("Snakefile", "Makefile"):
+        shutil.copy(pipeline.ROOT / f, repo / f)
+    (repo / "notebooks").mkdir()
+    (repo / "notebooks" / "sleepy.py").write_text(
+        '# %% tags=["parameters"]\nmodel = "x"  # [model]\n\n'
+        '# %%\nimport os, time\nif os.environ.get("CCS_TEST_SLEEP"):\n'
+        '    open(os.environ["CCS_TEST_MARK"], "w").close()\n'
+        '    time.sleep(float(os.environ["CCS_TEST_SLEEP"]))\nprint("done")\n')
+    (repo / "pipeline.yaml").write_text("models: [ccs-tiny]\nexperiments:\n  sleepy:\n")
+    (repo / "_toc.yml").write_text("")
+    env = {**os.environ, "PYTHONPATH": str(repo / "lib"), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("CCS_TEST_SLEEP", None)
+    if executed:
+        first = subprocess.run(SNAKEMAKE, cwd=repo, env=env, capture_output=True, text=True)
+        assert first.returncode == 0, first.stderr[-3000:]
+    return env
+
+
+def _start_in_the_cell(repo: Path, env: dict, cmd: list[str], log: Path) -> subprocess.Popen:
+    """Make the page stale and start `cmd` (in a session of its own); return once the page's kernel
+    is inside its sleeping cell: a state that does not depend on how busy the machine is."""
+    source = repo / "notebooks" / "sleepy.py"
+    source.write_text(source.read_text() + "# changed\n")  # stale now: the next run executes it
+    mark = repo / "in-the-cell"
+    mark.unlink(missing_ok=True)
+    # stdout to a file, not a pipe nobody reads (which could fill and block)
+    proc = subprocess.Popen(cmd, cwd=repo, env={**env, "CCS_TEST_SLEEP": "600", "CCS_TEST_MARK": str(mark)},
+                            start_new_session=True, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    deadline = time.time() + 300  # a start-up under heavy load
+    while time.time() < deadline and not mark.exists() and proc.poll() is None:
+        time.sleep(0.2)
+    if not mark.exists():
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the page's kernel never reached its cell:\n" + log.read_text()[-3000:])
+    return proc
+
+
+def _processes() -> dict[int, tuple[int, str, str]]:
+    """pid -> (parent pid, start time, state) of every process (Linux /proc)."""
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(stat.parent.name)] = (int(fields[1]), fields[19], fields[0])
+    return out
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """pid -> start time of every process below `pid`."""
+    procs, out, todo = _processes(), {}, [pid]
+    while todo:
+        parent = todo.pop()
+        for child, (ppid, start, _) in procs.items():
+            if ppid == parent and child not in out:
+                out[child] = start
+                todo.append(child)
+    return out
+
+
+def _still_running(tree: dict[int, str]) -> dict[int, str]:
+    procs = _processes()
+    return {pid: start for pid, start in tree.items()
+            if pid in procs and procs[pid][1] == start and procs[pid][2] != "Z"}
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 @pytest.mark.slow
 def test_ctrl_c_during_the_book_run_keeps_the_page(tmp_path):
+    repo = tmp_path / "repo"
+    env = _sleepy_book(repo)
+    page = repo / "book" / "runs" / "ccs-tiny" / "sleepy.ipynb"
+    first = page.read_bytes()
+    proc = _start_in_the_cell(repo, env, SNAKEMAKE, tmp_path / "snakemake.log")
+    tree = _descendants(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
+    try:
+        proc.wait(120)  # about 10 s on an idle machine; the kernel sleeps 600 s
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the pipeline did not stop on Ctrl-C:\n" + (tmp_path / "snakemake.log").read_text()[-3000:])
+    assert proc.returncode != 0 and page.read_bytes() == first
+    deadline = time.time() + 30
+    while _still_running(tree) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _still_running(tree), [_command(p) for p in _still_running(tree)]
+    rerun = subprocess.run(SNAKEMAKE, cwd=repo, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    assert page.read_bytes() != first and "done" in page.read_text()
+    assert not list((repo / "runs-tmp").iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("killed", ["snakemake", "make"])
+def test_sigkill_of_the_book_run_leaves_nothing_running_and_no_lock(killed, tmp_path):
+    """SIGKILL of Snakemake (or of `make book`) used to leave `ccs run` and its kernel running: they
+    rewrote the page after make had exited, and the next run stopped on Snakemake's stale lock."""
+    repo = tmp_path / "repo"
+    env = _sleepy_book(repo, executed=False)  # the page does not exist yet: nothing may write it
+    page = repo / "book" / "runs" / "ccs-tiny" / "sleepy.ipynb"
+    # make: the Makefile's pipeline target, with this .venv (-o: never reinstall it)
+    stamp = BIN.parent / ".installed-stamp"
+    cmd = SNAKEMAKE if killed == "snakemake" else ["make", "-s", "pipeline", f"VENV={BIN.parent}", "-o", str(stamp)]
+    proc = _start_in_the_cell(repo, env, cmd, tmp_path / "run.log")
+    tree = _descendants(proc.pid)
+    commands = [_command(p) for p in tree]
+    assert any("ccs run" in c for c in commands) and any("ipykernel" in c for c in commands), commands
+    os.kill(proc.pid, signal.SIGKILL)  # that process only: its children are on their own now
+    proc.wait()
+    deadline = time.time() + 60  # about 5 s on an idle machine
+    while _still_running(tree) and time.time() < deadline:
+        time.sleep(0.5)
+    left = _still_running(tree)
+    for pid in left:  # clean up after a failure: these are this test's own processes
+        os.kill(pid, signal.SIGKILL)
+    assert not left, [_command(p) for p in left]
+    assert not page.exists() and not list((repo / "runs-tmp").iterdir())
+    # the lock of the dead run is cleared by the next one, which runs the page
+    assert list((repo / ".snakemake" / "locks").iterdir())
+    rerun = subprocess.run(SNAKEMAKE, cwd=repo, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    assert "cleared the lock of a Snakemake run that is no longer running" in rerun.stderr
+    assert "done" in page.read_text()
+
+
+@pytest.mark.slow
+def test_the_snakefile_runs_through_a_cluster_executor(tmp_path):
+    """Scale-out as the README promises it, through a non-local executor: cluster-generic submits each
+    page's job script through a shell script (here it starts the job in the background, as a batch
+    system would on a node) that records the threads and resources it was asked for; each job is a
+    Snakemake of its own, whose page and done file the main Snakemake picks up."""
     repo = tmp_path / "repo"
     shutil.copytree(pipeline.ROOT / "lib", repo / "lib", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(pipeline.ROOT / "Snakefile", repo / "Snakefile")
     (repo / "notebooks").mkdir()
-    source = repo / "notebooks" / "sleepy.py"
-    source.write_text('# %% tags=["parameters"]\nmodel = "x"\n\n'
-                      '# %%\nimport os, time\ntime.sleep(float(os.environ.get("CCS_TEST_SLEEP", 0)))\nprint("done")\n')
-    (repo / "pipeline.yaml").write_text("models: [ccs-tiny]\nexperiments:\n  sleepy:\n")
+    for name in ("first", "second"):
+        (repo / "notebooks" / f"{name}.py").write_text(
+            '# %% tags=["parameters"]\nmodel = "x"  # [model]\nimages = 1  # [>= 1]\n\n'
+            f'# %%\nimport json, os\njson.dump({{"page": "{name}", "images": images, '
+            '"threads": os.environ.get("OMP_NUM_THREADS"), "pid": os.getpid()}, open("' + name + '.json", "w"))\n')
+    (repo / "pipeline.yaml").write_text(
+        "models: [ccs-tiny]\nexperiments:\n  first:\n    parameters: {images: 3}\n  second:\n")
     (repo / "_toc.yml").write_text("")
-    snakemake = [str(Path(sys.executable).with_name("snakemake")), "--cores", "1", "--quiet", "rules",
-                 "--keep-incomplete", "--rerun-incomplete", "--rerun-triggers", "mtime"]  # as `make book`
-    env = {**os.environ, "PYTHONPATH": str(repo / "lib"), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    assert subprocess.run(snakemake, cwd=repo, env=env, capture_output=True).returncode == 0
-    page = repo / "book" / "runs" / "ccs-tiny" / "sleepy.ipynb"
-    first = page.read_bytes()
-    source.write_text(source.read_text() + "# changed\n")  # stale now: the next run executes it
-    log = open(tmp_path / "snakemake.log", "w")  # a file, not a pipe nobody reads (which could fill and block)
-    proc = subprocess.Popen(snakemake, cwd=repo, env={**env, "CCS_TEST_SLEEP": "120"}, start_new_session=True,
-                            stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 60
-    while time.time() < deadline and not list((repo / "runs-tmp").glob("*/executed.ipynb")):
-        time.sleep(0.2)  # papermill writes executed.ipynb as soon as the kernel runs
-    assert list((repo / "runs-tmp").glob("*/executed.ipynb")), "the notebook never started"
-    time.sleep(1)
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
-    try:
-        proc.wait(90)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("the pipeline did not stop on Ctrl-C:\n" + (tmp_path / "snakemake.log").read_text()[-3000:])
-    log.close()
-    assert proc.returncode != 0 and page.read_bytes() == first
-    rerun = subprocess.run(snakemake, cwd=repo, env=env, capture_output=True, text=True)
-    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
-    assert page.read_bytes() != first and "done" in page.read_text()
-    assert not list((repo / "runs-tmp").iterdir())
+    (repo / "submit.sh").write_text(
+        '#!/bin/sh\n# submit.sh THREADS MEM_MB JOBSCRIPT: start the job script, print its job id\n'
+        'echo "threads=$1 mem_mb=$2" >> submissions.log\n'
+        'sh "$3" > "$3.log" 2>&1 &\necho "$!"\n')
+    env = {**os.environ, "PYTHONPATH": str(repo / "lib"), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    cmd = [str(BIN / "snakemake"), "--executor", "cluster-generic", "--jobs", "2", "--quiet", "rules",
+           "--cluster-generic-submit-cmd", "sh submit.sh {threads} {resources.mem_mb}",
+           "--default-resources", "mem_mb=1234", "--latency-wait", "30",
+           "--keep-incomplete", "--rerun-incomplete", "--rerun-triggers", "mtime"]
+    out = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    jobs = "".join(p.read_text() for p in repo.rglob("*.sh.log"))
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:] + jobs[-3000:]
+    assert sorted((repo / "submissions.log").read_text().split("\n")) == ["", *["threads=2 mem_mb=1234"] * 2]
+    pages = {}
+    for name in ("first", "second"):
+        page = repo / "book" / "runs" / "ccs-tiny" / f"{name}.ipynb"
+        assert pipeline.stored_digest(page)  # a finished page, moved into place by its job
+        pages[name] = json.loads((page.parent / f"{name}.json").read_text())
+        assert (repo / ".snakemake" / "ccs-stamps" / "ccs-tiny" / f"{name}.done").is_file()
+    assert pages["first"]["images"] == 3 and pages["second"]["images"] == 1  # each page's own parameters
+    assert pages["first"]["threads"] == pages["second"]["threads"] == "2"  # the rule's threads reach the kernel
+    # and the next run finds every page current: nothing is submitted
+    again = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stderr[-2000:]
+    assert len((repo / "submissions.log").read_text().split()) == 4

@@ -15,7 +15,7 @@ exactly the pages it feeds. The Snakefile sees this through a stamp file per pag
 has finished are the notebook and the files it wrote (its JSON) moved into place, so an interruption
 at any moment leaves the previous page as it was. A run with parameters other than the grid's goes to
 `outputs/<model>/<experiment>-<digest>/`, never over a committed page. Parameters are checked against
-the notebook's parameters cell (names, types) and `CHECKS` (ranges, choices) before a kernel starts.
+the notebook's parameters cell, where each is declared once (name, type, range), before a kernel starts.
 """
 from __future__ import annotations
 
@@ -44,28 +44,9 @@ TOC = ROOT / "_toc.yml"
 class ParameterError(ValueError):
     """A notebook parameter that does not exist, has the wrong type, or is out of range."""
 
-
-def _positive(v) -> bool:
-    return v >= 1
-
-
-def _natural(v) -> bool:
-    return v >= 0
-
-
-# Ranges and choices of the notebooks' parameters (names and types come from the notebooks).
-CHECKS = {
-    **{k: (_positive, "at least 1") for k in ("images", "texts", "texts_per_head", "last_layers", "seeds",
-                                               "eval_images", "clips", "frames")},
-    **{k: (_natural, "0 or more") for k in ("seed", "eval_seed", "clip_seed")},
-    "backend": ({"embedding", "openai"}.__contains__, "'embedding' or 'openai'"),
-    "sets": ({"run", "truth", "paper"}.__contains__, "'run', 'truth' or 'paper'"),
-    "labels": ({"run", "truth", "paper"}.__contains__, "'run', 'truth' or 'paper'"),
-    "ablation": ({"zero", "mean"}.__contains__, "'zero' or 'mean'"),
-    "measure": ({"p_true", "correct"}.__contains__, "'p_true' or 'correct'"),
-    "convention": ({"centred", "textspan"}.__contains__, "'centred' or 'textspan'"),
-    "weights": ({"trained", "random"}.__contains__, "'trained' or 'random'"),
-}
+    def __init__(self, message: str, name: str | None = None):
+        super().__init__(message)
+        self.name = name  # the parameter at fault, when there is one
 
 
 @dataclass(frozen=True)
@@ -103,40 +84,176 @@ def find(model: str, experiment: str, path: Path | None = None) -> Run:
 
 
 # --- parameters --------------------------------------------------------------------------------
+#
+# Each parameter of a notebook is declared once, on its line of the parameters cell: its name, its
+# default (whose type is the parameter's type) and, opening the trailing comment, its range in
+# brackets, e.g.
+#
+#     clips = 500  # [>= 3] concept-world clips (the page shows three)
+#     backend = "embedding"  # [embedding | openai] labeler and judge
+#     last_layers = 4  # [1 .. layers] analyse the heads of the last LAYERS layers
+#     splits = ["test", "sketch"]  # [list of split] world splits to evaluate
+#
+# A range is one or more clauses separated by commas, each one of: a bound (`>= N`, `> N`, `<= N`,
+# `< N`, `N .. M`; N may be `layers`, the model's layer count), choices (`a | b | c`), a kind (`model`,
+# `pool`, `concept`, `split`, `text`: see KINDS), or `list of` one of these (a non-empty list of
+# distinct items). `check_parameters` holds every value to it before a kernel starts.
 
-def notebook_parameters(source: Path) -> dict:
-    """The parameters a notebook declares: {name: default}, read from its parameters cell (the cell
-    tagged ``parameters``) without running it."""
+
+@dataclass(frozen=True)
+class Declaration:
+    name: str
+    default: object
+    range: str  # the bracketed range of the parameter's line ('' when it has none)
+
+    @property
+    def type(self) -> type:
+        return float if isinstance(self.default, float) else type(self.default)
+
+
+def _is_text(v) -> bool:
+    return isinstance(v, str) and v.strip() != ""
+
+
+def _is_model(v) -> bool:
+    from ccs import models
+
+    return isinstance(v, str) and v in models.names()
+
+
+def _is_pool(v) -> bool:
+    """A pool spec that loads: the world pool's forms are checked by their syntax (generating them
+    takes seconds), a file or a downloaded URL by reading it."""
+    import re
+
+    if not _is_text(v):
+        return False
+    if v.startswith("world"):
+        return bool(re.fullmatch(r"world|world\+[1-9][0-9]{0,3}|world:[1-9][0-9]*", v))
+    from ccs import pools
+
+    pools.load(v, download=False)  # not here: its error says how to get it
+    return True
+
+
+def _world(attr: str):
+    from ccs import world
+
+    return getattr(world, attr)
+
+
+# kind -> (test, what it means in a message)
+KINDS = {
+    "text": (_is_text, "a non-empty string"),
+    "model": (_is_model, "a registered model (`ccs models`)"),
+    "pool": (_is_pool, "a pool that is here: 'world', 'world+N' (N <= 9999), 'world:N', 'textspan' or a URL "
+                       "once fetched (`ccs pool fetch`), or a pool file"),
+    "concept": (lambda v: v in _world("CONCEPTS"), "a concept of the world"),
+    "split": (lambda v: v in _world("SPLITS"), "a split of the world"),
+}
+
+
+def _bound(text: str, context: dict) -> float:
+    text = text.strip()
+    if text == "layers":
+        from ccs import models
+
+        return models.spec(context["model"]).layers
+    return float(text)
+
+
+def _clause(clause: str, context: dict):
+    """(test, description) of one clause of a range."""
+    import operator
+    import re
+
+    clause = clause.strip()
+    if clause.startswith("list of "):
+        test, what = _clause(clause[len("list of "):], context)
+        return ((lambda v: isinstance(v, list) and len(v) > 0 and len(set(map(repr, v))) == len(v)
+                 and all(test(x) for x in v)),
+                f"a non-empty list of distinct items, each {what}")
+    if clause in KINDS:
+        test, what = KINDS[clause]
+        if clause in ("concept", "split"):
+            what = f"{what}: {', '.join(_world(clause.upper() + 'S'))}"
+        return test, what
+    m = re.fullmatch(r"(\S+)\s*\.\.\s*(\S+)", clause)
+    if m:
+        lo, hi = _bound(m[1], context), _bound(m[2], context)
+        return (lambda v: lo <= v <= hi), f"in {m[1]}..{m[2]}" + (f" (= {hi:g})" if m[2] == "layers" else "")
+    m = re.fullmatch(r"(>=|>|<=|<)\s*(\S+)", clause)
+    if m:
+        op = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}[m[1]]
+        bound = _bound(m[2], context)
+        words = {">=": "at least", ">": "more than", "<=": "at most", "<": "less than"}[m[1]]
+        return (lambda v: op(v, bound)), f"{words} {m[2]}"
+    choices = [c.strip().strip("'\"") for c in clause.split("|")]
+    if len(choices) > 1 or re.fullmatch(r"[\w.-]+", clause):
+        return (lambda v: v in choices), " or ".join(", ".join(map(repr, choices)).rsplit(", ", 1))
+    raise ParameterError(f"cannot read the range [{clause}]")
+
+
+def declarations(source: Path) -> dict[str, Declaration]:
+    """The parameters a notebook declares, read from its parameters cell (the cell tagged
+    ``parameters``) without running it: {name: Declaration}."""
+    import io
+    import tokenize
+
     import jupytext
 
     cells = [c for c in jupytext.read(source).cells if "parameters" in c.metadata.get("tags", [])]
     if len(cells) != 1:
         raise ParameterError(f"{source.name} needs exactly one cell tagged 'parameters'")
+    text = cells[0].source
+    comments = {tok.start[0]: tok.string.lstrip("#").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(text).readline) if tok.type == tokenize.COMMENT}
     out = {}
-    for node in ast.parse(cells[0].source).body:
+    for node in ast.parse(text).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            out[node.targets[0].id] = ast.literal_eval(node.value)
+            name = node.targets[0].id
+            spec = ""
+            for line in range(node.lineno, node.end_lineno + 1):
+                comment = comments.get(line, "")
+                if comment.startswith("[") and "]" in comment:
+                    spec = comment[1:comment.index("]")].strip()
+                    break
+            out[name] = Declaration(name, ast.literal_eval(node.value), spec)
     return out
+
+
+def notebook_parameters(source: Path) -> dict:
+    """The parameters a notebook declares: {name: default}."""
+    return {name: d.default for name, d in declarations(source).items()}
 
 
 def check_parameters(source: Path, parameters: dict) -> None:
     """Raise a ParameterError unless every parameter is declared by the notebook, has the type of its
-    default (an int where a float is expected is fine) and passes `CHECKS`."""
-    declared = notebook_parameters(source)
+    default (an int where a float is expected is fine) and lies in its declared range."""
+    declared = declarations(source)
+    context = {"model": parameters.get("model", declared.get("model", Declaration("model", "", "")).default)}
+    if "model" in declared:  # first: the other ranges may depend on the model
+        parameters = {"model": context["model"], **parameters}
     for name, value in parameters.items():
         if name not in declared:
             raise ParameterError(f"{source.stem} has no parameter {name!r}; its parameters: "
-                                 f"{', '.join(declared)}")
-        default = declared[name]
-        expected = float if isinstance(default, float) else type(default)
+                                 f"{', '.join(declared)}", name)
+        d = declared[name]
+        expected = d.type
         ok = isinstance(value, expected) and not (isinstance(value, bool) and expected is not bool)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             ok = True
         if not ok:
-            raise ParameterError(f"{source.stem}: {name} must be a {expected.__name__} (like its default "
-                                 f"{default!r}), not {value!r}")
-        if name in CHECKS and not CHECKS[name][0](value):
-            raise ParameterError(f"{source.stem}: {name} must be {CHECKS[name][1]}, not {value!r}")
+            raise ParameterError(f"{source.stem}: {name} must be {'an' if expected.__name__[0] in 'aeiou' else 'a'} "
+                                 f"{expected.__name__} (like its default {d.default!r}), not {value!r}", name)
+        for clause in filter(None, (c.strip() for c in d.range.split(","))):
+            test, what = _clause(clause, context)
+            try:
+                ok = test(value)
+            except (OSError, ValueError, KeyError) as e:  # the library's own reason (a pool not fetched)
+                raise ParameterError(f"{source.stem}: {name} = {value!r}: {' '.join(str(e).split())}", name) from None
+            if not ok:
+                raise ParameterError(f"{source.stem}: {name} must be {what}, not {value!r}", name)
 
 
 # --- what produced a page ----------------------------------------------------------------------
@@ -204,6 +321,83 @@ def stamp(run: Run) -> tuple[Path, Path]:
     return path, done
 
 
+# --- Snakemake's lock ---------------------------------------------------------------------------
+#
+# Snakemake locks the outputs of a run in .snakemake/locks/ and removes the lock when it ends; a
+# Snakemake killed with SIGKILL leaves it behind, and the next run stops with a LockException. The
+# lock files do not say who holds them, so the Snakefile records its own process here once it holds
+# the lock (`record_lock_owner`, in `onstart`), and the next run clears a lock whose recorded owner is
+# no longer running on this machine (`clear_stale_lock`). A lock without a record, or held on another
+# machine, is left to Snakemake (`snakemake --unlock` clears it by hand).
+
+def _owner_file(root: Path | None = None) -> Path:
+    return (root or ROOT) / ".snakemake" / "ccs-lock-owner.json"
+
+
+def _process(pid: int) -> dict:
+    """Who process `pid` is, in a form that a later process with the same id does not share."""
+    import socket
+
+    me = {"host": socket.gethostname(), "pid": pid, "start": None, "boot": None}
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        me["start"] = stat.rsplit(")", 1)[1].split()[19]  # field 22: start time, in ticks since boot
+        me["boot"] = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except (OSError, IndexError):
+        pass
+    return me
+
+
+def _alive(owner: dict) -> bool:
+    now = _process(owner["pid"])
+    if owner.get("boot") and now["boot"] and owner["boot"] != now["boot"]:
+        return False  # recorded before the machine restarted
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return owner.get("start") is None or now["start"] is None or owner["start"] == now["start"]
+
+
+def record_lock_owner(root: Path | None = None) -> None:
+    path = _owner_file(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_process(os.getpid())))
+
+
+def forget_lock_owner(root: Path | None = None) -> None:
+    path = _owner_file(root)
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def clear_stale_lock(root: Path | None = None) -> str | None:
+    """Remove Snakemake's lock when the run that took it is dead; returns what was done, or None."""
+    import socket
+
+    locks = (root or ROOT) / ".snakemake" / "locks"
+    files = sorted(locks.glob("*.lock")) if locks.is_dir() else []
+    try:
+        owner = json.loads(_owner_file(root).read_text())
+    except (OSError, ValueError):
+        return None  # nobody recorded: leave the lock (if any) to Snakemake
+    if not files:
+        _owner_file(root).unlink(missing_ok=True)
+        return None
+    if owner.get("host") != socket.gethostname() or _alive(owner):
+        return None
+    for f in files:
+        f.unlink(missing_ok=True)
+    _owner_file(root).unlink(missing_ok=True)
+    return (f"cleared the lock of a Snakemake run that is no longer running (process {owner['pid']}; "
+            "it was killed): its pages are as they were before it")
+
+
 # --- table of contents -------------------------------------------------------------------------
 
 def toc(path: Path | None = None) -> dict:
@@ -251,17 +445,159 @@ def output_path(run: Run, extra: dict | None = None) -> Path:
     return ROOT / "outputs" / run.model / f"{run.experiment}-{digest(run, extra)[:10]}" / f"{run.experiment}.ipynb"
 
 
+class NotebookError(RuntimeError):
+    """A notebook stopped with an error in one of its cells. Its message is the error's own message
+    when the library raised it (a dataset, an endpoint, a pool: something the user can act on), else
+    the page, the cell and the error; `kernel_traceback` holds the kernel's traceback (`ccs --debug`
+    prints it)."""
+
+    def __init__(self, message: str, kernel_traceback: str = ""):
+        super().__init__(message)
+        self.kernel_traceback = kernel_traceback
+
+
+_ANSI = "\x1b\\[[0-9;]*[A-Za-z]"
+
+
+@cache
+def library_errors() -> frozenset[str]:
+    """The names of the exception classes the library defines (read from its source, not imported)."""
+    names = set()
+    for path in (Path(__file__).parent).glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(
+                    getattr(b, "id", getattr(b, "attr", "")).endswith(("Error", "Exception")) for b in node.bases):
+                names.add(node.name)
+    return frozenset(names - {"_Done", "_Transient"})
+
+
+def _notebook_error(run: Run, e) -> NotebookError:
+    """The NotebookError for papermill's PapermillExecutionError `e`."""
+    import re
+
+    tb = re.sub(_ANSI, "", "\n".join(e.traceback or []))
+    evalue = " ".join(str(e.evalue or "").split())
+    files = re.findall(r"File (?:\"([^\"]+)\"|(\S+?):\d+)", tb)
+    last = next((a or b for a, b in reversed(files)), "")
+    in_library = "/ccs/" in last.replace("\\", "/") and "/notebooks/" not in last
+    ours = e.ename in library_errors() or (in_library and e.ename in ("ValueError", "RuntimeError"))
+    if ours and evalue:
+        message = evalue
+    else:
+        where = f"cell {e.exec_count}"
+        text, cell = run.source.read_text(), (e.source or "").strip()
+        if cell and cell in text:  # the line of the notebook's source (the cell's start + the line in it)
+            m = re.search(r"Cell In\[\d+\], line (\d+)", tb)
+            line = text[:text.index(cell)].count("\n") + (int(m[1]) if m else 1)
+            where = f"{run.source.relative_to(run.source.parents[1]).as_posix()} line {line}"
+        message = (f"{run.experiment} page ({run.model}), {where}: {e.ename}: {evalue or '(no message)'} "
+                   f"(unexpected; rerun with `ccs --debug run ...` for the traceback)")
+    return NotebookError(message, tb)
+
+
+@cache
+def _ipc_kernel_manager():
+    """A kernel manager that talks to the kernel over Unix sockets in a private folder (mode 0700)
+    instead of TCP ports on localhost: nothing listens on the network, and ipykernel has no
+    unencrypted-TCP warning to print into every run."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            kwargs.setdefault("transport", "ipc")
+            super().__init__(**kwargs)
+            # short and absolute: a Unix socket's path has at most ~100 characters, and the kernel
+            # runs in another folder than this process
+            self._ipc_dir = tempfile.mkdtemp(prefix="ccs-kernel-")
+            self.ip = os.path.join(self._ipc_dir, "k")
+
+        async def _async_cleanup_resources(self, restart: bool = False) -> None:
+            await super()._async_cleanup_resources(restart=restart)
+            if not restart:
+                shutil.rmtree(self._ipc_dir, ignore_errors=True)
+
+    return IPCKernelManager
+
+
+class _Signals:
+    """Within: SIGTERM (a parent that stops the run, or dies with PR_SET_PDEATHSIG) interrupts like
+    Ctrl-C, so the kernel is shut down and the scratch folder removed; `hold()` defers SIGINT and
+    SIGTERM while the results are moved into place, so a page is never left half-replaced."""
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self._main = threading.current_thread() is threading.main_thread()
+        if self._main:
+            self._old = signal.signal(signal.SIGTERM, self._interrupt)
+        return self
+
+    @staticmethod
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._main:
+            signal.signal(signal.SIGTERM, self._old)
+
+    def hold(self):
+        import contextlib
+        import signal
+
+        @contextlib.contextmanager
+        def held():
+            if not self._main:
+                yield
+                return
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            try:
+                yield
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        return held()
+
+
+def exit_with_parent(signum: int | None = None) -> bool:
+    """Ask Linux to send this process `signum` (SIGTERM) when its parent dies (PR_SET_PDEATHSIG):
+    `ccs run` under Snakemake, and Snakemake under `make book`, end with the process that started
+    them, even when that one is killed with SIGKILL. Raises KeyboardInterrupt when the parent is
+    already gone; returns False where the call does not exist (not Linux)."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_PDEATHSIG = 1
+    if libc.prctl(PR_SET_PDEATHSIG, int(signum or signal.SIGTERM), 0, 0, 0) != 0:
+        return False
+    if os.getppid() != parent:  # died in between: the signal will never come
+        raise KeyboardInterrupt("the parent process is gone")
+    return True
+
+
 def execute(run: Run, *, progress: bool = True, extra: dict | None = None, out_dir: Path | None = None) -> Path:
     """Check the parameters, execute one notebook with papermill in a scratch folder, then move it
     and the files it wrote into place (`output_path`, or the folder `out_dir`). Returns the
-    notebook's path."""
+    notebook's path. A cell that fails raises a NotebookError; SIGTERM and Ctrl-C stop the kernel
+    and leave every page as it was."""
     import jupytext
     import nbformat
     import papermill
 
     from ccs import models
 
-    parameters = {"model": run.model, **run.parameters, **(extra or {})}
+    extra = dict(extra or {})
+    if extra.get("model", run.model) != run.model:
+        raise ParameterError(f"the model of a run is not a parameter: run {extra['model']} as the run's model "
+                             f"(`ccs run {extra['model']} {run.experiment}`)", "model")
+    extra.pop("model", None)
+    parameters = {"model": run.model, **run.parameters, **extra}
     check_parameters(run.source, parameters)
     if parameters.get("weights") != "random":  # a clear error now, before a kernel starts
         models.weights_path(run.model)
@@ -271,22 +607,27 @@ def execute(run: Run, *, progress: bool = True, extra: dict | None = None, out_d
     os.environ.setdefault("TQDM_DISABLE", "1")  # the kernel inherits it: no progress bars in pages
     scratch = ROOT / "runs-tmp"
     scratch.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=scratch, prefix=f"{run.model}-{run.experiment}-") as tmp:
+    with _Signals() as signals, \
+            tempfile.TemporaryDirectory(dir=scratch, prefix=f"{run.model}-{run.experiment}-") as tmp:
         work = Path(tmp) / "work"
         work.mkdir()
         src, dst = Path(tmp) / "source.ipynb", Path(tmp) / "executed.ipynb"
         nbformat.write(nb, src)
-        papermill.execute_notebook(src, dst, parameters=parameters, cwd=str(work), kernel_name="python3",
-                                   progress_bar=progress)
+        try:
+            papermill.execute_notebook(src, dst, parameters=parameters, cwd=str(work), kernel_name="python3",
+                                       progress_bar=progress, kernel_manager_class=_ipc_kernel_manager())
+        except papermill.PapermillExecutionError as e:
+            raise _notebook_error(run, e) from e
         executed = nbformat.read(dst, as_version=4)
         tidy(executed)
         executed.metadata["ccs"] = {"digest": digest(run, extra), "parameters": parameters}
         nbformat.write(executed, dst)
         out.parent.mkdir(parents=True, exist_ok=True)
-        for f in sorted(work.iterdir()):  # the files the notebook wrote (its JSON), then the page
-            if f.is_file():
-                os.replace(f, out.parent / f.name)
-        os.replace(dst, out)
+        with signals.hold():
+            for f in sorted(work.iterdir()):  # the files the notebook wrote (its JSON), then the page
+                if f.is_file():
+                    os.replace(f, out.parent / f.name)
+            os.replace(dst, out)
     return out
 
 

@@ -3,35 +3,58 @@ from __future__ import annotations
 
 import typer
 
-from ccs.cli import app
+from ccs.cli import app, bad
 
 
 @app.command("run")
 def run_notebook(
     model: str,
     experiment: str,
-    param: list[str] = typer.Option([], "-p", "--param", help="KEY=VALUE (YAML value); repeatable."),
+    param: list[str] = typer.Option([], "-p", "--param", help="KEY=VALUE (YAML value); repeatable. The keys "
+                                    "and their ranges are the notebook's parameters cell."),
+    exit_with_parent: bool = typer.Option(False, "--exit-with-parent", help="Stop (leaving the page as it "
+                                          "was) when the process that started this one dies, even by "
+                                          "SIGKILL (the Snakefile passes it)."),
 ) -> None:
     """Execute notebooks/EXPERIMENT.py for MODEL. With the parameters of pipeline.yaml the result is
     the book's page, book/runs/MODEL/EXPERIMENT.ipynb; with any other parameters it goes to a folder of
-    its own under outputs/ (the last line says where), never over a page of the book."""
+    its own under outputs/ (the last line says where), never over a page of the book. Every parameter
+    is checked against its declaration before a kernel starts; an error in a cell prints the error's
+    message (the kernel's traceback with `ccs --debug run ...`)."""
     import yaml
 
     from ccs import models, pipeline
 
+    if exit_with_parent:
+        pipeline.exit_with_parent()
     models.spec(model)  # unknown names fail here, before a kernel starts
     extra = {}
     for item in param:
         key, sep, value = item.partition("=")
+        key = key.strip()
         if not sep or not key:
-            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}")
-        extra[key] = yaml.safe_load(value)
+            raise bad("-p", f"expected KEY=VALUE, got {item!r}.")
+        if key == "model":
+            raise bad("-p", f"model: the model is the first argument, not a parameter "
+                      f"(`ccs run {value.strip() or 'MODEL'} {experiment}`).")
+        try:
+            extra[key] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            problem = " ".join(str(getattr(e, "problem", None) or e).split())
+            raise bad("-p", f"{key}: {value!r} is not a YAML value ({problem}); quote a string, write a "
+                      "list as [a, b].") from None
     try:
         run = pipeline.find(model, experiment)
     except KeyError:  # not in the grid: still runnable, with the notebook's own defaults
         run = pipeline.Run(model, experiment)
         if not run.source.is_file():
             raise typer.BadParameter(f"no notebook {run.source.relative_to(pipeline.ROOT)}") from None
+    try:
+        pipeline.check_parameters(run.source, {"model": model, **run.parameters, **extra})
+    except pipeline.ParameterError as e:
+        if e.name in extra:
+            raise bad("-p", str(e)) from None
+        raise
     typer.echo(pipeline.execute(run, extra=extra))
 
 
@@ -83,3 +106,22 @@ def static() -> None:
     from ccs import pipeline
 
     typer.echo(pipeline.install_static())
+
+
+@app.command("replication")
+def replication(check: bool = typer.Option(False, help="Fail if the page is out of date.")) -> None:
+    """Write the replication page: each claim per trained model and set source, pooled across models
+    (pipeline.yaml's `replication`), from the runs' JSONs."""
+    from ccs import pipeline
+    from ccs import replication as rep
+
+    out = rep.target()
+    if out is None:
+        typer.echo("pipeline.yaml names no replication page.", err=True)
+        raise typer.Exit(1)
+    if check:
+        if not out.is_file() or out.read_text() != rep.page(list(pipeline.grid()["models"]), pipeline.ROOT / "book" / "runs"):
+            typer.echo(f"{out.relative_to(pipeline.ROOT)} is out of date: run `ccs replication`.", err=True)
+            raise typer.Exit(1)
+        return
+    typer.echo(f"wrote {rep.write().relative_to(pipeline.ROOT)}")
