@@ -42,7 +42,7 @@ import seaborn as sns
 from IPython.display import display
 from myst_nb import glue
 
-from ccs import headsets, llm, models, plots, scores, textspan
+from ccs import headsets, llm, models, plots, replication, scores, textspan
 
 plots.style()
 pd.set_option("display.width", 160, "display.max_colwidth", 200)
@@ -253,6 +253,20 @@ summary = {
                "judgements": [int(j) for j in r.judgements], "top_attribute": top[r.name]}
               for r in table.itertuples()],
 }
+def high_share(counts_: dict) -> dict:
+    """The share of scored heads with CCS = 5, with its Wilson 95 % interval (statsmodels)."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    n = int(table["ccs"].notna().sum())
+    lo, hi = proportion_confint(counts_["high"], n, method="wilson")
+    return replication.row((counts_["high"] / n, lo, hi))
+
+
+summary["replication"] = {"this run": {"ccs-high-share": high_share(counts)}}
+if "concepts" in table:
+    truth_counts = scores.category_counts(headsets.truth_table(table))
+    summary["truth_category_counts"] = truth_counts
+    summary["replication"]["ground truth"] = {"ccs-high-share": high_share(truth_counts)}
 with open("ccs.json", "w") as f:  # NaN (an undefined statistic) is written as null
     json.dump(json.loads(json.dumps(summary).replace("NaN", "null")), f, indent=1)
 print(f"wrote ccs.json: {len(summary['heads'])} heads")

@@ -35,7 +35,7 @@ import torch
 from IPython.display import display
 from myst_nb import glue
 
-from ccs import ablate, headsets, llm, models, plots, pruning, scores, textspan, world
+from ccs import ablate, carriers, evaluate, headsets, llm, models, plots, pruning, replication, scores, textspan, world
 
 plots.style()
 pd.set_option("display.width", 200, "display.max_colwidth", 120)
@@ -94,6 +94,16 @@ conditions = {"original": []}
 for c, v in concept_sets.items():
     conditions[c] = v["heads"]
     conditions.update({f"{c}-random/{s}": h for s, h in enumerate(v["random"])})
+# the other source of labels, beside this one: the world's true labels (or this run's, when the page
+# reads the true ones), its conditions prefixed
+other_labels = {"run": "truth", "truth": "run"}.get(labels) if "concepts" in table else None
+other_prefix = f"{other_labels}: " if other_labels else ""
+other_sets = {}
+if other_labels:
+    other_sets = headsets.concept_sets(headsets.truth_table(table) if other_labels == "truth" else table, seeds=seeds)
+    for c, v in other_sets.items():
+        conditions[other_prefix + c] = v["heads"]
+        conditions.update({f"{other_prefix}{c}-random/{s}": h for s, h in enumerate(v["random"])})
 
 # %%
 r = pruning.run(model_, model, eval_sets, clfs, conditions, mode=ablation, means=means, progress=False)
@@ -149,11 +159,50 @@ if diag["concepts"]:
 else:
     verdict = "inconclusive"
     print("no labelled concept has a task of its own here")
+loco = carriers.leave_one_concept_out(r, concepts, "test", measure)
+carry = carriers.carried(verdict, loco, pd.DataFrame(columns=["verdict"]))
+carry["text"] = carry["text"].replace("any one task", "any one concept")
 glue("concepts-verdict", verdict, display=False)
+glue("concepts-carried", carry["text"], display=False)
 glue("concepts-diagonal", (f"{100 * diag['diagonal']:.1f} pp on the concept's own task against "
                            f"{100 * diag['off_diagonal']:.1f} pp on the others").replace("-", "\u2212")
      if diag["concepts"] else "no labelled concept has a task of its own", display=False)
 print(f"Verdict on {model} ({labels} labels, {ablation} ablation): the diagonal dominates -> {verdict.upper()}")
+print(f"what carries it: {carry['text']}")
+loco
+
+# %% [markdown]
+# Each concept's own cell: how much more its heads cost its task than as many random heads do
+# (percentage points, with an interval over the images and the control draws). A concept whose
+# task pruning every analysed head leaves untouched cannot show anything here.
+
+# %% tags=["hide-input"]
+own = []
+for c in diag["concepts"]:
+    t = pruning.task_for(c, tasks)
+    d = evaluate.two_level_ci(r.per_draw(f"{c}-random", "test", measure, [t]), r.per_draw(c, "test", measure, [t]))
+    own.append({"concept": c, "task": t, "heads": len(concept_sets[c]["heads"]), "excess on own task": pruning.interval_text(d),
+                "verdict": pruning.verdict([d])})
+own = pd.DataFrame(own, columns=["concept", "task", "heads", "excess on own task", "verdict"]).set_index("concept")
+own
+
+# %% [markdown]
+# ### The same test with the other source of labels
+
+# %% tags=["hide-input"]
+if other_labels:
+    other_diag = pruning.diagonal_test(r, list(other_sets), "test", measure, prefix=other_prefix)
+    other_verdict = pruning.verdict([other_diag["difference"]]) if other_diag["concepts"] else "inconclusive"
+    other_carry = carriers.carried(other_verdict, carriers.leave_one_concept_out(r, list(other_sets), "test", measure,
+                                                                                 other_prefix), pd.DataFrame(columns=["verdict"]))
+    other_carry["text"] = other_carry["text"].replace("any one task", "any one concept")
+    print(f"{other_labels} labels: concepts {', '.join(other_diag['concepts'])}; diagonal - off-diagonal "
+          f"{pruning.interval_text(other_diag['difference'])} -> {other_carry['text']}")
+    glue("concepts-other-verdict", other_carry["text"], display=False)
+else:
+    other_diag, other_carry = None, None
+    glue("concepts-other-verdict", "n/a (the pool carries no ground truth)", display=False)
+    print("no second source of labels for this pool")
 
 # %% [markdown]
 # ## The paper's numbers
@@ -209,7 +258,17 @@ summary = {
     "excess": m["excess"].round(3).to_dict("index"),
     "diagonal": {"concepts": diag["concepts"], "diagonal": diag["diagonal"], "off_diagonal": diag["off_diagonal"],
                  "difference": dict(zip(("estimate", "low", "high"), diag["difference"]))},
-    "verdict": verdict, "paper_tables": paper_rows,
+    "verdict": verdict, "carried": carry, "own_task": own.reset_index().to_dict("records"),
+    "other_labels": other_labels, "other_verdict": other_carry,
+    "other_diagonal": None if other_diag is None else {
+        "concepts": other_diag["concepts"], "difference": dict(zip(("estimate", "low", "high"), other_diag["difference"]))},
+    "seeds": seeds, "paper_tables": paper_rows,
+    "replication": {
+        **({{"run": "this run", "truth": "ground truth"}[labels]: {"concept-diagonal": replication.row(diag["difference"], verdict)}}
+           if labels in ("run", "truth") and diag["concepts"] else {}),
+        **({{"run": "this run", "truth": "ground truth"}[other_labels]: {
+            "concept-diagonal": replication.row(other_diag["difference"], other_verdict)}}
+           if other_labels and other_diag["concepts"] else {})},
 }
 with open("concepts.json", "w") as f:
     json.dump(json.loads(json.dumps(summary).replace("NaN", "null")), f, indent=1)

@@ -38,7 +38,7 @@ import torch
 from IPython.display import display
 from myst_nb import glue
 
-from ccs import ablate, evaluate, headsets, llm, models, plots, pruning, scores, textspan, world
+from ccs import ablate, carriers, evaluate, headsets, llm, models, plots, pruning, replication, scores, textspan, world
 
 plots.style()
 pd.set_option("display.width", 200, "display.max_colwidth", 120, "display.precision", 2)
@@ -121,10 +121,12 @@ clfs = pruning.classifiers(model, model_, tokenizer, world.tasks())
 means = ablate.head_means(model_, eval_sets["test"].images, layers=spec.analysed_layers) if ablation == "mean" else None
 conditions = hs.conditions()
 singles = {f"head/{n}": [n] for n in table["name"]}
-extra = {}
+extra = {carriers.ALL_ANALYSED: list(table["name"]), **carriers.without_conditions(hs.high)}
 if other is not None:  # the other source's sets, on the test split
-    extra = {f"{other.source}: {k}": v for k, v in other.conditions().items() if k != "original"}
-only = {c: ["test"] for c in {**singles, **extra}}
+    extra |= {f"{other.source}: {k}": v for k, v in other.conditions().items() if k != "original"}
+    extra |= carriers.without_conditions(other.high, f"{other.source}: high")
+# the paper's own comparisons run on every split; equal-count draws, single heads and the checks below on the test split
+only = {c: ["test"] for c in {**singles, **extra, **{k: v for k, v in conditions.items() if k.startswith("equal-")}}}
 groups = ["original", "high", "low", "random"] + (["equal-high", "equal-low"] if "equal-high/0" in conditions else [])
 
 # %%
@@ -182,7 +184,7 @@ plt.show()
 # %% tags=["hide-input"]
 shift = []
 for split in splits:
-    for name in groups[1:]:
+    for name in ("high", "low", "random"):
         d = r.drop(name, split, measure)
         shift.append({"split": split, "condition": name, "score %": 100 * r.value(name, split, measure),
                       "drop": 100 * d[0], "drop CI": f"[{100 * d[1]:.1f}, {100 * d[2]:.1f}]"})
@@ -210,7 +212,7 @@ for patch_group, (_, sub) in zip(ax.containers, answer_bars.groupby("condition",
                 yerr=[sub["drop"] - sub["lo"], sub["hi"] - sub["drop"]], fmt="none", ecolor="0.2", capsize=3, lw=1)
 ax.axhline(0, color="0.3", lw=0.8)
 ax.set(xlabel="", ylabel=f"drop (pp) in the\n{pruning.MEASURES[measure]}",
-       title=f"{model}: pruning high- vs low-CCS vs random heads ({hs.source} sets, 95 % intervals)")
+       title=f"{model}: pruning the high vs low vs random heads ({hs.source} sets, {hs.rule}, 95 % intervals)")
 ax.legend(title="pruned", ncols=3, fontsize=8)
 fig.tight_layout()
 fig.savefig("pruning-answer.png", dpi=110)  # beside pruning.json: the chapters show it with a caption and alt text
@@ -244,25 +246,48 @@ if hs.rule == "ranked":
           "not the paper's categories, which are too small here)")
 
 # %% [markdown]
-# Read the verdict with the per-task table beside it: a set's cost can come from one task whose
-# heads the set happens to hold (several heads of one concept in the high set), rather than from
-# consistency as such. The concept-specific page measures exactly that; the per-head importance
-# below asks whether CCS predicts a single head's cost.
+# ### What carries the verdict
 #
+# A set's cost can come from one task whose heads the set happens to hold (several heads of one
+# concept in the high set), or from one head, rather than from consistency as such. The same claims,
+# per task, over all tasks but one, and with each head of the high set put back in turn; a task that
+# pruning every analysed head does not move cannot show anything and gets no verdict of its own.
+
+# %% tags=["hide-input"]
+skip = carriers.untestable(r, "test", measure)
+for task, why in skip.items():
+    print(textwrap.fill(f"{task}: {why}; no verdict on it.", 110))
+by_task = carriers.per_task(r, pairs, "test", measure)
+loto = carriers.leave_one_task_out(r, pairs, "test", measure)
+loho = carriers.leave_one_head_out(r, {k: pairs[k] for k in ("high vs low", "high vs random")}, hs.high, "test", measure)
+carry = carriers.carried(verdict, loto, loho)
+glue("pruning-carried", carry["text"], display=False)
+print(f"{hs.source} sets: {carry['text']}")
+display(by_task)
+display(loto)
+loho
+
+# %% [markdown]
 # ### The same test with the other source of sets
 
 # %% tags=["hide-input"]
 if other is not None:
     pre = f"{other.source}: "
-    other_claims = {"high vs low": r.compare(pre + "low", pre + "high", "test", measure),
-                    "high vs random": r.compare(pre + "random", pre + "high", "test", measure)}
+    other_pairs = {"high vs low": (pre + "low", pre + "high"), "high vs random": (pre + "random", pre + "high")}
+    other_claims = {k: r.compare(a, b, "test", measure) for k, (a, b) in other_pairs.items()}
+    other_verdict = pruning.verdict(other_claims.values())
+    other_carry = carriers.carried(other_verdict, carriers.leave_one_task_out(r, other_pairs, "test", measure),
+                                   carriers.leave_one_head_out(r, other_pairs, other.high, "test", measure, pre + "high"))
     print(f"{other.source} sets ({other.rule}):",
           "; ".join(f"{k}: {pruning.interval_text(v)}" for k, v in other_claims.items()),
-          f"-> {pruning.verdict(other_claims.values())}")
+          f"-> {other_carry['text']}")
+    glue("pruning-other-verdict", other_carry["text"], display=False)
     for note in other.notes:
         print(textwrap.fill(f"note: {note}", 110, subsequent_indent="      "))
+    display(carriers.per_task(r, other_pairs, "test", measure))
 else:
-    other_claims = {}
+    other_claims, other_carry = {}, None
+    glue("pruning-other-verdict", "n/a (the pool carries no ground truth)", display=False)
     print("no second source of sets for this pool")
 
 # %% [markdown]
@@ -280,7 +305,7 @@ for name, why in real.missing.items():
     print(f"{name}: not measured ({why})")
 if real.sets:  # the paper's datasets on disk: the same conditions, on them
     clfs.update(pruning.classifiers(model, model_, tokenizer, real.tasks))
-    pruning.run(model_, model, real.sets, clfs, {k: v for k, v in conditions.items() if pruning.group(k) in groups},
+    pruning.run(model_, model, real.sets, clfs, {k: v for k, v in conditions.items() if pruning.group(k) in groups[:4]},
                 mode=ablation, means=means, progress=False, results=r)
 pruning.beside_paper(paper["pruning_high_low"], model, r, real.sets, embedded=spec.embedded)
 
@@ -309,9 +334,16 @@ ax.legend(fontsize=7, title="label", loc="upper left")
 plt.show()
 
 # %% tags=["hide-input"]
-answer = ("yes: higher-CCS heads cost more" if lo > 0 else "no: higher-CCS heads cost less" if hi < 0
-          else "not detectably: the interval includes zero")
-print(f"Spearman's rho (CCS, drop) = {rho:.2f} [{lo:.2f}, {hi:.2f}] over {len(single)} heads -> {answer}")
+def importance_answer(lo, hi):
+    return ("yes: higher-CCS heads cost more" if lo > 0 else "no: higher-CCS heads cost less" if hi < 0
+            else "not detectably: the interval includes zero")
+
+
+print(f"Spearman's rho (CCS, drop) = {rho:.2f} [{lo:.2f}, {hi:.2f}] over {len(single)} heads -> {importance_answer(lo, hi)}")
+truth_rho = evaluate.spearman_ci(truth["ccs"], single["drop"]) if truth is not None else None
+if truth_rho is not None:
+    print(f"with the true CCS: rho = {truth_rho[0]:.2f} [{truth_rho[1]:.2f}, {truth_rho[2]:.2f}] -> "
+          f"{importance_answer(*truth_rho[1:])}")
 single.sort_values("drop", ascending=False).head(8).round(2)
 
 # %% tags=["hide-input"]
@@ -322,17 +354,31 @@ summary = {
     "category_counts": counts,
     "agreement_with_other_sets": agree.to_dict("records"),
     "drops": {split: {name: dict(zip(("drop", "low", "high"), r.drop(name, split, measure)))
-                      for name in groups[1:]} for split in splits},
+                      for name in ("high", "low", "random")} for split in splits},
     "test_table": test_table.to_dict("records"),
     "claims": {k: dict(zip(("difference", "low", "high"), v)) for k, v in claims.items()},
     "claims_top1": {k: dict(zip(("difference", "low", "high"), v)) for k, v in top1.items()},
-    "verdict": verdict,
+    "verdict": verdict, "carried": carry, "untestable_tasks": skip,
+    "per_task": by_task.reset_index().to_dict("records"),
+    "other_sets": other.source if other is not None else None,
     "other_sets_claims": {k: dict(zip(("difference", "low", "high"), v)) for k, v in other_claims.items()},
+    "other_sets_verdict": other_carry, "labeler": llm.describe(labeler), "seeds": seeds,
     "per_head": single.to_dict("records"), "ccs_importance_spearman": {"rho": rho, "low": lo, "high": hi},
+    "ccs_importance_spearman_truth": dict(zip(("rho", "low", "high"), truth_rho)) if truth_rho else None,
+    # the claims for the replication page (ccs.replication), per source of sets
+    "replication": {
+        hs.source: {"pruning-high-vs-low": replication.row(claims["high vs low"]),
+                    "pruning-high-vs-random": replication.row(claims["high vs random"])},
+        **({other.source: {"pruning-high-vs-low": replication.row(other_claims["high vs low"]),
+                           "pruning-high-vs-random": replication.row(other_claims["high vs random"])}}
+           if other is not None else {})},
     # this run's rows of the paper's tables, for the paper-vs-book page (ccs.paper_tables)
     "paper_tables": {"pruning_high_low": pruning.run_values(r, real.sets),
                      "pruning_high_random": pruning.run_values(r, real.sets, ("high", "random"))},
 }
+summary["replication"].setdefault("this run", {})["importance-rho"] = replication.row((rho, lo, hi))
+if truth_rho is not None:
+    summary["replication"].setdefault("ground truth", {})["importance-rho"] = replication.row(truth_rho)
 with open("pruning.json", "w") as f:
     json.dump(json.loads(json.dumps(summary).replace("NaN", "null")), f, indent=1)
 print(f"wrote pruning.json (verdict: {verdict})")

@@ -15,7 +15,7 @@ from typing import Mapping
 
 import pandas as pd
 
-from ccs.pruning import Results, interval_text, verdict
+from ccs.pruning import Results, diagonal_test, interval_text, verdict
 
 ALL_ANALYSED = "every analysed head"  # the condition pruning every analysed head (see `untestable`)
 
@@ -91,14 +91,26 @@ def leave_one_head_out(r: Results, pairs, high: list[str], evalset: str = "test"
 
 def carried(full: str, by_task: pd.DataFrame, by_head: pd.DataFrame) -> dict:
     """What carries a verdict: the tasks and heads without which it changes. {"verdict", "tasks",
-    "heads", "text"}; text reads e.g. "supported, carried by position" or "supported (survives
-    leaving out any one task and any one high head)"."""
+    "heads", "text"}; text reads e.g. "supported, carried by position", "not supported, but not
+    without count" (leaving count out changes it) or "supported (survives leaving out any one task
+    and any one high head)"."""
     tasks = [t for t, v in by_task["verdict"].items() if v != full]
     heads = [h for h, v in by_head["verdict"].items() if v != full]
     if not tasks and not heads:
         checked = " and any one high head" if len(by_head) else ""
         text = f"{full} (survives leaving out any one task{checked})"
     else:
-        text = f"{full}, carried by " + " and ".join(
-            part for part in (", ".join(tasks), ", ".join(heads)) if part)
+        which = " and ".join(part for part in (", ".join(tasks), ", ".join(heads)) if part)
+        text = f"supported, carried by {which}" if full == "supported" else f"{full}, but not without {which}"
     return {"verdict": full, "tasks": tasks, "heads": heads, "text": text}
+
+
+def leave_one_concept_out(r: Results, concepts, evalset: str = "test", measure: str = "p_true",
+                          prefix: str = "") -> pd.DataFrame:
+    """Concept-specific pruning's carriers: the diagonal test without each concept in turn."""
+    rows = []
+    for c in diagonal_test(r, concepts, evalset, measure, prefix=prefix)["concepts"]:
+        d = diagonal_test(r, [x for x in concepts if x != c], evalset, measure, prefix=prefix)["difference"]
+        rows.append({"left out": c, "diagonal - off-diagonal": interval_text(d),
+                     "verdict": "no verdict (no concept left)" if d[0] != d[0] else verdict([d])})
+    return pd.DataFrame(rows, columns=["left out", "diagonal - off-diagonal", "verdict"]).set_index("left out")

@@ -323,23 +323,28 @@ def concept_matrix(r: Results, concepts, evalset: str = "test", measure: str = "
 
 
 def diagonal_test(r: Results, concepts, evalset: str = "test", measure: str = "p_true",
-                  seed: int = 0) -> dict:
-    """Does pruning a concept's heads cost its own task more than the other tasks? Per image, the
-    excess cost (random control - pruned) averaged over the diagonal cells (concept, its task) minus
-    its average over the off-diagonal cells; its mean over the images with a bootstrap interval.
-    Only concepts that some task measures take part."""
+                  seed: int = 0, prefix: str = "") -> dict:
+    """Does pruning a concept's heads cost its own task more than the other tasks? Per image and per
+    draw of the random controls, the excess cost (random control - pruned) averaged over the diagonal
+    cells (concept, its task) minus its average over the off-diagonal cells; its mean with an interval
+    that resamples the images and the controls' draws (`evaluate.two_level_ci`). Only concepts that
+    some task measures take part. `prefix` names conditions of another label source ("truth: ")."""
     tasks = r.tasks(evalset)
     rows = {c: task_for(c, tasks) for c in concepts}
     rows = {c: t for c, t in rows.items() if t is not None}
     if not rows:
         return {"concepts": [], "diagonal": float("nan"), "off_diagonal": float("nan"),
                 "difference": (float("nan"),) * 3}
+    draws = min(len(r.members(f"{prefix}{c}-random")) for c in rows)
 
-    def excess(c, t):
-        return r.per_image(f"{c}-random", evalset, measure, [t]) - r.per_image(c, evalset, measure, [t])
+    def excess(c, t):  # [draws, images]
+        return r.per_draw(f"{prefix}{c}-random", evalset, measure, [t])[:draws] - \
+            r.per_image(f"{prefix}{c}", evalset, measure, [t])
 
-    diag = np.nanmean([excess(c, t) for c, t in rows.items()], 0)
-    off = np.nanmean([excess(c, t) for c, own in rows.items() for t in tasks if t != own], 0)
-    keep = ~(np.isnan(diag) | np.isnan(off))
-    return {"concepts": list(rows), "diagonal": float(np.mean(diag[keep])), "off_diagonal": float(np.mean(off[keep])),
-            "difference": evaluate.paired_ci(diag[keep], off[keep], seed=seed)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # images no diagonal cell applies to
+        diag = np.nanmean([excess(c, t) for c, t in rows.items()], 0)
+        off = np.nanmean([excess(c, t) for c, own in rows.items() for t in tasks if t != own], 0)
+    keep = ~(np.isnan(diag).any(0) | np.isnan(off).any(0))
+    return {"concepts": list(rows), "diagonal": float(np.mean(diag[:, keep])), "off_diagonal": float(np.mean(off[:, keep])),
+            "difference": evaluate.two_level_ci(diag[:, keep], off[:, keep], seed=seed, paired_draws=True)}

@@ -1,0 +1,224 @@
+"""The replication page: does each claim of the paper hold across the book's trained models, and with
+both sources of head sets (this run's CCS and the concept world's ground truth)?
+
+Every experiment page records its claims in its JSON under ``replication``:
+``{source: {claim: {"estimate", "low", "high", "verdict"}}}`` (`row` builds one). `write` reads them
+for every model of pipeline.yaml and renders, per claim, one row per model and source, the number of
+models that support it, a random-effects pooled estimate across models (statsmodels'
+`combine_effects`, Paule-Mandel: its interval widens with the spread between models; statsmodels'
+DerSimonian-Laird lets the between-model variance go negative, which narrows the interval) and a
+forest plot. Like the paper-tables page, the page is generated, never hand-written, and rewritten
+(with its figures) only when its content changes; the Snakefile calls `write` before and after a run.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+SOURCES = ("this run", "ground truth")
+Z = 1.959964  # the normal quantile of a 95 % interval
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: str  # the key in a page's ``replication`` record
+    experiment: str  # the page that measures it
+    title: str
+    effect: str  # what the number is
+    scale: float = 100.0  # shown as estimate * scale
+    unit: str = " pp"
+    pooled: bool = True  # whether a pooled estimate across models makes sense
+
+
+CLAIMS = (
+    Claim("ccs-high-share", "ccs", "Fully consistent heads exist", "share of the analysed heads with CCS = 5 "
+          "(Wilson interval)", unit=" %"),
+    Claim("pruning-high-vs-low", "pruning", "Soft pruning: high-CCS heads cost more than low-CCS heads",
+          "extra drop in the probability of the true class, high minus low set"),
+    Claim("pruning-high-vs-random", "pruning", "Soft pruning: high-CCS heads cost more than random heads",
+          "extra drop, high set minus random sets (interval over images and draws)"),
+    Claim("importance-rho", "pruning", "A head's CCS predicts the cost of pruning it alone",
+          "Spearman's rho of CCS and single-head drop", scale=1.0, unit=""),
+    Claim("concept-diagonal", "concepts", "Concept pruning hits the concept's own task",
+          "excess cost on the own task minus on the other tasks"),
+    Claim("shifted-high-vs-random", "ood", "Shifted data: high-CCS heads cost more than random heads",
+          "extra drop, high minus random, mean over the sketch, noisy and novel-shades splits"),
+    Claim("ood-auroc-drop", "ood", "Pruning high-CCS heads hurts OOD detection",
+          "AUROC of the novel-shapes detector (MCM), unpruned minus high set pruned", scale=1.0, unit=""),
+    Claim("video-high-vs-random", "video", "Text-to-video retrieval: high-CCS heads cost more than random heads",
+          "extra drop in text-to-video R@1, high minus random"),
+)
+CENTRAL = ("pruning-high-vs-low", "pruning-high-vs-random")  # the introduction's figure
+
+
+def row(d, verdict: str | None = None) -> dict:
+    """A page's record of one claim from an (estimate, low, high) triple; the verdict defaults to the
+    one the intervals give (`ccs.pruning.verdict`)."""
+    from ccs.pruning import verdict as from_intervals
+
+    est, lo, hi = (float(x) for x in d)
+    return {"estimate": est, "low": lo, "high": hi, "verdict": verdict or from_intervals([(est, lo, hi)])}
+
+
+def _finite(*xs) -> bool:
+    return all(x is not None and isinstance(x, (int, float)) and math.isfinite(x) for x in xs)
+
+
+def collect(models: list[str], runs_dir: Path) -> list[dict]:
+    """Every (claim, model, source) row the runs' JSONs hold."""
+    rows = []
+    for model in models:
+        for claim in CLAIMS:
+            path = runs_dir / model / f"{claim.experiment}.json"
+            if not path.is_file():
+                continue
+            rec = json.loads(path.read_text())
+            for source in SOURCES:
+                r = (rec.get("replication") or {}).get(source, {}).get(claim.key)
+                if r:
+                    rows.append({"claim": claim.key, "model": model, "source": source,
+                                 "weights": rec.get("weights", "trained"), **r})
+    return rows
+
+
+def pooled(rows: list[dict]) -> dict | None:
+    """Random-effects (Paule-Mandel) pooled estimate of rows' estimates, each with the standard
+    error its 95 % interval implies; None for fewer than one usable row."""
+    import numpy as np
+    from statsmodels.stats.meta_analysis import combine_effects
+
+    use = [r for r in rows if _finite(r["estimate"], r["low"], r["high"])]
+    if not use:
+        return None
+    eff = np.array([r["estimate"] for r in use])
+    var = np.array([max((r["high"] - r["low"]) / (2 * Z), 1e-9) ** 2 for r in use])
+    if len(use) == 1:
+        return {"estimate": float(eff[0]), "low": use[0]["low"], "high": use[0]["high"], "models": 1, "tau2": 0.0}
+    res = combine_effects(eff, var, method_re="iterated")
+    lo, hi = res.conf_int(alpha=0.05)[1]  # row 1: the random-effects estimate
+    return {"estimate": float(res.mean_effect_re), "low": float(lo), "high": float(hi), "models": len(use),
+            "tau2": float(res.tau2)}
+
+
+def _fmt(claim: Claim, est, lo, hi) -> str:
+    if not _finite(est, lo, hi):
+        return "n/a"
+    s = claim.scale
+    return f"{est * s:+.2f}{claim.unit} [{lo * s:.2f}, {hi * s:.2f}]".replace("-", "\u2212")
+
+
+def forest(claim: Claim, rows: list[dict], pools: dict, path: Path) -> None:
+    """One forest plot: a row per model and source with its interval, the pooled estimates as diamonds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ccs import plots
+
+    plots.style()
+    labels, ys, colours = [], [], {"this run": "C0", "ground truth": "C1"}
+    fig, ax = plt.subplots(figsize=(7.5, 0.42 * (len(rows) + len(pools)) + 1.3))
+    y = 0
+    for source in SOURCES:
+        for r in (r for r in rows if r["source"] == source):
+            if _finite(r["estimate"], r["low"], r["high"]):
+                ax.errorbar(r["estimate"] * claim.scale, -y, xerr=[[(r["estimate"] - r["low"]) * claim.scale],
+                            [(r["high"] - r["estimate"]) * claim.scale]], fmt="o", color=colours[source], capsize=3)
+            labels.append(f"{r['model']} ({source})")
+            ys.append(-y)
+            y += 1
+        p = pools.get(source)
+        if p and p["models"] > 1:
+            e, lo, hi = (p[k] * claim.scale for k in ("estimate", "low", "high"))
+            ax.fill([lo, e, hi, e], [-y, -y + 0.3, -y, -y - 0.3], color=colours[source], alpha=0.8)
+            labels.append(f"pooled, {p['models']} models ({source})")
+            ys.append(-y)
+            y += 1
+    ax.axvline(0, color="0.3", lw=0.8)
+    ax.set_yticks(ys, labels, fontsize=8)
+    ax.set(xlabel=f"{claim.effect}" + (f" ({claim.unit.strip()})" if claim.unit.strip() else ""),
+           title=claim.title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+
+def page(models: list[str], runs_dir: Path, figures: Path | None = None, draw: bool = False) -> str:
+    """The page's Markdown, its forest plots in the folder `figures` (none: no figures), drawn there
+    when `draw`."""
+    rows = collect(models, runs_dir)
+    out = ["# Do the claims replicate?", "",
+           "<!-- Written by `ccs replication` (ccs.replication) from book/runs/*/*.json; do not edit. -->", "",
+           "Each claim of the paper, measured on every trained model of this book, with **both sources of "
+           "head sets**: the sets this run's labeler and judge pick (*this run*) and the sets the concept "
+           "world's ground truth picks (*ground truth*: a head's true CCS is how many of its texts come "
+           "from one concept). A claim that holds for one source only rests on the labeler, not on the "
+           "model. Per claim: one row per model and source with its 95 % interval and verdict, how many "
+           "models support it, and a random-effects pooled estimate across models, whose interval widens "
+           "with the spread between them (Paule-Mandel, statsmodels' `combine_effects`).", "",
+           f"Models: {', '.join(f'`{m}`' for m in models)}.", ""]
+    for claim in CLAIMS:
+        sub = [r for r in rows if r["claim"] == claim.key]
+        out += [f"## {claim.title}", "", f"*Effect:* {claim.effect} (page: `{claim.experiment}`).", ""]
+        if not sub:
+            out += ["No run records this claim yet.", ""]
+            continue
+        pools = {s: pooled([r for r in sub if r["source"] == s]) for s in SOURCES}
+        out += ["| model | sets | effect [95 % CI] | verdict |", "|---|---|---|---|"]
+        for r in sub:
+            flag = " (random weights)" if r["weights"] == "random" else ""
+            out.append(f"| {r['model']}{flag} | {r['source']} | {_fmt(claim, r['estimate'], r['low'], r['high'])} "
+                       f"| {r['verdict']} |")
+        out.append("")
+        for s in SOURCES:
+            srows = [r for r in sub if r["source"] == s]
+            if not srows:
+                continue
+            support = sum(r["verdict"].startswith("supported") for r in srows)
+            p = pools[s]
+            pooled_text = (f"pooled {_fmt(claim, p['estimate'], p['low'], p['high'])} over {p['models']} models"
+                           if p and p["models"] > 1 else "one model: no pooled estimate")
+            out.append(f"- *{s}*: supported on {support} of {len(srows)} models; {pooled_text}.")
+        out.append("")
+        if figures is not None:
+            name = f"replication-{claim.key}.png"
+            if draw:
+                forest(claim, sub, pools, figures / name)
+            out += [f"```{{figure}} {figures.name}/{name}", f":name: fig-replication-{claim.key}",
+                    f":alt: Forest plot of {claim.effect}: one interval per model and set source"
+                    + (", with pooled estimates as diamonds." if any(p and p["models"] > 1 for p in pools.values())
+                       else "."), "",
+                    f"{claim.title}: {claim.effect}, per model and set source, with 95 % intervals.", "```", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def target() -> Path | None:
+    """Where pipeline.yaml says the page goes (``replication:``), or None."""
+    from ccs import pipeline
+
+    rel = pipeline.grid().get("replication")
+    return pipeline.ROOT / rel if rel else None
+
+
+def write(out: Path | None = None, runs_dir: Path | None = None, models: list[str] | None = None) -> Path | None:
+    """Render the page (and its figures, in a folder named like the page) where pipeline.yaml says,
+    rewriting only when the text changes. Returns the path, or None when no page is configured."""
+    from ccs import pipeline
+
+    out = out or target()
+    if out is None:
+        return None
+    runs_dir = runs_dir or pipeline.ROOT / "book" / "runs"
+    models = models or list(pipeline.grid()["models"])
+    folder = out.parent / out.stem
+    text = page(models, runs_dir, figures=folder)
+    drawn = all((folder / f"replication-{c.key}.png").is_file() for c in CLAIMS if f"replication-{c.key}.png" in text)
+    if out.is_file() and out.read_text() == text and drawn:
+        return out
+    page(models, runs_dir, figures=folder, draw=True)
+    out.write_text(text)
+    return out

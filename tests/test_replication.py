@@ -1,0 +1,64 @@
+"""The generated replication page: claims per model and set source, pooled across models."""
+import json
+
+import numpy as np
+import pytest
+
+from ccs import replication
+
+
+def _run(runs, model, experiment, rep, weights="trained"):
+    (runs / model).mkdir(parents=True, exist_ok=True)
+    (runs / model / f"{experiment}.json").write_text(json.dumps({"weights": weights, "replication": rep}))
+
+
+def _claim(est, lo, hi, verdict=None):
+    return replication.row((est, lo, hi), verdict)
+
+
+def test_rows_for_both_sources_and_every_model(tmp_path):
+    runs = tmp_path / "runs"
+    _run(runs, "a", "pruning", {"this run": {"pruning-high-vs-low": _claim(0.05, 0.04, 0.06)},
+                                "ground truth": {"pruning-high-vs-low": _claim(-0.03, -0.04, -0.02)}})
+    _run(runs, "b", "pruning", {"this run": {"pruning-high-vs-low": _claim(0.02, -0.01, 0.05)}})
+    text = replication.page(["a", "b"], runs)
+    section = text.split("## Soft pruning: high-CCS heads cost more than low-CCS heads\n")[1].split("\n## ")[0]
+    assert "| a | this run | +5.00 pp [4.00, 6.00] | supported |" in section
+    assert "| a | ground truth | \u22123.00 pp [\u22124.00, \u22122.00] | not supported |" in section
+    assert "| b | this run | +2.00 pp [\u22121.00, 5.00] | inconclusive |" in section
+    assert "*this run*: supported on 1 of 2 models; pooled" in section
+    assert "*ground truth*: supported on 0 of 1 models; one model: no pooled estimate" in section
+    assert "No run records this claim yet." in text.split("## Concept pruning")[1].split("\n## ")[0]
+
+
+def test_pooled_estimate_widens_with_the_spread_between_models():
+    """Random effects: two models that disagree give a wider interval than their own intervals imply."""
+    close = replication.pooled([_claim(0.05, 0.04, 0.06), _claim(0.051, 0.041, 0.061)])
+    apart = replication.pooled([_claim(0.01, 0.0, 0.02), _claim(0.09, 0.08, 0.10)])
+    assert close["tau2"] == pytest.approx(0, abs=1e-9) and apart["tau2"] > 0
+    assert close["low"] < 0.0505 < close["high"] and close["high"] - close["low"] < 0.02
+    assert apart["high"] - apart["low"] > 0.05 and apart["low"] < 0.05 < apart["high"]
+    se = 0.01 / replication.Z  # fixed effect of two equal variances: mean, se / sqrt(2)
+    assert close["estimate"] == pytest.approx(0.0505, abs=1e-6)
+    assert close["high"] - close["low"] == pytest.approx(2 * replication.Z * se / np.sqrt(2), rel=1e-3)
+
+
+def test_a_changed_json_changes_the_page(tmp_path, monkeypatch):
+    runs, out = tmp_path / "runs", tmp_path / "book" / "replication.md"
+    out.parent.mkdir()
+    _run(runs, "a", "video", {"this run": {"video-high-vs-random": _claim(0.01, -0.02, 0.04)}})
+    replication.write(out, runs, ["a"])
+    first = out.read_text()
+    figure = out.parent / "replication" / "replication-video-high-vs-random.png"
+    assert figure.is_file() and "replication/replication-video-high-vs-random.png" in first
+    stamp = figure.stat().st_mtime_ns
+    replication.write(out, runs, ["a"])  # nothing changed: nothing rewritten
+    assert out.read_text() == first and figure.stat().st_mtime_ns == stamp
+    _run(runs, "a", "video", {"this run": {"video-high-vs-random": _claim(0.08, 0.05, 0.11)}})
+    replication.write(out, runs, ["a"])
+    assert out.read_text() != first and "+8.00 pp [5.00, 11.00] | supported" in out.read_text()
+
+
+def test_random_weights_are_flagged(tmp_path):
+    _run(tmp_path, "m", "ccs", {"this run": {"ccs-high-share": _claim(0.1, 0.05, 0.2)}}, weights="random")
+    assert "| m (random weights) | this run |" in replication.page(["m"], tmp_path)
