@@ -110,8 +110,10 @@ def test_prompts_and_class_names_are_clip_benchmarks():
     for name in ("ImageNet-A", "ImageNet-R"):  # open_clip's 80 = clip-benchmark's imagenet1k list
         assert sorted(t.format("X") for t in datasets.templates(name)) == sorted(
             t.format(c="X") for t in cb_templates["imagenet1k"])
-        wnids, _ = datasets._imagenet_subset(name.split("-")[1].lower())
         assert len(datasets.classnames(name)) == 200
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES  # ImageNet-A/-R's names come from here
+
+    assert cb_names["imagenet1k"] == list(IMAGENET_CLASSNAMES)  # CLIP's ImageNet names, in both packages
     assert datasets.classnames("Country-211") == cb_names["country211"]
     assert datasets.classnames("Oxford-Pets") == cb_names["pets"]
     assert datasets.classnames("CIFAR-10") is None  # read from the data, as clip-benchmark does
@@ -332,3 +334,22 @@ def test_retrieval_equals_clip4clip_metrics(clip, root):
                 t2v, v2t = _c4c_compute_metrics(sim), _c4c_compute_metrics(sim.T)
             _compare(report["text_to_video"], t2v, report["ranks"]["text_to_video"] if several else None)
             _compare(report["video_to_text"], v2t)
+
+
+# ------------------------------------------------------------------------ the paper-vs-book page
+
+
+def test_the_paper_tables_page_says_which_protocol_made_each_number(tmp_path):
+    from ccs import paper_tables
+
+    runs = tmp_path / "runs" / "ViT-B-32-OpenAI"
+    runs.mkdir(parents=True)
+    (runs / "pruning.json").write_text(json.dumps({"weights": "trained", "eval_images": 1000}))
+    (runs / "video.json").write_text(json.dumps({"weights": "trained", "protocol": "clip4clip"}))
+    text = paper_tables.page(tmp_path / "runs")
+    assert "the first caption of each video ranks every video of the" in text  # the paper's protocol
+    assert "word of its file name (35 classes)" in text  # its Pets
+    section = text.split("## ViT-B-32-OpenAI\n", 1)[1].split("\n## ", 1)[0]
+    assert ("How this run measured: zero-shot numbers on 1000 images of each test split; video retrieval by "
+            "the `clip4clip` protocol.") in section
+    assert "How this run measured" not in text.split("## ViT-B-16-OpenAI\n", 1)[1].split("\n## ", 1)[0]

@@ -11,6 +11,10 @@ run's numbers beside the paper's on the experiment pages.
 ``{<paper.yaml table>: {<dataset>: [values in the paper's column order]}}``, the run's own row of
 that table (`ccs.pruning.run_values` builds it). The CCS head counts come from the ``ccs`` page's
 ``category_counts``. A run made with random weights is shown, but flagged as such.
+
+**Which protocol made each number** is said on the page: the paper's (`PROTOCOL`, the evaluation of
+its code, which `ccs.datasets` and `ccs.evaluate` follow), and per run what its pages record (images
+per test split, the video protocol: `run_protocol`).
 """
 from __future__ import annotations
 
@@ -49,6 +53,36 @@ TABLES = (
           ("original", "high", "low"), None),
 )
 COUNT_NAMES = {"high": "high", "moderate": "medium", "low": "low"}  # this book's names -> paper.yaml's
+PROTOCOL = [
+    "**How the numbers were made.** The paper's numbers come from its code (avinashsai/CCS-CLIP); this",
+    "book's pages measure by the same protocol (`ccs.datasets`, `ccs.evaluate`):",
+    "",
+    "- *zero-shot tables* (soft pruning, high against random, shifted datasets, concept-specific): CLIP's",
+    "  per-dataset prompt templates and class names, as the clip-benchmark package lists them and the",
+    "  paper's code uses them (18 templates for CIFAR-10/100, one for Food-101, five for Country-211,",
+    "  CLIP's 80 ImageNet templates for ImageNet-A/-R), each class the mean of its prompts' normalised",
+    "  embeddings, top-1 over the test split (a run: the number of its images given below, drawn at",
+    "  random). Oxford-Pets is the paper's listing: every image of the release, labelled by the first",
+    "  word of its file name (35 classes), with the CIFAR templates (`Oxford-Pets-paper` in `ccs data`);",
+    "- *text-to-video R@1*: the paper's protocol: the first caption of each video ranks every video of the",
+    "  test split, 12 frames a video (32 for DiDeMo) sampled uniformly, the mean of the normalised frame",
+    "  embeddings not renormalised. A run fills this column only when it ranked the whole split, and",
+    "  states its protocol (`paper`, or `clip4clip`: every caption, the mean renormalised) below.",
+]
+
+
+def run_protocol(summaries: dict[str, dict]) -> str | None:
+    """What a model's pages record about how they measured (images per test split, the video
+    protocol), as one sentence; None when they record nothing of it."""
+    parts = []
+    images = sorted({int(s["eval_images"]) for s in summaries.values() if s.get("eval_images")})
+    if images:
+        parts.append(f"zero-shot numbers on {' / '.join(map(str, images))} images of each test split")
+    if "video" in summaries:
+        protocol = summaries["video"].get("protocol")
+        parts.append(f"video retrieval by the `{protocol}` protocol" if protocol else
+                     "video retrieval by a page older than the protocol parameter (every caption, the mean renormalised)")
+    return f"How this run measured: {'; '.join(parts)}." if parts else None
 
 
 def published(table: Table, paper: dict | None = None) -> dict:
@@ -124,6 +158,8 @@ def page(runs_dir: Path | None = None, paper: dict | None = None) -> str:
         "A column names the heads pruned (*original*: none) and whose number it is: the paper's, or",
         "this book's run. The paper's numbers are those of `lib/ccs/data/paper.yaml`.",
         "",
+        *PROTOCOL,
+        "",
     ]
     for model in paper["models"]:
         summaries = runs_of(model, runs_dir)
@@ -135,6 +171,9 @@ def page(runs_dir: Path | None = None, paper: dict | None = None) -> str:
             out += [f"Pages of this run: {pages}."]
             if random:
                 out += [f"**Random weights** in {', '.join(random)}: those numbers test the code, not the model."]
+            how = run_protocol(summaries)
+            if how:
+                out += [how]
             out += [""]
         else:
             out += ["No run of this model in this book: the *run* columns are blank.", ""]
