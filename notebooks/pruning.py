@@ -262,6 +262,11 @@ loto = carriers.leave_one_task_out(r, pairs, "test", measure)
 loho = carriers.leave_one_head_out(r, {k: pairs[k] for k in ("high vs low", "high vs random")}, hs.high, "test", measure)
 carry = carriers.carried(verdict, loto, loho)
 glue("pruning-carried", carry["text"], display=False)
+glue("pruning-rule", f"{len(hs.high)} highest- against {len(hs.low)} lowest-CCS heads (ranked: the paper's categories "
+     "hold too few heads here)" if hs.rule == "ranked" else f"the paper's categories ({len(hs.high)} high, "
+     f"{len(hs.low)} low heads)", display=False)
+glue("pruning-untestable", "; ".join(f"{t}: {why}" for t, why in skip.items()) or
+     "none: pruning every analysed head moves every task", display=False)
 print(f"{hs.source} sets: {carry['text']}")
 display(by_task)
 display(loto)
@@ -282,12 +287,15 @@ if other is not None:
           "; ".join(f"{k}: {pruning.interval_text(v)}" for k, v in other_claims.items()),
           f"-> {other_carry['text']}")
     glue("pruning-other-verdict", other_carry["text"], display=False)
+    glue("pruning-other-high-vs-low", signed(other_claims["high vs low"]), display=False)
+    glue("pruning-other-high-vs-random", signed(other_claims["high vs random"]), display=False)
     for note in other.notes:
         print(textwrap.fill(f"note: {note}", 110, subsequent_indent="      "))
     display(carriers.per_task(r, other_pairs, "test", measure))
 else:
     other_claims, other_carry = {}, None
-    glue("pruning-other-verdict", "n/a (the pool carries no ground truth)", display=False)
+    for key in ("pruning-other-verdict", "pruning-other-high-vs-low", "pruning-other-high-vs-random"):
+        glue(key, "n/a (the pool carries no ground truth)", display=False)
     print("no second source of sets for this pool")
 
 # %% [markdown]
@@ -341,6 +349,8 @@ def importance_answer(lo, hi):
 
 print(f"Spearman's rho (CCS, drop) = {rho:.2f} [{lo:.2f}, {hi:.2f}] over {len(single)} heads -> {importance_answer(lo, hi)}")
 truth_rho = evaluate.spearman_ci(truth["ccs"], single["drop"]) if truth is not None else None
+glue("pruning-importance", f"ρ = {rho:.2f} [{lo:.2f}, {hi:.2f}], {importance_answer(lo, hi)}".replace("-", "\u2212"),
+     display=False)
 if truth_rho is not None:
     print(f"with the true CCS: rho = {truth_rho[0]:.2f} [{truth_rho[1]:.2f}, {truth_rho[2]:.2f}] -> "
           f"{importance_answer(*truth_rho[1:])}")

@@ -26,8 +26,8 @@ def test_rows_for_both_sources_and_every_model(tmp_path):
     assert "| a | this run | +5.00 pp [4.00, 6.00] | supported |" in section
     assert "| a | ground truth | \u22123.00 pp [\u22124.00, \u22122.00] | not supported |" in section
     assert "| b | this run | +2.00 pp [\u22121.00, 5.00] | inconclusive |" in section
-    assert "*this run*: supported on 1 of 2 models; pooled" in section
-    assert "*ground truth*: supported on 0 of 1 models; one model: no pooled estimate" in section
+    assert "*this run* sets: supported on 1 of 2 models; pooled" in section
+    assert "*ground truth* sets: supported on 0 of 1 models; one model: no pooled estimate" in section
     assert "No run records this claim yet." in text.split("## Concept pruning")[1].split("\n## ")[0]
 
 
@@ -57,6 +57,8 @@ def test_a_changed_json_changes_the_page(tmp_path, monkeypatch):
     _run(runs, "a", "video", {"this run": {"video-high-vs-random": _claim(0.08, 0.05, 0.11)}})
     replication.write(out, runs, ["a"])
     assert out.read_text() != first and "+8.00 pp [5.00, 11.00] | supported" in out.read_text()
+    included = (out.parent / "replication" / "summary-video-high-vs-random.md").read_text()
+    assert "*this run* sets: supported on 1 of 1 models" in included  # what the chapter includes
 
 
 def test_random_weights_are_flagged(tmp_path):

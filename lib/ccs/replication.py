@@ -147,6 +147,35 @@ def forest(claim: Claim, rows: list[dict], pools: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def summary(claim: Claim, sub: list[dict], pools: dict) -> list[str]:
+    """Per source, as a Markdown list: how many models support the claim, and the pooled estimate."""
+    out = []
+    for s in SOURCES:
+        srows = [r for r in sub if r["source"] == s]
+        if not srows:
+            continue
+        support = sum(r["verdict"].startswith("supported") for r in srows)
+        p = pools[s]
+        pooled_text = (f"pooled {_fmt(claim, p['estimate'], p['low'], p['high'])} over {p['models']} models"
+                       if p and p["models"] > 1 else "one model: no pooled estimate")
+        out.append(f"- *{s}* sets: supported on {support} of {len(srows)} models; {pooled_text}.")
+    return out
+
+
+def fragments(models: list[str], runs_dir: Path) -> dict[str, str]:
+    """Per claim, the summary lines the chapters include (``{include}``) from the page's folder."""
+    rows = collect(models, runs_dir)
+    out = {}
+    for claim in CLAIMS:
+        sub = [r for r in rows if r["claim"] == claim.key]
+        pools = {s: pooled([r for r in sub if r["source"] == s]) for s in SOURCES}
+        lines = summary(claim, sub, pools) or ["- no run records this claim yet."]
+        out[f"summary-{claim.key}.md"] = (f"<!-- Written by ccs.replication from book/runs/*/*.json; do not edit. -->\n"
+                                          f"{claim.title}, across {len(models)} trained model(s):\n\n"
+                                          + "\n".join(lines) + "\n")
+    return out
+
+
 def page(models: list[str], runs_dir: Path, figures: Path | None = None, draw: bool = False) -> str:
     """The page's Markdown, its forest plots in the folder `figures` (none: no figures), drawn there
     when `draw`."""
@@ -173,17 +202,7 @@ def page(models: list[str], runs_dir: Path, figures: Path | None = None, draw: b
             flag = " (random weights)" if r["weights"] == "random" else ""
             out.append(f"| {r['model']}{flag} | {r['source']} | {_fmt(claim, r['estimate'], r['low'], r['high'])} "
                        f"| {r['verdict']} |")
-        out.append("")
-        for s in SOURCES:
-            srows = [r for r in sub if r["source"] == s]
-            if not srows:
-                continue
-            support = sum(r["verdict"].startswith("supported") for r in srows)
-            p = pools[s]
-            pooled_text = (f"pooled {_fmt(claim, p['estimate'], p['low'], p['high'])} over {p['models']} models"
-                           if p and p["models"] > 1 else "one model: no pooled estimate")
-            out.append(f"- *{s}*: supported on {support} of {len(srows)} models; {pooled_text}.")
-        out.append("")
+        out += ["", *summary(claim, sub, pools), ""]
         if figures is not None:
             name = f"replication-{claim.key}.png"
             if draw:
@@ -217,8 +236,12 @@ def write(out: Path | None = None, runs_dir: Path | None = None, models: list[st
     folder = out.parent / out.stem
     text = page(models, runs_dir, figures=folder)
     drawn = all((folder / f"replication-{c.key}.png").is_file() for c in CLAIMS if f"replication-{c.key}.png" in text)
-    if out.is_file() and out.read_text() == text and drawn:
+    parts = fragments(models, runs_dir)
+    if out.is_file() and out.read_text() == text and drawn and all(
+            (folder / n).is_file() and (folder / n).read_text() == t for n, t in parts.items()):
         return out
     page(models, runs_dir, figures=folder, draw=True)
+    for name, t in parts.items():
+        (folder / name).write_text(t)
     out.write_text(text)
     return out
