@@ -69,7 +69,9 @@ def list_data(ctx: typer.Context,
                 typer.echo(f"    ... and {more} more")
         raise typer.Exit(1)
     if check:
-        typer.echo("\nEvery file of the present datasets opened.")
+        checked = [r["name"] for r in rows if r.get("check")]
+        typer.echo(f"\nEvery file of {', '.join(checked)} opened." if checked else
+                   "\nNo dataset is present: nothing to check.")
 
 
 @data_app.command("fetch")
