@@ -35,8 +35,10 @@ The evaluation protocol (what makes a run's "original" number the one the paper 
   ``ccs/data/clip_benchmark_*.json`` with their licence; `templates`, `classnames`): 18 templates for
   CIFAR-10/100, "a photo of {}, a type of food." for Food-101, five for Country-211, "a photo of a {},
   a type of pet." for Oxford-Pets; CLIP's country names for Country-211's ISO codes (`COUNTRY211_CODES`,
-  the folders in order); CLIP's 37 pet breeds. The paper's code uses the same lists (its CIFAR-10
-  templates serve its Pets too). CIFAR and Food-101 names come from the data (underscores to spaces, as
+  the folders in order); CLIP's 37 pet breeds. The paper's code uses the same templates (its CIFAR-10
+  ones serve its Pets too) and class names, except 20 of Country-211's, which it writes in ISO style
+  ("Viet Nam", "Russian Federation", "Taiwan, Province of China", a garbled "RÃ©union", ...; its
+  ``labels.py``): here they are CLIP's. CIFAR and Food-101 names come from the data (underscores to spaces, as
   CLIP's and the paper's lists have them; clip-benchmark passes CIFAR-100's raw names, e.g.
   "aquarium_fish"). ImageNet-A/-R use CLIP's 80 ImageNet templates and class names
   (`open_clip.zero_shot_metadata`), on their 200-class subsets as timm lists them
