@@ -34,3 +34,21 @@ def pytest_collection_modifyitems(items):
                             [o for o in ref if _is_compared(o)], skip_compare)
 
         item.compare_outputs = filtered
+
+
+# nbval re-executes every page it collects, from an empty cache in CI. All pages of the default
+# model are regression-tested; of the other trained models, the pages that summarise a model (its
+# card and its CCS), which are quick: their experiment pages are as expensive as the default's and
+# would not fit the 20-minute budget of `make test` (README, "The two commands").
+NBVAL_OTHER_MODELS = ("model_card", "ccs")
+
+
+def pytest_ignore_collect(collection_path, config):
+    from pathlib import Path
+
+    p = Path(collection_path)
+    if p.suffix != ".ipynb" or p.parent.parent.name != "runs":
+        return None
+    from ccs import models
+
+    return True if p.parent.name != models.TINY and p.stem not in NBVAL_OTHER_MODELS else None

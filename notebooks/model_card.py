@@ -14,8 +14,9 @@
 # # Model card
 #
 # What the model under study is: its architecture and where its parameters are, and, for the
-# book's own `ccs-tiny`, the world it was trained on, how the training went, what it recognises
-# and what it does not.
+# book's own concept-world models (`ccs-tiny` and the others of its zoo, trained by the same recipe
+# from other seeds or with another head shape), the world it was trained on, how the training went,
+# what it recognises and what it does not.
 #
 # **In short**: what the later pages can find in this model is bounded by what it recognises. The
 # zero-shot accuracy per concept ({numref}`fig-model-card-accuracy`) says which concepts it has
@@ -78,7 +79,7 @@ plt.show()
 # %% [markdown]
 # ## The concept world
 #
-# `ccs-tiny` never saw a photograph. It was trained on generated images of one to three objects
+# The concept-world models never saw a photograph. They are trained on generated images of one to three objects
 # whose every attribute is known: **shape**, **colour**, **size**, **texture**, **position** in a
 # 3×3 grid of the frame, the background **scene** (this world's stand-in for the paper's
 # "location" heads) and the **count**. Captions name a random subset of the attributes with varied
@@ -112,13 +113,15 @@ plt.show()
 # open_clip's own model and contrastive loss (`ClipLoss`), AdamW with warm-up and a cosine
 # schedule, on batches in which groups of up to 8 images differ in one attribute only ("siblings",
 # each with another value of it), so that the loss rewards telling apart exactly the concepts that
-# pixels make least salient. The training record ships with the weights; `make train-tiny` repeats
-# the run.
+# pixels make least salient. The training record ships with the weights;
+# `make train-tiny MODEL=<name>` repeats the run.
 
 # %% tags=["hide-input"]
 record = json.loads((models.WEIGHTS_DIR / f"{model}.record.json").read_text()) if spec.embedded else None
 if record:
     display(pd.Series({
+        "in the zoo": models.zoo()[model]["about"],
+        "training seed": record["train_config"]["seed"],
         "image-caption pairs seen": f"{record['pairs_seen_total']:,}",
         "optimiser steps": record["steps_run"],
         "weights from step": record["weights_from_step"],
@@ -201,9 +204,9 @@ print(f"novel-shapes OOD AUROC: {report['novel-shapes']['ood_auroc']:.3f}")
 # %% [markdown]
 # ## Against its targets and the previous model
 #
-# The targets set for `ccs-tiny` (issue #13; zero-shot top-1 per concept and retrieval recall at 1
-# on 1,000 fresh test images, as `ccs eval-tiny --seed 987654 --json` measures them) and, beside
-# them, the previous `ccs-tiny` measured the same way on *its* world, whose textures were plain,
+# The targets set for the concept-world models (zero-shot top-1 per concept and retrieval recall at 1
+# on 1,000 fresh test images, as `ccs eval-tiny --model NAME --seed 987654 --json` measures them)
+# and, beside them for `ccs-tiny`, the previous `ccs-tiny` measured the same way on *its* world, whose textures were plain,
 # striped and checkered and whose small objects were smaller (the training notes above say what
 # changed and why). A concept the model has not learned cannot have heads devoted to it, so the
 # later pages could find no heads for it either.
