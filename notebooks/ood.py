@@ -86,9 +86,8 @@ print(f"sets from: {hs.source} ({hs.rule}); high: {' '.join(hs.high)}; low: {' '
 for note in hs.notes:
     print(textwrap.fill(f"note: {note}", 110, subsequent_indent="      "))
 # the other source of sets beside this one (the world's ground truth, or this run's), prefixed
-other = None
-if "concepts" in table and sets in ("run", "truth"):
-    other = headsets.from_source({"run": "truth", "truth": "run"}[sets], table, model=model, every_head=every, seeds=seeds)
+other = headsets.other_source(sets, table, model=model, every_head=every, seeds=seeds)
+if other is not None:
     print(f"and, beside them, the {other.source} sets ({other.rule}): high {' '.join(other.high)}; low {' '.join(other.low)}")
 
 # %% tags=["hide-input"]

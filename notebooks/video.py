@@ -108,9 +108,8 @@ plt.show()
 
 # %% tags=["hide-input"]
 conditions = {k: v for k, v in hs.conditions().items() if not k.startswith("equal")}
-other = None  # the other source of sets beside this one (the world's ground truth, or this run's), prefixed
-if "concepts" in table and sets in ("run", "truth"):
-    other = headsets.from_source({"run": "truth", "truth": "run"}[sets], table, model=model, every_head=every, seeds=seeds)
+other = headsets.other_source(sets, table, model=model, every_head=every, seeds=seeds)  # prefixed
+if other is not None:
     conditions |= {f"{other.source}: {k}": v for k, v in other.conditions().items()
                    if not k.startswith("equal") and k != "original"}
 means = None

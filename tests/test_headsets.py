@@ -136,3 +136,9 @@ def test_sets_by_source():
         headsets.from_source("paper", t, model="ccs-tiny", every_head=EVERY)
     with pytest.raises(ValueError, match="'run', 'truth' or 'paper'"):
         headsets.from_source("best", t, model="ccs-tiny", every_head=EVERY)
+    # the sets a page shows beside its own: the other source, never the paper's
+    beside = headsets.other_source("run", t, model="ccs-tiny", every_head=EVERY)
+    assert beside.source == "ground truth" and beside.high == truth.high
+    assert headsets.other_source("truth", t, model="ccs-tiny", every_head=EVERY).source == "this run"
+    assert headsets.other_source("paper", t, model="ccs-tiny", every_head=EVERY) is None
+    assert headsets.other_source("run", t.drop(columns="concepts"), model="ccs-tiny", every_head=EVERY) is None

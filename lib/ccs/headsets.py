@@ -243,3 +243,13 @@ def from_source(source: str, table: pd.DataFrame, *, model: str, every_head: lis
         return build(high=pub["high"], low=pub["low"], analysed=list(table["name"]), every_head=every_head,
                      seeds=seeds, source="paper")
     raise ValueError(f"sets must be 'run', 'truth' or 'paper', not {source!r}")
+
+
+def other_source(sets: str, table: pd.DataFrame, *, model: str, every_head: list[str],
+                 seeds: int = 5) -> HeadSets | None:
+    """The sets a page shows beside those of its ``sets`` parameter: the ground truth's beside this
+    run's and this run's beside the ground truth's; None when the pool carries no ground truth or the
+    sets are the paper's."""
+    if "concepts" not in table or sets not in ("run", "truth"):
+        return None
+    return from_source({"run": "truth", "truth": "run"}[sets], table, model=model, every_head=every_head, seeds=seeds)

@@ -128,8 +128,9 @@ def weights_path(name: str) -> Path:
         if path.is_file():
             return path
         raise WeightsNotFoundError(
-            f"The trained weights of {name} are missing ({path}). They ship with the repository; "
-            "restore them with `git checkout -- lib/ccs/weights` or retrain with `make train-tiny`.")
+            f"The trained weights of {name} are missing ({path}). Trained models ship with the repository "
+            f"(restore them with `git checkout -- lib/ccs/weights`); train this one with "
+            f"`make train-tiny MODEL={name}`.")
     searched = []
     if os.environ.get("CCS_WEIGHTS"):
         for ext in ("safetensors", "bin", "pt"):
