@@ -20,7 +20,8 @@
 # *Soft pruning* zeroes a head's columns of its layer's attention out-projection, so the head adds
 # nothing to the residual stream, in a real forward pass of the image tower (its total effect: the
 # layers after it see the change). Every image is scored under every condition, so two conditions are
-# compared on the same images, with paired bootstrap intervals. Two measures: top-1 accuracy, and
+# compared on the same images, with paired bootstrap intervals (for random baselines, over the draws
+# too). Two measures: top-1 accuracy, and
 # the probability the model gives the true class, which still moves when top-1 sits at the ceiling.
 # The page ends with a verdict computed from the intervals, not written by hand. The code behind every
 # table and figure is folded away ("Show code cell source" unfolds it), except the one call the page
@@ -139,7 +140,8 @@ print(f"{len(r.conditions())} conditions, {eval_images} images per split, splits
 #
 # The drop is the unpruned score minus the pruned one (positive: pruning hurts), in percentage points,
 # with its paired 95 % bootstrap interval over the images; *random* averages its draws image by image,
-# and its seed standard deviation is given too.
+# and its interval resamples the draws as well as the images (both are chance: another set of draws
+# would give another baseline); the draws' standard deviation is given too.
 
 # %% tags=["hide-input"]
 test_table = pruning.drop_table(r, groups, "test")
@@ -198,7 +200,8 @@ shift.set_index(["split", "condition"]).round(1)
 #
 # The hypothesis predicts two positive differences on the test split, over all tasks: the drop from
 # pruning the high set minus the drop from pruning the low set, and minus the drop from pruning
-# random sets (their mean over the draws). Supported when both intervals lie above zero, not
+# random sets (their mean over the draws, the interval resampling draws and images). Supported when
+# both intervals lie above zero, not
 # supported when either lies at or below zero, inconclusive otherwise. {numref}`fig-pruning-answer`
 # shows the three drops the verdict compares, on the test split and on the shifted ones.
 
