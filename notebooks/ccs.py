@@ -52,13 +52,13 @@ model = "ccs-tiny"  # [model] a registered model (`ccs models`)
 weights = "trained"  # [trained | random] "trained", or "random": the same architecture untrained (tests the path, no download)
 backend = "embedding"  # [embedding | openai] "embedding" (offline) or "openai" (any compatible endpoint, key from OPENAI_API_KEY)
 judge_model = "gpt-4o-mini"  # [text] endpoint model of the openai backend
-llm_timeout = 15.0  # [> 0] seconds the openai backend waits for each reply
-llm_retries = 2  # [>= 0] retries of the openai backend per question (an endpoint still failing stops the run)
+llm_timeout = 15.0  # [more than 0] seconds the openai backend waits for each reply
+llm_retries = 2  # [at least 0] retries of the openai backend per question (an endpoint still failing stops the run)
 pool = "world"  # [pool] TextSpan's pool: "world", "textspan" (the paper's 3,498 descriptions), a file or a URL
 calibration = "pool"  # [pool | world | real | lenient] the offline judge's calibration: "pool" (the one for this pool), "world", "real" or "lenient"
-images = 1000  # [>= 2] concept-world images TextSpan decomposes
-texts = 5  # [>= 1] texts per head
-seed = 0  # [>= 0]
+images = 1000  # [at least 2] concept-world images TextSpan decomposes
+texts = 5  # [at least 1] texts per head
+seed = 0  # [at least 0]
 
 # %% [markdown]
 # ## The heads, their labels and their CCS

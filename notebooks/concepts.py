@@ -47,14 +47,14 @@ weights = "trained"  # [trained | random] "trained", or "random": the same archi
 backend = "embedding"  # [embedding | openai] labeler and judge: "embedding" (offline) or "openai"
 pool = "world"  # [pool] TextSpan's description pool
 calibration = "pool"  # [pool | world | real | lenient] the offline judge's calibration: "pool" (the one for this pool), "world", "real" or "lenient"
-images = 1000  # [>= 2] images TextSpan decomposes (the same analysis as the TextSpan and CCS pages)
-texts = 5  # [>= 1]
-seed = 0  # [>= 0]
+images = 1000  # [at least 2] images TextSpan decomposes (the same analysis as the TextSpan and CCS pages)
+texts = 5  # [at least 1]
+seed = 0  # [at least 0]
 labels = "run"  # [run | truth | paper] whose concept labels: "run" (this run's labeler), "truth" (the world's), "paper"
 ablation = "zero"  # [zero | mean] "zero" (the paper's soft pruning) or "mean"
-seeds = 5  # [>= 1] random control draws per concept
-eval_images = 1000  # [>= 2] fresh concept-world test images for the zero-shot tasks
-eval_seed = 1  # [>= 0]
+seeds = 5  # [at least 1] random control draws per concept
+eval_images = 1000  # [at least 2] fresh concept-world test images for the zero-shot tasks
+eval_seed = 1  # [at least 0]
 measure = "p_true"  # [p_true | correct] "p_true" (probability of the true class) or "correct" (top-1)
 
 # %% [markdown]

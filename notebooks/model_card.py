@@ -44,8 +44,9 @@ pd.set_option("display.width", 200, "display.max_colwidth", None)
 # %% tags=["parameters", "hide-input"]
 model = "ccs-tiny"  # [model] a registered model (`ccs models`)
 weights = "trained"  # [trained | random] "trained", or "random": the same architecture untrained (tests the path, no download)
-test_images = 1000  # [>= 2] fresh concept-world images per split for the zero-shot and retrieval figures
-seed = 1  # [>= 0] seed of those images (never used in training)
+test_images = 1000  # [at least 2] fresh concept-world images per split for the zero-shot and retrieval figures
+seed = 1  # [at least 0] seed of those images (never used in training)
+target_images = 1000  # [at least 2] fresh test images of the targets table (the seed the previous model was measured on)
 
 # %% [markdown]
 # ## Architecture
@@ -222,7 +223,7 @@ def measured(r: dict) -> dict:
             "text→image R@1": r["retrieval"]["text_to_image_R@1"]}
 
 
-now = evaluate.world_report(clip, tokenizer, seed=previous["eval_seed"], n=1000, splits=["test"])["test"]
+now = evaluate.world_report(clip, tokenizer, seed=previous["eval_seed"], n=target_images, splits=["test"])["test"]
 short = pd.DataFrame({"target": targets, f"this model ({weights})": pd.Series(measured(now))}).reindex(list(targets))
 if model == models.TINY and weights == "trained":
     short.insert(1, "previous ccs-tiny", pd.Series(measured(previous)))

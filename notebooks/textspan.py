@@ -60,11 +60,11 @@ pd.set_option("display.max_colwidth", None, "display.width", 250)
 # %% tags=["parameters", "hide-input"]
 model = "ccs-tiny"  # [model] a registered model (`ccs models`)
 weights = "trained"  # [trained | random] "trained", or "random": the same architecture untrained (tests the path, no download)
-images = 1000  # [>= 2] concept-world test images to decompose
+images = 1000  # [at least 2] concept-world test images to decompose
 pool = "world"  # [pool] "world", "textspan" (TextSpan's 3,498 descriptions), a pool file or a URL
 last_layers = 4  # [1 .. layers]
-texts_per_head = 5  # [>= 1]
-seed = 0  # [>= 0]
+texts_per_head = 5  # [at least 1]
+seed = 0  # [at least 0]
 convention = "centred"  # [centred | textspan] how ln_post's mean and bias are split among the terms
 
 # %% [markdown]

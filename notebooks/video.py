@@ -59,15 +59,15 @@ weights = "trained"  # [trained | random] "trained", or "random": the same archi
 backend = "embedding"  # [embedding | openai] labeler and judge: "embedding" (offline) or "openai"
 pool = "world"  # [pool] TextSpan's description pool
 calibration = "pool"  # [pool | world | real | lenient] the offline judge's calibration: "pool" (the one for this pool), "world", "real" or "lenient"
-images = 1000  # [>= 2] images TextSpan decomposes (the same analysis as the TextSpan and CCS pages)
-texts = 5  # [>= 1]
-seed = 0  # [>= 0]
+images = 1000  # [at least 2] images TextSpan decomposes (the same analysis as the TextSpan and CCS pages)
+texts = 5  # [at least 1]
+seed = 0  # [at least 0]
 sets = "run"  # [run | truth | paper] where the high and low heads come from: "run", "truth" (world ground truth), "paper"
 ablation = "zero"  # [zero | mean] "zero" (the paper's soft pruning) or "mean"
-seeds = 5  # [>= 1] random draws
-clips = 500  # [>= 3] concept-world clips (queries in each direction); the page draws three of them
-frames = 8  # [>= 1] frames per clip, sampled uniformly (the paper: 12 for MSR-VTT and MSVD, 32 for DiDeMo)
-clip_seed = 1  # [>= 0]
+seeds = 5  # [at least 1] random draws
+clips = 500  # [at least 3] concept-world clips (queries in each direction); the page draws three of them
+frames = 8  # [at least 1] frames per clip, sampled uniformly (the paper: 12 for MSR-VTT and MSVD, 32 for DiDeMo)
+clip_seed = 1  # [at least 0]
 protocol = "paper"  # [paper | clip4clip] video protocol: "paper" (the paper's code: first caption, frame mean not renormalised, whole test split) or "clip4clip" (every caption, renormalised)
 
 # %% [markdown]

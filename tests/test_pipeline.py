@@ -81,7 +81,7 @@ def mini(tmp_path, monkeypatch):
     """A repository of its own: a grid of two small notebooks for ccs-tiny (one fails on demand)."""
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "notebooks" / "small.py").write_text(
-        '# %% tags=["parameters"]\nmodel = "x"  # [model]\nimages = 10  # [>= 1] images\n'
+        '# %% tags=["parameters"]\nmodel = "x"  # [model]\nimages = 10  # [at least 1] images\n'
         'backend = "embedding"  # [embedding | openai]\n\n'
         '# %%\nimport json\njson.dump({"images": images}, open("small.json", "w"))\nprint(images * 2)\n')
     (tmp_path / "notebooks" / "broken.py").write_text(
@@ -169,6 +169,18 @@ def test_every_notebook_parameter_declares_its_range():
             assert d.range, f"{source.name}: {d.name} has no [range] opening its comment"
             for clause in d.range.split(","):
                 pipeline._clause(clause, {"model": models.TINY})
+
+
+@pytest.mark.parametrize("source", sorted({r.source for r in RUNS}), ids=lambda p: p.stem)
+def test_papermill_reads_every_declared_parameter(source, caplog):
+    """papermill skips (with a warning) a parameter line holding a second '=', and then warns
+    'Passed unknown parameter' on every run that sets it: ranges are written in words."""
+    from papermill.translators import PythonTranslator
+
+    nb = jupytext.read(source)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert [p.name for p in PythonTranslator.inspect(cell)] == list(pipeline.declarations(source))
+    assert "Unable to parse" not in caplog.text
 
 
 BAD_P = [  # (the page, -p values, what the one-line usage error must name)
@@ -456,7 +468,7 @@ def test_the_snakefile_runs_through_a_cluster_executor(tmp_path):
     (repo / "notebooks").mkdir()
     for name in ("first", "second"):
         (repo / "notebooks" / f"{name}.py").write_text(
-            '# %% tags=["parameters"]\nmodel = "x"  # [model]\nimages = 1  # [>= 1]\n\n'
+            '# %% tags=["parameters"]\nmodel = "x"  # [model]\nimages = 1  # [at least 1]\n\n'
             f'# %%\nimport json, os\njson.dump({{"page": "{name}", "images": images, '
             '"threads": os.environ.get("OMP_NUM_THREADS"), "pid": os.getpid()}, open("' + name + '.json", "w"))\n')
     (repo / "pipeline.yaml").write_text(

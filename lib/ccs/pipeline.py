@@ -89,15 +89,16 @@ def find(model: str, experiment: str, path: Path | None = None) -> Run:
 # default (whose type is the parameter's type) and, opening the trailing comment, its range in
 # brackets, e.g.
 #
-#     clips = 500  # [>= 3] concept-world clips (the page shows three)
+#     clips = 500  # [at least 3] concept-world clips (the page shows three)
 #     backend = "embedding"  # [embedding | openai] labeler and judge
 #     last_layers = 4  # [1 .. layers] analyse the heads of the last LAYERS layers
 #     splits = ["test", "sketch"]  # [list of split] world splits to evaluate
 #
-# A range is one or more clauses separated by commas, each one of: a bound (`>= N`, `> N`, `<= N`,
-# `< N`, `N .. M`; N may be `layers`, the model's layer count), choices (`a | b | c`), a kind (`model`,
-# `pool`, `concept`, `split`, `text`: see KINDS), or `list of` one of these (a non-empty list of
-# distinct items). `check_parameters` holds every value to it before a kernel starts.
+# A range is one or more clauses separated by commas, each one of: a bound (`at least N`, `more than
+# N`, `at most N`, `less than N`, `N .. M`; N may be `layers`, the model's layer count), choices
+# (`a | b | c`), a kind (`model`, `pool`, `concept`, `split`, `text`: see KINDS), or `list of` one of
+# these (a non-empty list of distinct items). `check_parameters` holds every value to it before a
+# kernel starts. (Words, not `>=`: papermill skips a parameter line with a second `=`.)
 
 
 @dataclass(frozen=True)
@@ -182,12 +183,12 @@ def _clause(clause: str, context: dict):
     if m:
         lo, hi = _bound(m[1], context), _bound(m[2], context)
         return (lambda v: lo <= v <= hi), f"in {m[1]}..{m[2]}" + (f" (= {hi:g})" if m[2] == "layers" else "")
-    m = re.fullmatch(r"(>=|>|<=|<)\s*(\S+)", clause)
+    m = re.fullmatch(r"(at least|more than|at most|less than)\s+(\S+)", clause)
     if m:
-        op = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}[m[1]]
+        op = {"at least": operator.ge, "more than": operator.gt, "at most": operator.le,
+              "less than": operator.lt}[m[1]]
         bound = _bound(m[2], context)
-        words = {">=": "at least", ">": "more than", "<=": "at most", "<": "less than"}[m[1]]
-        return (lambda v: op(v, bound)), f"{words} {m[2]}"
+        return (lambda v: op(v, bound)), f"{m[1]} {m[2]}"
     choices = [c.strip().strip("'\"") for c in clause.split("|")]
     if len(choices) > 1 or re.fullmatch(r"[\w.-]+", clause):
         return (lambda v: v in choices), " or ".join(", ".join(map(repr, choices)).rsplit(", ", 1))
@@ -511,6 +512,11 @@ def _ipc_kernel_manager():
             self._ipc_dir = tempfile.mkdtemp(prefix="ccs-kernel-")
             self.ip = os.path.join(self._ipc_dir, "k")
 
+        async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+            # after Ctrl-C or SIGTERM: kill the kernel at once; a graceful shutdown request reaches a
+            # kernel still inside its cell, which then prints a traceback about its closed sockets
+            await AsyncKernelManager.shutdown_kernel(self, now=now or _Signals.interrupted, restart=restart)
+
         async def _async_cleanup_resources(self, restart: bool = False) -> None:
             await super()._async_cleanup_resources(restart=restart)
             if not restart:
@@ -521,8 +527,11 @@ def _ipc_kernel_manager():
 
 class _Signals:
     """Within: SIGTERM (a parent that stops the run, or dies with PR_SET_PDEATHSIG) interrupts like
-    Ctrl-C, so the kernel is shut down and the scratch folder removed; `hold()` defers SIGINT and
-    SIGTERM while the results are moved into place, so a page is never left half-replaced."""
+    Ctrl-C, and either kills the kernel at once, so the run ends in seconds with the scratch folder
+    removed; `hold()` defers SIGINT and SIGTERM while the results are moved into place, so a page is
+    never left half-replaced."""
+
+    interrupted = False  # set by the handler: the kernel manager then shuts the kernel down at once
 
     def __enter__(self):
         import signal
@@ -530,18 +539,21 @@ class _Signals:
 
         self._main = threading.current_thread() is threading.main_thread()
         if self._main:
-            self._old = signal.signal(signal.SIGTERM, self._interrupt)
+            self._old = {s: signal.signal(s, self._interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     @staticmethod
     def _interrupt(signum, frame):
+        _Signals.interrupted = True
         raise KeyboardInterrupt(f"signal {signum}")
 
     def __exit__(self, *exc):
         import signal
 
         if self._main:
-            signal.signal(signal.SIGTERM, self._old)
+            for s, handler in self._old.items():
+                signal.signal(s, handler)
+        _Signals.interrupted = False
 
     def hold(self):
         import contextlib
