@@ -240,6 +240,7 @@ def write(out: Path | None = None, runs_dir: Path | None = None, models: list[st
     if out.is_file() and out.read_text() == text and drawn and all(
             (folder / n).is_file() and (folder / n).read_text() == t for n, t in parts.items()):
         return out
+    folder.mkdir(parents=True, exist_ok=True)
     page(models, runs_dir, figures=folder, draw=True)
     for name, t in parts.items():
         (folder / name).write_text(t)
