@@ -43,6 +43,7 @@ def unique_figure_labels():
     """Figure labels are per page; with several models, the pages of every model but the first get
     their labels suffixed with the model name (Sphinx wants labels unique across the book)."""
     import json
+    import re
 
     for model in list(pipeline.grid()["models"])[1:]:
         for nb in sorted((ROOT / "book" / "runs" / model).glob("*.ipynb")):
@@ -53,7 +54,6 @@ def unique_figure_labels():
                     fig["name"], changed = f"{fig['name']}-{model}", True
                 if cell["cell_type"] == "markdown" and "{numref}`fig-" in "".join(cell["source"]):
                     src = "".join(cell["source"])
-                    import re
                     new = re.sub(r"\{numref\}`(fig-[a-z0-9-]+?)`", lambda m: m.group(0) if m.group(1).endswith(model)
                                  else "{numref}`" + m.group(1) + f"-{model}`", src)
                     if new != src:
