@@ -43,6 +43,25 @@ def test_few_steps_lower_the_loss_and_resume_identically(tmp_path):
     assert record["steps_run"] == 8 and record["hardware"] and record["loss_curve"]["loss"]
 
 
+def test_a_run_whose_checkpoints_are_lost_restarts_from_its_export(tmp_path):
+    train.train(tmp_path / "a", _cfg(eval_every=2), max_steps=4, progress=False)
+    weights = train.export(tmp_path / "a", tmp_path / "w")
+    record = weights.with_name(weights.name.replace(".safetensors", ".record.json"))
+    exported = json.loads(record.read_text())
+    state = train.restart_from_export(tmp_path / "b", weights, record, why="the machine went back")
+    assert state.step == exported["weights_from_step"] and state.evals == exported["evals"][:len(state.evals)]
+    # the restarted run holds the exported weights and trains on to the end of the schedule
+    from safetensors.torch import load_file
+    w = load_file(weights)
+    restarted = torch.load(tmp_path / "b" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(restarted[k].half(), w[k]) for k in w)
+    done = train.train(tmp_path / "b", None, progress=False)
+    assert done.step == _cfg().steps and done.losses[-1][0] == done.step
+    path = train.export(tmp_path / "b", tmp_path / "w2")
+    notes = json.loads(path.with_name(path.name.replace(".safetensors", ".record.json")).read_text())["notes"]
+    assert f"Restarted at step {state.step}" in notes and "the machine went back" in notes
+
+
 def test_recorded_retrain_command_repeats_the_run_config(tmp_path):
     import shlex
 
@@ -76,11 +95,12 @@ def test_resuming_a_checkpoint_of_another_architecture_says_what_to_do(tmp_path)
         train.train(tmp_path, None, max_steps=1, progress=False)
 
 
-def test_a_worker_process_renders_the_same_batches_as_inline_rendering(tmp_path):
-    cfg = _cfg(pairs=16 * 3)
-    inline = list(train.batches(cfg, 1, 3))
-    worker = list(train.batches(_cfg(pairs=16 * 3, loader_workers=1), 1, 3))
-    assert [s for s, _, _ in inline] == [s for s, _, _ in worker] == [1, 2]
+@pytest.mark.parametrize("workers", [1, 3])
+def test_worker_processes_render_the_same_batches_in_the_same_order_as_inline_rendering(tmp_path, workers):
+    cfg = _cfg(pairs=16 * 6)
+    inline = list(train.batches(cfg, 1, 6))
+    worker = list(train.batches(_cfg(pairs=16 * 6, loader_workers=workers), 1, 6))
+    assert [s for s, _, _ in inline] == [s for s, _, _ in worker] == [1, 2, 3, 4, 5]
     for (_, im_a, ids_a), (_, im_b, ids_b) in zip(inline, worker):
         assert torch.equal(im_a, im_b) and torch.equal(ids_a, ids_b)
     # the cached token ids are the tokenizer's

@@ -39,8 +39,9 @@ def train_tiny(
     sibling_group: int = typer.Option(_RECIPE["sibling_group"], min=2, help="Images per such group (2: pairs)."),
     precision: str = typer.Option(_RECIPE["precision"], help="Autocast precision: auto (bf16 where the "
                                   "CPU or GPU has it natively), bf16 or fp32."),
-    loader_workers: int = typer.Option(_RECIPE["loader_workers"], min=0, max=1, help="1: render batches "
-                                       "in a worker process (helps on a GPU); 0: inline (faster on 2 "
+    loader_workers: int = typer.Option(_RECIPE["loader_workers"], min=0, help="Worker processes that "
+                                       "render batches (on a GPU, enough to keep it busy: rendering "
+                                       "a batch takes ~0.1 s of one core); 0: inline (faster on 2 "
                                        "CPU cores)."),
     export: bool = typer.Option(False, "--export", help="Only export the run's best weights and record "
                                 "into the package (lib/ccs/weights), then exit."),
