@@ -2,6 +2,7 @@
 
     python benchmarks/llm_embedding.py              # measure on lib/ccs/data/heads_heldout.yaml
     python benchmarks/llm_embedding.py --calibrate  # refit the judge threshold on the dev set first
+    python benchmarks/llm_embedding.py --calibrate-models  # refit each trained model's world calibration
     python benchmarks/llm_embedding.py --world      # also 180 heads simulated from the world pool
     python benchmarks/llm_embedding.py --backend openai --judge-model gpt-4o  # an LLM, same sets
 
@@ -28,8 +29,12 @@ def main() -> None:
     parser.add_argument("--world", action="store_true", help="also heads simulated from the world pool")
     parser.add_argument("--backend", default="embedding", help="embedding (default) or openai")
     parser.add_argument("--judge-model", default="gpt-4o-mini", help="endpoint model of the openai backend")
+    parser.add_argument("--calibrate-models", action="store_true", help="refit and store each trained "
+                        "concept-world model's calibration, leave-one-model-out on the others' heads")
     args = parser.parse_args()
     t0 = time.perf_counter()
+    if args.calibrate_models:
+        calibrate_models()
     if args.calibrate:
         cal = llm.fit_calibrations()
         path = resources.files("ccs") / "data" / "embedding_calibration.yaml"
@@ -65,6 +70,29 @@ def main() -> None:
         print(f"{'world':8} {r['heads']:5d} {r['label_accuracy']:9.3f} {'':>9} {r['flagged']:7d} "
               f"{r['judge_accuracy']:9.3f} {r['judge_kappa']:11.3f} {r['ccs_mae']:7.3f} {r['ccs_spearman']:7.3f}")
     print(f"({time.perf_counter() - t0:.1f} s)")
+
+
+def calibrate_models() -> None:
+    """Fit data/world_model_calibrations.yaml on the heads of the book's trained models, analysed as
+    their pages analyse them (pipeline.yaml's shared analysis parameters)."""
+    from ccs import models, pipeline, textspan
+
+    grid = pipeline.grid()
+    a = grid["analysis"]
+    shared = {"images": a["images"], "pool": a["pool"], "seed": a["seed"]}
+    ts = grid["experiments"]["textspan"]["parameters"]
+    trained = [m for m in grid["models"] if models.spec(m).embedded]
+    records = {m: textspan.analyse(m, layers=ts["last_layers"], texts=ts["texts_per_head"], progress=False,
+                                   **shared).records() for m in trained}
+    fitted = llm.fit_model_calibrations(records)
+    path = resources.files("ccs") / "data" / "world_model_calibrations.yaml"
+    header = ("# The concept-world calibration of each trained model (ccs.llm.model_calibrations), fitted\n"
+              "# leave-one-model-out: offsets and margin from the heads of the models in `fitted_on` only,\n"
+              "# never the model's own. Written by `python benchmarks/llm_embedding.py --calibrate-models`.\n")
+    path.write_text(header + yaml.safe_dump(fitted, sort_keys=False, width=120))
+    llm.model_calibrations.cache_clear()
+    for m, c in fitted.items():
+        print(f"{m}: margin {c['margin']}, {len(c['offsets'])} offsets (strength {c['strength']}), fitted on {c['fitted_on']}")
 
 
 def world_heads(seed: int = 0, repeats: int = 3) -> list[dict]:

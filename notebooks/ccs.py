@@ -70,7 +70,7 @@ seed = 0  # [at least 0]
 print(models.banner(model, weights))
 analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False,
                             untrained=weights == "random")
-labeler = llm.make(backend, pool=pool, calibration=calibration, **({"model": judge_model, "timeout": llm_timeout, "retries": llm_retries}
+labeler = llm.make(backend, pool=pool, calibration=calibration, scored=model, **({"model": judge_model, "timeout": llm_timeout, "retries": llm_retries}
                                   if backend == "openai" else {}))
 
 # %%
@@ -158,6 +158,9 @@ if "concepts" in table:
     truth = scores.ground_truth(table)
     glue("ccs-truth-rho", f"{truth['ccs_spearman']:.2f}", display=False)
     side = {f"this page ({llm.describe(labeler).get('calibration', backend)})": truth}
+    if backend == "embedding" and labeler.calibration.startswith("world:"):  # the hand-written calibration alone
+        side["world (hand-written only)"] = scores.ground_truth(
+            scores.score_heads(analysis.records(), llm.make("embedding", calibration="world")))
     if backend == "embedding" and labeler.calibration != "lenient":  # what the lenient judge would say
         truth_lenient = scores.ground_truth(scores.score_heads(analysis.records(), llm.make("embedding", calibration="lenient")))
         side["lenient judge"] = truth_lenient
@@ -177,7 +180,7 @@ else:
 
 # %% tags=["hide-input"]
 if backend != "embedding":
-    offline_judge = llm.make("embedding", pool=pool)
+    offline_judge = llm.make("embedding", pool=pool, scored=model)
     pairs = [(j, offline_judge.judge(t, r.label)) for r in table.itertuples() if not r.flagged
              for t, j in zip(r.texts, r.judgements)]
     agreement = scores.agreement([a for a, _ in pairs], [b for _, b in pairs])
@@ -223,13 +226,16 @@ pd.DataFrame({"head": r2.index, "label": table["label"].values, "top attribute":
 # lies within that margin of the text's best score for any concept (a text plainly about another
 # concept does not match this one).
 #
-# Like the paper's in-context examples, each pool's calibration is fitted on hand-written heads that
-# are never a scored model's own: real description pools on a development set of real-CLIP-style heads,
-# the concept world on a small set of world-style heads phrased unlike the pool's lines, with a few
-# hand-written example lines per concept. The *lenient* judge is the one the book used before (one
-# threshold for every pool). The table measures each on the held-out real-CLIP-style heads, written
-# apart from both development sets; `incoherent_low` is the share of the heads that share no concept
-# that come out low (CCS ≤ 1).
+# Like the paper's in-context examples, each pool's calibration is fitted on heads that are never a
+# scored model's own: real description pools on a development set of hand-written real-CLIP-style
+# heads; the concept world on a small set of hand-written world-style heads phrased unlike the pool's
+# lines, with a few hand-written example lines per concept (`world`). A trained model of this book is
+# judged with `world:MODEL`, which adds, fitted leave-one-model-out on the heads of the book's *other*
+# trained models only, one offset per concept (so that, say, "a heart icon" reads as the shape it is
+# in this world rather than a symbol) and the judge's margin. The *lenient* judge is the one the book
+# used before (one threshold for every pool). The first table measures the pool-independent ones on
+# the held-out real-CLIP-style heads, written apart from both development sets; `incoherent_low` is
+# the share of the heads that share no concept that come out low (CCS ≤ 1).
 
 # %% tags=["hide-input"]
 bench = []
@@ -237,7 +243,12 @@ for name, split in (("real", "dev"), ("real", "heldout"), ("lenient", "heldout")
     r = scores.evaluate(llm.make("embedding", calibration=name), llm.load_heads(split))
     bench.append({"calibration": name, "set": split, **{k: v for k, v in r.items() if k != "labels"}})
 display(pd.DataFrame(bench).set_index(["calibration", "set"]).round(3))
-pd.DataFrame(llm.calibrations()).T.drop(columns=["dev_heads"], errors="ignore")
+display(pd.DataFrame(llm.calibrations()).T.drop(columns=["dev_heads"], errors="ignore"))
+if getattr(labeler, "fitted_on", None):
+    largest = sorted(labeler.offsets.items(), key=lambda kv: -abs(kv[1]))[:8]
+    print(f"{labeler.calibration}: fitted on the heads of {', '.join(labeler.fitted_on)} (not {model}'s); "
+          f"margin {labeler.margin}; {len(labeler.offsets)} concept offsets, the largest: "
+          + ", ".join(f"{c} {o:+.3f}" for c, o in largest))
 
 # %% tags=["hide-input"]
 summary = {

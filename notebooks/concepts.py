@@ -64,7 +64,7 @@ measure = "p_true"  # [p_true | correct] "p_true" (probability of the true class
 print(models.banner(model, weights))
 analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False,
                             untrained=weights == "random")
-table = scores.score_heads(analysis.records(), llm.make(backend, pool=pool, calibration=calibration))
+table = scores.score_heads(analysis.records(), llm.make(backend, pool=pool, calibration=calibration, scored=model))
 spec = models.spec(model)
 if labels == "run":
     source = table

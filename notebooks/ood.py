@@ -77,7 +77,7 @@ detect_task = "shape"  # [concept] the class prompts whose MCM score detects OOD
 print(models.banner(model, weights))
 analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False,
                             untrained=weights == "random")
-table = scores.score_heads(analysis.records(), llm.make(backend, pool=pool, calibration=calibration))
+table = scores.score_heads(analysis.records(), llm.make(backend, pool=pool, calibration=calibration, scored=model))
 spec = models.spec(model)
 every = headsets.all_heads(spec.layers, spec.heads)
 hs = headsets.from_source(sets, table, model=model, every_head=every, seeds=seeds)

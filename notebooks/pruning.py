@@ -75,7 +75,7 @@ measure = "p_true"  # [p_true | correct] the verdict's measure: "p_true" (probab
 print(models.banner(model, weights))
 analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False,
                             untrained=weights == "random")
-labeler = llm.make(backend, pool=pool, calibration=calibration)
+labeler = llm.make(backend, pool=pool, calibration=calibration, scored=model)
 table = scores.score_heads(analysis.records(), labeler)
 spec = models.spec(model)
 every = headsets.all_heads(spec.layers, spec.heads)

@@ -78,7 +78,7 @@ print(models.banner(model, weights))
 print(f"video protocol: {protocol} ({evalset.PROTOCOLS[evalset.check_protocol(protocol)]})")
 analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False,
                             untrained=weights == "random")
-table = scores.score_heads(analysis.records(), llm.make(backend, pool=pool, calibration=calibration))
+table = scores.score_heads(analysis.records(), llm.make(backend, pool=pool, calibration=calibration, scored=model))
 spec = models.spec(model)
 every = headsets.all_heads(spec.layers, spec.heads)
 hs = headsets.from_source(sets, table, model=model, every_head=every, seeds=seeds)

@@ -10,14 +10,16 @@ TRAINED = [m for m in pipeline.grid()["models"] if models.spec(m).embedded]
 
 
 @pytest.mark.parametrize("model", TRAINED)
-def test_calibrated_judge_beats_the_lenient_one(model):
-    """Issue 19's targets (label accuracy, judge kappa and CCS Spearman >= 0.85 against the ground
-    truth) are not met on every model yet (ccs-tiny-s1: 0.69, 0.64, 0.61); this guards what the
-    calibration does achieve: on every trained model it is closer to the truth than the lenient judge."""
+def test_calibrated_judge_meets_the_targets_on_a_model_it_was_not_fitted_on(model):
+    """Issue 19's targets against the ground truth (label accuracy, judge kappa and CCS Spearman
+    >= 0.85), with the model's calibration fitted on the other trained models' heads only; and it
+    is closer to the truth than the lenient judge."""
     rec = json.loads((pipeline.ROOT / "book" / "runs" / model / "ccs.json").read_text())
-    assert rec["labeler"]["calibration"] == "world", "the world pool is judged with its own calibration"
+    labeler = rec["labeler"]
+    assert labeler["calibration"] == f"world:{model}" and model not in labeler["fitted_on"]
     truth, lenient = rec["ground_truth"], rec["ground_truth_lenient"]
     for k in ("label_accuracy", "judge_kappa", "ccs_spearman"):
+        assert truth[k] >= 0.85, f"{model}: {k} {truth[k]:.3f} < 0.85"
         assert truth[k] >= lenient[k], f"{model}: {k} {truth[k]:.3f} < lenient {lenient[k]:.3f}"
     assert truth["ccs_mae"] <= lenient["ccs_mae"]
 

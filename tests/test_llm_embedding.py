@@ -109,9 +109,52 @@ def test_world_calibration_never_sees_the_pool():
     assert not world_dev & pool and not examples & pool and not examples & world_dev
 
 
+def _simulated_heads(seed: int, n: int = 24) -> list[dict]:
+    """Heads of world pool lines: 3 to 5 lines of one concept, the rest of others (as TextSpan records)."""
+    from ccs import pools
+
+    pool, rng = pools.load("world"), np.random.default_rng(seed)
+    by: dict[str, list[str]] = {}
+    for t, c in zip(pool.texts, pool.concepts):
+        by.setdefault(c, []).append(t)
+    heads = []
+    for i in range(n):
+        c, k = list(by)[i % 7], 3 + i % 3
+        others = [str(o) for o in rng.choice([o for o in by if o != c], 5 - k)]
+        texts = [str(t) for t in rng.choice(by[c], k, replace=False)] + [str(rng.choice(by[o])) for o in others]
+        heads.append({"layer": 0, "head": i, "texts": texts, "concepts": [c] * k + others})
+    return heads
+
+
+def test_a_model_calibration_is_fitted_without_the_model_s_own_heads():
+    records = {m: _simulated_heads(i) for i, m in enumerate(("a", "b", "c"))}
+    fitted = llm.fit_model_calibrations(records, strengths=(1e-3,))
+    assert {m: c["fitted_on"] for m, c in fitted.items()} == {"a": ["b", "c"], "b": ["a", "c"], "c": ["a", "b"]}
+    # other heads for "a": its own calibration stays as it was, the others' move
+    refit = llm.fit_model_calibrations(records | {"a": _simulated_heads(7)}, strengths=(1e-3,))
+    assert refit["a"] == fitted["a"] and refit["b"] != fitted["b"]
+    # the offsets make the judge closer to the truth on a model it never saw
+    fresh = _simulated_heads(11)
+    judged = {}
+    for name in ("world", "fitted"):
+        b = llm.EmbeddingBackend(calibration="world")
+        if name == "fitted":
+            b.threshold, b.margin = fitted["a"]["threshold"], fitted["a"]["margin"]
+            for c, o in fitted["a"]["offsets"].items():
+                b._offset[b.concepts.index(c)] -= o
+        judged[name] = scores.ground_truth(scores.score_heads(fresh, b))
+    assert judged["fitted"]["label_accuracy"] >= judged["world"]["label_accuracy"]
+    assert judged["fitted"]["judge_kappa"] > judged["world"]["judge_kappa"]
+
+
 def test_pools_get_their_calibration():
     assert llm.calibration_for("world") == "world" and llm.calibration_for("textspan") == "real"
     assert llm.make("embedding", pool="world").settings()["calibration"] == "world"
+    for m in llm.model_calibrations():  # a trained model of the book: its own, fitted without it
+        b = llm.make("embedding", pool="world", scored=m)
+        assert b.settings()["calibration"] == f"world:{m}" and m not in b.fitted_on and b.offsets
+        assert llm.make("embedding", pool="textspan", scored=m).settings()["calibration"] == "real"
+    assert llm.make("embedding", pool="world", scored="not-a-model").settings()["calibration"] == "world"
     assert llm.make("embedding", pool="world", calibration="lenient").settings()["margin"] is None
     with pytest.raises(ValueError, match="calibration"):
         llm.make("embedding", calibration="strict")

@@ -130,13 +130,14 @@ def backend(name: str = "embedding", **options) -> Backend:
     raise ValueError(f"unknown backend {name!r}: use 'embedding' or 'openai'")
 
 
-def make(name: str = "embedding", *, pool: str = "world", calibration: str = "pool", **options) -> Backend:
+def make(name: str = "embedding", *, pool: str = "world", calibration: str = "pool", scored: str | None = None,
+         **options) -> Backend:
     """The labeler/judge of a page: `backend(name)`, and for the embedding backend the calibration
-    for `pool` (``calibration="pool"``, see `calibration_for`) or the named one."""
+    for `pool` and the `scored` model (``calibration="pool"``, see `calibration_for`) or the named one."""
     if name == "embedding":
         if calibration != "pool" and calibration not in CALIBRATIONS:
             raise ValueError(f"calibration must be 'pool' or one of {', '.join(CALIBRATIONS)}, not {calibration!r}")
-        return EmbeddingBackend(calibration=calibration_for(pool) if calibration == "pool" else calibration)
+        return EmbeddingBackend(calibration=calibration_for(pool, scored) if calibration == "pool" else calibration)
     return backend(name, **options)
 
 
@@ -242,10 +243,20 @@ RECIPES = {"real": {"heads": "dev", "margins": (None,)},
            "world": {"heads": "world_dev", "margins": (None, *np.round(np.arange(0, 0.205, 0.01), 2))}}
 
 
-def calibration_for(pool: str) -> str:
-    """The calibration a description pool is judged with: ``world`` for concept-world pools (the
-    world pool and its variants), ``real`` for every other pool."""
-    return "world" if str(pool).split(":")[0].startswith("world") else "real"
+def calibration_for(pool: str, scored: str | None = None) -> str:
+    """The calibration a description pool is judged with: for concept-world pools (the world pool and
+    its variants) ``world:MODEL`` when the scored model has one (fitted without its own heads, see
+    `fit_model_calibrations`), else ``world``; ``real`` for every other pool."""
+    if not str(pool).split(":")[0].startswith("world"):
+        return "real"
+    return f"world:{scored}" if scored in model_calibrations() else "world"
+
+
+@cache
+def model_calibrations() -> dict[str, dict]:
+    """The concept-world calibrations of the trained models, by model (data/world_model_calibrations.yaml)."""
+    path = DATA / "world_model_calibrations.yaml"
+    return yaml.safe_load(path.read_text()) or {} if path.exists() else {}
 
 
 @cache
@@ -254,10 +265,10 @@ def calibrations() -> dict[str, dict]:
     return yaml.safe_load((DATA / "embedding_calibration.yaml").read_text())
 
 
-def calibration(name: str = "real") -> dict:
+def stored_calibration(name: str = "real") -> dict:
     """One stored calibration: threshold, margin (None: none), labeler ("vote" or "mean") and what it
     was fitted on and how well it did there."""
-    cal = calibrations()
+    cal = calibrations() | {f"world:{m}": c for m, c in model_calibrations().items()}
     if name not in cal:
         raise ValueError(f"unknown calibration {name!r}: use {', '.join(cal)}")
     return cal[name]
@@ -288,8 +299,9 @@ class EmbeddingBackend:
 
     def __init__(self, threshold: float | None = None, background: Sequence[str] | None = None, *,
                  calibration: str = "real", margin: float | None = None, labeler: str | None = None):
-        cal = globals()["calibration"](calibration)
+        cal = stored_calibration(calibration)
         self.calibration = calibration
+        self.fitted_on = cal.get("fitted_on")
         self.threshold = cal["threshold"] if threshold is None else threshold
         self.margin = cal.get("margin") if margin is None else margin
         self.labeler = labeler or cal.get("labeler", "mean")
@@ -302,15 +314,19 @@ class EmbeddingBackend:
         self._background = embed(list(background))
         self._matrix = embed([concept_text(c) for c in vocabulary().values()])
         if self.examples:  # a concept = its description plus the mean of its example lines, renormalised
-            for i, (name, lines) in enumerate(concept_examples().items()):
+            for name, lines in concept_examples().items():
                 v = self._matrix[self.concepts.index(name)] + embed(lines).mean(0)
                 self._matrix[self.concepts.index(name)] = v / np.linalg.norm(v)
         self._offset = (self._background @ self._matrix.T).mean(0)
+        self.offsets = dict(cal.get("offsets") or {})  # per concept, added to its scores
+        for name, o in self.offsets.items():
+            self._offset[self.concepts.index(name)] -= o
 
     def settings(self) -> dict:
         """What judged: for the run's record."""
         return {"backend": self.name, "calibration": self.calibration, "threshold": self.threshold,
-                "margin": self.margin, "labeler": self.labeler, "examples": self.examples}
+                "margin": self.margin, "labeler": self.labeler, "examples": self.examples,
+                "offsets": len(self.offsets), "fitted_on": self.fitted_on}
 
     def _concept_vectors(self, concept: str) -> tuple[np.ndarray, float]:
         name = normalise(concept)
@@ -377,6 +393,80 @@ def calibrate(heads: Sequence[dict], background: Sequence[str] | None = None, *,
     return {"threshold": float(threshold), "margin": None if margin is None else float(margin),
             "labeler": labeler, "examples": b.examples, "dev_judge_kappa": round(float(kappa), 3),
             "dev_label_accuracy": round(float(acc), 3), "dev_heads": len(heads)}
+
+
+def fit_offsets(b: EmbeddingBackend, heads: Sequence[dict], strength: float) -> dict[str, float]:
+    """Per-concept offsets that make each text's best concept its generating one on labelled heads
+    ({texts, concepts} records): the biases of a softmax over the backend's scores (one temperature,
+    one bias per concept, an L2 penalty `strength` pulling each to 0), fitted by maximum likelihood.
+    Offsets below 0.005 are dropped: only the concepts the heads disagree with move."""
+    from scipy.optimize import minimize
+
+    texts = [t for h in heads for t in h["texts"]]
+    y = np.array([b.concepts.index(normalise(c)) for h in heads for c in h["concepts"]])
+    S = b.scores(texts)
+
+    def loss(p):
+        z = S / math.exp(p[0]) + p[1:]
+        z = z - z.max(1, keepdims=True)
+        return (np.log(np.exp(z).sum(1)) - z[np.arange(len(y)), y]).mean() + strength * (p[1:] ** 2).sum()
+
+    p = minimize(loss, np.r_[math.log(0.05), np.zeros(S.shape[1])], method="L-BFGS-B").x
+    off = math.exp(p[0]) * p[1:]  # in score units: argmax(S / t + bias) = argmax(S + t * bias)
+    return {c: round(float(o), 3) for c, o in zip(b.concepts, off) if abs(o) >= 0.005}
+
+
+def _fit_world_model(heads: Sequence[dict], strength: float) -> dict:
+    """The world calibration with offsets fitted on `heads`, and the margin (no threshold: every
+    world line names some concept) that maximises the judge's kappa against the heads' truth."""
+    from sklearn.metrics import cohen_kappa_score
+
+    from ccs.scores import majority_concept
+
+    b = EmbeddingBackend(calibration="world")
+    offsets = fit_offsets(b, heads, strength)
+    for name, o in offsets.items():
+        b._offset[b.concepts.index(name)] -= o
+    labels = [majority_concept(h["concepts"]) for h in heads]
+    texts = [t for h in heads for t in h["texts"]]
+    y = np.array([int(same(c, lab)) for h, lab in zip(heads, labels) for c in h["concepts"]])
+    s = np.array([b.score(t, lab) for h, lab in zip(heads, labels) for t in h["texts"]])
+    gap = b.scores(texts).max(1) - s
+    kappa, _, margin = max((cohen_kappa_score(y, gap <= m), -m, m) for m in np.round(np.arange(0.005, 0.205, 0.005), 3))
+    return {"threshold": -1.0, "margin": float(margin), "labeler": "vote", "examples": True,
+            "offsets": offsets, "strength": strength, "fit_judge_kappa": round(float(kappa), 3)}
+
+
+# penalties tried for the offsets; each model's is chosen by leave-one-model-out within its fitting models
+OFFSET_STRENGTHS = (3e-3, 1e-3, 3e-4, 1e-4)
+
+
+def fit_model_calibrations(records: dict[str, list[dict]], strengths=OFFSET_STRENGTHS) -> dict[str, dict]:
+    """For each model of `records` (TextSpan records carrying each text's generating concept, by
+    model), a world calibration fitted leave-one-model-out: on the heads of the other models only,
+    the offset penalty chosen by leaving out each of those in turn (mean of label accuracy, judge
+    kappa and CCS Spearman against the truth), so that a model's page never judges with constants
+    fitted on its own heads."""
+    from ccs import scores
+
+    def quality(cal: dict, heads: Sequence[dict]) -> float:
+        b = EmbeddingBackend(calibration="world", margin=cal["margin"], threshold=cal["threshold"])
+        for name, o in cal["offsets"].items():
+            b._offset[b.concepts.index(name)] -= o
+        g = scores.ground_truth(scores.score_heads(heads, b))
+        return float(np.nanmean([g["label_accuracy"], g["judge_kappa"], g["ccs_spearman"]]))
+
+    out = {}
+    for model in records:
+        others = [m for m in records if m != model]
+
+        def inner(strength: float) -> float:
+            return float(np.mean([quality(_fit_world_model([h for o in others if o != m for h in records[o]], strength),
+                                          records[m]) for m in others]))
+
+        strength = max(strengths, key=inner) if len(others) > 1 else strengths[0]
+        out[model] = _fit_world_model([h for o in others for h in records[o]], strength) | {"fitted_on": others}
+    return out
 
 
 def fit_calibrations() -> dict[str, dict]:
