@@ -63,7 +63,7 @@ seed = 0  # [at least 0]
 # %% [markdown]
 # ## The heads, their labels and their CCS
 #
-# TextSpan's step is cached on disk (the same run as the TextSpan page). Each head's texts are
+# TextSpan's step is the TextSpan page's (the same run). Each head's texts are
 # labelled, then judged one by one against the label.
 
 # %% tags=["hide-input"]
@@ -165,7 +165,8 @@ if "concepts" in table:
         truth_lenient = scores.ground_truth(scores.score_heads(analysis.records(), llm.make("embedding", calibration="lenient")))
         side["lenient judge"] = truth_lenient
     targets = {"label_accuracy": 0.85, "judge_kappa": 0.85, "ccs_spearman": 0.85}
-    display(pd.DataFrame(side).assign(target=pd.Series({k: f"≥ {v}" for k, v in targets.items()}))
+    display(pd.DataFrame(side).rename(index={"flagged": "unknown labels"})
+            .assign(target=pd.Series({k: f"≥ {v}" for k, v in targets.items()}))
             .map(lambda v: f"{v:.3f}" if isinstance(v, float) else ("" if v is None or v != v else str(v))))
     met = all(truth[k] >= v for k, v in targets.items())
     print(f"calibrated for the {pool} pool: {llm.describe(labeler)}")
@@ -242,7 +243,7 @@ bench = []
 for name, split in (("real", "dev"), ("real", "heldout"), ("lenient", "heldout"), ("world", "world_dev")):
     r = scores.evaluate(llm.make("embedding", calibration=name), llm.load_heads(split))
     bench.append({"calibration": name, "set": split, **{k: v for k, v in r.items() if k != "labels"}})
-display(pd.DataFrame(bench).set_index(["calibration", "set"]).round(3))
+display(pd.DataFrame(bench).set_index(["calibration", "set"]).rename(columns={"flagged": "unknown labels"}).round(3))
 display(pd.DataFrame(llm.calibrations()).T.drop(columns=["dev_heads"], errors="ignore"))
 if getattr(labeler, "fitted_on", None):
     largest = sorted(labeler.offsets.items(), key=lambda kv: -abs(kv[1]))[:8]
@@ -250,7 +251,7 @@ if getattr(labeler, "fitted_on", None):
           f"margin {labeler.margin}; {len(labeler.offsets)} concept offsets, the largest: "
           + ", ".join(f"{c} {o:+.3f}" for c, o in largest))
 
-# %% tags=["hide-input"]
+# %% tags=["remove-cell", "hide-input"]
 summary = {
     "model": model, "weights": weights, "backend": backend, "pool": pool, "images": images,
     "labeler": llm.describe(labeler), "ground_truth_lenient": truth_lenient,
@@ -280,4 +281,3 @@ if "concepts" in table:
     summary["replication"]["ground truth"] = {"ccs-high-share": high_share(truth_counts)}
 with open("ccs.json", "w") as f:  # NaN (an undefined statistic) is written as null
     json.dump(json.loads(json.dumps(summary).replace("NaN", "null")), f, indent=1)
-print(f"wrote ccs.json: {len(summary['heads'])} heads")

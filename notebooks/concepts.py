@@ -250,7 +250,7 @@ for dataset, key, columns in (("Country-211", "concept_location_country211", ["o
     print(f"{dataset}{' (objects subset)' if dataset == 'CIFAR-10' else ''}, top-1 %")
     display(table_)
 
-# %% tags=["hide-input"]
+# %% tags=["remove-cell", "hide-input"]
 summary = {
     "model": model, "weights": weights, "labels": labels, "ablation": ablation, "measure": measure, "eval_images": eval_images,
     "concepts": {c: {"heads": v["heads"], "task": pruning.task_for(c, tasks)} for c, v in concept_sets.items()},
@@ -272,4 +272,3 @@ summary = {
 }
 with open("concepts.json", "w") as f:
     json.dump(json.loads(json.dumps(summary).replace("NaN", "null")), f, indent=1)
-print(f"wrote concepts.json (verdict: {verdict})")

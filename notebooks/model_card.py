@@ -26,6 +26,7 @@
 
 # %% tags=["hide-input"]
 import json
+import re
 import textwrap
 
 import matplotlib.pyplot as plt
@@ -131,17 +132,16 @@ if record:
         "hardware": f"{record['hardware']}, {record['threads']} torch thread(s)",
     }, name="value").to_frame())
 
-    def escape(text: str) -> str:  # the record's notes as literal text in Markdown
-        return "".join("\\" + c if c in "\\`*_[]<>#|" else c for c in text)
-
-    display(Markdown("How the run was made (from the record):\n\n"
-                     + "\n".join(f"- {escape(line)}" for line in record["notes"].splitlines() if line.strip())))
-    # the command, wrapped into continued lines (one line of it is wider than the page)
-    command, _, comment = record["retrain"].partition("  # ")  # "resumable; then: <export command>"
-    note, _, then = comment.partition("then: ")
+    restart = [line for line in record["notes"].splitlines() if line.startswith("Restarted at step")]
+    if restart:  # the one thing of the run's history a reader needs: it was not one uninterrupted run
+        display(Markdown("> **Not one uninterrupted run.** " + restart[0]))
+    # the command, wrapped into continued lines (one line of it is wider than the page); the run
+    # folder is the command's default, so it is left out
+    command, _, _ = record["retrain"].partition("  # ")
+    command = re.sub(r" --out \S+", "", command)
     lines = textwrap.wrap(command, 66, break_long_words=False, break_on_hyphens=False)
-    display(Markdown("The command that repeats it:\n\n```bash\n" + " \\\n    ".join(lines)
-                     + f"\n# {note.strip()} then:\n{then.strip()}\n```"))
+    display(Markdown("The command that repeats it (it resumes where it stopped if interrupted):\n\n```bash\n"
+                     + " \\\n    ".join(lines) + f"\nccs train-tiny --model {model} --export\n```"))
 else:
     print(f"{model} was trained by its authors; see open_clip's model card for {spec.open_clip}.")
 
@@ -203,19 +203,17 @@ display(retrieval.round(3))
 print(f"novel-shapes OOD AUROC: {report['novel-shapes']['ood_auroc']:.3f}")
 
 # %% [markdown]
-# ## Against its targets and the previous model
+# ## Against its targets
 #
-# The targets set for the concept-world models (zero-shot top-1 per concept and retrieval recall at 1
-# on 1,000 fresh test images, as `ccs eval-tiny --model NAME --seed 987654 --json` measures them)
-# and, beside them for `ccs-tiny`, the previous `ccs-tiny` measured the same way on *its* world, whose textures were plain,
-# striped and checkered and whose small objects were smaller (the training notes above say what
-# changed and why). A concept the model has not learned cannot have heads devoted to it, so the
-# later pages could find no heads for it either.
+# The targets set for the concept-world models: zero-shot top-1 per concept and retrieval recall at 1
+# on 1,000 fresh test images, as `ccs eval-tiny --model NAME --seed 987654 --json` measures them.
+# A concept the model has not learned cannot have heads devoted to it, so the later pages could find
+# no heads for it either.
 
 # %% tags=["hide-input"]
 targets = {"colour": 0.95, "scene": 0.95, "position": 0.95, "size": 0.95, "count": 0.95, "shape": 0.90,
            "texture": 0.85, "image→text R@1": 0.95, "text→image R@1": 0.95}
-previous = json.loads((models.PACKAGE / "data" / "ccs-tiny-previous.json").read_text())
+TARGET_SEED = 987654  # never a training or analysis seed
 
 
 def measured(r: dict) -> dict:
@@ -223,12 +221,10 @@ def measured(r: dict) -> dict:
             "text→image R@1": r["retrieval"]["text_to_image_R@1"]}
 
 
-now = evaluate.world_report(clip, tokenizer, seed=previous["eval_seed"], n=target_images, splits=["test"])["test"]
+now = evaluate.world_report(clip, tokenizer, seed=TARGET_SEED, n=target_images, splits=["test"])["test"]
 short = pd.DataFrame({"target": targets, f"this model ({weights})": pd.Series(measured(now))}).reindex(list(targets))
-if model == models.TINY and weights == "trained":
-    short.insert(1, "previous ccs-tiny", pd.Series(measured(previous)))
 short["met"] = np.where(short.iloc[:, -1] >= short["target"], "yes", "no")
-short.index.name = f"seed {previous['eval_seed']}"
+short.index.name = f"seed {TARGET_SEED}"
 missed = list(short.index[short["met"] == "no"])
 print("falls short on: " + (", ".join(missed) if missed else "nothing"))
 short.round(3)

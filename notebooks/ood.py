@@ -24,7 +24,7 @@
 # *novel-shades* (colour shades never seen in training). So the two drops are compared image by
 # image: for each image, the drop on its shifted twin minus the drop on the original.
 #
-# A second question no anchor paper asks: can the model still tell images it knows from images it
+# A second question, which the paper does not ask: can the model still tell images it knows from images it
 # does not (held-out shapes, pure noise) after pruning? Scored by maximum concept matching (MCM, Ming
 # et al. 2022): the largest softmax probability over the in-distribution class prompts, the cosine
 # similarities divided by a temperature T = 1 before the softmax. T = 1 is MCM's own choice (its
@@ -296,7 +296,7 @@ if real.sets:  # the paper's shifted datasets on disk: original, high and low pr
                 mode=ablation, means=means, progress=False, results=r)
 pruning.beside_paper(paper_ood, model, r, real.sets, embedded=spec.embedded)
 
-# %% tags=["hide-input"]
+# %% tags=["remove-cell", "hide-input"]
 summary = {
     "model": model, "weights": weights, "sets": hs.source, "rule": hs.rule, "ablation": ablation, "measure": measure,
     "eval_images": eval_images, "eval_seed": eval_seed, "notes": hs.notes,
@@ -314,4 +314,3 @@ summary = {
 }
 with open("ood.json", "w") as f:
     json.dump(json.loads(json.dumps(summary).replace("NaN", "null")), f, indent=1)
-print(f"wrote ood.json (paper's claim: {paper_verdict}; shifted hurt more: {verdict})")

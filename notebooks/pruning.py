@@ -65,7 +65,7 @@ measure = "p_true"  # [p_true | correct] the verdict's measure: "p_true" (probab
 # %% [markdown]
 # ## The heads and their sets
 #
-# The heads are those of the TextSpan and CCS pages (the same cached analysis). The paper's sets are
+# The heads are those of the TextSpan and CCS pages (the same analysis). The paper's sets are
 # *high* (CCS = 5) and *low* (CCS ≤ 1); its baselines are *random* (as many heads as the high set,
 # drawn from the analysed layers without the high heads, over several seeds) and *equal-count*
 # (as many high as low heads). When a category is too small, or the draws cannot differ across
@@ -359,7 +359,7 @@ if truth_rho is not None:
           f"{importance_answer(*truth_rho[1:])}")
 single.sort_values("drop", ascending=False).head(8).round(2)
 
-# %% tags=["hide-input"]
+# %% tags=["remove-cell", "hide-input"]
 summary = {
     "model": model, "weights": weights, "sets": hs.source, "rule": hs.rule, "random_pool": hs.random_pool, "ablation": ablation,
     "measure": measure, "notes": hs.notes, "eval_images": eval_images, "eval_seed": eval_seed,
@@ -394,4 +394,3 @@ if truth_rho is not None:
     summary["replication"].setdefault("ground truth", {})["importance-rho"] = replication.row(truth_rho)
 with open("pruning.json", "w") as f:
     json.dump(json.loads(json.dumps(summary).replace("NaN", "null")), f, indent=1)
-print(f"wrote pruning.json (verdict: {verdict})")

@@ -100,29 +100,6 @@ print(f"sum of terms = embedding (fp32), max error below 1e-5: {error < 1e-5}")
 print(f"stored fp16 terms, max error below 1e-2: {stored < 1e-2}")
 
 # %% [markdown]
-# **What is kept per image, against TextSpan's own code.** TextSpan's `compute_prs.py` saves, per
-# image and in fp32, every head's term of *every* layer summed over the image tokens, every MLP's
-# term plus the embedding's, and each layer's class-to-class attention term:
-# $4D\,(LH + (L+1) + L)$ bytes for $L$ layers of $H$ heads and output dimension $D$. This book keeps
-# the $K$ analysed layers' head and MLP terms, the rest and the norm, in fp16. The storage saving is
-# therefore modest, and it comes from fewer layers and half precision, not from a different kind of
-# data. The large differences are elsewhere: to produce those sums, TextSpan's modified attention
-# materialises, in every layer, a per-head, per-token-pair tensor $[B, T, T, H, d]$ ($T$ tokens, $d$
-# the width of the residual stream) in memory; it is never written to disk. This book re-runs only the
-# class token's row of the analysed layers.
-# Measured side by side on the same random-init ViT-B-16, batch 8, one thread: 254 s for
-# `compute_prs.py` against 2.7 s here (89x against 0.94x the time of `encode_image`), and
-# +13.5 GB against +0.12 GB of peak memory over the loaded model (`benchmarks/README.md`).
-
-# %% tags=["hide-input"]
-L = len(a.model.visual.transformer.resblocks)
-ours = dec.heads[0].nbytes + dec.mlps[0].nbytes + dec.rest[0].nbytes + dec.norms[0].nbytes
-theirs = 4 * D * (L * H + (L + 1) + L)
-pd.DataFrame({"layers kept": [f"{K} analysed, fp16", f"all {L}, fp32"], "bytes per image": [ours, theirs]},
-             index=["this book", "TextSpan's compute_prs.py"]).assign(
-    **{"relative to this book": lambda t: (t["bytes per image"] / ours).round(1)})
-
-# %% [markdown]
 # ## Every analysed head and its texts
 #
 # Texts in the order TextSpan chose them; `explained` is the share of the head's variance across
@@ -187,14 +164,9 @@ sns.barplot(data=long, x="task", y="accuracy", hue="embedding", ax=ax)
 ax.set(xlabel="", ylim=(0, 1), title="zero-shot accuracy")
 plt.show()
 
-# %% [markdown]
-# The per-head records are written to `textspan.json` next to this notebook, for the labelling and
-# scoring steps that follow.
-
-# %% tags=["hide-input"]
+# %% tags=["remove-cell", "hide-input"]
 out = {"model": model, "weights": weights, "images": N, "pool": a.pool.name,
        "pool_size": len(a.pool), "layers": dec.layers, "texts_per_head": texts_per_head,
        "convention": dec.meta["convention"], "heads": records,
        "zero_shot": check.round(4).to_dict(orient="records")}
 Path("textspan.json").write_text(json.dumps(out, indent=1))
-print(f"wrote textspan.json: {len(records)} heads")

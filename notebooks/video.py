@@ -318,7 +318,7 @@ pd.DataFrame([{"dataset": ds, "model": m, "paper: gallery": datasets.spec(ds).sp
                                                                   else float("nan")) for g in groups_}})}
               for ds, per in paper["video_t2v_r1"].items() for m, v in per.items()]).set_index(["dataset", "model"])
 
-# %% tags=["hide-input"]
+# %% tags=["remove-cell", "hide-input"]
 summary = {
     "model": model, "weights": weights, "sets": hs.source, "rule": hs.rule, "ablation": ablation, "clips": clips, "frames": frames,
     "clip_seed": clip_seed, "protocol": protocol, "notes": hs.notes,
@@ -334,4 +334,3 @@ summary = {
 }
 with open("video.json", "w") as f:
     json.dump(json.loads(json.dumps(summary).replace("NaN", "null")), f, indent=1)
-print(f"wrote video.json (verdict: {verdict})")

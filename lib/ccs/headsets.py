@@ -175,8 +175,9 @@ def build(table: pd.DataFrame | None = None, *, every_head: list[str], analysed:
     m = min(len(high), len(low))
     equal = _draws([high, low], [m, m], seeds)
     if len(equal) < seeds:
-        notes.append(f"Equal-count sets: {m} heads of each; only {len(equal)} distinct draw(s) exist, so "
-                     f"{len(equal)} is compared instead of {seeds}"
+        notes.append(f"Equal-count sets: {m} heads of each; only {len(equal)} distinct "
+                     + ("pair of sets exists, so it is" if len(equal) == 1 else "pairs of sets exist, so they are")
+                     + f" compared instead of {seeds}"
                      + (" (the high and low sets themselves)." if equal == [(high, low)] else "."))
     return HeadSets(high, low, random, equal, rule, random_pool, source, notes)
 

@@ -1,0 +1,46 @@
+"""Reader pages hold what a reader needs: no path of the project's source tree, no file the page
+writes for the pipeline, no word of the cache or of the project's development (those belong in the
+README and benchmarks/README.md). Checked on what a reader sees: markdown cells and cell outputs of
+every executed page, and the prose chapters."""
+import json
+import re
+
+import pytest
+
+from ccs import pipeline
+
+# what a reader should not meet: the source tree, the pipeline's JSON files, cache and workshop words
+WORKSHOP = re.compile(r"lib/ccs|ccs/data|\bsrc/|\w+\.json\b|\bcach(e|ed|ing)\b|draw\(s\)|\bflagged\b|compute_prs"
+                      r"|anchor paper|AVX|\bwrote\b|train-runs/|\.safetensors", re.IGNORECASE)
+
+
+def _reader_text(nb: dict) -> list[tuple[str, str]]:
+    out = []
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "markdown":
+            out.append((f"cell {i} (markdown)", "".join(cell["source"])))
+        for o in cell.get("outputs", []):
+            if o.get("output_type") == "stream":
+                out.append((f"cell {i} output", "".join(o["text"])))
+            for mime in ("text/plain", "text/html", "text/markdown"):
+                if mime in o.get("data", {}) and "image/png" not in o["data"]:
+                    out.append((f"cell {i} {mime}", "".join(o["data"][mime])))
+    return out
+
+
+PAGES = sorted((pipeline.ROOT / "book" / "runs").glob("*/*.ipynb"))
+CHAPTERS = sorted(p for p in (pipeline.ROOT / "book").rglob("*.md"))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_executed_pages_speak_to_readers(page):
+    hits = [f"{where}: {m.group(0)!r} in …{text[max(0, m.start() - 60):m.end() + 40]!r}…"
+            for where, text in _reader_text(json.loads(page.read_text())) for m in [WORKSHOP.search(text)] if m]
+    assert not hits, "\n".join(hits)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: str(p.relative_to(pipeline.ROOT / "book")))
+def test_prose_chapters_speak_to_readers(chapter):
+    text = re.sub(r"```\{code-cell\}.*?```|```.*?```", "", chapter.read_text(), flags=re.S)  # code examples may
+    hits = [m.group(0) for m in WORKSHOP.finditer(text)]
+    assert not hits, f"{chapter.name}: {hits}"
