@@ -136,6 +136,11 @@ if paper_counts:
     rows["paper"] = [paper_counts["high"], paper_counts["medium"], paper_counts["low"], "-"]
 print(f"{len(table)} analysed heads")
 display(rows.set_index("category"))
+colour_heads = table[table["label"] == "colour"]
+glue("ccs-colour-heads", ", ".join(f"{n} (CCS {'-' if f else int(c)})" for n, f, c in
+                                   zip(colour_heads["name"], colour_heads["flagged"], colour_heads["ccs"])) or "none",
+     display=False)
+glue("ccs-high-heads", ", ".join(table.loc[table["ccs"] == texts, "name"]) or "none", display=False)
 glue("ccs-counts", f"{counts['high']} high, {counts['moderate']} moderate, {counts['low']} low"
      + (f", {counts['unknown']} unknown" if counts["unknown"] else ""), display=False)
 if paper_counts:  # the paper's published high and low heads beside ours
@@ -169,10 +174,15 @@ if "concepts" in table:
             .assign(target=pd.Series({k: f"≥ {v}" for k, v in targets.items()}))
             .map(lambda v: f"{v:.3f}" if isinstance(v, float) else ("" if v is None or v != v else str(v))))
     met = all(truth[k] >= v for k, v in targets.items())
+    for name, t in (("calibrated", truth), ("lenient", truth_lenient)):  # for the exercises' answer key
+        glue(f"ccs-{name}-figures", f"label accuracy {t['label_accuracy']:.2f}, judge κ {t['judge_kappa']:.2f}, "
+             f"CCS Spearman {t['ccs_spearman']:.2f}" if t else "n/a (not measured in this run)", display=False)
     print(f"calibrated for the {pool} pool: {llm.describe(labeler)}")
     print("every target met" if met else "a target is missed: read the page's CCS with that in mind")
 else:
     glue("ccs-truth-rho", "n/a (the pool carries no ground truth)", display=False)
+    for name in ("calibrated", "lenient"):
+        glue(f"ccs-{name}-figures", "n/a (the pool carries no ground truth)", display=False)
     print(f"the pool {pool!r} carries no ground-truth concepts")
 
 # %% [markdown]

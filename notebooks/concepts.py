@@ -132,6 +132,19 @@ fig.suptitle(f"{model}: change in {pruning.MEASURES[measure]} when a concept's h
              "(boxed: the concept's own task)", fontsize=11)
 plt.show()
 
+
+def cell(pruned: str, task_of: str, key: str = "change") -> str:
+    """One cell of the matrix in words, for the exercises' answer key."""
+    t = pruning.task_for(task_of, tasks)
+    if pruned not in m[key].index or t not in m[key].columns:
+        return f"n/a (no {pruned} heads in this run)"
+    return f"{m[key].loc[pruned, t]:+.1f} pp"
+
+
+glue("concepts-colour-on-colour", cell("colour", "colour"), display=False)
+glue("concepts-colour-on-shape", cell("colour", "shape"), display=False)
+glue("concepts-colour-excess", cell("colour", "colour", "excess"), display=False)
+
 # %% tags=["hide-input"]
 print(f"change in {pruning.MEASURES[measure]} (pp) per concept pruned and task:")
 m["change"].round(1)
