@@ -4,8 +4,8 @@ import json
 from ccs import models, paper_tables, pipeline
 
 
-def _section(text: str, model: str) -> str:
-    return text.split(f"## {model}\n", 1)[1].split("\n## ", 1)[0]
+def _section(text: str, title: str) -> str:
+    return text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
 
 
 def test_a_runs_number_sits_beside_the_papers(tmp_path):
@@ -16,27 +16,40 @@ def test_a_runs_number_sits_beside_the_papers(tmp_path):
     (runs / "ViT-B-16-OpenAI" / "ccs.json").write_text(json.dumps({
         "weights": "trained", "category_counts": {"high": 9, "moderate": 15, "low": 3, "unknown": 0}}))
     text = paper_tables.page(runs)
-    mine = _section(text, "ViT-B-16-OpenAI")
+    pruning = _section(text, "Soft pruning, zero-shot top-1 %")
     # paper, run for each condition, in one row: original 78.10 | 77.50, high 63.93 | 64.25, low 76.44 | 75.00
-    assert "| CIFAR-10 | 78.10 | 77.50 | 63.93 | 64.25 | 76.44 | 75.00 |" in mine
-    assert "| CIFAR-100 | 68.22 |  | 51.70 |  | 65.38 |  |" in mine  # measured: CIFAR-10 only
-    assert "| heads | 10 | 9 | 14 | 15 | 4 | 3 |" in mine  # CCS head counts from the ccs page
-    other = _section(text, "ViT-B-32-OpenAI")
-    assert "No run of this model" in other and "| CIFAR-10 | 75.68 |  | 71.31 |  | 73.61 |  |" in other
+    assert "| ViT-B-16-OpenAI | CIFAR-10 | 78.10 | 77.50 | 63.93 | 64.25 | 76.44 | 75.00 |" in pruning
+    assert "| ViT-B-16-OpenAI | CIFAR-100 | 68.22 |  | 51.70 |  | 65.38 |  |" in pruning  # measured: CIFAR-10 only
+    # a paper model without a run: the paper's numbers, blank run columns
+    assert "| ViT-B-32-OpenAI | CIFAR-10 | 75.68 |  | 71.31 |  | 73.61 |  |" in pruning
+    counts = _section(text, "Heads per CCS category (of the analysed heads)")
+    assert "| ViT-B-16-OpenAI | heads | 10 | 9 | 14 | 15 | 4 | 3 |" in counts  # from the ccs page
+    assert "Paper models run in this book: ViT-B-16-OpenAI." in text
 
 
-def test_every_paper_model_and_table_is_on_the_page(tmp_path):
+def test_every_claim_is_a_section_with_all_six_paper_models(tmp_path):
     text = paper_tables.page(tmp_path)
     paper = models.paper()
-    assert [line[3:] for line in text.splitlines() if line.startswith("## ")] == list(paper["models"])
-    for table in paper_tables.TABLES:
-        assert f"**{table.title}**" in text
+    assert [line[3:] for line in text.splitlines() if line.startswith("## ")] == [t.title for t in paper_tables.TABLES]
+    assert "This book runs none of the paper's models" in text and "run |" not in text
+    for model in paper["models"]:
+        assert f"| {model} | " in _section(text, "Soft pruning, zero-shot top-1 %") or model not in paper["pruning_high_low"]
+
+
+def test_trained_models_sit_beside_the_paper_on_the_analogous_claim(tmp_path):
+    trained = [m for m in pipeline.grid()["models"] if m in models.zoo()][:1]
+    (tmp_path / trained[0]).mkdir()
+    (tmp_path / trained[0] / "pruning.json").write_text(json.dumps({"weights": "trained", "replication": {
+        "this run": {"pruning-high-vs-low": {"estimate": 0.057, "low": 0.051, "high": 0.062, "verdict": "supported"}},
+        "ground truth": {"pruning-high-vs-low": {"estimate": -0.01, "low": -0.02, "high": 0.001, "verdict": "inconclusive"}}}}))
+    section = _section(paper_tables.page(tmp_path), "Soft pruning, zero-shot top-1 %")
+    assert f"| {trained[0]} | +5.70 pp [5.10, 6.20] | supported | \u22121.00 pp [\u22122.00, 0.10] | inconclusive |" in section
 
 
 def test_random_weights_are_flagged(tmp_path):
     (tmp_path / "ViT-B-32-OpenAI").mkdir()
     (tmp_path / "ViT-B-32-OpenAI" / "ood.json").write_text(json.dumps({"weights": "random"}))
-    assert "**Random weights** in ood" in _section(paper_tables.page(tmp_path), "ViT-B-32-OpenAI")
+    assert "*ViT-B-32-OpenAI*: **random weights** in ood" in paper_tables.page(tmp_path)
 
 
 def test_the_committed_page_is_the_generated_one():

@@ -1,6 +1,7 @@
-"""The book's "paper vs this book" page: for each of the paper's six models, the paper's published
-numbers (``data/paper.yaml``) beside the numbers of the runs present in ``book/runs/<model>/*.json``,
-blank where the book has no run.
+"""The book's "paper vs this book" page: for each claim (each table the paper publishes), the paper's
+numbers for its six models (``data/paper.yaml``), the runs of those models present in
+``book/runs/<model>/*.json`` beside them, and this book's trained concept-world models on the
+analogous measure (the replication page's rows, both sources of head sets).
 
 The page is generated, never hand-written: `write` renders it into the file named by ``paper_tables``
 in pipeline.yaml (`ccs paper-tables`; the Snakefile rewrites it when its content changes, so a fresh
@@ -127,65 +128,93 @@ def _cell(v, decimals: int) -> str:
     return f"{float(v):.{decimals}f}"
 
 
-def markdown_table(frame, first: str = "dataset", decimals: int = 2) -> list[str]:
-    """A DataFrame from `ccs.pruning.beside` (one model) as a MyST table: the dataset, then for each
-    condition the paper's number and this run's side by side."""
+# The claim of the replication page that measures, on the concept-world models, what a paper table measures
+ANALOGUE = {"head_counts": "ccs-high-share", "pruning_high_low": "pruning-high-vs-low",
+            "pruning_high_random": "pruning-high-vs-random", "ood_datasets": "shifted-high-vs-random",
+            "concept_location_country211": "concept-diagonal", "concept_objects_cifar10": "concept-diagonal",
+            "video_t2v_r1": "video-high-vs-random"}
+
+
+def markdown_table(frame, first: str = "dataset", decimals: int = 2, runs: bool = True) -> list[str]:
+    """A DataFrame from `ccs.pruning.beside` (rows: model, dataset) as a MyST table: the model and the
+    dataset, then for each condition the paper's number and, with `runs`, the book's run beside it."""
     names = [c.split(": ", 1)[1] for c in frame.columns if c.startswith("paper: ")]
-    header = [first] + [f"{n}: {who}" for n in names for who in ("paper", "run")]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":--"] + ["--:"] * (len(header) - 1)) + "|"]
-    for (_, ds), row in frame.iterrows():
-        cells = [ds] + [_cell(row.get(f"{who}: {n}"), decimals) for n in names for who in ("paper", "this run")]
+    whos = ("paper", "run") if runs else ("paper",)
+    header = ["model", first] + [f"{n}: {who}" for n in names for who in whos]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":--", ":--"] + ["--:"] * (len(header) - 2)) + "|"]
+    for (model, ds), row in frame.iterrows():
+        cells = [model, ds] + [_cell(row.get(f"{who}: {n}"), decimals) for n in names
+                               for who in ("paper", "this run")[:len(whos)]]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
+def analogue_table(table: Table, trained: list[str], runs_dir: Path) -> list[str]:
+    """The book's trained concept-world models on the claim a paper table is about: per model, the
+    effect with its interval and verdict for both sources of head sets (the replication page's rows)."""
+    from ccs import replication
+
+    key = ANALOGUE.get(table.key)
+    claim = next((c for c in replication.CLAIMS if c.key == key), None)
+    if claim is None:
+        return ["*This book's trained models:* not measured (no concept-world analogue).", ""]
+    rows = [r for r in replication.collect(trained, runs_dir) if r["claim"] == key]
+    if not rows:
+        return [f"*This book's trained models:* no run records this claim yet.", ""]
+    out = [f"*This book's trained models* (concept world; {claim.effect}; see {{doc}}`replication`):", "",
+           "| model | " + " | ".join(f"{s} sets | verdict" for s in replication.SOURCES) + " |",
+           "|:--|" + "--:|:--|" * len(replication.SOURCES)]
+    for model in trained:
+        cells = []
+        for source in replication.SOURCES:
+            r = next((r for r in rows if r["model"] == model and r["source"] == source), None)
+            cells += [replication._fmt(claim, r["estimate"], r["low"], r["high"]), r["verdict"]] if r else ["", ""]
+        if any(cells):
+            out.append(f"| {model} | " + " | ".join(cells) + " |")
+    return out + [""]
+
+
 def page(runs_dir: Path | None = None, paper: dict | None = None) -> str:
-    """The page's MyST markdown."""
+    """The page's MyST markdown: one section per claim (per table of the paper), the paper's six
+    models side by side, this book's runs of a paper model beside them where there are any, and this
+    book's trained concept-world models on the analogous measure."""
     from ccs.pruning import beside
 
     runs_dir = runs_dir or pipeline.ROOT / "book" / "runs"
     paper = paper or models.paper()
-    in_book = {(r.model, r.experiment) for r in pipeline.runs()} if pipeline.GRID.is_file() else set()
+    grid_models = list(pipeline.grid()["models"]) if pipeline.GRID.is_file() else []
+    trained = [m for m in grid_models if m in models.zoo()]
+    summaries = {m: runs_of(m, runs_dir) for m in paper["models"]}
+    ran = [m for m in paper["models"] if summaries[m]]
     out = [
-        "<!-- Written by `ccs paper-tables` (ccs.paper_tables) from lib/ccs/data/paper.yaml and book/runs/*/*.json;",
-        "     do not edit: `make book` rewrites it. -->",
+        "<!-- Written by `ccs paper-tables` (ccs.paper_tables) from the paper's published numbers and the",
+        "     runs' records; do not edit: `make book` rewrites it. -->",
         "(paper-tables)=",
         "# The paper's numbers beside this book's",
         "",
-        "For each of the paper's six models, every table the paper publishes, with the number of this",
-        "book's run of that model beside it (*run*), blank where the book has no run. The book you are",
-        "reading runs the models listed in `pipeline.yaml`; a paper model gets numbers here once it is",
-        "added there and its pages are executed, which needs its weights and datasets (the runbook,",
-        "{doc}`reproduce`, says how). The tiny model's own results are on the experiment pages.",
-        "",
-        "A column names the heads pruned (*original*: none) and whose number it is: the paper's, or",
-        "this book's run. The paper's numbers are those of `lib/ccs/data/paper.yaml`.",
+        "One section per claim of the paper: its published numbers for its six CLIP models side by side,",
+        "and this book's trained concept-world models on the analogous measure, with both sources of head",
+        "sets (this run's CCS and the concept world's ground truth). A paper model's *run* column fills in",
+        "once that model is added to the book's grid and its pages are executed, which needs its weights",
+        "and datasets ({doc}`reproduce` says how). "
+        + (f"Paper models run in this book: {', '.join(ran)}." if ran else
+           "This book runs none of the paper's models: their columns hold the paper's numbers only."),
         "",
         *PROTOCOL,
         "",
     ]
-    for model in paper["models"]:
-        summaries = runs_of(model, runs_dir)
-        out += [f"## {model}", ""]
-        if summaries:
-            pages = ", ".join(f"{{doc}}`{e} <runs/{model}/{e}>`" if (model, e) in in_book else f"`{e}`"
-                              for e in summaries)
-            random = sorted(e for e, s in summaries.items() if s.get("weights") == "random")
-            out += [f"Pages of this run: {pages}."]
-            if random:
-                out += [f"**Random weights** in {', '.join(random)}: those numbers test the code, not the model."]
-            how = run_protocol(summaries)
-            if how:
-                out += [how]
-            out += [""]
-        else:
-            out += ["No run of this model in this book: the *run* columns are blank.", ""]
-        for table in TABLES:
-            pub = published(table, paper)
-            if model not in pub:
-                continue
-            frame = beside({model: pub[model]}, {model: run_numbers(table, summaries)}, table.names)
-            out += [f"**{table.title}**", "", *markdown_table(frame, *(("", 0) if table.shape == "counts" else ("dataset", 2))), ""]
+    for model in ran:
+        random = sorted(e for e, s in summaries[model].items() if s.get("weights") == "random")
+        how = run_protocol(summaries[model])
+        out += [f"*{model}*: " + " ".join(x for x in (
+            f"**random weights** in {', '.join(random)}: those numbers test the code, not the model." if random else "",
+            how or "") if x), ""]
+    for table in TABLES:
+        pub = published(table, paper)
+        frame = beside(pub, {m: run_numbers(table, summaries[m]) for m in pub} if ran else None, table.names)
+        out += [f"## {table.title}", "",
+                *markdown_table(frame, *(("", 0) if table.shape == "counts" else ("dataset", 2)), runs=bool(ran)), "",
+                *analogue_table(table, trained, runs_dir)]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -68,13 +68,15 @@ def _finite(*xs) -> bool:
 
 def collect(models: list[str], runs_dir: Path) -> list[dict]:
     """Every (claim, model, source) row the runs' JSONs hold."""
-    rows = []
+    rows, records = [], {}
     for model in models:
         for claim in CLAIMS:
             path = runs_dir / model / f"{claim.experiment}.json"
-            if not path.is_file():
+            if path not in records:  # several claims come from one page: read each JSON once
+                records[path] = json.loads(path.read_text()) if path.is_file() else None
+            rec = records[path]
+            if rec is None:
                 continue
-            rec = json.loads(path.read_text())
             for source in SOURCES:
                 r = (rec.get("replication") or {}).get(source, {}).get(claim.key)
                 if r:
