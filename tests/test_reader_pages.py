@@ -44,3 +44,26 @@ def test_prose_chapters_speak_to_readers(chapter):
     text = re.sub(r"```\{code-cell\}.*?```|```.*?```", "", chapter.read_text(), flags=re.S)  # code examples may
     hits = [m.group(0) for m in WORKSHOP.finditer(text)]
     assert not hits, f"{chapter.name}: {hits}"
+
+
+def test_a_teacher_finds_goals_exercises_with_answers_and_how_to_cite():
+    """Issue 20's course frame: the course page, at least 10 exercises each with a glued answer key,
+    a glossary of at least 25 terms, and a citation file naming the book and the paper."""
+    import yaml
+
+    book = pipeline.ROOT / "book"
+    course = (book / "course.md").read_text()
+    assert "Learning goals" in course and "two lab meetings" in course and "Prerequisites" in course
+    exercises = (book / "exercises.md").read_text()
+    numbered = re.findall(r"^## (\d+)\. ", exercises, flags=re.M)
+    keys = re.findall(r"````\{dropdown\} Answer key", exercises)
+    assert len(numbered) >= 10 and len(keys) == len(numbered)
+    assert exercises.count("{glue:text}`runs/") >= 10  # numbers glued from executed pages, not typed
+    glossary = (book / "glossary.md").read_text().split("```{glossary}", 1)[1]
+    assert len(re.findall(r"^\S.*$", glossary, flags=re.M)) - 1 >= 25  # terms (the closing fence excluded)
+    cff = yaml.safe_load((pipeline.ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] and "Concept Consistency" in cff["preferred-citation"]["title"]
+    for chapter in ("method", "world", "experiments/soft_pruning", "experiments/concept_pruning",
+                    "experiments/shifted_ood", "experiments/video_retrieval"):
+        text = (book / f"{chapter}.md").read_text()
+        assert "**Goals.**" in text and "## Summary" in text, chapter

@@ -415,18 +415,23 @@ def test_screenshots_saved(visits, site, report):
 
 
 def test_notebook_pages_offer_launch_and_download(site):
-    """_config.yml's Binder and Colab buttons and the download button, on every notebook page;
-    prose pages offer their source. Static HTML: runs without a browser too."""
+    """_config.yml's Binder and Colab buttons (only once the repository's URL is set: hidden while it
+    is empty) and the download button, on every notebook page; prose pages offer their source.
+    Static HTML: runs without a browser too."""
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    published = bool(config["repository"]["url"])
     repo = urlsplit(config["repository"]["url"]).path.strip("/")
     branch = config["repository"]["branch"]
     for rel in toc_pages():
         html = (site / rel).read_text()
         source = Path(rel).with_suffix(".ipynb")
         if (ROOT / source).is_file():
-            assert f"https://mybinder.org/v2/gh/{repo}/{branch}?urlpath=" in html, rel
-            assert (f"https://colab.research.google.com/github/{repo}/blob/{branch}/"
-                    f"{source.as_posix()}") in html, rel
+            if published:
+                assert f"https://mybinder.org/v2/gh/{repo}/{branch}?urlpath=" in html, rel
+                assert (f"https://colab.research.google.com/github/{repo}/blob/{branch}/"
+                        f"{source.as_posix()}") in html, rel
+            else:  # no button to a placeholder
+                assert "mybinder.org" not in html and "colab.research.google.com" not in html, rel
             download = site / "_sources" / source
             assert f"_sources/{source.as_posix()}\"" in html, f"{rel}: no .ipynb download"
             assert json.loads(download.read_text())["cells"], download
