@@ -268,15 +268,17 @@ def two_level_ci(a, b, confidence: float = 0.95, n_resamples: int = 2000, seed: 
         return paired_ci(a[0], b[0], confidence, n_resamples, seed)
     rng, n = np.random.default_rng(seed), a.shape[1]
 
-    def weights(k):  # bootstrap resampling as multinomial counts: [n_resamples, k], rows sum to 1
-        return rng.multinomial(k, np.full(k, 1 / k), size=n_resamples) / k
+    def weights(k, rows=n_resamples):  # bootstrap resamples as counts of k uniform draws: [rows, k], rows sum to 1
+        # (a multinomial with equal probabilities; counting draws is ~30x faster than rng.multinomial)
+        idx = rng.integers(0, k, size=(rows, k)) + k * np.arange(rows)[:, None]
+        return np.bincount(idx.ravel(), minlength=rows * k).reshape(rows, k) / k
 
     wa = weights(len(a))
     wb = wa if paired_draws else weights(len(b))
     stats = np.empty(n_resamples)
     for i in range(0, n_resamples, 250):  # in chunks: [chunk, items] at a time
         j = slice(i, i + 250)
-        items = weights(n)[: len(stats[j])]
+        items = weights(n, len(stats[j]))
         stats[j] = ((wa[j] @ a - wb[j] @ b) * items).sum(1)
     alpha = (1 - confidence) / 2
     lo, hi = np.quantile(stats, [alpha, 1 - alpha])
