@@ -39,35 +39,7 @@ onstart:
     pipeline.record_lock_owner()  # this run holds Snakemake's lock now
 
 
-def unique_figure_labels():
-    """Figure labels are per page; with several models, the pages of every model but the first get
-    their labels suffixed with the model name (Sphinx wants labels unique across the book)."""
-    import json
-    import re
-
-    for model in list(pipeline.grid()["models"])[1:]:
-        for nb in sorted((ROOT / "book" / "runs" / model).glob("*.ipynb")):
-            data, changed = json.loads(nb.read_text()), False
-            for cell in data["cells"]:
-                fig = cell.get("metadata", {}).get("mystnb", {}).get("figure", {})
-                if fig.get("name") and not fig["name"].endswith(f"-{model}"):
-                    fig["name"], changed = f"{fig['name']}-{model}", True
-                if cell["cell_type"] == "markdown" and "{numref}`fig-" in "".join(cell["source"]):
-                    src = "".join(cell["source"])
-                    new = re.sub(r"\{numref\}`(fig-[a-z0-9-]+?)`", lambda m: m.group(0) if m.group(1).endswith(model)
-                                 else "{numref}`" + m.group(1) + f"-{model}`", src)
-                    if new != src:
-                        cell["source"], changed = new, True
-            if changed:
-                nb.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
-
-
-if workflow.is_main_process:
-    unique_figure_labels()
-
-
 onsuccess:
-    unique_figure_labels()
     paper_tables.write()
     replication.write()
     pipeline.forget_lock_owner()

@@ -500,3 +500,24 @@ def test_the_snakefile_runs_through_a_cluster_executor(tmp_path):
     again = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stderr[-2000:]
     assert len((repo / "submissions.log").read_text().split()) == 4
+
+
+def test_figure_labels_of_other_models_pages_are_suffixed_once():
+    import nbformat
+
+    from ccs import models
+
+    def page():
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_markdown_cell("as {numref}`fig-pruning-answer` shows"),
+                    nbformat.v4.new_code_cell("1", metadata={"mystnb": {"figure": {"name": "fig-pruning-answer"}}})]
+        return nb
+
+    default, other = page(), page()
+    pipeline.tidy(default, models.TINY)
+    pipeline.tidy(other, "ccs-tiny-s1")
+    pipeline.tidy(other, "ccs-tiny-s1")  # idempotent
+    assert pipeline.TINY_MODEL == models.TINY
+    assert default.cells[1].metadata["mystnb"]["figure"]["name"] == "fig-pruning-answer"
+    assert other.cells[1].metadata["mystnb"]["figure"]["name"] == "fig-pruning-answer-ccs-tiny-s1"
+    assert other.cells[0].source == "as {numref}`fig-pruning-answer-ccs-tiny-s1` shows"

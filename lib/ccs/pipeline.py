@@ -23,6 +23,7 @@ import ast
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -631,7 +632,7 @@ def execute(run: Run, *, progress: bool = True, extra: dict | None = None, out_d
         except papermill.PapermillExecutionError as e:
             raise _notebook_error(run, e) from e
         executed = nbformat.read(dst, as_version=4)
-        tidy(executed)
+        tidy(executed, run.model)
         executed.metadata["ccs"] = {"digest": digest(run, extra), "parameters": parameters}
         nbformat.write(executed, dst)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -643,9 +644,13 @@ def execute(run: Run, *, progress: bool = True, extra: dict | None = None, out_d
     return out
 
 
-def tidy(nb) -> None:
+def tidy(nb, model: str | None = None) -> None:
     """Make a page depend on its content only: deterministic cell ids, the injected-parameters cell
-    hidden behind a toggle, and no run-specific metadata (times, durations, paths)."""
+    hidden behind a toggle, and no run-specific metadata (times, durations, paths). The figure labels
+    of a page of any model but the default get the model's name as a suffix (references too): the
+    book holds every model's pages, and Sphinx wants each label once."""
+    if model is not None and model != TINY_MODEL:
+        _suffix_figure_labels(nb, model)
     for i, cell in enumerate(nb.cells):
         cell.id = f"c{i:03d}"
         tags = cell.metadata.get("tags", [])
@@ -657,6 +662,19 @@ def tidy(nb) -> None:
     for key in list(pm):
         if key != "parameters":
             pm.pop(key)
+
+
+TINY_MODEL = "ccs-tiny"  # the book's default model (ccs.models.TINY; not imported: this module stays light)
+
+
+def _suffix_figure_labels(nb, model: str) -> None:
+    for cell in nb.cells:
+        fig = cell.metadata.get("mystnb", {}).get("figure", {})
+        if fig.get("name") and not fig["name"].endswith(f"-{model}"):
+            fig["name"] = f"{fig['name']}-{model}"
+        if cell.cell_type == "markdown" and "{numref}`fig-" in cell.source:
+            cell.source = re.sub(r"\{numref\}`(fig-[a-z0-9-]+?)`", lambda m: m.group(0) if m.group(1).endswith(model)
+                                 else "{numref}`" + m.group(1) + f"-{model}`", cell.source)
 
 
 def install_static(dest: Path | None = None) -> Path:
