@@ -57,7 +57,7 @@ def test_paper_sets_and_seeded_random_baseline(table):
     again = headsets.build(table, every_head=EVERY, seeds=5)
     assert again.random == s.random and again.equal == s.equal  # reproducible
     # 2 high and 2 low: the equal-count sets are the sets themselves, drawn once, and the page is told
-    assert s.equal == [(s.high, s.low)] and any("1 is compared instead of 5" in n for n in s.notes)
+    assert s.equal == [(s.high, s.low)] and any("only 1 distinct pair of sets exists, so it is compared instead of 5" in n for n in s.notes)
     assert any("unknown" in n for n in s.notes)
     conds = s.conditions()
     assert conds["original"] == [] and conds["high"] == s.high and "random/4" in conds
