@@ -126,6 +126,11 @@ extra = {carriers.ALL_ANALYSED: list(table["name"]), **carriers.without_conditio
 if other is not None:  # the other source's sets, on the test split
     extra |= {f"{other.source}: {k}": v for k, v in other.conditions().items() if k != "original"}
     extra |= carriers.without_conditions(other.high, f"{other.source}: high")
+lenient = None  # the sets the uncalibrated (lenient) judge would pick: what calibration changes
+if backend == "embedding" and calibration != "lenient" and other is not None:
+    lenient = headsets.from_source("run", scores.score_heads(analysis.records(), llm.make("embedding", calibration="lenient")),
+                                   model=model, every_head=every, seeds=seeds)
+    extra |= {f"lenient judge: {k}": getattr(lenient, k) for k in ("high", "low")}
 # the paper's own comparisons run on every split; equal-count draws, single heads and the checks below on the test split
 only = {c: ["test"] for c in {**singles, **extra, **{k: v for k, v in conditions.items() if k.startswith("equal-")}}}
 groups = ["original", "high", "low", "random"] + (["equal-high", "equal-low"] if "equal-high/0" in conditions else [])
@@ -300,6 +305,28 @@ else:
     for key in ("pruning-other-verdict", "pruning-other-high-vs-low", "pruning-other-high-vs-random"):
         glue(key, "n/a (the pool carries no ground truth)", display=False)
     print("no second source of sets for this pool")
+
+# %% [markdown]
+# ### What a lenient judge would have picked
+#
+# The judge before it was calibrated for this pool (`calibration=lenient`) accepts a text that is only
+# loosely about the label, so it calls heads high whose texts mostly, but not all, share a concept.
+# Its high and low sets, pruned on the test split, against each other:
+
+# %% tags=["hide-input"]
+if lenient is not None:
+    lenient_claim = r.compare("lenient judge: low", "lenient judge: high", "test", measure)
+    lenient_verdict = pruning.verdict([lenient_claim])
+    print(f"lenient judge's sets ({lenient.rule}: {len(lenient.high)} high, {len(lenient.low)} low; "
+          f"{len(set(lenient.high) & set(hs.high))} of its high heads are in this page's high set): "
+          f"high vs low {pruning.interval_text(lenient_claim)} -> {lenient_verdict}")
+    glue("pruning-lenient-high-vs-low", signed(lenient_claim), display=False)
+    glue("pruning-lenient-verdict", lenient_verdict, display=False)
+    display(carriers.per_task(r, {"high vs low": ("lenient judge: low", "lenient judge: high")}, "test", measure))
+else:
+    for key in ("pruning-lenient-high-vs-low", "pruning-lenient-verdict"):
+        glue(key, "n/a (this page's judge is the lenient one, or there is no ground truth)", display=False)
+    print("no lenient comparison on this page")
 
 # %% [markdown]
 # ## The paper's numbers
