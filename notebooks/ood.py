@@ -35,7 +35,6 @@
 
 # %% tags=["hide-input"]
 import json
-import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -83,8 +82,7 @@ every = headsets.all_heads(spec.layers, spec.heads)
 hs = headsets.from_source(sets, table, model=model, every_head=every, seeds=seeds)
 print(f"sets from: {hs.source} ({hs.rule}); high: {' '.join(hs.high)}; low: {' '.join(hs.low)}; "
       f"{len(hs.random)} random draws from the {hs.random_pool}")
-for note in hs.notes:
-    print(textwrap.fill(f"note: {note}", 110, subsequent_indent="      "))
+plots.notes(hs.notes)
 # the other source of sets beside this one (the world's ground truth, or this run's), prefixed
 other = headsets.other_source(sets, table, model=model, every_head=every, seeds=seeds)
 if other is not None:

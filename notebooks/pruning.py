@@ -87,8 +87,7 @@ counts = scores.category_counts(table)
 print(f"{model}: {len(table)} analysed heads; this run's categories: {counts['high']} high, "
       f"{counts['moderate']} moderate, {counts['low']} low, {counts['unknown']} unknown")
 print(f"sets from: {hs.source}; rule: {hs.rule}; random heads from the {hs.random_pool}; ablation: {ablation}")
-for note in hs.notes:
-    print(textwrap.fill(f"note: {note}", 110, subsequent_indent="      "))
+plots.notes(hs.notes)
 hs.summary()
 
 # %% [markdown]
@@ -297,8 +296,7 @@ if other is not None:
     glue("pruning-other-verdict", other_carry["text"], display=False)
     glue("pruning-other-high-vs-low", signed(other_claims["high vs low"]), display=False)
     glue("pruning-other-high-vs-random", signed(other_claims["high vs random"]), display=False)
-    for note in other.notes:
-        print(textwrap.fill(f"note: {note}", 110, subsequent_indent="      "))
+    plots.notes(other.notes)
     display(carriers.per_task(r, other_pairs, "test", measure))
 else:
     other_claims, other_carry = {}, None

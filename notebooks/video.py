@@ -84,8 +84,7 @@ every = headsets.all_heads(spec.layers, spec.heads)
 hs = headsets.from_source(sets, table, model=model, every_head=every, seeds=seeds)
 print(f"sets from: {hs.source} ({hs.rule}); high: {' '.join(hs.high)}; low: {' '.join(hs.low)}; "
       f"{len(hs.random)} random draws from the {hs.random_pool}")
-for note in hs.notes:
-    print(textwrap.fill(f"note: {note}", 110, subsequent_indent="      "))
+plots.notes(hs.notes)
 
 batch = world.clips(clips, clip_seed, frames=frames)
 captions = [world.full_caption(row) for _, row in batch.attributes.iterrows()]

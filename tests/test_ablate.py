@@ -162,6 +162,35 @@ def test_state_is_restored_bit_exactly(b32, mode):
     assert _same_state(model, state)
 
 
+@pytest.mark.parametrize("mode", ablate.MODES)
+def test_the_fingerprint_follows_every_edit_of_the_weights(b32, mode):
+    """Cache keys of pruned embeddings: the fingerprint (whose per-tensor digests are kept between
+    calls) is the one a from-scratch hash gives, inside and after a pruned block and after an
+    in-place edit by hand."""
+    model, x = b32
+
+    def fresh():
+        dc._DIGESTS.clear()
+        return dc.fingerprint(model)
+
+    before = dc.fingerprint(model)
+    assert before == fresh()
+    means = ablate.head_means(model, x, layers=[11]) if mode == "mean" else None
+    with ablate.pruned(model, ["L11.H5"], mode, means=means):
+        inside = dc.fingerprint(model)
+        assert inside != before and inside == fresh()
+    assert dc.fingerprint(model) == before
+    old = model.visual.proj[0, 0].item()
+    with torch.no_grad():
+        model.visual.proj[0, 0] += 1
+    try:
+        assert dc.fingerprint(model) != before
+        assert dc.fingerprint(model) == fresh()
+    finally:
+        with torch.no_grad():
+            model.visual.proj[0, 0] = old
+
+
 def test_bad_means_change_nothing(b32):
     model, x = b32
     state = _state(model)

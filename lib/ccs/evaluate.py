@@ -330,12 +330,19 @@ def mcm_scores(image_emb: torch.Tensor, classifier: torch.Tensor,
 
 
 def auroc(scores_in, scores_out) -> float:
-    """Area under the ROC curve for telling in-distribution (higher scores) from OOD inputs."""
-    from sklearn.metrics import roc_auc_score
+    """Area under the ROC curve for telling in-distribution (higher scores) from OOD inputs.
 
-    s_in, s_out = np.asarray(scores_in, float), np.asarray(scores_out, float)
-    y = np.r_[np.ones(len(s_in)), np.zeros(len(s_out))]
-    return float(roc_auc_score(y, np.r_[s_in, s_out]))
+    As the Mann-Whitney statistic (the share of in/out pairs ranked right, ties counting half),
+    which is the ROC curve's trapezoidal area, sklearn's `roc_auc_score`, exactly; from average
+    ranks it costs a sort, a tenth of sklearn's input checks, which matters inside a bootstrap."""
+    from scipy.stats import rankdata
+
+    s_in, s_out = np.asarray(scores_in, float).ravel(), np.asarray(scores_out, float).ravel()
+    n_in, n_out = len(s_in), len(s_out)
+    if not n_in or not n_out:
+        raise ValueError(f"AUROC needs scores on both sides (got {n_in} in-distribution, {n_out} OOD)")
+    ranks = rankdata(np.r_[s_in, s_out])
+    return float((ranks[:n_in].sum() - n_in * (n_in + 1) / 2) / (n_in * n_out))
 
 
 def fpr_at_tpr(scores_in, scores_out, tpr: float = 0.95) -> float:

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import yaml
@@ -319,8 +319,13 @@ class EmbeddingBackend:
                 self._matrix[self.concepts.index(name)] = v / np.linalg.norm(v)
         self._offset = (self._background @ self._matrix.T).mean(0)
         self.offsets = dict(cal.get("offsets") or {})  # per concept, added to its scores
-        for name, o in self.offsets.items():
+        self.shift(self.offsets)
+
+    def shift(self, offsets: Mapping[str, float]) -> "EmbeddingBackend":
+        """Add per-concept offsets to the concepts' scores (in place; returns the backend)."""
+        for name, o in offsets.items():
             self._offset[self.concepts.index(name)] -= o
+        return self
 
     def settings(self) -> dict:
         """What judged: for the run's record."""
@@ -425,8 +430,7 @@ def _fit_world_model(heads: Sequence[dict], strength: float) -> dict:
 
     b = EmbeddingBackend(calibration="world")
     offsets = fit_offsets(b, heads, strength)
-    for name, o in offsets.items():
-        b._offset[b.concepts.index(name)] -= o
+    b.shift(offsets)
     labels = [majority_concept(h["concepts"]) for h in heads]
     texts = [t for h in heads for t in h["texts"]]
     y = np.array([int(same(c, lab)) for h, lab in zip(heads, labels) for c in h["concepts"]])
@@ -450,9 +454,7 @@ def fit_model_calibrations(records: dict[str, list[dict]], strengths=OFFSET_STRE
     from ccs import scores
 
     def quality(cal: dict, heads: Sequence[dict]) -> float:
-        b = EmbeddingBackend(calibration="world", margin=cal["margin"], threshold=cal["threshold"])
-        for name, o in cal["offsets"].items():
-            b._offset[b.concepts.index(name)] -= o
+        b = EmbeddingBackend(calibration="world", margin=cal["margin"], threshold=cal["threshold"]).shift(cal["offsets"])
         g = scores.ground_truth(scores.score_heads(heads, b))
         return float(np.nanmean([g["label_accuracy"], g["judge_kappa"], g["ccs_spearman"]]))
 
