@@ -307,6 +307,15 @@ def test_a_fresh_clone_runs_nothing(tmp_path):
               "--rerun-triggers", "mtime")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Nothing to be done" in out.stdout + out.stderr, out.stdout[-2000:] + out.stderr[-2000:]
+    # every page of a model waits for the model's TextSpan page, which writes the decomposition they read
+    dag = _in(repo, str(Path(sys.executable).with_name("snakemake")), "--forceall", "--dag", "--quiet").stdout
+    page = dict(re.findall(r'(\d+)\[label = "notebook\\nexperiment: (\w+)', dag))
+    after = {}
+    for a, b in re.findall(r"(\d+) -> (\d+)", dag):
+        if page.get(a) == "textspan" and b in page:
+            after.setdefault(a, []).append(page[b])
+    others = sorted({r.experiment for r in pipeline.runs()} - {"textspan"})
+    assert len(after) == len(pipeline.grid()["models"]) and all(sorted(v) == others for v in after.values()), dag
     # a changed parameter re-runs exactly the page it feeds
     grid = (repo / "pipeline.yaml").read_text()
     assert "clips: 500}" in grid
