@@ -68,8 +68,8 @@ def zoo() -> dict[str, dict]:
 @cache
 def registry() -> dict[str, ModelSpec]:
     """All known models by name: the project's tiny models first (ccs-tiny, the default, leads),
-    then the paper's six."""
-    _register_configs()
+    then the paper's six. (Read from the packaged files alone: naming a model does not import
+    open_clip, which takes seconds; `load` registers the configs with it.)"""
     specs = {}
     for name, z in zoo().items():
         cfg = json.loads((CONFIG_DIR / f"{z['config']}.json").read_text())["vision_cfg"]
