@@ -53,24 +53,16 @@ rule all:
     input: [done for _, done in FILES.values()]
 
 
-def analysis_first(w):
-    """A model's other pages wait for its TextSpan page, which computes the decomposition they all read
-    (a cache folder written in place as it goes): two pages never write it at once. `ancient`: the
-    order only, so a re-run TextSpan page does not make the others stale."""
-    first = FILES.get((w.model, "textspan"))
-    return ancient(first[1]) if first and w.experiment != "textspan" else []
-
-
 rule notebook:
     input:
         stamp=lambda w: FILES[w.model, w.experiment][0],
         source=ancient("notebooks/{experiment}.py"),
-        analysis=analysis_first,
     output: touch(".snakemake/ccs-stamps/{model}/{experiment}.done")
     # Two threads a page, so that on 2 cores the pages run one after the other: a page reuses the
     # embeddings of the conditions that the model's earlier pages computed (the same evaluation
     # images, sets and draws). Measured: side by side with one thread each, the 29 jobs went at half
-    # the pace, each page computing what the other was computing at the same time.
+    # the pace, each page computing what the other was computing at the same time. With more cores
+    # pages do run side by side; the cache folders written in place are locked (ccs.decompose.exclusive).
     threads: 2
     # exec: `ccs run` is the job's process itself (no shell in between), so it sees its parent die
     shell: "OMP_NUM_THREADS={threads} exec ccs run --exit-with-parent {wildcards.model} {wildcards.experiment}"

@@ -180,6 +180,45 @@ def test_resume_after_interruption(tiny, tmp_path):
     assert again.heads.shape[0] == 4
 
 
+def test_a_cache_folder_is_built_by_one_process_at_a_time(tiny, tmp_path, monkeypatch):
+    """Pages run side by side must not write one decomposition folder at once: `cached` builds it
+    holding the folder's lock, and another process that wants the lock waits for it."""
+    import fcntl
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("CCS_CACHE", str(tmp_path))
+    held = []
+    real = dc.stream
+
+    def stream(model, images, out, **kw):  # is the lock taken while the folder is written?
+        with open(out.parent / f".{out.name}.lock", "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held.append(False)
+            except BlockingIOError:
+                held.append(True)
+        return real(model, images, out, **kw)
+
+    monkeypatch.setattr(dc, "stream", stream)
+    dc.cached(tiny, "ccs-tiny", _uint8(2, seed=5), progress=False)
+    assert held == [True]
+
+    folder = tmp_path / "decompose" / "m" / "k"
+    code = ("import sys; from pathlib import Path; from ccs import decompose\n"
+            "print('ready', flush=True)\n"
+            f"with decompose.exclusive(Path({str(folder)!r})):\n    print('in', flush=True)\n")
+    with dc.exclusive(folder):
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        try:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            pass
+        assert proc.poll() is None  # still waiting for the lock
+    assert proc.communicate(timeout=60)[0].strip() == "in"
+
+
 def test_cached_reuses_the_stored_arrays(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("CCS_CACHE", str(tmp_path))
     images = _uint8(4, seed=2)

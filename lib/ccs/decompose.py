@@ -30,6 +30,7 @@ import os
 import warnings
 import weakref
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -603,5 +604,20 @@ def cached(model: nn.Module, model_name: str, images, *, layers: int = 4,
     parts = [fingerprint(model), images_hash(images), str(layers), convention, str(FORMAT)]
     key = hashlib.blake2b("/".join(parts).encode(), digest_size=8).hexdigest()
     out = cache_dir("decompose", model_name, key)
-    return stream(model, images, out, layers=layers, batch_size=batch_size, convention=convention,
-                  progress=progress, key=key)
+    with exclusive(out):
+        return stream(model, images, out, layers=layers, batch_size=batch_size, convention=convention,
+                      progress=progress, key=key)
+
+
+@contextmanager
+def exclusive(folder: Path):
+    """Hold the lock of a cache folder that is written in place: pages run side by side (Snakemake
+    with more cores than a page's threads) would otherwise build one folder at once, and one could
+    read rows the other is still writing. The second waits, then finds the folder finished. The
+    lock is the kernel's (flock): a process that dies releases it."""
+    import fcntl
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
