@@ -205,7 +205,7 @@ def test_a_cache_folder_is_built_by_one_process_at_a_time(tiny, tmp_path, monkey
     assert held == [True]
 
     folder = tmp_path / "decompose" / "m" / "k"
-    code = ("import sys; from pathlib import Path; from ccs import decompose\n"
+    code = ("from pathlib import Path; from ccs import decompose\n"
             "print('ready', flush=True)\n"
             f"with decompose.exclusive(Path({str(folder)!r})):\n    print('in', flush=True)\n")
     with dc.exclusive(folder):
