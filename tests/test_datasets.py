@@ -403,3 +403,41 @@ def test_check_opens_what_each_dataset_lists(env):
     assert result.exit_code == 1
     rows = {r["name"]: r for r in json.loads(result.output)["datasets"]}
     assert rows["CIFAR-10"]["check"]["ok"] and not rows["MSR-VTT"]["check"]["ok"] and rows["MSVD"]["check"] is None
+
+
+class _Exploit:
+    """A pickle payload that runs a command when it is loaded (what a hostile 'test_batch' holds)."""
+
+    def __init__(self, mark):
+        self.mark = str(mark)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.mark}",))
+
+
+def test_check_never_runs_code_from_a_data_pickle(env, tmp_path):
+    """`ccs data --check` used `pickle.load` on the CIFAR batches and MSVD's captions: a pickle whose
+    `__reduce__` calls os.system ran it. Those formats are read by an unpickler that admits only the
+    types they hold, and the error names the refused file."""
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    mark = tmp_path / "pwned"
+    _pickle(env / "cifar-10-batches-py" / "batches.meta", {"label_names": names})
+    _pickle(env / "cifar-10-batches-py" / "test_batch", {"data": _Exploit(mark), "labels": [0, 1]})
+    r = datasets.check("CIFAR-10")
+    assert not mark.exists(), "checking the dataset ran the command inside its pickle"
+    assert not r["ok"] and "refused" in r["problems"][0] and "test_batch" in r["problems"][0], r
+    assert "posix.system" in r["problems"][0] or "os.system" in r["problems"][0], r
+    result = CliRunner().invoke(app, ["data", "--check"])
+    assert result.exit_code == 1 and not mark.exists()
+    assert "refused to load" in result.output and "cifar-10-batches-py/test_batch" in result.output, result.output
+    # what the real files hold still loads: numpy arrays written by protocol 2, byte strings, lists
+    _pickle(env / "cifar-10-batches-py" / "test_batch", {b"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1],
+                                                          "filenames": [b"a.png", b"b.png"], "data": np.zeros((2, 3072), np.uint8)})
+    assert datasets.check("CIFAR-10")["ok"]
+    # MSVD's raw-captions.pkl alike
+    base = _msvd_copy(env)
+    _pickle(base / "raw-captions.pkl", {"-4wsuPCjDBc_5_15": [["a", _Exploit(mark)]], "abc_1_2": [["x"]]})
+    with pytest.raises(datasets.DatasetError, match="refused to load .*raw-captions.pkl"):
+        datasets.load_video("MSVD", size=16, protocol="clip4clip")
+    r = datasets.check("MSVD")
+    assert not mark.exists() and not r["ok"] and "raw-captions.pkl" in r["problems"][0], r

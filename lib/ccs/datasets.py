@@ -384,10 +384,44 @@ def _clean(name: str) -> str:
     return name.replace("_", " ").strip()
 
 
+class _Refused(pickle.UnpicklingError):
+    """A pickle that names something other than the plain data a dataset's pickle holds."""
+
+
+# What CIFAR's batches (dicts of numpy uint8 arrays, lists of ints and byte strings, written by
+# Python 2) and CLIP4Clip's raw-captions.pkl (a dict of lists of lists of strings) need, and nothing
+# else: a pickle naming any other callable (os.system, builtins.eval, ...) is refused before it runs.
+_PICKLE_GLOBALS = frozenset({
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("_codecs", "encode"),  # how protocol 2 writes bytes under Python 3
+})
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """Unpickles plain data only (builtins' containers and numbers, numpy arrays): `find_class` admits
+    the few numpy reconstruction functions listed above and refuses every other global."""
+
+    def find_class(self, module, name):
+        if (module, name) in _PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise _Refused(f"it names {module}.{name}, which a data pickle never holds (it would run code)")
+
+
+def load_data_pickle(path: Path, encoding: str = "ASCII"):
+    """`pickle.load` of a dataset's pickle, which never executes what the file names: a pickle that
+    names anything but plain data and numpy arrays raises `_Refused` (an `UnpicklingError`)."""
+    with open(path, "rb") as f:
+        return _DataUnpickler(f, encoding=encoding).load()
+
+
 def _unpickle(path: Path, s: _Spec) -> dict:
     try:
-        with open(path, "rb") as f:
-            out = pickle.load(f, encoding="latin1")
+        out = load_data_pickle(path, encoding="latin1")
+    except _Refused as e:
+        raise DatasetError(f"{s.name}: refused to load {path}: {e}. It is not a CIFAR python pickle; "
+                           f"delete it. {_fix(s, root())}") from None
     except Exception as e:  # truncated, not a pickle, ...
         raise DatasetError(f"{s.name}: cannot read {path} as a CIFAR python pickle ({type(e).__name__}: {e}); "
                            f"the file is damaged. {_fix(s, root())}") from None
@@ -649,10 +683,12 @@ def _msvd(s: _Spec, base: Path) -> _Split:
     by_video: dict[str, list[str]] = {}
     if caption_file.suffix == ".pkl":
         try:
-            with open(caption_file, "rb") as f:
-                raw = pickle.load(f)
+            raw = load_data_pickle(caption_file)
             for vid, caps in raw.items():
                 by_video[vid] = [" ".join(c) if isinstance(c, (list, tuple)) else str(c) for c in caps]
+        except _Refused as e:
+            raise DatasetError(f"MSVD: refused to load {caption_file}: {e}. It is not CLIP4Clip's "
+                               "raw-captions.pkl; delete it.") from None
         except Exception as e:
             raise DatasetError(f"MSVD: cannot read {caption_file} as CLIP4Clip's raw-captions.pkl "
                                f"({type(e).__name__}: {e})") from None
