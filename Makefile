@@ -26,10 +26,11 @@ book: pipeline html
 
 # --keep-incomplete: an interrupted page stays as it was (pages are replaced atomically, never
 # half-written), and --rerun-incomplete lets the next run redo it without a manual step.
-# CCS_EXIT_WITH_PARENT: Snakemake (and each `ccs run` under it) ends when make does, even by SIGKILL.
-pipeline: export CCS_EXIT_WITH_PARENT := 1
+# ccs.lifeline: Snakemake (and each `ccs run` under it, and its kernel) ends when make does, even by
+# SIGKILL, at whatever point of its start-up: the launcher asks for SIGKILL on make's death before
+# Snakemake starts, and exits at once if make ($$PPID of the shell that make starts) is already gone.
 pipeline: $(STAMP)
-	snakemake --cores all --quiet rules --keep-incomplete --rerun-incomplete --rerun-triggers mtime
+	exec $(PY) -m ccs.lifeline $$PPID KILL snakemake --cores all --quiet rules --keep-incomplete --rerun-incomplete --rerun-triggers mtime
 
 html: $(STAMP) _mathjax/mathjax/tex-svg.js
 	jupyter-book build . -W -n --keep-going --quiet

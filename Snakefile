@@ -8,20 +8,18 @@
 # (needs the snakemake-executor-plugin-slurm package); tests/test_pipeline.py runs it through the
 # cluster-generic executor.
 # Nothing outlives the run: `ccs run --exit-with-parent` ends (its kernel with it, the page as it was)
-# when the Snakemake that started it dies, even by SIGKILL; under `make book` (CCS_EXIT_WITH_PARENT=1)
-# Snakemake itself ends with make. A lock left by a killed run is cleared by the next one.
-import os
-import signal
+# when the Snakemake that started it dies, even by SIGKILL, and even before `ccs run` has finished
+# starting (the shell hands it the pid of that Snakemake, CCS_PARENT_PID=$PPID: ccs.lifeline). Under
+# `make book`, Snakemake itself ends with make: the Makefile starts it through ccs.lifeline, with
+# SIGKILL (Snakemake takes SIGTERM as "finish the running jobs first", which would go on writing pages
+# after make has gone; its `ccs run` children stop cleanly on their own). A lock left by a killed run
+# is cleared by the next one.
 import sys
 
 from ccs import pipeline
 
 ROOT = pipeline.ROOT
 if workflow.is_main_process:  # not in the jobs a cluster executor starts
-    if os.environ.get("CCS_EXIT_WITH_PARENT"):
-        # SIGKILL: Snakemake takes SIGTERM as "finish the running jobs first", which would go on
-        # writing pages after make has gone; its `ccs run` children stop cleanly on their own
-        pipeline.exit_with_parent(signal.SIGKILL)
     if note := pipeline.clear_stale_lock():
         print(note, file=sys.stderr)
 FILES = {(r.model, r.experiment): [str(p.relative_to(ROOT)) for p in pipeline.stamp(r)] for r in pipeline.runs()}
@@ -65,4 +63,5 @@ rule notebook:
     # pages do run side by side; the cache folders written in place are locked (ccs.decompose.exclusive).
     threads: 2
     # exec: `ccs run` is the job's process itself (no shell in between), so it sees its parent die
-    shell: "OMP_NUM_THREADS={threads} exec ccs run --exit-with-parent {wildcards.model} {wildcards.experiment}"
+    # CCS_PARENT_PID=$PPID: the Snakemake that starts this shell, which `ccs run` must end with
+    shell: "OMP_NUM_THREADS={threads} CCS_PARENT_PID=$PPID exec ccs run --exit-with-parent {wildcards.model} {wildcards.experiment}"

@@ -251,7 +251,18 @@ def test_a_stale_snakemake_lock_is_cleared_and_a_live_one_kept(tmp_path):
     locks.mkdir(parents=True)
     (locks / "0.input.lock").write_text("a\n")
     (locks / "0.output.lock").write_text("b\n")
-    assert pipeline.clear_stale_lock(tmp_path) is None  # no record of who holds it: Snakemake's business
+    # no record of who holds it (a run killed between its lock and its record, or one about to record):
+    # kept while a Snakemake runs in the repository, cleared when none does
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "snakemake"], cwd=tmp_path)
+    try:
+        assert pipeline._snakemakes(tmp_path) == [running.pid]
+        assert pipeline.clear_stale_lock(tmp_path) is None and len(list(locks.iterdir())) == 2
+    finally:
+        running.kill()
+        running.wait()
+    assert "no longer running" in pipeline.clear_stale_lock(tmp_path) and not list(locks.iterdir())
+    (locks / "0.input.lock").write_text("a\n")
+    (locks / "0.output.lock").write_text("b\n")
     pipeline.record_lock_owner(tmp_path)  # this process: alive
     assert pipeline.clear_stale_lock(tmp_path) is None and len(list(locks.iterdir())) == 2
     dead = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -329,8 +329,10 @@ def stamp(run: Run) -> tuple[Path, Path]:
 # Snakemake killed with SIGKILL leaves it behind, and the next run stops with a LockException. The
 # lock files do not say who holds them, so the Snakefile records its own process here once it holds
 # the lock (`record_lock_owner`, in `onstart`), and the next run clears a lock whose recorded owner is
-# no longer running on this machine (`clear_stale_lock`). A lock without a record, or held on another
-# machine, is left to Snakemake (`snakemake --unlock` clears it by hand).
+# no longer running on this machine (`clear_stale_lock`). A Snakemake killed between taking the lock
+# and recording it leaves a lock without a record: that one is cleared when no Snakemake process is
+# running in the repository (read from /proc). A lock held on another machine is left to Snakemake
+# (`snakemake --unlock` clears it by hand).
 
 def _owner_file(root: Path | None = None) -> Path:
     return (root or ROOT) / ".snakemake" / "ccs-lock-owner.json"
@@ -378,25 +380,57 @@ def forget_lock_owner(root: Path | None = None) -> None:
         pass
 
 
+def _snakemakes(root: Path) -> list[int]:
+    """The processes of this machine, other than this one, running Snakemake in the folder `root`
+    (their command line names snakemake and their working folder is `root`); a process of another
+    user whose folder cannot be read counts, as does every one where /proc cannot be read."""
+    try:
+        entries = [p for p in Path("/proc").iterdir() if p.name.isdigit()]
+    except OSError:
+        return [-1]  # cannot tell: assume one is running
+    here, out = root.resolve(), []
+    for proc in entries:
+        pid = int(proc.name)
+        if pid == os.getpid():
+            continue
+        try:
+            if b"snakemake" not in (proc / "cmdline").read_bytes():  # empty for a zombie
+                continue
+            if Path(os.readlink(proc / "cwd")) == here:
+                out.append(pid)
+        except PermissionError:
+            out.append(pid)
+        except OSError:  # gone meanwhile
+            continue
+    return out
+
+
 def clear_stale_lock(root: Path | None = None) -> str | None:
-    """Remove Snakemake's lock when the run that took it is dead; returns what was done, or None."""
+    """Remove Snakemake's lock when the run that took it is dead; returns what was done, or None.
+
+    Dead: its recorded owner is no longer running on this machine, or, for a lock without a record
+    (a run killed between taking the lock and recording it), no Snakemake runs in the repository."""
     import socket
 
-    locks = (root or ROOT) / ".snakemake" / "locks"
+    root = root or ROOT
+    locks = root / ".snakemake" / "locks"
     files = sorted(locks.glob("*.lock")) if locks.is_dir() else []
     try:
         owner = json.loads(_owner_file(root).read_text())
     except (OSError, ValueError):
-        return None  # nobody recorded: leave the lock (if any) to Snakemake
+        owner = None
     if not files:
         _owner_file(root).unlink(missing_ok=True)
         return None
-    if owner.get("host") != socket.gethostname() or _alive(owner):
+    if owner is not None and (owner.get("host") != socket.gethostname() or _alive(owner)):
+        return None
+    if _snakemakes(root):  # one is running here (it may hold the lock without having recorded it yet)
         return None
     for f in files:
         f.unlink(missing_ok=True)
     _owner_file(root).unlink(missing_ok=True)
-    return (f"cleared the lock of a Snakemake run that is no longer running (process {owner['pid']}; "
+    who = f"process {owner['pid']}" if owner else "it had not recorded its process yet"
+    return (f"cleared the lock of a Snakemake run that is no longer running ({who}; "
             "it was killed): its pages are as they were before it")
 
 
@@ -518,6 +552,14 @@ def _ipc_kernel_manager():
             # kernel still inside its cell, which then prints a traceback about its closed sockets
             await AsyncKernelManager.shutdown_kernel(self, now=now or _Signals.interrupted, restart=restart)
 
+        async def _launch_kernel(self, kernel_cmd, **kw):
+            # the kernel ends with this process, even when this one is killed with SIGKILL (set in
+            # the kernel's process before it starts, so there is no moment when it could outlive us)
+            from ccs import lifeline
+
+            kw["preexec_fn"] = lifeline.preexec()
+            return await AsyncKernelManager._launch_kernel(self, kernel_cmd, **kw)
+
         async def _async_cleanup_resources(self, restart: bool = False) -> None:
             await super()._async_cleanup_resources(restart=restart)
             if not restart:
@@ -573,25 +615,17 @@ class _Signals:
         return held()
 
 
-def exit_with_parent(signum: int | None = None) -> bool:
+def exit_with_parent(signum: int | None = None, parent: int | None = None) -> bool:
     """Ask Linux to send this process `signum` (SIGTERM) when its parent dies (PR_SET_PDEATHSIG):
-    `ccs run` under Snakemake, and Snakemake under `make book`, end with the process that started
-    them, even when that one is killed with SIGKILL. Raises KeyboardInterrupt when the parent is
-    already gone; returns False where the call does not exist (not Linux)."""
-    import ctypes
+    `ccs run` under Snakemake ends with the process that started it, even when that one is killed
+    with SIGKILL. `parent` is the process that started this one (default: the current parent); when
+    it is no longer the parent, it died before the request, and this raises KeyboardInterrupt
+    (`ccs.lifeline.ParentGone`). Returns False where the call does not exist (not Linux)."""
     import signal
-    import sys
 
-    if not sys.platform.startswith("linux"):
-        return False
-    parent = os.getppid()
-    libc = ctypes.CDLL(None, use_errno=True)
-    PR_SET_PDEATHSIG = 1
-    if libc.prctl(PR_SET_PDEATHSIG, int(signum or signal.SIGTERM), 0, 0, 0) != 0:
-        return False
-    if os.getppid() != parent:  # died in between: the signal will never come
-        raise KeyboardInterrupt("the parent process is gone")
-    return True
+    from ccs import lifeline
+
+    return lifeline.exit_with_parent(int(signum or signal.SIGTERM), parent)
 
 
 def execute(run: Run, *, progress: bool = True, extra: dict | None = None, out_dir: Path | None = None) -> Path:

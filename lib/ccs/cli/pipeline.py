@@ -14,7 +14,8 @@ def run_notebook(
                                     "and their ranges are the notebook's parameters cell."),
     exit_with_parent: bool = typer.Option(False, "--exit-with-parent", help="Stop (leaving the page as it "
                                           "was) when the process that started this one dies, even by "
-                                          "SIGKILL (the Snakefile passes it)."),
+                                          "SIGKILL (the Snakefile passes it, with that process's id in "
+                                          "CCS_PARENT_PID)."),
 ) -> None:
     """Execute notebooks/EXPERIMENT.py for MODEL. With the parameters of pipeline.yaml the result is
     the book's page, book/runs/MODEL/EXPERIMENT.ipynb; with any other parameters it goes to a folder of
@@ -25,8 +26,10 @@ def run_notebook(
 
     from ccs import models, pipeline
 
-    if exit_with_parent:
-        pipeline.exit_with_parent()
+    if exit_with_parent:  # against the parent that started this process (CCS_PARENT_PID), if given
+        from ccs import lifeline
+
+        pipeline.exit_with_parent(parent=lifeline.parent_from_env())
     models.spec(model)  # unknown names fail here, before a kernel starts
     extra = {}
     for item in param:
