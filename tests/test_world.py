@@ -177,3 +177,40 @@ def test_full_captions_name_every_attribute(batch):
     for _, row in batch.attributes.head(20).iterrows():
         parsed = world.parse_caption(world.full_caption(row))
         assert all(parsed[c] == row[c] for c in world.CONCEPTS if c != "texture" or row[c] != "plain")
+
+
+def test_the_rich_variant_doubles_the_categorical_concepts_and_leaves_the_base_world_unchanged():
+    base = world.sample(40, 5)
+    try:
+        world.use("rich")
+        assert world.current() == "rich"
+        assert len(world.VOCAB["shape"]) == len(world.VOCAB["scene"]) == 16
+        assert {t.concept: len(t.classnames) for t in world.tasks().values()}["scene"] == 16
+        rich = world.sample(400, 5)
+        assert set(rich.attributes["shape"]) == set(world.SHAPES)  # every new shape is drawn
+        assert set(rich.attributes["scene"]) == set(world.SCENES)
+        # a new shape is its own silhouette: no two shapes give the same mask
+        u, v = torch.meshgrid(torch.linspace(-1.2, 1.2, 48), torch.linspace(-1.2, 1.2, 48), indexing="xy")
+        masks = {k: world._shape_mask(k, u, v) for k in world.SHAPES}
+        assert all(m.float().mean() > 0.15 for m in masks.values())
+        for a in world.SHAPES:
+            for b in world.SHAPES:
+                if a < b:
+                    assert (masks[a] ^ masks[b]).float().mean() > 0.03, (a, b)
+        textures = world._scene_textures()
+        assert textures.shape[0] == 16
+        means = textures.mean((2, 3))
+        assert torch.cdist(means, means).add(torch.eye(16) * 1e3).min() > 5  # 16 distinct scenes
+    finally:
+        world.use("base")
+    assert len(world.SHAPES) == 8 and world.NOVEL_SHAPES[0] in world._ALL_SHAPES
+    assert torch.equal(world.sample(40, 5).images, base.images)
+    with pytest.raises(ValueError, match="unknown world variant"):
+        world.use("huge")
+
+
+def test_the_single_concept_share_of_training_captions_is_a_lever():
+    few = world.train_batch(256, 3, single=0.0).captions
+    many = world.train_batch(256, 3, single=1.0).captions
+    prompts = {t.format(v) for c, ts in world.TEMPLATES.items() for t in ts for v in world.VOCAB[c]}
+    assert sum(c in prompts for c in many) > 200 > 20 > sum(c in prompts for c in few)

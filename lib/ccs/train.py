@@ -58,6 +58,11 @@ class TrainConfig:
     # {concept: weight} of the sibling differences; None: position in `position_share` of them
     sibling_weights: dict | None = field(default_factory=lambda: dict(SIBLING_MIX))
     model: str = models.TINY
+    # the open_clip config (lib/ccs/model_configs/) when it is not `model`'s registered one (the
+    # regime study trains configurations that are not in the zoo), and the world variant (world.use)
+    config: str | None = None
+    world: str = "base"
+    single: float = 0.15  # share of single-concept captions (a zero-shot prompt's form)
     # input normalisation used in training; `export` folds it into the weights so that the shipped
     # model expects the package's convention (models.TINY_MEAN / TINY_STD) whatever was used here
     image_mean: tuple = models.TINY_MEAN
@@ -78,15 +83,21 @@ class State:
     best_step: int = -1
 
 
+def open_clip_config(cfg) -> str:
+    """The open_clip config a run trains: its own `config`, else its registered model's."""
+    cfg = cfg if isinstance(cfg, dict) else asdict(cfg)
+    return cfg.get("config") or models.spec(cfg["model"]).open_clip
+
+
 def build_model(name: str = models.TINY, seed: int = 0, mean=models.TINY_MEAN,
-                std=models.TINY_STD) -> torch.nn.Module:
-    """A freshly initialised open_clip model of the registered model `name`'s config (same seed,
-    same init)."""
+                std=models.TINY_STD, config: str | None = None) -> torch.nn.Module:
+    """A freshly initialised open_clip model of the registered model `name`'s config, or of the
+    open_clip config `config` (same seed, same init)."""
     import open_clip
 
     models._register_configs()
     torch.manual_seed(seed)
-    return open_clip.create_model(models.spec(name).open_clip, pretrained=None,
+    return open_clip.create_model(config or models.spec(name).open_clip, pretrained=None,
                                   force_preprocess_cfg={"mean": tuple(mean), "std": tuple(std)})
 
 
@@ -189,17 +200,19 @@ class Batches(torch.utils.data.IterableDataset):
     def __iter__(self):
         import open_clip
 
-        _return_big_blocks_to_the_system()
-        models._register_configs()
-        tokenizer, ids = open_clip.get_tokenizer(models.spec(self.cfg.model).open_clip), {}
-        c = self.cfg
         # with k worker processes, worker i renders steps start+i, start+i+k, ...; the DataLoader
         # takes one batch from each worker in turn, so the steps still arrive in order
         info = torch.utils.data.get_worker_info()
+        if info is not None:  # not inline: the training's own tensors would all go through mmap
+            _return_big_blocks_to_the_system()
+        models._register_configs()
+        c = self.cfg
+        world.use(c.world)  # a worker process starts in the base world
+        tokenizer, ids = open_clip.get_tokenizer(open_clip_config(c)), {}
         first, stride = (0, 1) if info is None else (info.id, info.num_workers)
         for step in range(self.start + first, self.end, stride):
             b = world.train_batch(c.batch_size, step, c.seed, c.sibling_frac, c.position_share,
-                                  c.sibling_weights, c.sibling_group)
+                                  c.sibling_weights, c.sibling_group, c.single)
             new = [t for t in dict.fromkeys(b.captions) if t not in ids]
             if new:
                 ids.update(zip(new, tokenizer(new)))
@@ -242,8 +255,9 @@ def train(run_dir: str | Path, cfg: TrainConfig | None = None, max_steps: int | 
         cfg = TrainConfig(**json.loads((run_dir / "config.json").read_text()))
     (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     torch.set_num_threads(cfg.threads)
+    world.use(cfg.world)
     amp = resolve_precision(cfg.precision, device)
-    model = build_model(cfg.model, cfg.seed, cfg.image_mean, cfg.image_std).to(device)
+    model = build_model(cfg.model, cfg.seed, cfg.image_mean, cfg.image_std, cfg.config).to(device)
     opts = make_optimizers(model, cfg)
     state = State()
     if last.exists():
@@ -254,11 +268,11 @@ def train(run_dir: str | Path, cfg: TrainConfig | None = None, max_steps: int | 
                 o.load_state_dict(sd)
         except (RuntimeError, ValueError, TypeError, KeyError) as e:  # e.g. an older ccs-tiny run
             raise RuntimeError(f"{last} does not fit the current {cfg.model} config "
-                               f"(lib/ccs/model_configs/{models.spec(cfg.model).open_clip}.json) and training code: it was "
+                               f"(lib/ccs/model_configs/{open_clip_config(cfg)}.json) and training code: it was "
                                f"trained by another version. Train into a new --out folder, or delete "
                                f"{run_dir}.") from e
         state = State(**ck["state"])
-    tokenizer = open_clip.get_tokenizer(models.spec(cfg.model).open_clip)
+    tokenizer = open_clip.get_tokenizer(open_clip_config(cfg))
     preprocess = models.tensor_preprocess(model)
     loss_fn = open_clip.ClipLoss()
     eval_batch = world.sample(cfg.eval_n, EVAL_SEED, "test")
@@ -323,7 +337,7 @@ def restart_from_export(run_dir: str | Path, weights: str | Path, record: str | 
     step = rec["weights_from_step"]
     state_dict = fold_normalisation({k: v.float() for k, v in load_file(weights).items()}, models.TINY_MEAN,
                                     models.TINY_STD, cfg.image_mean, cfg.image_std)  # undo export's fold
-    model = build_model(cfg.model, cfg.seed, cfg.image_mean, cfg.image_std)
+    model = build_model(cfg.model, cfg.seed, cfg.image_mean, cfg.image_std, cfg.config)
     model.load_state_dict(state_dict)
     evals = [e for e in rec["evals"] if e["step"] <= step]
     best = max(evals, key=lambda e: e["mean"])
@@ -388,7 +402,7 @@ def export(run_dir: str | Path, out_dir: str | Path | None = None, which: str = 
     step = src.get("step", state.step)
     curve = state.losses[:: max(1, len(state.losses) // 400)]  # ~400 points of the loss curve
     record = {
-        "model": name, "config": json.loads((models.CONFIG_DIR / f"{models.spec(name).open_clip}.json").read_text()),
+        "model": name, "config": json.loads((models.CONFIG_DIR / f"{open_clip_config(cfg)}.json").read_text()),
         "train_config": cfg, "weights_from_step": step, "steps_run": state.step,
         "pairs_seen": step * cfg["batch_size"], "pairs_seen_total": state.step * cfg["batch_size"],
         "wall_time_s": round(state.wall), "hardware": hardware(), "threads": cfg["threads"],

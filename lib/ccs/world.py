@@ -20,6 +20,11 @@ Splits (``SPLITS``):
 - ``noisy``: blurred and with Gaussian pixel noise -- shifted;
 - ``novel-shades``: colours as lighter or darker shades never seen in training -- shifted;
 - ``novel-shapes``: held-out shapes (``NOVEL_SHAPES``) never seen in training -- out of distribution.
+
+Variants (``VARIANTS``, chosen per process with `use`): ``base`` is the world above; ``rich`` doubles
+the two concepts whose values are categorical rather than points on a line or a plane (16 shapes,
+16 scenes), for the regime study (ccs.regime): a head can only give five consistent TextSpan texts
+about a concept that offers five distinct, well-separated directions.
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ SS = 2  # supersampling factor of the object masks
 WIN = 18  # side of the window an object is drawn in (> largest diameter)
 
 SHAPES = ["circle", "square", "triangle", "diamond", "cross", "star", "heart", "bar"]
+EXTRA_SHAPES = ["pentagon", "hexagon", "oval", "dome", "trapezoid", "chevron", "hourglass", "tee"]
 NOVEL_SHAPES = ["ring", "crescent", "arrow"]
 COLOURS = {
     "red": (220, 35, 35), "orange": (245, 140, 20), "yellow": (240, 220, 30),
@@ -49,6 +55,9 @@ TEXTURES = ["plain", "striped", "dotted"]
 POSITIONS = ["top left", "top center", "top right", "middle left", "center", "middle right",
              "bottom left", "bottom center", "bottom right"]
 SCENES = ["grass", "sand", "water", "snow", "brick", "night", "wood", "stone"]
+EXTRA_SCENES = ["leaves", "clouds", "tiles", "gravel", "lava", "carpet", "ice", "rust"]
+_BASE = {"shape": list(SHAPES), "scene": list(SCENES)}
+VARIANTS = {"base": {}, "rich": {"shape": EXTRA_SHAPES, "scene": EXTRA_SCENES}}
 COUNTS = ["one", "two", "three"]
 MOTIONS = ["left", "right", "up", "down"]
 
@@ -69,6 +78,25 @@ SPLITS = {
 _SPLIT_ID = {s: i for i, s in enumerate(SPLITS)}
 _SHIFTED = ("sketch", "noisy", "novel-shades")
 _ALL_SHAPES = SHAPES + NOVEL_SHAPES
+_current = ["base"]
+
+
+def use(variant: str) -> None:
+    """Make `variant` (see `VARIANTS`) this process's world: the vocabularies are changed in place,
+    so every module that reads them (pools, tasks, captions) follows. A model is trained and analysed
+    in one variant; ccs.regime and the training command call this before anything else."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown world variant {variant!r}; known: {', '.join(VARIANTS)}")
+    extra = VARIANTS[variant]
+    for concept, values in (("shape", SHAPES), ("scene", SCENES)):
+        values[:] = _BASE[concept] + list(extra.get(concept, []))
+    _ALL_SHAPES[:] = SHAPES + NOVEL_SHAPES
+    _current[0] = variant
+
+
+def current() -> str:
+    """The world variant this process uses."""
+    return _current[0]
 
 # Zero-shot prompt templates per concept; training captions use them too ("single-concept"
 # captions), so the prompts are in distribution.
@@ -93,9 +121,15 @@ _P_NAME = {"shape": 0.95, "colour": 0.8, "size": 0.75, "texture": 0.75, "positio
 
 
 # ----------------------------------------------------------------------------- scenes
-@cache
 def _scene_textures() -> torch.Tensor:
-    """One 128x128 texture per scene (fixed seed); images take random crops of them."""
+    """One 128x128 texture per scene of the current variant; images take random crops of them."""
+    return _textures(tuple(SCENES))
+
+
+@cache
+def _textures(scenes: tuple[str, ...]) -> torch.Tensor:
+    """The textures of `scenes`: the base scenes from one fixed seed, in order (so the base world's
+    images never change), the extra scenes from another."""
     rng = np.random.default_rng(12345)
     n = 128
     y, x = np.mgrid[0:n, 0:n].astype(np.float32)
@@ -108,7 +142,9 @@ def _scene_textures() -> torch.Tensor:
         return smooth(rng.standard_normal((n, n)), k) if k > 1 else rng.standard_normal((n, n))
 
     out = []
-    for s in SCENES:
+    for s in [s for s in _BASE["scene"] if s in scenes] + [s for s in scenes if s not in _BASE["scene"]]:
+        if s == EXTRA_SCENES[0]:
+            rng = np.random.default_rng(54321)
         if s == "grass":  # vertical blades: noise smeared along y
             blades = np.cumsum(rng.standard_normal((n, n)), 0) / 4
             base, d = (85, 130, 65), 14 * np.tanh(blades - blades.mean(0)) + 5 * noise()
@@ -128,6 +164,22 @@ def _scene_textures() -> torch.Tensor:
             base, d = (135, 95, 60), 16 * np.sin(x / 1.5 + 3 * smooth(rng.standard_normal((n, n)), 9) * 8) + 3 * noise()
         elif s == "stone":
             base, d = (125, 125, 128), 40 * noise(7) + 6 * noise()
+        elif s == "leaves":  # dark green blotches
+            base, d = (45, 95, 40), 45 * np.tanh(2 * noise(5)) + 6 * noise()
+        elif s == "clouds":  # soft white on pale blue
+            base, d = (150, 185, 230), 60 * np.clip(3 * noise(11), 0, None) + 3 * noise()
+        elif s == "tiles":  # 10 px checkerboard
+            base, d = (190, 190, 200), 45 * (((x // 10) + (y // 10)) % 2) - 40 * ((x % 10 < 1) | (y % 10 < 1))
+        elif s == "gravel":  # coarse grey-brown grains
+            base, d = (140, 125, 110), 45 * noise(3) + 15 * noise()
+        elif s == "lava":  # glowing veins on dark red
+            base, d = (110, 25, 10), 120 * np.exp(-8 * smooth(rng.standard_normal((n, n)), 9) ** 2 * 40) + 5 * noise()
+        elif s == "carpet":  # diagonal stripes, purple-red
+            base, d = (120, 35, 80), 30 * np.sign(np.sin((x + y) / 2.2)) + 5 * noise()
+        elif s == "ice":  # pale cyan with thin cracks
+            base, d = (195, 230, 245), -70 * (np.abs(np.sin(x / 7 + 2 * np.sin(y / 11))) < 0.06) + 4 * noise()
+        elif s == "rust":  # orange-brown stains
+            base, d = (150, 75, 35), 35 * noise(5) + 12 * noise()
         img = np.array(base, np.float32)[:, None, None] + np.asarray(d, np.float32)[None]
         out.append(np.clip(img, 0, 255))
     return torch.from_numpy(np.stack(out)).float()  # [S, 3, 128, 128]
@@ -154,6 +206,24 @@ def _shape_mask(kind: str, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return (x * x + y * y - 1) ** 3 - x * x * y ** 3 <= 0
     if kind == "bar":
         return (u.abs() <= 1) & (v.abs() <= 0.42)
+    if kind in ("pentagon", "hexagon"):
+        k = 5 if kind == "pentagon" else 6
+        th = torch.atan2(u, -v)  # pointing up
+        sector = 2 * np.pi / k
+        return torch.sqrt(u * u + v * v) * torch.cos((th % sector) - sector / 2) <= np.cos(np.pi / k)
+    if kind == "oval":
+        return (u / 1.0) ** 2 + (v / 0.62) ** 2 <= 1
+    if kind == "dome":  # a half disc on its flat side
+        return (u * u + (v - 0.45) ** 2 <= 1.1) & (v <= 0.45)
+    if kind == "trapezoid":
+        return (v.abs() <= 0.7) & (u.abs() <= 0.45 + 0.5 * (v + 0.7) / 1.4)
+    if kind == "chevron":  # a V pointing up, 0.6 thick
+        top = -0.85 + 0.9 * u.abs()
+        return (u.abs() <= 1) & (v >= top) & (v <= top + 0.6)
+    if kind == "hourglass":
+        return (v.abs() <= 0.9) & (u.abs() <= 0.15 + 0.85 * v.abs())
+    if kind == "tee":
+        return ((u.abs() <= 1) & (v >= -0.9) & (v <= -0.42)) | ((u.abs() <= 0.3) & (v.abs() <= 0.9))
     if kind == "ring":
         r2 = u * u + v * v
         return (r2 <= 1) & (r2 >= 0.3)
@@ -347,9 +417,10 @@ def _words(sp: dict, i: int) -> dict[str, str]:
 
 
 def _caption(w: dict, rng: np.random.Generator, must: str | None = None,
-             motion: str | None = None) -> str:
-    """A caption naming a random subset of the attributes (always `must`, when given)."""
-    if motion is None and rng.random() < 0.15:  # single-concept caption in the zero-shot prompt form
+             motion: str | None = None, single: float = 0.15) -> str:
+    """A caption naming a random subset of the attributes (always `must`, when given); in `single` of
+    them one concept alone, in a zero-shot prompt's form."""
+    if motion is None and rng.random() < single:  # single-concept caption in the zero-shot prompt form
         c = must or rng.choice(CONCEPTS + ["position"] * 2)  # position more often
         t = TEMPLATES[c][rng.integers(len(TEMPLATES[c]))]
         return t.format(w[c])
@@ -438,7 +509,7 @@ def sample(n: int, seed: int, split: str = "test") -> WorldBatch:
 
 def train_batch(batch_size: int, step: int, seed: int = 0, sibling_frac: float = 0.5,
                 position_share: float = 0.5, sibling_weights: dict | None = None,
-                sibling_group: int = 2) -> WorldBatch:
+                sibling_group: int = 2, single: float = 0.15) -> WorldBatch:
     """The training batch of a step: independent images, and in `sibling_frac` of the batch groups
     of `sibling_group` images that differ in exactly one attribute, each with a different value of
     it (fewer when the concept has fewer values). The attribute is position in `position_share`
@@ -478,7 +549,7 @@ def train_batch(batch_size: int, step: int, seed: int = 0, sibling_frac: float =
     sp = _concat(base, sib)
     images = _render(sp, "train", rng)
     must += [diff[g] for g in parent]
-    caps = [_caption(_words(sp, i), rng, must=must[i]) for i in range(len(must))]
+    caps = [_caption(_words(sp, i), rng, must=must[i], single=single) for i in range(len(must))]
     return WorldBatch(images, caps, _attributes(sp))
 
 

@@ -1,0 +1,37 @@
+"""`ccs regime`: the regime study (lib/ccs/data/regime.yaml): train and measure its configurations,
+and write its page."""
+from __future__ import annotations
+
+import typer
+
+from ccs.cli import app, bad
+
+regime_app = typer.Typer(help="The regime study: which recipe grows heads in the paper's categories.",
+                         no_args_is_help=True)
+app.add_typer(regime_app, name="regime")
+
+
+@regime_app.command("run")
+def run(
+    name: str = typer.Argument(..., help="A configuration of lib/ccs/data/regime.yaml."),
+    pairs: int = typer.Option(None, min=1, help="Image-caption pairs (default: the study's budget)."),
+    threads: int = typer.Option(1, min=1, help="torch CPU threads."),
+) -> None:
+    """Train a configuration for the study's budget (resuming an interrupted run from
+    train-runs/regime/NAME) and write its measurements to book/regime/NAME.json."""
+    from ccs import regime
+
+    if name not in regime.study()["configurations"]:
+        raise bad("NAME", f"{name!r} is not a configuration of the study; it has: "
+                  f"{', '.join(regime.study()['configurations'])}.")
+    out = regime.run(name, pairs=pairs, threads=threads)
+    typer.echo(f"{name}: {out['high']} of {out['heads']} heads with true CCS 5, {out['low']} with CCS <= 1, "
+               f"mean accuracy {out['mean_accuracy']:.3f} -> book/regime/{name}.json")
+
+
+@regime_app.command("page")
+def page() -> None:
+    """Write the study's page (book/regime.md) from book/regime/*.json."""
+    from ccs import regime
+
+    typer.echo(f"wrote {regime.page()}")
