@@ -150,3 +150,21 @@ def run(name: str, *, pairs: int | None = None, threads: int = 1, runs: Path = R
     results.mkdir(parents=True, exist_ok=True)
     (results / f"{name}.json").write_text(json.dumps(out, indent=1, default=float))
     return out
+
+
+def measure_zoo(name: str, *, results: Path = RESULTS) -> dict:
+    """Measure a shipped model of the zoo at its full training length (the study's reference rows)
+    and write ``results/zoo-<name>.json``."""
+    from ccs import world
+
+    z = models.zoo()[name]
+    record = json.loads((models.WEIGHTS_DIR / f"{name}.record.json").read_text())
+    world.use(z.get("world", "base"))
+    model, _, tokenizer = models.load(name)
+    out = {"configuration": f"zoo:{name}", "config": z["config"], "lever": z["about"],
+           "pairs": record["pairs_seen"], "steps": record["weights_from_step"], "best_step": record["weights_from_step"],
+           "train_wall_s": record["wall_time_s"], "hardware": record["hardware"], "threads": record["threads"],
+           "command": f"make train-tiny MODEL={name}", **measure(model, tokenizer, name)}
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"zoo-{name}.json").write_text(json.dumps(out, indent=1, default=float))
+    return out

@@ -35,3 +35,14 @@ def page() -> None:
     from ccs import regime
 
     typer.echo(f"wrote {regime.page()}")
+
+
+@regime_app.command("measure")
+def measure(name: str = typer.Argument(..., help="A model of the zoo (`ccs models`).")) -> None:
+    """Measure a shipped zoo model at its full training length: book/regime/zoo-NAME.json."""
+    from ccs import models, regime
+
+    if name not in models.zoo():
+        raise bad("NAME", f"{name!r} is not a model of the zoo; it has: {', '.join(models.zoo())}.")
+    out = regime.measure_zoo(name)
+    typer.echo(f"{name}: {out['high']} of {out['heads']} heads with true CCS 5, {out['low']} with CCS <= 1")
