@@ -77,9 +77,10 @@ def test_ranked_fallback_when_a_category_is_too_small():
               ("count", 2, 0.2), ("size", 2, 0.05), ("size", 2, 0.1), ("scene", 3, 0.2)])
     s = headsets.build(t, every_head=EVERY, k=2)
     assert s.rule == "ranked" and any("ranked" in n for n in s.notes)
-    assert s.high == ["L10.H0", "L10.H2"]  # CCS 5, then the more confident of the two CCS 4
-    assert s.low == ["L11.H1", "L11.H2"]  # CCS 2: the two least confident
-    assert headsets.build(t, every_head=EVERY).high == ["L10.H0", "L10.H2"]  # default k: 8 // 4 = 2
+    # CCS 5, then one of the two heads tied at CCS 4, drawn (the labeler's confidence breaks no tie)
+    assert {tuple(h) for h, _ in s.ties} == {("L10.H0", "L10.H1"), ("L10.H0", "L10.H2")}
+    assert {tuple(sorted(l)) for _, l in s.ties} <= {("L11.H0", "L11.H1"), ("L11.H0", "L11.H2"), ("L11.H1", "L11.H2")}
+    assert headsets.build(t, every_head=EVERY).rule == "ranked"  # default k: 8 // 4 = 2
     with pytest.raises(ValueError, match="cannot rank"):
         headsets.ranked(t, 5)
 
@@ -134,7 +135,7 @@ def test_sets_by_source():
     assert len(truth.high) == 6 and truth.low == ["L10.H2", "L10.H3"]  # 5 distinct concepts: true CCS 1
     with pytest.raises(KeyError, match="no head lists"):
         headsets.from_source("paper", t, model="ccs-tiny", every_head=EVERY)
-    with pytest.raises(ValueError, match="'run', 'truth' or 'paper'"):
+    with pytest.raises(ValueError, match="'run', 'truth', 'function' or 'paper'"):
         headsets.from_source("best", t, model="ccs-tiny", every_head=EVERY)
     # the sets a page shows beside its own: the other source, never the paper's
     beside = headsets.other_source("run", t, model="ccs-tiny", every_head=EVERY)
@@ -142,3 +143,50 @@ def test_sets_by_source():
     assert headsets.other_source("truth", t, model="ccs-tiny", every_head=EVERY).source == "this run"
     assert headsets.other_source("paper", t, model="ccs-tiny", every_head=EVERY) is None
     assert headsets.other_source("run", t.drop(columns="concepts"), model="ccs-tiny", every_head=EVERY) is None
+
+
+def test_ranked_sets_cut_through_ties_draw_the_tied_heads_and_nothing_of_the_labeler_breaks_them():
+    # one CCS-5 head, then 5 heads tied at 4 and 2 at 2: k = 2 cuts the high set through the 4s
+    t = make([("a", 5, 0.1), ("b", 4, 0.9), ("c", 4, 0.2), ("d", 4, 0.5), ("e", 4, 0.3), ("f", 4, 0.4),
+              ("g", 2, 0.8), ("h", 2, 0.7)])
+    s = headsets.build(t, every_head=EVERY, seeds=20, k=2)
+    assert s.rule == "ranked" and not s.paper_test and "1 have CCS 5 and 0 have CCS" in s.why_not_paper()
+    assert len(s.ties) == 20 and any("tied at CCS 4" in n for n in s.notes)
+    highs = {tuple(h) for h, _ in s.ties}
+    tied = {"L10.H1", "L10.H2", "L10.H3", "L11.H0", "L11.H1"}
+    assert all(h[0] == "L10.H0" for h in highs) and {h[1] for h in highs} <= tied
+    assert len({h[1] for h in highs}) >= 4  # the draws spread over the tied heads
+    assert all(l == ["L11.H2", "L11.H3"] for _, l in s.ties)  # the low cut runs through no tie
+    cond = s.conditions()
+    assert "high" not in cond and cond["high/3"] == s.ties[3][0] and cond["low/0"] == ["L11.H2", "L11.H3"]
+    assert all(not set(r) & set(s.ties[i][0]) for i, r in enumerate(s.random))  # random draw i avoids high draw i
+    # the confidence column changes nothing: ties are drawn, not broken by the labeler
+    again = headsets.build(t.assign(confidence=t["confidence"][::-1].to_numpy()), every_head=EVERY, seeds=20, k=2)
+    assert again.ties == s.ties
+    # no tie at the cuts: one draw, the plain conditions
+    u = make([("a", 5), ("b", 4), ("c", 3), ("d", 3), ("e", 3), ("f", 3), ("g", 2), ("h", 1)])
+    one = headsets.build(u, every_head=EVERY, seeds=20, k=2)
+    assert one.ties == [] and one.high == ["L10.H0", "L10.H1"] and one.low == ["L11.H2", "L11.H3"]
+    assert "high" in one.conditions()
+
+
+def test_the_paper_s_sets_are_the_headline_when_both_categories_hold_two_heads(table):
+    s = headsets.build(table, every_head=EVERY)
+    assert s.paper_test and s.why_not_paper() == "" and s.counts == {"high": 2, "low": 2}
+
+
+def test_truth_sets_ignore_the_labeler_s_confidence():
+    t = make([("a", 3, 0.9), ("b", 3, 0.1)])
+    t["concepts"] = [["shape"] * 3 + ["colour"] * 2, ["colour"] * 3 + ["scene"] * 2]
+    assert "confidence" not in headsets.truth_table(t)
+
+
+def test_function_sets_take_the_most_and_least_specialised_heads_in_the_paper_s_proportions():
+    names = [head_name(l, h) for l in (10, 11) for h in range(12)]  # 24 heads: 4 high, 2 low
+    share = pd.Series([0.9 - 0.03 * i for i in range(24)], index=names)
+    share.iloc[5] = float("nan")  # a head nothing explains is never "most specialised"
+    s = headsets.from_source("function", None, model="ccs-tiny", every_head=EVERY + names,
+                             function=pd.DataFrame({"share": share}))
+    assert s.source == "function" and s.high == names[:4] and len(s.low) == 2 and names[5] in s.low
+    with pytest.raises(ValueError, match="function"):
+        headsets.from_source("function", None, model="ccs-tiny", every_head=EVERY)

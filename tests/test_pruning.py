@@ -42,8 +42,13 @@ def test_groups_drops_and_comparisons():
 def test_verdict_from_intervals():
     assert pruning.verdict([(3, 1, 5), (2, 0.5, 4)]) == "supported"
     assert pruning.verdict([(3, 1, 5), (0.5, -0.5, 1.5)]) == "inconclusive"
-    assert pruning.verdict([(3, 1, 5), (-2, -3, -1)]) == "not supported"
-    assert pruning.verdict([(0, 0, 0)]) == "not supported"
+    # an interval wholly on the other side of zero shows the opposite: contradicted, not a shrug
+    assert pruning.verdict([(3, 1, 5), (-2, -3, -1)]) == "contradicted"
+    assert pruning.verdict([(-2, -3, -1)]) == "contradicted"
+    assert pruning.verdict([(0, 0, 0)]) == "inconclusive"  # touching zero is not beyond it
+    assert pruning.verdict([(-1, -2, 0.0)]) == "inconclusive"
+    assert pruning.verdict([]) == pruning.NO_VERDICT
+    assert set(pruning.VERDICTS) == {"supported", "contradicted", "inconclusive"}
     assert pruning.interval_text((0.041, 0.029, 0.053)) == "4.1 pp [2.9, 5.3]"
 
 
@@ -99,3 +104,17 @@ def test_a_real_run_matches_plain_embeddings_and_prunes(one_thread, tmp_path, mo
     assert np.array_equal(again.scores["high", "test", "shape"]["p_true"], r.scores["high", "test", "shape"]["p_true"])
     assert list((tmp_path / "arrays").rglob("*.npz"))  # the checked cache (ccs.cache.checked)
     cache.memory.cache_clear()
+
+
+def test_what_carries_a_verdict_is_said_in_words():
+    import pandas as pd
+
+    from ccs import carriers
+
+    tasks = pd.DataFrame({"verdict": ["supported", "inconclusive", "supported"]}, index=["shape", "position", "size"])
+    heads = pd.DataFrame({"verdict": ["contradicted", "supported"]}, index=["L5.H1", "L4.H0"])
+    c = carriers.carried("supported", tasks, heads)
+    assert (c["tasks"], c["heads"]) == (["position"], ["L5.H1"])
+    assert c["text"] == "supported; without position it would be inconclusive, without L5.H1 it would be contradicted"
+    same = carriers.carried("supported", tasks.assign(verdict="supported"), heads.assign(verdict="supported"))
+    assert same["text"] == "supported; it holds without any one task and without any one high head"

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ccs import regime, world
+from ccs import regime, scores, world
 
 
 def test_true_ccs_counts_the_most_common_concept():
@@ -16,7 +16,7 @@ def test_true_ccs_counts_the_most_common_concept():
 
 def test_specialisation_is_the_top_attribute_s_share_of_what_all_explain():
     r2 = pd.DataFrame({"colour": [0.6, 0.2, 0.0], "shape": [0.2, 0.2, 0.0]})
-    s = regime.specialisation(r2)
+    s = scores.specialisation(r2)
     assert list(s["top"][:1]) == ["colour"] and s["share"][0] == pytest.approx(0.75)
     assert s["share"][1] == pytest.approx(0.5)
     assert np.isnan(s["share"][2])  # a head nothing explains has no share, not a perfect one

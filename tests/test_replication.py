@@ -24,7 +24,7 @@ def test_rows_for_both_sources_and_every_model(tmp_path):
     text = replication.page(["a", "b"], runs)
     section = text.split("## Soft pruning: high-CCS heads cost more than low-CCS heads\n")[1].split("\n## ")[0]
     assert "| a | this run | +5.00 pp [4.00, 6.00] | supported |" in section
-    assert "| a | ground truth | \u22123.00 pp [\u22124.00, \u22122.00] | not supported |" in section
+    assert "| a | ground truth | \u22123.00 pp [\u22124.00, \u22122.00] | contradicted |" in section
     assert "| b | this run | +2.00 pp [\u22121.00, 5.00] | inconclusive |" in section
     assert "*this run* sets: supported on 1 of 2 models; pooled" in section
     assert "*ground truth* sets: supported on 0 of 1 models; one model: no pooled estimate" in section

@@ -90,19 +90,22 @@ def leave_one_head_out(r: Results, pairs, high: list[str], evalset: str = "test"
 
 
 def carried(full: str, by_task: pd.DataFrame, by_head: pd.DataFrame) -> dict:
-    """What carries a verdict: the tasks and heads without which it changes. {"verdict", "tasks",
-    "heads", "text"}; text reads e.g. "supported, carried by position", "not supported, but not
-    without count" (leaving count out changes it) or "supported (survives leaving out any one task
-    and any one high head)"."""
-    tasks = [t for t, v in by_task["verdict"].items() if v != full]
-    heads = [h for h, v in by_head["verdict"].items() if v != full]
-    if not tasks and not heads:
-        checked = " and any one high head" if len(by_head) else ""
-        text = f"{full} (survives leaving out any one task{checked})"
+    """What carries a verdict: the tasks and heads without which it changes, and to what. {"verdict",
+    "tasks", "heads", "changes", "text"}; text reads e.g. "supported; it holds without any one task
+    and without any one high head" or "supported; without position it would be inconclusive"."""
+    changes = {**{t: v for t, v in by_task["verdict"].items() if v != full},
+               **{h: v for h, v in by_head["verdict"].items() if v != full}}
+    tasks = [t for t in by_task.index if t in changes]
+    heads = [h for h in by_head.index if h in changes]
+    if not changes:
+        checked = " and without any one high head" if len(by_head) else ""
+        text = f"{full}; it holds without any one task{checked}"
     else:
-        which = " and ".join(part for part in (", ".join(tasks), ", ".join(heads)) if part)
-        text = f"supported, carried by {which}" if full == "supported" else f"{full}, but not without {which}"
-    return {"verdict": full, "tasks": tasks, "heads": heads, "text": text}
+        by_verdict: dict[str, list[str]] = {}
+        for item, v in changes.items():
+            by_verdict.setdefault(v, []).append(item)
+        text = f"{full}; " + ", ".join(f"without {' or '.join(items)} it would be {v}" for v, items in by_verdict.items())
+    return {"verdict": full, "tasks": tasks, "heads": heads, "changes": changes, "text": text}
 
 
 def leave_one_concept_out(r: Results, concepts, evalset: str = "test", measure: str = "p_true",

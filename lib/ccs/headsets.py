@@ -5,8 +5,11 @@ heads as the high set, drawn from the analysed layers excluding the high heads, 
 and *equal-count* (min(|high|, |low|) heads of each, over several seeds). Two things can make them
 meaningless on a small model, and both are detected, handled and written into `notes` for the page:
 
-- too few heads in a category (fewer than `min_size`): the sets become *ranked* sets, the k highest
-  and the k lowest CCS, ties broken by the labeler's confidence (then by head order);
+- too few heads in a category (fewer than `min_size`): the paper's test cannot be formed, and the
+  sets become *ranked* sets, the k highest and the k lowest CCS (a secondary analysis). Where such a
+  cut runs through heads tied at one CCS, which of them are in the set is chance: each draw picks
+  the tied heads at random (`tie_draws`), the conditions ``high/s`` and ``low/s`` are pruned one by
+  one, and the intervals resample the draws with the images;
 - random draws that cannot differ across seeds (fewer possible sets than seeds, e.g. 12 eligible
   heads for a set of 12): the random heads are drawn from the heads of *all* layers instead, as the
   paper's code does for ViT-B-32-OpenAI.
@@ -32,19 +35,41 @@ from ccs.scores import PAPER, Categories, head_name
 class HeadSets:
     """High and low heads, and the baselines drawn against them (one list per seed)."""
 
-    high: list[str]
+    high: list[str]  # the high set (with tie draws: the first draw's)
     low: list[str]
-    random: list[list[str]]  # per seed: len(high) heads, excluding the high heads
+    random: list[list[str]]  # per seed: len(high) heads, excluding the high heads (of the same tie draw)
     equal: list[tuple[list[str], list[str]]]  # distinct (high subset, low subset) draws of equal size
     rule: str  # "categories" (the paper's) or "ranked" (the fallback)
     random_pool: str  # "analysed layers" or "all layers"
     source: str = "this run"
     notes: list[str] = field(default_factory=list)
+    # ranked sets cut through tied heads: one (high, low) pair per draw of the tied heads
+    ties: list[tuple[list[str], list[str]]] = field(default_factory=list)
+    counts: dict = field(default_factory=dict)  # heads with CCS 5 ("high") and CCS <= 1 ("low")
+
+    @property
+    def paper_test(self) -> bool:
+        """Whether these are the paper's sets (every CCS-5 head against every CCS <= 1 head)."""
+        return self.rule == "categories"
+
+    def why_not_paper(self, min_size: int = 2) -> str:
+        """Why the paper's test cannot be formed on these heads ('' when it can)."""
+        if self.paper_test:
+            return ""
+        return (f"the paper's test cannot be formed on these heads: {self.counts.get('high', 0)} have CCS 5 and "
+                f"{self.counts.get('low', 0)} have CCS ≤ 1 ({self.source} sets), and it needs at least "
+                f"{min_size} of each")
 
     def conditions(self) -> dict[str, list[str]]:
-        """Every pruning condition by name: original, high, low, random/s, equal-high/s, equal-low/s
-        (the equal-count ones only when they differ from high and low)."""
-        out = {"original": [], "high": self.high, "low": self.low}
+        """Every pruning condition by name: original, high, low (high/s and low/s, one per tie draw,
+        when the sets are cut through tied heads), random/s, equal-high/s, equal-low/s (the
+        equal-count ones only when they differ from high and low)."""
+        out = {"original": []}
+        if len(self.ties) > 1:
+            for s, (h, l) in enumerate(self.ties):
+                out[f"high/{s}"], out[f"low/{s}"] = h, l
+        else:
+            out |= {"high": self.high, "low": self.low}
         out.update({f"random/{s}": r for s, r in enumerate(self.random)})
         if self.equal != [(self.high, self.low)]:  # else the equal-count comparison is high vs low itself
             for s, (h, l) in enumerate(self.equal):
@@ -96,6 +121,42 @@ def all_heads(layers: int, heads: int) -> list[str]:
     return [head_name(layer, h) for layer in range(layers) for h in range(heads)]
 
 
+def tie_draws(table: pd.DataFrame, k: int, draws: int) -> tuple[list[tuple[list[str], list[str]]], list[str]]:
+    """The k highest- and the k lowest-CCS heads (flagged heads excluded), disjoint, with the heads
+    tied at a cut drawn at random: `draws` draws (draw j uses numpy's default_rng(j); one when no cut
+    runs through a tie). Only the CCS decides; nothing of the labeler's breaks a tie. Returns the
+    draws and notes saying where the cuts run through ties."""
+    t = table[table["ccs"].notna()]
+    if 2 * k > len(t):
+        raise ValueError(f"cannot rank {k} high and {k} low heads out of {len(t)} scored heads")
+    ccs = dict(zip(t["name"], t["ccs"]))
+    names = sorted(ccs, key=order)
+    desc = sorted(names, key=lambda n: -ccs[n])
+    cut_high = ccs[desc[k - 1]]
+    sure_high = [n for n in names if ccs[n] > cut_high]
+    tied_high = [n for n in names if ccs[n] == cut_high]
+    notes, out = [], []
+    for j in range(draws):
+        rng = np.random.default_rng(j)
+        high = sure_high + [tied_high[i] for i in sorted(rng.choice(len(tied_high), k - len(sure_high), replace=False))]
+        rest = [n for n in names if n not in set(high)]
+        cut_low = sorted(ccs[n] for n in rest)[k - 1]
+        sure_low = [n for n in rest if ccs[n] < cut_low]
+        tied_low = [n for n in rest if ccs[n] == cut_low]
+        low = sure_low + [tied_low[i] for i in sorted(rng.choice(len(tied_low), k - len(sure_low), replace=False))]
+        draw = (sorted(high, key=order), sorted(low, key=order))
+        if j == 0:
+            for side, sure, tied, cut in (("high", sure_high, tied_high, cut_high), ("low", sure_low, tied_low, cut_low)):
+                if len(sure) < k < len(sure) + len(tied):
+                    notes.append(f"The {side} set is cut through {len(tied)} heads tied at CCS {cut:g}: "
+                                 f"{k - len(sure)} of them are drawn at random in each of {draws} draws, "
+                                 "and the intervals resample the draws.")
+        if draw in out and len(notes) == 0:
+            break  # no tie: every draw is the same
+        out.append(draw)
+    return out, notes
+
+
 def ranked(table: pd.DataFrame, k: int) -> tuple[list[str], list[str]]:
     """The k highest- and the k lowest-CCS heads (flagged heads excluded), disjoint; ties broken by
     the labeler's ``confidence`` when the table has it (more confident first among the highest, less
@@ -134,11 +195,12 @@ def build(table: pd.DataFrame | None = None, *, every_head: list[str], analysed:
     random baseline); `analysed`: the analysed heads (default: the table's). `k` is the size of ranked
     sets (default a quarter of the scored heads, at least `min_size`). Random and equal-count sets are
     `seeds` distinct reproducible draws (see `_draws`)."""
-    notes, rule = [], "categories"
+    notes, rule, ties, counts = [], "categories", [], {"high": len(high or []), "low": len(low or [])}
     if high is None or low is None:
         if table is None:
             raise ValueError("give a CCS table, or both high and low lists")
         high, low = high_heads(table, categories), low_heads(table, categories)
+        counts = {"high": len(high), "low": len(low)}
         flagged = int(table["ccs"].isna().sum())
         if flagged:
             notes.append(f"{flagged} heads are unknown (the labeler's answers failed validation): "
@@ -146,11 +208,13 @@ def build(table: pd.DataFrame | None = None, *, every_head: list[str], analysed:
         if len(high) < min_size or len(low) < min_size:
             scored = int(table["ccs"].notna().sum())
             k = k or max(min_size, scored // 4)
-            notes.append(f"Too few heads in a category for a comparison ({len(high)} high, {len(low)} low; "
-                         f"at least {min_size} each are needed): the sets are ranked instead, the {k} highest "
-                         f"and the {k} lowest CCS of the {scored} scored heads, ties broken by the "
-                         "labeler's confidence.")
-            high, low = ranked(table, k)
+            notes.append(f"The paper's test cannot be formed: {len(high)} heads have CCS 5 and {len(low)} have "
+                         f"CCS ≤ 1 (at least {min_size} of each are needed). As a secondary analysis, the "
+                         f"sets are ranked instead: the {k} highest and the {k} lowest CCS of the {scored} "
+                         "scored heads.")
+            ties, tie_notes = tie_draws(table, k, seeds)
+            notes += tie_notes
+            high, low = ties[0]
             rule = "ranked"
     high, low = sorted(high, key=order), sorted(low, key=order)
     if not high or not low:
@@ -170,7 +234,11 @@ def build(table: pd.DataFrame | None = None, *, every_head: list[str], analysed:
         random_pool = "all layers"
     if len(pool) < len(high):
         raise ValueError(f"only {len(pool)} heads are eligible for a random set of {len(high)}")
-    random = [r for (r,) in _draws([pool], [len(high)], seeds)]
+    if len(ties) > 1:  # random draw s avoids the high heads of tie draw s (the two are compared draw by draw)
+        random = [sorted((p[i] for i in np.random.default_rng(s).choice(len(p), len(high), replace=False)), key=order)
+                  for s in range(seeds) for p in [[h for h in pool + high if h not in set(ties[s % len(ties)][0])]]]
+    else:
+        random = [r for (r,) in _draws([pool], [len(high)], seeds)]
 
     m = min(len(high), len(low))
     equal = _draws([high, low], [m, m], seeds)
@@ -179,7 +247,7 @@ def build(table: pd.DataFrame | None = None, *, every_head: list[str], analysed:
                      + ("pair of sets exists, so it is" if len(equal) == 1 else "pairs of sets exist, so they are")
                      + f" compared instead of {seeds}"
                      + (" (the high and low sets themselves)." if equal == [(high, low)] else "."))
-    return HeadSets(high, low, random, equal, rule, random_pool, source, notes)
+    return HeadSets(high, low, random, equal, rule, random_pool, source, notes, ties if len(ties) > 1 else [], counts)
 
 
 def truth_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -190,7 +258,7 @@ def truth_table(table: pd.DataFrame) -> pd.DataFrame:
 
     if "concepts" not in table:
         raise ValueError("the table carries no ground-truth concepts (only the world pool has them)")
-    t = table.copy()
+    t = table.drop(columns=["confidence"], errors="ignore")  # nothing of the labeler's may break a tie
     t["label"] = t["concepts"].map(scores.majority_concept)
     t["ccs"] = [float(sum(same(c, lab) for c in cs)) for cs, lab in zip(t["concepts"], t["label"])]
     t["flagged"] = False
@@ -228,11 +296,36 @@ def concept_sets(table: pd.DataFrame, *, seeds: int = 5, min_heads: int = 1) -> 
     return out
 
 
+PAPER_SHARES = (8 / 48, 4 / 48)  # ViT-B-32-OpenAI: 8 high and 4 low of its 48 analysed heads
+
+
+def function_sets(function: pd.DataFrame, *, every_head: list[str], seeds: int = 5) -> HeadSets:
+    """The third source of sets, from what heads compute (`scores.head_function`, indexed by head
+    name): the most specialised heads against the least, in the paper's proportions (`PAPER_SHARES`,
+    at least 2 each); no labeler and no text enters."""
+    share = function["share"].fillna(-1.0)
+    n = len(share)
+    k_high, k_low = (max(2, round(n * f)) for f in PAPER_SHARES)
+    ranked_names = sorted(share.index, key=lambda h: (-share[h], order(h)))
+    high, low = ranked_names[:k_high], ranked_names[::-1][:k_low]
+    hs = build(high=high, low=low, analysed=list(share.index), every_head=every_head, seeds=seeds, source="function")
+    hs.notes.insert(0, f"Function sets: the {k_high} heads whose top world attribute owns the largest share of "
+                    f"what all attributes explain of their output, against the {k_low} with the smallest (the "
+                    "paper's proportions, 8 high and 4 low of 48 heads).")
+    return hs
+
+
 def from_source(source: str, table: pd.DataFrame, *, model: str, every_head: list[str],
-                seeds: int = 5) -> HeadSets:
+                seeds: int = 5, function: pd.DataFrame | None = None) -> HeadSets:
     """The sets of a notebook's ``sets`` parameter: ``run`` (this run's CCS table), ``truth`` (the
-    concept world's true CCS, see `truth_table`) or ``paper`` (the published lists of a paper model,
-    with the table's heads as the analysed ones)."""
+    concept world's true CCS, see `truth_table`), ``function`` (what the heads compute, see
+    `function_sets`; give `function`) or ``paper`` (the published lists of a paper model, with the
+    table's heads as the analysed ones)."""
+    if source == "function":
+        if function is None:
+            raise ValueError("sets='function' needs the heads' function (scores.head_function), which only "
+                             "the concept world's images give")
+        return function_sets(function, every_head=every_head, seeds=seeds)
     if source == "run":
         return build(table, every_head=every_head, seeds=seeds)
     if source == "truth":
@@ -243,7 +336,7 @@ def from_source(source: str, table: pd.DataFrame, *, model: str, every_head: lis
         pub = published(model)
         return build(high=pub["high"], low=pub["low"], analysed=list(table["name"]), every_head=every_head,
                      seeds=seeds, source="paper")
-    raise ValueError(f"sets must be 'run', 'truth' or 'paper', not {source!r}")
+    raise ValueError(f"sets must be 'run', 'truth', 'function' or 'paper', not {source!r}")
 
 
 def other_source(sets: str, table: pd.DataFrame, *, model: str, every_head: list[str],

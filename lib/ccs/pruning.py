@@ -254,15 +254,21 @@ def _fill(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return out
 
 
+VERDICTS = ("supported", "contradicted", "inconclusive")
+NO_VERDICT = "no verdict"  # nothing could show: a test that cannot be formed, a ceiling, chance
+
+
 def verdict(intervals) -> str:
     """From (estimate, low, high) intervals of differences the hypothesis predicts to be positive:
-    ``supported`` when every interval lies above 0, ``not supported`` when any lies at or below 0,
-    ``inconclusive`` otherwise."""
+    ``supported`` when every interval lies above 0, ``contradicted`` when one lies wholly below 0
+    (the opposite of the claim is shown), ``inconclusive`` otherwise (an interval straddles 0)."""
     intervals = list(intervals)
+    if not intervals:
+        return NO_VERDICT
     if all(lo > 0 for _, lo, _ in intervals):
         return "supported"
-    if any(hi <= 0 for _, _, hi in intervals):
-        return "not supported"
+    if any(hi < 0 for _, _, hi in intervals):
+        return "contradicted"
     return "inconclusive"
 
 

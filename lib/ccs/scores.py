@@ -249,6 +249,28 @@ def attribute_r2(contributions: np.ndarray, attributes: pd.DataFrame) -> pd.Data
     return pd.DataFrame(out)
 
 
+SPECIALISED = 0.6  # a head is specialised when its top attribute owns this share of what all explain
+
+
+def specialisation(r2: pd.DataFrame) -> pd.DataFrame:
+    """Per head of an `attribute_r2` table: its top attribute, that attribute's R^2, and its *share*
+    of the R^2 of all attributes (the functional specialisation score: 1 when one attribute explains
+    all that the world's attributes explain; NaN for a head they explain nothing of)."""
+    total = r2.sum(axis=1)
+    return pd.DataFrame({"top": r2.idxmax(axis=1), "top_r2": r2.max(axis=1),
+                         "share": r2.max(axis=1) / total.where(total > 0)}, index=r2.index)
+
+
+def head_function(decomposition, attributes: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """What each analysed head computes, by the concept world's ground truth: the R^2 of every
+    attribute (`attribute_r2` of its direct contributions) and its specialisation, indexed by head
+    name (`names` in the decomposition's layer-major order)."""
+    h = np.asarray(decomposition.heads)  # [N, K, H, D]
+    r2 = attribute_r2(h.reshape(h.shape[0], -1, h.shape[-1]), attributes)
+    r2.index = list(names)
+    return pd.concat([r2, specialisation(r2)], axis=1)
+
+
 def top_r2_agreement(labels: Sequence[str], r2: pd.DataFrame) -> float:
     """How often a head's label names its top-R^2 attribute (over heads with a known label)."""
     top = r2.idxmax(axis=1)
