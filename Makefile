@@ -28,9 +28,11 @@ book: pipeline html
 # half-written), and --rerun-incomplete lets the next run redo it without a manual step.
 # ccs.lifeline: Snakemake (and each `ccs run` under it, and its kernel) ends when make does, even by
 # SIGKILL, at whatever point of its start-up: the launcher asks for SIGKILL on make's death before
-# Snakemake starts, and exits at once if make ($$PPID of the shell that make starts) is already gone.
+# Snakemake starts, and exits at once if make is already gone. Make's pid is found by make itself
+# before it starts the recipe ($(shell) of a recipe is expanded first), never by the recipe's shell,
+# whose $$PPID is already init's when make dies first.
 pipeline: $(STAMP)
-	exec $(PY) -m ccs.lifeline $$PPID KILL snakemake --cores all --quiet rules --keep-incomplete --rerun-incomplete --rerun-triggers mtime
+	exec $(PY) -m ccs.lifeline $(shell echo $$PPID) KILL snakemake --cores all --quiet rules --keep-incomplete --rerun-incomplete --rerun-triggers mtime
 
 html: $(STAMP) _mathjax/mathjax/tex-svg.js
 	jupyter-book build . -W -n --keep-going --quiet

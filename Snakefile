@@ -9,16 +9,20 @@
 # cluster-generic executor.
 # Nothing outlives the run: `ccs run --exit-with-parent` ends (its kernel with it, the page as it was)
 # when the Snakemake that started it dies, even by SIGKILL, and even before `ccs run` has finished
-# starting (the shell hands it the pid of that Snakemake, CCS_PARENT_PID=$PPID: ccs.lifeline). Under
+# starting (the Snakefile hands it the pid of that Snakemake, CCS_PARENT_PID: ccs.lifeline). Under
 # `make book`, Snakemake itself ends with make: the Makefile starts it through ccs.lifeline, with
 # SIGKILL (Snakemake takes SIGTERM as "finish the running jobs first", which would go on writing pages
 # after make has gone; its `ccs run` children stop cleanly on their own). A lock left by a killed run
 # is cleared by the next one.
+import os
 import sys
 
 from ccs import pipeline
 
 ROOT = pipeline.ROOT
+# the process `ccs run` must end with: this Snakemake (set here, before it starts any job, so that a
+# job's shell started just before this one died still hands down the right pid, not init's)
+os.environ["CCS_PARENT_PID"] = str(os.getpid())
 if workflow.is_main_process:  # not in the jobs a cluster executor starts
     if note := pipeline.clear_stale_lock():
         print(note, file=sys.stderr)
@@ -62,6 +66,5 @@ rule notebook:
     # the pace, each page computing what the other was computing at the same time. With more cores
     # pages do run side by side; the cache folders written in place are locked (ccs.decompose.exclusive).
     threads: 2
-    # exec: `ccs run` is the job's process itself (no shell in between), so it sees its parent die
-    # CCS_PARENT_PID=$PPID: the Snakemake that starts this shell, which `ccs run` must end with
-    shell: "OMP_NUM_THREADS={threads} CCS_PARENT_PID=$PPID exec ccs run --exit-with-parent {wildcards.model} {wildcards.experiment}"
+    # exec: `ccs run` is the job's process itself (the child of this Snakemake, CCS_PARENT_PID)
+    shell: "OMP_NUM_THREADS={threads} exec ccs run --exit-with-parent {wildcards.model} {wildcards.experiment}"

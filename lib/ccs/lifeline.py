@@ -5,13 +5,15 @@ lock, running a kernel).
 Linux delivers a chosen signal to a process when its parent dies once the process has asked for it
 (PR_SET_PDEATHSIG). Asked late, the request can come after the parent is already gone, and then the
 signal never comes: the child, adopted by init, goes on. So the request is checked against the parent
-the child was *started by*, a process id handed down from before the child existed (the launcher's
-first argument, `$PPID` of the shell that starts it, or `CCS_PARENT_PID`): when the parent is no
-longer that process, it has died, and the child exits at once.
+the child was *started by*, a process id found before the child existed (the launcher's first
+argument, or CCS_PARENT_PID, which the Snakefile sets to Snakemake's own pid before it starts any
+job): when the parent is no longer that process, it has died, and the child exits at once. (Not the
+`$PPID` of a shell the parent starts: when the parent dies before the shell reads it, it is already
+init's pid, and the check passes.)
 
 ``python -m ccs.lifeline PARENT SIGNAL COMMAND...`` makes COMMAND end with process PARENT (the setting
-survives exec): the Makefile starts Snakemake this way (``exec python -m ccs.lifeline $$PPID KILL
-snakemake ...``, run by a shell that make starts, whose $PPID is make). This module imports only the
+survives exec): the Makefile starts Snakemake this way, PARENT being make's pid as make itself finds
+it (``$(shell echo $$PPID)``, expanded by make before it starts the recipe). This module imports only the
 standard library, so the launcher starts in milliseconds.
 """
 from __future__ import annotations
