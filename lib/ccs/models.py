@@ -36,6 +36,10 @@ class WeightsNotFoundError(FileNotFoundError):
     """A registered model whose weights are not on this machine."""
 
 
+class WeightsDamagedError(OSError):
+    """A model's weights file is on disk but cannot be loaded (truncated, or not a checkpoint)."""
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What the book needs to know about a model before loading it."""
@@ -212,6 +216,57 @@ def fetch(name: str, timeout: float = 3.0) -> Path:
     return Path(path)
 
 
+def weights_problem(path: Path) -> str | None:
+    """Why the checkpoint at `path` cannot be loaded, read from its header and size without loading it
+    (a truncated download or copy, a file that is not the format its name says), or None.
+
+    A safetensors file must hold the header its first 8 bytes announce and every byte the header
+    places; a zip checkpoint (.bin, .pt) must end with its central directory."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if path.suffix == ".safetensors":
+                if len(head) < 8:
+                    return f"{size} bytes, too short for a safetensors file"
+                n = int.from_bytes(head, "little")
+                if n > size - 8:
+                    return f"truncated: its header announces {n} bytes of metadata, the file holds {size} bytes"
+                try:
+                    meta = json.loads(f.read(n))
+                except ValueError:
+                    return "its header is not the JSON a safetensors file starts with"
+                ends = [v["data_offsets"][1] for k, v in meta.items()
+                        if k != "__metadata__" and isinstance(v, dict) and len(v.get("data_offsets") or ()) == 2]
+                needed = 8 + n + max(ends, default=0)
+                if not isinstance(meta, dict) or needed > size:
+                    return f"truncated: {size} bytes of the {needed} its header describes"
+                return None
+            if head[:2] == b"PK":
+                import zipfile
+
+                if not zipfile.is_zipfile(path):
+                    return f"truncated: a zip checkpoint of {size} bytes without its end (central directory)"
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    return None  # a legacy torch pickle: only loading it tells
+
+
+def check_weights(name: str) -> Path:
+    """`weights_path`, and a clear error (WeightsDamagedError, with the path and what to do) when the
+    file there cannot be loaded: before a kernel starts, not as a bare SafetensorError inside it."""
+    path = weights_path(name)
+    why = weights_problem(path)
+    if why:
+        if spec(name).embedded:
+            fix = (f"restore it with `git checkout -- {path.name}` in lib/ccs/weights, or retrain it "
+                   f"(`make train-tiny MODEL={name}`)")
+        else:
+            fix = f"delete it and run `ccs fetch {name}`, or put a whole checkpoint at $CCS_WEIGHTS/{name}.safetensors"
+        raise WeightsDamagedError(f"The weights of {name} at {path} are damaged ({why}): {fix}.")
+    return path
+
+
 class Loaded(NamedTuple):
     """A loaded model; unpacks as ``model, preprocess, tokenizer``."""
 
@@ -238,7 +293,7 @@ def load(name: str, *, device: str | torch.device = "cpu", untrained: bool = Fal
         kwargs = {"image_mean": pcfg["mean"], "image_std": pcfg["std"],
                   "image_interpolation": pcfg.get("interpolation"),
                   "image_resize_mode": pcfg.get("resize_mode")}
-    pretrained = None if untrained else str(weights_path(name))
+    pretrained = None if untrained else str(check_weights(name))
     model, _, preprocess = open_clip.create_model_and_transforms(
         s.open_clip, pretrained=pretrained, device=device, **kwargs)
     model.eval()
@@ -279,14 +334,14 @@ def describe(name: str) -> dict:
     """A one-row summary of a registered model (for `ccs models` and the model card)."""
     s = spec(name)
     try:
-        weights = str(weights_path(name))
-        available = True
+        path = weights_path(name)
+        weights, state = str(path), "damaged" if weights_problem(path) else "on disk"
     except WeightsNotFoundError:
-        weights, available = "", False
+        weights, state = "", "missing"
     return {"name": s.name, "open_clip": s.open_clip, "pretrained": s.pretrained or "(packaged)",
             "layers": s.layers, "heads": s.heads,
             "analysed_layers": f"{s.analysed_layers[0]}-{s.analysed_layers[-1]}",
-            "weights": "on disk" if available else "missing", "path": weights}
+            "weights": state, "path": weights}
 
 
 def architecture(name: str, model: torch.nn.Module) -> dict:

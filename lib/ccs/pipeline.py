@@ -22,6 +22,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -248,6 +249,8 @@ def check_parameters(source: Path, parameters: dict) -> None:
         if not ok:
             raise ParameterError(f"{source.stem}: {name} must be {'an' if expected.__name__[0] in 'aeiou' else 'a'} "
                                  f"{expected.__name__} (like its default {d.default!r}), not {value!r}", name)
+        if expected is float and not math.isfinite(value):  # .inf passes "more than 0", then hangs or fails later
+            raise ParameterError(f"{source.stem}: {name} must be a finite number, not {value!r}", name)
         for clause in filter(None, (c.strip() for c in d.range.split(","))):
             test, what = _clause(clause, context)
             try:
@@ -647,11 +650,13 @@ def execute(run: Run, *, progress: bool = True, extra: dict | None = None, out_d
     parameters = {"model": run.model, **run.parameters, **extra}
     check_parameters(run.source, parameters)
     if parameters.get("weights") != "random":  # a clear error now, before a kernel starts
-        models.weights_path(run.model)
+        models.check_weights(run.model)  # on disk and whole (not a truncated file)
     out = Path(out_dir) / f"{run.experiment}.ipynb" if out_dir else output_path(run, extra)
+    check_destination(out.parent)  # writable: now, not after the whole run
     nb = jupytext.read(run.source)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     os.environ.setdefault("TQDM_DISABLE", "1")  # the kernel inherits it: no progress bars in pages
+    _absolute_paths_for_the_kernel()
     scratch = ROOT / "runs-tmp"
     scratch.mkdir(exist_ok=True)
     with _Signals() as signals, \
@@ -673,9 +678,65 @@ def execute(run: Run, *, progress: bool = True, extra: dict | None = None, out_d
         with signals.hold():
             for f in sorted(work.iterdir()):  # the files the notebook wrote (its JSON), then the page
                 if f.is_file():
-                    os.replace(f, out.parent / f.name)
-            os.replace(dst, out)
+                    _move(f, out.parent / f.name)
+            _move(dst, out)
     return out
+
+
+# Paths in the environment that the kernel reads; it runs in a scratch folder, deleted after the run,
+# so a relative one would name a folder inside it (a cache that is thrown away with every run).
+PATH_VARIABLES = ("CCS_CACHE", "CCS_DATA", "CCS_WEIGHTS")
+
+
+def _absolute_paths_for_the_kernel() -> None:
+    """Make each of PATH_VARIABLES that is relative absolute (from this process's folder, where the
+    user meant it) before the kernel, which inherits the environment, starts elsewhere."""
+    for name in PATH_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.strip() and not os.path.isabs(os.path.expanduser(value)):
+            os.environ[name] = os.path.abspath(value)
+
+
+def check_destination(folder: Path) -> None:
+    """Raise an OSError saying what to do unless the results of a run can be written into `folder`
+    (created if needed): checked before the kernel starts, not found out after the whole run."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"cannot write the run's results into {folder}: {existing} is not a folder; "
+                                 "move it away, or run with other parameters")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".ccs-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise type(e)(e.errno, f"cannot write the run's results into {folder}: {existing} is not writable "
+                      f"({e.strerror}); make it writable (or mount it read-write) and run again") from None
+
+
+def _move(src: Path, dst: Path) -> None:
+    """Replace `dst` by `src` atomically: a rename, or, where `dst` is on another file system (a rename
+    fails with EXDEV), a copy beside `dst` renamed over it. `dst` is never half-written."""
+    import errno
+
+    try:
+        os.replace(src, dst)
+        return
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        shutil.copymode(src, tmp)  # not mkstemp's 0600
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    src.unlink()
 
 
 def tidy(nb, model: str | None = None) -> None:
