@@ -42,7 +42,7 @@ import seaborn as sns
 from IPython.display import display
 from myst_nb import glue
 
-from ccs import headsets, llm, models, plots, replication, scores, textspan
+from ccs import evaluate, headsets, llm, models, plots, pruning, replication, scores, textspan
 
 plots.style()
 pd.set_option("display.width", 160, "display.max_colwidth", 200)
@@ -207,12 +207,9 @@ else:
 # vector). A head whose label names its top-$R^2$ attribute describes what the head really does.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Which attribute each head encodes, without any text: the share of the variance of each head's direct contribution over the world images explained by each ground-truth attribute (R²), one row per head with its label.", "name": "fig-ccs-r2"}, "image": {"alt": "Heatmap of R² per head (rows, labelled with head name and concept label) and attribute (columns)."}}
-dec = analysis.decomposition
-arr = np.asarray(dec.heads, dtype=np.float32)  # [N, K, H, D]
-r2 = scores.attribute_r2(arr.reshape(arr.shape[0], -1, arr.shape[-1]), analysis.batch.attributes)
-r2.index = [scores.head_name(layer, h) for layer in dec.layers for h in range(arr.shape[2])]
-r2 = r2.loc[table["name"]]
-top = r2.idxmax(axis=1)
+function = scores.head_function(analysis.decomposition, analysis.batch.attributes, table["name"])
+r2 = function[list(analysis.batch.attributes.columns)]
+top = function["top"]
 agree = scores.top_r2_agreement(list(table["label"]), r2)
 fig, ax = plt.subplots(figsize=(0.8 * r2.shape[1] + 2, 0.22 * len(r2) + 1.2))
 sns.heatmap(r2, vmin=0, vmax=max(0.05, float(r2.values.max())), cmap="mako", ax=ax, cbar_kws={"label": "R²"})
@@ -223,7 +220,41 @@ plt.show()
 # %% tags=["hide-input"]
 print(f"label names the top-R² attribute for {agree:.2f} of the labelled heads")
 pd.DataFrame({"head": r2.index, "label": table["label"].values, "top attribute": top.values,
-              "R²": r2.max(axis=1).round(2).values}).set_index("head")
+              "R²": r2.max(axis=1).round(2).values, "specialisation": function["share"].round(2).values}).set_index("head")
+
+# %% [markdown]
+# ### Does a consistent description find a head that does one thing?
+#
+# The paper's premise: a head whose five texts share one concept is a head that computes one thing.
+# Here both sides can be measured. A head's *specialisation* is the share of what all the world's
+# attributes explain of its output that its top attribute explains (1: one attribute explains all of
+# it). If the premise holds, CCS rises with specialisation (Spearman's ρ with its bootstrap interval
+# over the heads), and the label names the attribute the head encodes.
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Each analysed head's CCS (this run's, left; the true CCS, right) against its functional specialisation: the share of the variance all world attributes explain of its output that its top attribute explains.", "name": "fig-ccs-function"}, "image": {"alt": "Two strip plots of functional specialisation against CCS, one dot per head, coloured by the head's top attribute."}}
+premise = pd.DataFrame({"head": table["name"], "CCS": table["ccs"], "specialisation": function["share"].values,
+                        "top attribute": top.values})
+sources = {"this run's CCS": premise["CCS"]}
+if "concepts" in table:
+    sources["true CCS"] = headsets.truth_table(table)["ccs"].values
+fig, axes = plt.subplots(1, len(sources), figsize=(5.5 * len(sources), 3.6), sharey=True, squeeze=False)
+rows = []
+for ax, (name, ccs_) in zip(axes[0], sources.items()):
+    d = premise.assign(CCS=ccs_)
+    keep = d["CCS"].notna() & d["specialisation"].notna()
+    rho_, lo_, hi_ = evaluate.spearman_ci(d.loc[keep, "CCS"], d.loc[keep, "specialisation"])
+    rows.append({"CCS": name, "Spearman ρ with specialisation": f"{rho_:.2f} [{lo_:.2f}, {hi_:.2f}]", "heads": int(keep.sum()),
+                 "verdict (ρ > 0)": pruning.verdict([(rho_, lo_, hi_)])})
+    np.random.seed(seed)  # seaborn's jitter: the same figure every run
+    sns.stripplot(d[keep], x="CCS", y="specialisation", hue="top attribute", ax=ax, jitter=0.15, native_scale=True, size=6)
+    ax.set(title=f"{name}: ρ = {rho_:.2f}", xlabel=name)
+    ax.legend(fontsize=7, title="top attribute")
+fig.suptitle(f"{model}: consistency of the description against specialisation of the head", y=1.02)
+plt.show()
+premise_table = pd.DataFrame(rows).set_index("CCS")
+glue("ccs-premise", premise_table.iloc[-1]["Spearman ρ with specialisation"], display=False)
+glue("ccs-label-names-top", f"{agree:.2f}", display=False)
+premise_table
 
 # %% [markdown]
 # ## How good is the offline labeler?
@@ -243,8 +274,8 @@ pd.DataFrame({"head": r2.index, "label": table["label"].values, "top attribute":
 # lines, with a few hand-written example lines per concept (`world`). A trained model of this book is
 # judged with `world:MODEL`, which adds, fitted leave-one-model-out on the heads of the book's *other*
 # trained models only, one offset per concept (so that, say, "a heart icon" reads as the shape it is
-# in this world rather than a symbol) and the judge's margin. The *lenient* judge is the one the book
-# used before (one threshold for every pool). The first table measures the pool-independent ones on
+# in this world rather than a symbol) and the judge's margin. The *lenient* judge uses one threshold
+# for every pool and no margin. The first table measures the pool-independent ones on
 # the held-out real-CLIP-style heads, written apart from both development sets; `incoherent_low` is
 # the share of the heads that share no concept that come out low (CCS ≤ 1).
 
@@ -269,7 +300,8 @@ summary = {
                      for b in bench if b["set"] == "heldout"},
     **({"judge_model": judge_model} if backend == "openai" else {}),
     "ccs_at_k": {str(k): v for k, v in at_k.items()}, "category_counts": counts,
-    "ground_truth": truth, "top_r2_agreement": agree,
+    "ground_truth": truth, "top_r2_agreement": agree, "premise": premise_table.reset_index().to_dict("records"),
+    "specialisation": dict(zip(table["name"], function["share"].round(4))),
     "heads": [{"layer": int(r.layer), "head": int(r.head), "name": r.name, "label": r.label,
                "ccs": None if r.flagged else int(r.ccs), "flagged": bool(r.flagged), "texts": r.texts,
                "judgements": [int(j) for j in r.judgements], "top_attribute": top[r.name]}

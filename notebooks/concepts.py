@@ -104,6 +104,14 @@ if other_labels:
     for c, v in other_sets.items():
         conditions[other_prefix + c] = v["heads"]
         conditions.update({f"{other_prefix}{c}-random/{s}": h for s, h in enumerate(v["random"])})
+# the third source: each head labelled by the world attribute that explains most of its output (no text)
+fn_sets = {}
+if "concepts" in table:
+    function = scores.head_function(analysis.decomposition, analysis.batch.attributes, table["name"])
+    fn_sets = headsets.concept_sets(table.assign(label=function["top"].reindex(table["name"]).to_numpy()), seeds=seeds)
+    for c, v in fn_sets.items():
+        conditions["function: " + c] = v["heads"]
+        conditions.update({f"function: {c}-random/{s}": h for s, h in enumerate(v["random"])})
 
 # %%
 r = pruning.run(model_, model, eval_sets, clfs, conditions, mode=ablation, means=means, progress=False)
@@ -158,8 +166,8 @@ m["control"].round(1)
 #
 # For each image, the excess cost of pruning a concept's heads (the random control's score minus the
 # pruned score) is averaged over the diagonal cells and over the off-diagonal cells; the difference
-# of the two, over the images, with its bootstrap interval. Supported when the interval lies above
-# zero, not supported when it lies at or below zero, inconclusive otherwise.
+# of the two, over the images, with its bootstrap interval. **Supported** when the interval lies above
+# zero, **contradicted** when it lies wholly below zero, **inconclusive** otherwise.
 
 # %% tags=["hide-input"]
 diag = pruning.diagonal_test(r, concepts, "test", measure)
@@ -170,8 +178,8 @@ if diag["concepts"]:
           f"on the other tasks: {100 * diag['off_diagonal']:.1f} pp; "
           f"difference {pruning.interval_text(diag['difference'])}")
 else:
-    verdict = "inconclusive"
-    print("no labelled concept has a task of its own here")
+    verdict = pruning.NO_VERDICT
+    print("no labelled concept has a task of its own here: no verdict")
 loco = carriers.leave_one_concept_out(r, concepts, "test", measure)
 carry = carriers.carried(verdict, loco, pd.DataFrame(columns=["verdict"]))
 carry["text"] = carry["text"].replace("any one task", "any one concept")
@@ -205,7 +213,7 @@ own
 # %% tags=["hide-input"]
 if other_labels:
     other_diag = pruning.diagonal_test(r, list(other_sets), "test", measure, prefix=other_prefix)
-    other_verdict = pruning.verdict([other_diag["difference"]]) if other_diag["concepts"] else "inconclusive"
+    other_verdict = pruning.verdict([other_diag["difference"]]) if other_diag["concepts"] else pruning.NO_VERDICT
     other_carry = carriers.carried(other_verdict, carriers.leave_one_concept_out(r, list(other_sets), "test", measure,
                                                                                  other_prefix), pd.DataFrame(columns=["verdict"]))
     other_carry["text"] = other_carry["text"].replace("any one task", "any one concept")
@@ -216,6 +224,23 @@ else:
     other_diag, other_carry = None, None
     glue("concepts-other-verdict", "n/a (the pool carries no ground truth)", display=False)
     print("no second source of labels for this pool")
+
+# %% [markdown]
+# ### The same test with the heads' function
+#
+# Each head labelled, without any text, by the world attribute whose values explain most of its
+# output (the CCS page's R²): does pruning the heads that *compute* a concept hit that concept's task?
+
+# %% tags=["hide-input"]
+fn_diag, fn_verdict = None, None
+if fn_sets:
+    fn_diag = pruning.diagonal_test(r, list(fn_sets), "test", measure, prefix="function: ")
+    fn_verdict = pruning.verdict([fn_diag["difference"]]) if fn_diag["concepts"] else pruning.NO_VERDICT
+    print(f"function labels: concepts {', '.join(fn_diag['concepts'])}; diagonal - off-diagonal "
+          f"{pruning.interval_text(fn_diag['difference'])} -> {fn_verdict}")
+    display(pd.DataFrame([{"concept": c, "heads": len(v["heads"]), "names": " ".join(v["heads"])}
+                          for c, v in fn_sets.items()]).set_index("concept"))
+glue("concepts-function-verdict", fn_verdict or "n/a (the images carry no ground truth)", display=False)
 
 # %% [markdown]
 # ## The paper's numbers
@@ -281,7 +306,10 @@ summary = {
            if labels in ("run", "truth") and diag["concepts"] else {}),
         **({{"run": "this run", "truth": "ground truth"}[other_labels]: {
             "concept-diagonal": replication.row(other_diag["difference"], other_verdict)}}
-           if other_labels and other_diag["concepts"] else {})},
+           if other_labels and other_diag["concepts"] else {}),
+        **({"function": {"concept-diagonal": replication.row(fn_diag["difference"], fn_verdict, "function")}}
+           if fn_diag is not None and fn_diag["concepts"] else {})},
+    "function_verdict": fn_verdict,
 }
 with open("concepts.json", "w") as f:
     json.dump(json.loads(json.dumps(summary).replace("NaN", "null")), f, indent=1)

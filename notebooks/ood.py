@@ -59,7 +59,7 @@ calibration = "pool"  # [pool | world | real | lenient] the offline judge's cali
 images = 1000  # [at least 2] images TextSpan decomposes (the same analysis as the TextSpan and CCS pages)
 texts = 5  # [at least 1]
 seed = 0  # [at least 0]
-sets = "run"  # [run | truth | paper] where the high and low heads come from: "run", "truth" (world ground truth), "paper"
+sets = "run"  # [run | truth | function | paper] where the high and low heads come from: "run", "truth" (world ground truth), "paper"
 ablation = "zero"  # [zero | mean] "zero" (the paper's soft pruning) or "mean"
 seeds = 5  # [at least 1] random draws
 eval_images = 1000  # [at least 2] fresh concept-world images per split
@@ -79,14 +79,20 @@ analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=s
 table = scores.score_heads(analysis.records(), llm.make(backend, pool=pool, calibration=calibration, scored=model))
 spec = models.spec(model)
 every = headsets.all_heads(spec.layers, spec.heads)
-hs = headsets.from_source(sets, table, model=model, every_head=every, seeds=seeds)
-print(f"sets from: {hs.source} ({hs.rule}); high: {' '.join(hs.high)}; low: {' '.join(hs.low)}; "
+function = (scores.head_function(analysis.decomposition, analysis.batch.attributes, table["name"])
+            if "concepts" in table else None)  # what each head computes, by the world's ground truth
+hs = headsets.from_source(sets, table, model=model, every_head=every, seeds=seeds, function=function)
+print(f"sets from: {hs.source} ({headsets.headline(hs)}); high: {' '.join(hs.high)}; low: {' '.join(hs.low)}; "
       f"{len(hs.random)} random draws from the {hs.random_pool}")
 plots.notes(hs.notes)
 # the other source of sets beside this one (the world's ground truth, or this run's), prefixed
 other = headsets.other_source(sets, table, model=model, every_head=every, seeds=seeds)
 if other is not None:
-    print(f"and, beside them, the {other.source} sets ({other.rule}): high {' '.join(other.high)}; low {' '.join(other.low)}")
+    print(f"and, beside them, {headsets.whose(other.source)} sets ({other.rule}): high {' '.join(other.high)}; low {' '.join(other.low)}")
+fn = headsets.function_sets(function, every_head=every, seeds=seeds) if function is not None and sets != "function" else None
+if fn is not None:
+    print(f"and the function sets: the {len(fn.high)} most specialised heads {' '.join(fn.high)}; the {len(fn.low)} least "
+          f"{' '.join(fn.low)}")
 
 # %% tags=["hide-input"]
 model_, tokenizer = analysis.model, analysis.tokenizer
@@ -100,7 +106,9 @@ groups = ["high", "low", "random"]
 pre = f"{other.source}: " if other is not None else ""
 if other is not None:  # the other source's sets on the shifted splits and the OOD sets' detector
     conditions |= {pre + k: v for k, v in other.conditions().items() if not k.startswith("equal") and k != "original"}
-only = {k: ["test", *shifted, "novel-shapes"] for k in conditions if pre and k.startswith(pre)}
+if fn is not None:  # and the function's
+    conditions |= {"function: " + k: v for k, v in fn.conditions().items() if not k.startswith("equal") and k != "original"}
+only = {k: ["test", *shifted, "novel-shapes"] for k in conditions if (pre and k.startswith(pre)) or k.startswith("function: ")}
 
 # %%
 r = pruning.run(model_, model, eval_sets, clfs, conditions, mode=ablation, means=means, only=only, progress=False)
@@ -189,8 +197,9 @@ print(f"MCM of the {detect_task} prompts; random: the draws' scores pooled")
 det[["OOD set", "pruned", "AUROC [95 % CI]", "FPR95"]].set_index(["OOD set", "pruned"])
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "MCM scores of the shape prompts for the test images, the held-out shapes and pure noise, unpruned (left) and with the high set pruned (right); the further apart the in-distribution and out-of-distribution histograms, the easier the detection.", "name": "fig-ood-mcm"}, "image": {"alt": "Two panels of overlaid histograms of MCM scores for test, novel-shapes and noise images, unpruned and with the high set pruned."}}
-dist = pd.concat([pd.DataFrame({"MCM score": r.scores[c, s, detect_task][pruning.DETECTION], "images": s, "pruned": c})
-                  for c in ("original", "high") for s in ("test", "novel-shapes", "noise")])
+dist = pd.concat([pd.DataFrame({"MCM score": r.scores[c, s, detect_task][pruning.DETECTION], "images": s,
+                                "pruned": pruning.group(c)})  # the high set's first draw when tied heads are drawn
+                  for c in ("original", r.members("high")[0]) for s in ("test", "novel-shapes", "noise")])
 g = sns.displot(dist, x="MCM score", hue="images", col="pruned", kind="hist", stat="density", common_norm=False,
                 element="step", bins=40, height=3.2, aspect=1.5)
 g.figure.suptitle(f"{model}: MCM scores of the {detect_task} prompts, unpruned and with the high set pruned", y=1.04)
@@ -199,8 +208,8 @@ plt.show()
 # %% [markdown]
 # ## Verdicts
 #
-# Two claims, each supported when all its intervals lie above zero, not supported when one lies at or
-# below zero, inconclusive otherwise:
+# Two claims, each **supported** when all its intervals lie above zero, **contradicted** when one lies
+# wholly below zero, **inconclusive** otherwise:
 #
 # 1. **The paper's**: on every shifted split, pruning the high set costs more than pruning the low set
 #    and more than pruning random sets (six paired differences over the images).
@@ -222,27 +231,33 @@ for name, v in verdicts.items():
 glue("ood-verdict", verdict, display=False)  # shifted data hurt more than test data by the high set
 
 
-def shifted_vs_random(prefix: str = "") -> tuple[float, float, float]:
-    """High against random over the three shifted splits together: per image and draw, the random sets'
-    score minus the high set's, averaged over the splits (the same objects drawn three ways); the
-    interval resamples images and draws."""
-    a = np.mean([r.per_draw(prefix + "random", s, measure) for s in shifted], 0)
+def shifted_vs_random(prefix: str = "", base: str = "random") -> tuple[float, float, float]:
+    """High against random (or low) over the three shifted splits together: per image and draw, the
+    base sets' score minus the high set's, averaged over the splits (the same objects drawn three
+    ways); the interval resamples images and draws."""
+    a = np.mean([r.per_draw(prefix + base, s, measure) for s in shifted], 0)
     b = np.mean([r.per_draw(prefix + "high", s, measure) for s in shifted], 0)
     keep = ~(np.isnan(a).any(0) | np.isnan(b).any(0))
     return evaluate.two_level_ci(a[:, keep], b[:, keep])
 
 
 def auroc_drop(prefix: str = "", out: str = "novel-shapes", n_boot: int = 1000) -> tuple[float, float, float]:
-    """AUROC unpruned minus AUROC with the high set pruned, the in- and out-of-distribution images
-    resampled together for both conditions (a paired bootstrap)."""
-    sc = {c: (r.scores[c, "test", detect_task][pruning.DETECTION], r.scores[c, out, detect_task][pruning.DETECTION])
-          for c in ("original", prefix + "high")}
-    diff = lambda i, o: evaluate.auroc(sc["original"][0][i], sc["original"][1][o]) - evaluate.auroc(  # noqa: E731
-        sc[prefix + "high"][0][i], sc[prefix + "high"][1][o])
+    """AUROC unpruned minus AUROC with the high set pruned (the mean over its tie draws, if any), the
+    in- and out-of-distribution images resampled together for both conditions (a paired bootstrap),
+    and the tie draws with them."""
+    det_scores = lambda c: (r.scores[c, "test", detect_task][pruning.DETECTION],  # noqa: E731
+                            r.scores[c, out, detect_task][pruning.DETECTION])
+    orig, high = det_scores("original"), [det_scores(c) for c in r.members(prefix + "high")]
+
+    def diff(i, o, members):
+        return evaluate.auroc(orig[0][i], orig[1][o]) - np.mean([evaluate.auroc(high[m][0][i], high[m][1][o])
+                                                                 for m in members])
+
     rng = np.random.default_rng(0)
-    n_in, n_out = len(sc["original"][0]), len(sc["original"][1])
-    boot = [diff(rng.integers(0, n_in, n_in), rng.integers(0, n_out, n_out)) for _ in range(n_boot)]
-    return diff(np.arange(n_in), np.arange(n_out)), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
+    n_in, n_out, k = len(orig[0]), len(orig[1]), len(high)
+    boot = [diff(rng.integers(0, n_in, n_in), rng.integers(0, n_out, n_out), rng.integers(0, k, k) if k > 1 else [0])
+            for _ in range(n_boot)]
+    return diff(np.arange(n_in), np.arange(n_out), range(k)), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
 
 
 novel = det[(det["OOD set"] == "novel-shapes") & (det.pruned == "original")].iloc[0]
@@ -251,11 +266,13 @@ if detector_at_chance:
     print(f"the unpruned detector is at chance on novel shapes (AUROC {novel['AUROC [95 % CI]']}): "
           "pruning cannot show anything about detection here; no verdict on it")
 replication_rows = {}
-for source, prefix in ((hs.source, ""), *(((other.source, pre),) if other is not None else ())):
-    sv, ad = shifted_vs_random(prefix), auroc_drop(prefix)
+for source, prefix, s_ in ((hs.source, "", hs), *(((other.source, pre, other),) if other is not None else ()),
+                           *((("function", "function: ", fn),) if fn is not None else ())):
+    sv, sl, ad = shifted_vs_random(prefix), shifted_vs_random(prefix, "low"), auroc_drop(prefix)
+    test = "function" if s_.source == "function" else "paper" if s_.paper_test else "ranked"
     replication_rows[source] = {
-        "shifted-high-vs-random": replication.row(sv),
-        "ood-auroc-drop": replication.row(ad, "no verdict (detector at chance)" if detector_at_chance else None)}
+        "shifted-high-vs-random": replication.row(sv, test=test), "shifted-high-vs-low": replication.row(sl, test=test),
+        "ood-auroc-drop": replication.row(ad, "no verdict (detector at chance)" if detector_at_chance else None, test=test)}
     print(f"{source} sets: high vs random on the shifted splits {pruning.interval_text(sv)} -> "
           f"{replication_rows[source]['shifted-high-vs-random']['verdict']}; novel-shapes AUROC unpruned minus "
           f"high pruned {pruning.interval_text(ad, 1, '')} -> {replication_rows[source]['ood-auroc-drop']['verdict']}")
@@ -265,9 +282,11 @@ other_verdict = pruning.verdict(other_claims.values()) if other_claims else None
 if other_verdict:
     print(f"the paper's claim with the {other.source} sets: {other_verdict}")
 glue("ood-other-verdict", other_verdict or "n/a (the pool carries no ground truth)", display=False)
-glue("ood-paper-verdict", paper_verdict, display=False)  # high costs more than low and random on shifted data
-print(f"Verdicts on {model} ({hs.source} sets, {ablation} ablation, {pruning.MEASURES[measure]}): "
-      f"the paper's claim is {paper_verdict.upper()}; shifted data hurt more than test data: {verdict.upper()}.")
+glue("ood-paper-verdict", headsets.verdict_text(hs, paper_verdict), display=False)  # high costs more than low and random on shifted data
+print(f"Verdicts on {model} ({headsets.whose(hs.source)} sets, {ablation} ablation, {pruning.MEASURES[measure]}): "
+      + (f"the paper's claim is {paper_verdict.upper()}" if hs.paper_test else
+         f"no verdict on the paper's claim ({hs.why_not_paper()}); on the ranked sets: {paper_verdict.upper()}")
+      + f"; shifted data hurt more than test data: {verdict.upper()}.")
 
 # %% [markdown]
 # ## The paper's numbers
@@ -290,13 +309,13 @@ for name, why in real.missing.items():
     print(f"{name}: not measured ({why})")
 if real.sets:  # the paper's shifted datasets on disk: original, high and low pruned
     clfs.update(pruning.classifiers(model, model_, tokenizer, real.tasks))
-    pruning.run(model_, model, real.sets, clfs, {k: conditions[k] for k in ("original", "high", "low")},
+    pruning.run(model_, model, real.sets, clfs, {k: v for k, v in conditions.items() if pruning.group(k) in ("original", "high", "low")},
                 mode=ablation, means=means, progress=False, results=r)
 pruning.beside_paper(paper_ood, model, r, real.sets, embedded=spec.embedded)
 
 # %% tags=["remove-cell", "hide-input"]
 summary = {
-    "model": model, "weights": weights, "sets": hs.source, "rule": hs.rule, "ablation": ablation, "measure": measure,
+    "model": model, "weights": weights, "sets": hs.source, "rule": hs.rule, "paper_test": hs.paper_test, "ablation": ablation, "measure": measure,
     "eval_images": eval_images, "eval_seed": eval_seed, "notes": hs.notes,
     "drops": [{k: v for k, v in row.items() if k != "x"} | {"extra": dict(zip(("estimate", "low", "high"), row["x"]))}
               for row in drops.to_dict("records")],

@@ -54,7 +54,7 @@ calibration = "pool"  # [pool | world | real | lenient] the offline judge's cali
 images = 1000  # [at least 2] images TextSpan decomposes (the same analysis as the TextSpan and CCS pages)
 texts = 5  # [at least 1]
 seed = 0  # [at least 0]
-sets = "run"  # [run | truth | paper] where the high and low heads come from: "run" (this run's CCS), "truth", "paper"
+sets = "run"  # [run | truth | function | paper] where the high and low heads come from: "run" (this run's CCS), "truth" (the true CCS), "function" (what the heads compute), "paper"
 ablation = "zero"  # [zero | mean] "zero" (the paper's soft pruning) or "mean" (the head's mean output instead)
 seeds = 5  # [at least 1] random and equal-count draws
 eval_images = 1000  # [at least 2] fresh concept-world images per split for the zero-shot tasks
@@ -65,11 +65,14 @@ measure = "p_true"  # [p_true | correct] the verdict's measure: "p_true" (probab
 # %% [markdown]
 # ## The heads and their sets
 #
-# The heads are those of the TextSpan and CCS pages (the same analysis). The paper's sets are
-# *high* (CCS = 5) and *low* (CCS ≤ 1); its baselines are *random* (as many heads as the high set,
-# drawn from the analysed layers without the high heads, over several seeds) and *equal-count*
-# (as many high as low heads). When a category is too small, or the draws cannot differ across
-# seeds, the notes below say what is done instead.
+# The heads are those of the TextSpan and CCS pages (the same analysis). The paper's test prunes
+# **every** head with CCS = 5 (*high*) against **every** head with CCS ≤ 1 (*low*); its baselines are
+# *random* (as many heads as the high set, drawn from the analysed layers without the high heads, over
+# several seeds) and *equal-count* (as many high as low heads). The test can be formed only when both
+# categories hold at least two heads; the table below counts them beside the paper's models. Where it
+# cannot, the page says so, gives no verdict on the paper's claim, and compares *ranked* sets instead
+# (the highest against the lowest CCS) as a secondary analysis; where such a cut runs through heads
+# tied at one CCS, the tied heads are drawn at random in every draw and the intervals cover the draws.
 
 # %% tags=["hide-input"]
 print(models.banner(model, weights))
@@ -82,22 +85,30 @@ every = headsets.all_heads(spec.layers, spec.heads)
 truth = headsets.truth_table(table) if "concepts" in table else None
 
 
-hs = headsets.from_source(sets, table, model=model, every_head=every, seeds=seeds)
+function = (scores.head_function(analysis.decomposition, analysis.batch.attributes, table["name"])
+            if "concepts" in table else None)  # what each head computes, by the world's ground truth
+hs = headsets.from_source(sets, table, model=model, every_head=every, seeds=seeds, function=function)
 counts = scores.category_counts(table)
 print(f"{model}: {len(table)} analysed heads; this run's categories: {counts['high']} high, "
       f"{counts['moderate']} moderate, {counts['low']} low, {counts['unknown']} unknown")
-print(f"sets from: {hs.source}; rule: {hs.rule}; random heads from the {hs.random_pool}; ablation: {ablation}")
+print(f"sets from: {hs.source}; {headsets.headline(hs)}; random heads from the {hs.random_pool}; ablation: {ablation}")
 plots.notes(hs.notes)
 hs.summary()
+
+# %% tags=["hide-input"]
+text_sources = [hs] + ([headsets.from_source("truth" if sets != "truth" else "run", table, model=model, every_head=every,
+                                              seeds=seeds)] if "concepts" in table and sets != "function" else [])
+glue("pruning-test", headsets.headline(hs), display=False)
+print("Heads in the paper's categories, this model beside the paper's (a share of the analysed heads):")
+headsets.beside_paper(text_sources, len(table)).round(1)
 
 # %% [markdown]
 # On the concept world every pool line knows the concept that generated it, so each head also has a
 # *true* CCS (how many of its texts come from its majority concept). How far do the sets agree?
 
 # %% tags=["hide-input"]
-if truth is not None:
-    other = headsets.from_source("truth" if sets != "truth" else "run", table, model=model, every_head=every,
-                                 seeds=seeds)
+if truth is not None and sets != "function":
+    other = text_sources[1]
     agree = pd.DataFrame([{"set": k, hs.source: " ".join(getattr(hs, k)), other.source: " ".join(getattr(other, k)),
                            "shared": len(set(getattr(hs, k)) & set(getattr(other, k))),
                            "Jaccard": headsets.jaccard(getattr(hs, k), getattr(other, k))} for k in ("high", "low")])
@@ -121,15 +132,18 @@ clfs = pruning.classifiers(model, model_, tokenizer, world.tasks())
 means = ablate.head_means(model_, eval_sets["test"].images, layers=spec.analysed_layers) if ablation == "mean" else None
 conditions = hs.conditions()
 singles = {f"head/{n}": [n] for n in table["name"]}
-extra = {carriers.ALL_ANALYSED: list(table["name"]), **carriers.without_conditions(hs.high)}
+extra = {carriers.ALL_ANALYSED: list(table["name"]), **(carriers.without_conditions(hs.high) if not hs.ties else {})}
 if other is not None:  # the other source's sets, on the test split
     extra |= {f"{other.source}: {k}": v for k, v in other.conditions().items() if k != "original"}
-    extra |= carriers.without_conditions(other.high, f"{other.source}: high")
+    extra |= carriers.without_conditions(other.high, f"{other.source}: high") if not other.ties else {}
 lenient = None  # the sets the uncalibrated (lenient) judge would pick: what calibration changes
 if backend == "embedding" and calibration != "lenient" and other is not None:
     lenient = headsets.from_source("run", scores.score_heads(analysis.records(), llm.make("embedding", calibration="lenient")),
                                    model=model, every_head=every, seeds=seeds)
-    extra |= {f"lenient judge: {k}": getattr(lenient, k) for k in ("high", "low")}
+    extra |= {f"lenient judge: {k}": v for k, v in lenient.conditions().items() if k != "original" and not k.startswith("equal")}
+fn = headsets.function_sets(function, every_head=every, seeds=seeds) if function is not None and sets != "function" else None
+if fn is not None:  # the third source: the most against the least specialised heads
+    extra |= {f"function: {k}": v for k, v in fn.conditions().items() if k != "original"}
 # the paper's own comparisons run on every split; equal-count draws, single heads and the checks below on the test split
 only = {c: ["test"] for c in {**singles, **extra, **{k: v for k, v in conditions.items() if k.startswith("equal-")}}}
 groups = ["original", "high", "low", "random"] + (["equal-high", "equal-low"] if "equal-high/0" in conditions else [])
@@ -204,10 +218,10 @@ shift.set_index(["split", "condition"]).round(1)
 #
 # The hypothesis predicts two positive differences on the test split, over all tasks: the drop from
 # pruning the high set minus the drop from pruning the low set, and minus the drop from pruning
-# random sets (their mean over the draws, the interval resampling draws and images). Supported when
-# both intervals lie above zero, not
-# supported when either lies at or below zero, inconclusive otherwise. {numref}`fig-pruning-answer`
-# shows the three drops the verdict compares, on the test split and on the shifted ones.
+# random sets (their mean over the draws, the interval resampling draws and images). **Supported**
+# when both intervals lie above zero, **contradicted** when one lies wholly below zero (pruning the
+# high heads then costs *less*), **inconclusive** otherwise. {numref}`fig-pruning-answer` shows the
+# three drops the verdict compares, on the test split and on the shifted ones.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "The page's answer in one figure: the drop in the page's measure (by default the probability of the true class) over all tasks when the high-CCS, low-CCS or random head sets are pruned, on the test split and the three shifted splits (percentage points, paired 95 % bootstrap intervals over the images).", "name": "fig-pruning-answer"}, "image": {"alt": "Bar chart: for each split, the drop from pruning the high, low and random sets, with error bars; the claim predicts the high bar tallest."}}
 answer_bars = shift.assign(lo=[100 * r.drop(c, s, measure)[1] for s, c in zip(shift["split"], shift["condition"])],
@@ -246,11 +260,13 @@ pd.DataFrame({"extra drop of high (pp), " + pruning.MEASURES[measure]: {k: pruni
               "same, top-1 accuracy": {k: pruning.interval_text(v) for k, v in top1.items()}})
 
 # %% tags=["hide-input"]
-print(f"Verdict on {model} ({hs.source} sets, {hs.rule}, {ablation} ablation, {pruning.MEASURES[measure]}): "
-      f"the claim is {verdict.upper()}.")
-if hs.rule == "ranked":
-    print(f"(with ranked sets: the {len(hs.high)} highest- against the {len(hs.low)} lowest-CCS heads, "
-          "not the paper's categories, which are too small here)")
+if hs.paper_test:
+    print(f"Verdict on {model}, {headsets.headline(hs)} ({ablation} ablation, {pruning.MEASURES[measure]}): "
+          f"the paper's claim is {verdict.upper()}.")
+else:
+    print(f"No verdict on the paper's claim for {model}: {hs.why_not_paper()}.\nSecondary analysis ({hs.source} "
+          f"sets, the {len(hs.high)} highest- against the {len(hs.low)} lowest-CCS heads, {ablation} ablation): "
+          f"{verdict.upper()}.")
 
 # %% [markdown]
 # ### What carries the verdict
@@ -266,12 +282,11 @@ for task, why in skip.items():
     print(textwrap.fill(f"{task}: {why}; no verdict on it.", 110))
 by_task = carriers.per_task(r, pairs, "test", measure)
 loto = carriers.leave_one_task_out(r, pairs, "test", measure)
-loho = carriers.leave_one_head_out(r, {k: pairs[k] for k in ("high vs low", "high vs random")}, hs.high, "test", measure)
+loho = (carriers.leave_one_head_out(r, {k: pairs[k] for k in ("high vs low", "high vs random")}, hs.high, "test", measure)
+        if not hs.ties else pd.DataFrame(columns=["verdict"]))  # with tie draws no one high set to leave a head out of
 carry = carriers.carried(verdict, loto, loho)
 glue("pruning-carried", carry["text"], display=False)
-glue("pruning-rule", f"{len(hs.high)} highest- against {len(hs.low)} lowest-CCS heads (ranked: the paper's categories "
-     "hold too few heads here)" if hs.rule == "ranked" else f"the paper's categories ({len(hs.high)} high, "
-     f"{len(hs.low)} low heads)", display=False)
+glue("pruning-rule", headsets.headline(hs), display=False)
 glue("pruning-untestable", "; ".join(f"{t}: {why}" for t, why in skip.items()) or
      "none: pruning every analysed head moves every task", display=False)
 print(f"{hs.source} sets: {carry['text']}")
@@ -289,8 +304,9 @@ if other is not None:
     other_claims = {k: r.compare(a, b, "test", measure) for k, (a, b) in other_pairs.items()}
     other_verdict = pruning.verdict(other_claims.values())
     other_carry = carriers.carried(other_verdict, carriers.leave_one_task_out(r, other_pairs, "test", measure),
-                                   carriers.leave_one_head_out(r, other_pairs, other.high, "test", measure, pre + "high"))
-    print(f"{other.source} sets ({other.rule}):",
+                                   carriers.leave_one_head_out(r, other_pairs, other.high, "test", measure, pre + "high")
+                                   if not other.ties else pd.DataFrame(columns=["verdict"]))
+    print(f"{other.source} sets ({headsets.headline(other)}):",
           "; ".join(f"{k}: {pruning.interval_text(v)}" for k, v in other_claims.items()),
           f"-> {other_carry['text']}")
     glue("pruning-other-verdict", other_carry["text"], display=False)
@@ -305,24 +321,47 @@ else:
     print("no second source of sets for this pool")
 
 # %% [markdown]
+# ### The same test with the heads' function
+#
+# The third source of sets knows nothing of texts: the heads whose direct contribution one world
+# attribute explains best (the most *specialised*, by the R² of the CCS page) against the least
+# specialised, in the paper's proportions. If consistency of descriptions tracks doing one thing,
+# this source and the CCS sources give the same answer.
+
+# %% tags=["hide-input"]
+fn_claims, fn_verdict = {}, None
+if fn is not None:
+    fn_pairs = {"high vs low": ("function: low", "function: high"), "high vs random": ("function: random", "function: high")}
+    fn_claims = {k: r.compare(a, b, "test", measure) for k, (a, b) in fn_pairs.items()}
+    fn_verdict = pruning.verdict(fn_claims.values())
+    print(f"function sets ({len(fn.high)} most, {len(fn.low)} least specialised):",
+          "; ".join(f"{k}: {pruning.interval_text(v)}" for k, v in fn_claims.items()), f"-> {fn_verdict}")
+    plots.notes(fn.notes)
+    display(fn.summary())
+glue("pruning-function-verdict", fn_verdict or "n/a (the images carry no ground truth)", display=False)
+
+# %% [markdown]
 # ### What a lenient judge would have picked
 #
-# The judge before it was calibrated for this pool (`calibration=lenient`) accepts a text that is only
-# loosely about the label, so it calls heads high whose texts mostly, but not all, share a concept.
-# Its high and low sets, pruned on the test split, against each other:
+# An uncalibrated judge (`calibration=lenient`) accepts a text that is only loosely about the label,
+# so it calls heads high whose texts mostly, but not all, share a concept. Its sets, pruned on the test
+# split, in the same test as the page's verdict (high against low and against random):
 
 # %% tags=["hide-input"]
 if lenient is not None:
-    lenient_claim = r.compare("lenient judge: low", "lenient judge: high", "test", measure)
-    lenient_verdict = pruning.verdict([lenient_claim])
-    print(f"lenient judge's sets ({lenient.rule}: {len(lenient.high)} high, {len(lenient.low)} low; "
-          f"{len(set(lenient.high) & set(hs.high))} of its high heads are in this page's high set): "
-          f"high vs low {pruning.interval_text(lenient_claim)} -> {lenient_verdict}")
-    glue("pruning-lenient-high-vs-low", signed(lenient_claim), display=False)
+    lenient_pairs = {"high vs low": ("lenient judge: low", "lenient judge: high"),
+                     "high vs random": ("lenient judge: random", "lenient judge: high")}
+    lenient_claims = {k: r.compare(a, b, "test", measure) for k, (a, b) in lenient_pairs.items()}
+    lenient_verdict = pruning.verdict(lenient_claims.values())
+    print(f"lenient judge's sets ({headsets.headline(lenient)}; {len(set(lenient.high) & set(hs.high))} of its "
+          f"{len(lenient.high)} high heads are in this page's high set): "
+          + "; ".join(f"{k} {pruning.interval_text(v)}" for k, v in lenient_claims.items()) + f" -> {lenient_verdict}")
+    glue("pruning-lenient-high-vs-low", signed(lenient_claims["high vs low"]), display=False)
+    glue("pruning-lenient-high-vs-random", signed(lenient_claims["high vs random"]), display=False)
     glue("pruning-lenient-verdict", lenient_verdict, display=False)
-    display(carriers.per_task(r, {"high vs low": ("lenient judge: low", "lenient judge: high")}, "test", measure))
+    display(carriers.per_task(r, lenient_pairs, "test", measure))
 else:
-    for key in ("pruning-lenient-high-vs-low", "pruning-lenient-verdict"):
+    for key in ("pruning-lenient-high-vs-low", "pruning-lenient-high-vs-random", "pruning-lenient-verdict"):
         glue(key, "n/a (this page's judge is the lenient one, or there is no ground truth)", display=False)
     print("no lenient comparison on this page")
 
@@ -385,10 +424,16 @@ if truth_rho is not None:
 single.sort_values("drop", ascending=False).head(8).round(2)
 
 # %% tags=["remove-cell", "hide-input"]
+def test_of(h) -> str:
+    return "paper" if h.paper_test else "ranked"
+
+
 summary = {
-    "model": model, "weights": weights, "sets": hs.source, "rule": hs.rule, "random_pool": hs.random_pool, "ablation": ablation,
+    "model": model, "weights": weights, "sets": hs.source, "rule": hs.rule, "paper_test": hs.paper_test,
+    "test": headsets.headline(hs), "category_counts_by_source": {s.source: s.counts for s in text_sources},
+    "random_pool": hs.random_pool, "ablation": ablation,
     "measure": measure, "notes": hs.notes, "eval_images": eval_images, "eval_seed": eval_seed,
-    "heads": {"high": hs.high, "low": hs.low, "random": hs.random, "equal": hs.equal},
+    "heads": {"high": hs.high, "low": hs.low, "random": hs.random, "equal": hs.equal, "tie_draws": hs.ties},
     "category_counts": counts,
     "agreement_with_other_sets": agree.to_dict("records"),
     "drops": {split: {name: dict(zip(("drop", "low", "high"), r.drop(name, split, measure)))
@@ -405,11 +450,17 @@ summary = {
     "ccs_importance_spearman_truth": dict(zip(("rho", "low", "high"), truth_rho)) if truth_rho else None,
     # the claims for the replication page (ccs.replication), per source of sets
     "replication": {
-        hs.source: {"pruning-high-vs-low": replication.row(claims["high vs low"]),
-                    "pruning-high-vs-random": replication.row(claims["high vs random"])},
-        **({other.source: {"pruning-high-vs-low": replication.row(other_claims["high vs low"]),
-                           "pruning-high-vs-random": replication.row(other_claims["high vs random"])}}
-           if other is not None else {})},
+        hs.source: {"pruning-high-vs-low": replication.row(claims["high vs low"], test=test_of(hs)),
+                    "pruning-high-vs-random": replication.row(claims["high vs random"], test=test_of(hs))},
+        **({other.source: {"pruning-high-vs-low": replication.row(other_claims["high vs low"], test=test_of(other)),
+                           "pruning-high-vs-random": replication.row(other_claims["high vs random"], test=test_of(other))}}
+           if other is not None else {}),
+        **({fn.source: {"pruning-high-vs-low": replication.row(fn_claims["high vs low"], test="function"),
+                        "pruning-high-vs-random": replication.row(fn_claims["high vs random"], test="function")}}
+           if fn is not None else {})},
+    "function_sets": {"high": fn.high, "low": fn.low, "claims": {k: dict(zip(("difference", "low", "high"), v))
+                                                                   for k, v in fn_claims.items()}, "verdict": fn_verdict}
+    if fn is not None else None,
     # this run's rows of the paper's tables, for the paper-vs-book page (ccs.paper_tables)
     "paper_tables": {"pruning_high_low": pruning.run_values(r, real.sets),
                      "pruning_high_random": pruning.run_values(r, real.sets, ("high", "random"))},

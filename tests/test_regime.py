@@ -61,3 +61,26 @@ def test_a_configuration_is_trained_measured_and_resumed(tmp_path):
     again = regime.run("rich", runs=tmp_path / "runs", results=tmp_path / "res", progress=False)  # resumes: no step
     world.use("base")
     assert again["steps"] == 2 and again["train_wall_s"] == wall
+
+
+def _row(name, high, low, acc, wall=60):
+    return {"configuration": name, "high_share": high, "low_share": low, "mean_accuracy": acc, "train_wall_s": wall}
+
+
+def test_the_selection_rule_takes_the_scarcer_category_and_ignores_inaccurate_and_reference_runs():
+    rows = [_row("a", 0.30, 0.02, 0.9), _row("b", 0.12, 0.06, 0.9), _row("c", 0.5, 0.5, 0.5),
+            _row("zoo:x", 0.5, 0.5, 0.99)]
+    assert regime.select(rows)["configuration"] == "b"  # 0.75 of the way beats a's 0.25
+    assert regime.score(rows[1]) == pytest.approx(0.75)
+    assert regime.select([_row("b", 0.15, 0.08, 0.9, 90), _row("d", 0.2, 0.1, 0.9, 30)])["configuration"] == "d"
+    assert regime.select([_row("b", 0.15, 0.08, 0.9, 90), _row("d", 0.15, 0.08, 0.9, 30)])["configuration"] == "d"
+    assert regime.select(rows[2:]) is None
+
+
+def test_the_committed_study_page_is_the_generated_one():
+    from pathlib import Path
+
+    book = Path(__file__).resolve().parents[1] / "book"
+    rows = regime.results(book / "regime")
+    assert rows, "no measured configuration"
+    assert (book / "regime.md").read_text() == regime.page_text(rows), "run `ccs regime page`"

@@ -12,22 +12,27 @@ def _run(runs, model, experiment, rep, weights="trained"):
     (runs / model / f"{experiment}.json").write_text(json.dumps({"weights": weights, "replication": rep}))
 
 
-def _claim(est, lo, hi, verdict=None):
-    return replication.row((est, lo, hi), verdict)
+def _claim(est, lo, hi, verdict=None, test=None):
+    return replication.row((est, lo, hi), verdict, test)
 
 
 def test_rows_for_both_sources_and_every_model(tmp_path):
     runs = tmp_path / "runs"
     _run(runs, "a", "pruning", {"this run": {"pruning-high-vs-low": _claim(0.05, 0.04, 0.06)},
                                 "ground truth": {"pruning-high-vs-low": _claim(-0.03, -0.04, -0.02)}})
-    _run(runs, "b", "pruning", {"this run": {"pruning-high-vs-low": _claim(0.02, -0.01, 0.05)}})
+    _run(runs, "b", "pruning", {"this run": {"pruning-high-vs-low": _claim(0.02, -0.01, 0.05, test="ranked")}})
     text = replication.page(["a", "b"], runs)
     section = text.split("## Soft pruning: high-CCS heads cost more than low-CCS heads\n")[1].split("\n## ")[0]
-    assert "| a | this run | +5.00 pp [4.00, 6.00] | supported |" in section
-    assert "| a | ground truth | \u22123.00 pp [\u22124.00, \u22122.00] | contradicted |" in section
-    assert "| b | this run | +2.00 pp [\u22121.00, 5.00] | inconclusive |" in section
-    assert "*this run* sets: supported on 1 of 2 models; pooled" in section
-    assert "*ground truth* sets: supported on 0 of 1 models; one model: no pooled estimate" in section
+    assert "| a | this run |  | +5.00 pp [4.00, 6.00] | supported |" in section
+    assert "| a | ground truth |  | \u22123.00 pp [\u22124.00, \u22122.00] | contradicted |" in section
+    assert "| b | this run | ranked (secondary) | +2.00 pp [\u22121.00, 5.00] | inconclusive |" in section
+    # every verdict is counted, and which rows rest on the secondary analysis is said
+    assert ("*this run* sets: supported on 1, contradicted on 0, inconclusive on 1 of 2 models (on ranked sets "
+            "for 1 of them: the paper's test cannot be formed there); pooled") in section
+    assert "*ground truth* sets: supported on 0, contradicted on 1, inconclusive on 0 of 1 model; one model" in section
+    assert "the paper's claim" in section
+    importance = text.split("## A head's CCS predicts")[1].split("\n## ")[0]
+    assert "a question this book adds" in importance
     assert "No run records this claim yet." in text.split("## Concept pruning")[1].split("\n## ")[0]
 
 
@@ -58,9 +63,17 @@ def test_a_changed_json_changes_the_page(tmp_path, monkeypatch):
     replication.write(out, runs, ["a"])
     assert out.read_text() != first and "+8.00 pp [5.00, 11.00] | supported" in out.read_text()
     included = (out.parent / "replication" / "summary-video-high-vs-random.md").read_text()
-    assert "*this run* sets: supported on 1 of 1 models" in included  # what the chapter includes
+    assert "*this run* sets: supported on 1, contradicted on 0, inconclusive on 0 of 1 model" in included  # what the chapter includes
 
 
 def test_random_weights_are_flagged(tmp_path):
     _run(tmp_path, "m", "ccs", {"this run": {"ccs-high-share": _claim(0.1, 0.05, 0.2)}}, weights="random")
     assert "| m (random weights) | this run |" in replication.page(["m"], tmp_path)
+
+
+def test_shares_are_pooled_on_the_logit_scale_and_stay_inside_0_and_1():
+    rows = [_claim(0.0, 0.0, 0.107), _claim(0.031, 0.006, 0.157), _claim(0.0, 0.0, 0.107)]
+    p = replication.pooled(rows, bounded=True)
+    assert 0 <= p["low"] <= p["estimate"] <= p["high"] <= 1
+    plain = replication.pooled(rows)
+    assert plain["low"] < 0  # the symmetric pool leaves [0, 1], which is why shares are not pooled so

@@ -31,6 +31,11 @@ from ccs.llm import group, normalise
 from ccs.scores import PAPER, Categories, head_name
 
 
+def whose(source: str) -> str:
+    """A source of sets as a possessive: "this run's", "the ground truth's", "the function"."""
+    return {"this run": "this run's", "ground truth": "the ground truth's"}.get(source, f"the {source}")
+
+
 @dataclass
 class HeadSets:
     """High and low heads, and the baselines drawn against them (one list per seed)."""
@@ -57,7 +62,7 @@ class HeadSets:
         if self.paper_test:
             return ""
         return (f"the paper's test cannot be formed on these heads: {self.counts.get('high', 0)} have CCS 5 and "
-                f"{self.counts.get('low', 0)} have CCS ≤ 1 ({self.source} sets), and it needs at least "
+                f"{self.counts.get('low', 0)} have CCS ≤ 1 ({whose(self.source)} sets), and it needs at least "
                 f"{min_size} of each")
 
     def conditions(self) -> dict[str, list[str]]:
@@ -347,3 +352,37 @@ def other_source(sets: str, table: pd.DataFrame, *, model: str, every_head: list
     if "concepts" not in table or sets not in ("run", "truth"):
         return None
     return from_source({"run": "truth", "truth": "run"}[sets], table, model=model, every_head=every_head, seeds=seeds)
+
+
+def beside_paper(sets: list[HeadSets], heads: int) -> pd.DataFrame:
+    """How many heads each source puts in the paper's categories (CCS 5, CCS <= 1), beside the
+    paper's six models (paper.yaml's head_counts), with the share of the analysed heads."""
+    from ccs.models import paper
+
+    rows = [{"source": f"this model, {whose(s.source)} sets", "analysed heads": heads, "CCS 5": s.counts.get("high", 0),
+             "CCS \u2264 1": s.counts.get("low", 0), "paper's test": "yes" if s.paper_test else "cannot be formed"}
+            for s in sets if s.source != "function"]
+    for name, c in paper()["head_counts"].items():
+        n = paper()["models"][name]["heads"] * len(paper()["models"][name]["analysed_layers"])
+        rows.append({"source": f"paper, {name}", "analysed heads": n, "CCS 5": c["high"], "CCS \u2264 1": c["low"],
+                     "paper's test": "yes"})
+    out = pd.DataFrame(rows)
+    out["CCS 5 %"] = 100 * out["CCS 5"] / out["analysed heads"]
+    out["CCS \u2264 1 %"] = 100 * out["CCS \u2264 1"] / out["analysed heads"]
+    return out.set_index("source")
+
+
+def headline(s: HeadSets) -> str:
+    """Which comparison a page's verdict is about, in words."""
+    if s.paper_test:
+        return (f"the paper's test: all {len(s.high)} CCS-5 heads against all {len(s.low)} CCS \u2264 1 heads "
+                f"({whose(s.source)} sets)")
+    drawn = f", tied heads drawn in {len(s.ties)} draws" if s.ties else ""
+    return (f"{s.why_not_paper()}; a secondary analysis instead: the {len(s.high)} highest- against the "
+            f"{len(s.low)} lowest-CCS heads{drawn}")
+
+
+def verdict_text(s: HeadSets, verdict: str) -> str:
+    """A page's verdict as its glue says it: on the paper's test, the verdict; on ranked sets, that it
+    is the secondary analysis's, so no sentence can pass it off as the paper's test."""
+    return verdict if s.paper_test else f"{verdict} (ranked sets: the paper's test cannot be formed here)"

@@ -130,7 +130,7 @@ def _cell(v, decimals: int) -> str:
 
 # The claim of the replication page that measures, on the concept-world models, what a paper table measures
 ANALOGUE = {"head_counts": "ccs-high-share", "pruning_high_low": "pruning-high-vs-low",
-            "pruning_high_random": "pruning-high-vs-random", "ood_datasets": "shifted-high-vs-random",
+            "pruning_high_random": "pruning-high-vs-random", "ood_datasets": "shifted-high-vs-low",
             "concept_location_country211": "concept-diagonal", "concept_objects_cifar10": "concept-diagonal",
             "video_t2v_r1": "video-high-vs-random"}
 

@@ -159,3 +159,138 @@ def measure_zoo(name: str, *, results: Path = RESULTS) -> dict:
     results.mkdir(parents=True, exist_ok=True)
     (results / f"zoo-{name}.json").write_text(json.dumps(out, indent=1, default=float))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The study's page
+
+TARGETS = {"high_share": 0.15, "low_share": 0.08}  # ViT-B-32-OpenAI: 8 and 4 of 48 heads
+MIN_ACCURACY = 0.70  # a short run must reach this mean zero-shot accuracy to be ranked
+
+
+def results(folder: Path = RESULTS) -> list[dict]:
+    """Every measured configuration: the study's short runs in regime.yaml's order, then the zoo's
+    shipped models at full length."""
+    found = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+    order = [n for n in study()["configurations"] if n in found] + sorted(n for n in found if n.startswith("zoo-"))
+    return [found[n] for n in order]
+
+
+def score(r: dict) -> float:
+    """The selection rule's score: how far the scarcer of the two categories is towards its target."""
+    return min(r["high_share"] / TARGETS["high_share"], r["low_share"] / TARGETS["low_share"])
+
+
+def select(rows: list[dict]) -> dict | None:
+    """The configuration the written rule chooses among the short runs (None: none is eligible)."""
+    eligible = [r for r in rows if not r["configuration"].startswith("zoo:") and r["mean_accuracy"] >= MIN_ACCURACY]
+    if not eligible:
+        return None
+    return max(eligible, key=lambda r: (round(score(r), 6), -r["train_wall_s"]))
+
+
+def table(rows: list[dict]) -> pd.DataFrame:
+    """One row per configuration: its lever, CCS@K by the text truth, the categories' shares,
+    specialisation, label/function agreement, accuracies and cost."""
+    out = []
+    for r in rows:
+        acc = pd.DataFrame(r["accuracy"]).mean(axis=1)
+        out.append({"configuration": r["configuration"], "lever": r["lever"], "pairs": r["pairs"],
+                    **{f"CCS {k}": r["true_ccs_counts"][str(k)] for k in range(6)},
+                    "CCS 5 %": 100 * r["high_share"], "CCS \u2264 1 %": 100 * r["low_share"],
+                    "specialised %": 100 * r["specialised_share"], "label = top attribute %": 100 * r["label_names_top"],
+                    "mean accuracy": r["mean_accuracy"], "hardest concept": f"{acc.idxmin()} {acc.min():.3f}",
+                    "rule score": score(r), "train min": r["train_wall_s"] / 60, "hardware": r["hardware"],
+                    "command": r["command"]})
+    return pd.DataFrame(out)
+
+
+def figure(rows: list[dict], path: Path) -> None:
+    """CCS@K (true CCS) per configuration as stacked bars, the paper's two categories marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ccs import plots
+
+    plots.style()
+    names = [r["configuration"] for r in rows]
+    shares = np.array([[r["true_ccs_counts"][str(k)] / r["heads"] for k in range(6)] for r in rows])
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.6))
+    left = np.zeros(len(rows))
+    colours = plt.get_cmap("viridis")(np.linspace(0, 1, 6))
+    for k in range(6):
+        ax.barh(names, shares[:, k], left=left, color=colours[k], label=f"CCS {k}",
+                hatch="//" if k in (0, 1) else None, edgecolor="white")
+        left += shares[:, k]
+    ax.axvline(TARGETS["low_share"], color="0.2", ls=":", lw=1)
+    ax.axvline(1 - TARGETS["high_share"], color="0.2", ls="--", lw=1)
+    ax.invert_yaxis()
+    ax.set(xlabel="share of the analysed heads (true CCS)", xlim=(0, 1),
+           title="CCS@K per configuration (dotted: the CCS \u2264 1 target; dashed: the CCS 5 target)")
+    ax.legend(ncols=6, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+
+def page_text(rows: list[dict], figure_name: str = "regime/ccs-at-k.png") -> str:
+    s = study()
+    chosen = select(rows)
+    missing = [n for n in s["configurations"] if n not in {r["configuration"] for r in rows}]
+    t = table(rows)
+    cols = ["configuration", "lever", "pairs", *[f"CCS {k}" for k in range(6)], "CCS 5 %", "CCS \u2264 1 %",
+            "specialised %", "label = top attribute %", "mean accuracy", "hardest concept", "rule score", "train min"]
+    fmt = {"CCS 5 %": "{:.1f}", "CCS \u2264 1 %": "{:.1f}", "specialised %": "{:.0f}", "label = top attribute %": "{:.0f}",
+           "mean accuracy": "{:.3f}", "rule score": "{:.2f}", "train min": "{:.0f}", "pairs": "{:,}"}
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(":--" if c in ("configuration", "lever", "hardest concept")
+                                                             else "--:" for c in cols) + "|"]
+    for _, row in t.iterrows():
+        lines.append("| " + " | ".join(fmt.get(c, "{}").format(row[c]) for c in cols) + " |")
+    short = [r for r in rows if not r["configuration"].startswith("zoo:")]
+    if not short:
+        verdict = "No short run is measured yet: the rule has nothing to choose from."
+    elif chosen is None:
+        verdict = f"No short run is eligible (none reaches a mean accuracy of {MIN_ACCURACY})."
+    else:
+        met = score(chosen) >= 1
+        verdict = (f"The rule chooses **{chosen['configuration']}** ({chosen['lever']}): {100 * chosen['high_share']:.1f} % "
+                   f"of its heads have true CCS 5 and {100 * chosen['low_share']:.1f} % CCS \u2264 1, so the targets "
+                   + ("are met at the short budget; it is next trained at full length."
+                      if met else f"are not met (rule score {score(chosen):.2f} of 1).")
+                   )
+    hw = sorted({r["hardware"] for r in rows})
+    return "\n".join([
+        "# Appendix: which models grow the paper's categories?", "",
+        "<!-- Written by `ccs regime page` (ccs.regime) from book/regime/*.json; do not edit. -->", "",
+        "The paper prunes **every** head with CCS 5 against **every** head with CCS \u2264 1 (ViT-B-32-OpenAI: 8 and "
+        "4 of its 48 analysed heads). The concept-world models of this book grow one CCS-5 head each and at most "
+        "one CCS \u2264 1 head, so their pages cannot form the paper's test and compare ranked sets instead. This "
+        "study asks which training recipe grows heads in both categories. Each configuration changes one lever of "
+        "the zoo's recipe (or two), is trained from the same seed for the same short budget, and is described by "
+        "the concept world's ground truths: the **true CCS** of each analysed head (how many of its five TextSpan "
+        "texts come from one concept), its **specialisation** (the share of what all world attributes explain of "
+        "its output that its top attribute explains; *specialised* at 0.6 or more), how often **the label names "
+        "that top attribute**, and the **concept accuracies** (zero-shot, two fresh evaluation seeds of 1,000 "
+        "images). The zoo's shipped models are the reference rows, at their full training length.", "",
+        "**The selection rule**, written before any pruning page ran on a model of the study:", "",
+        f"> {s['selection']}", "",
+        f"```{{figure}} {figure_name}", ":name: fig-regime-ccs-at-k",
+        ":alt: Stacked horizontal bars of the share of heads at each true CCS from 0 to 5, one bar per configuration.", "",
+        "The true CCS of the analysed heads per configuration (CCS@K, hatched: the paper's low category).", "```", "",
+        *lines, "",
+        verdict, "",
+        *([f"Not measured yet: {', '.join(missing)} (each is `ccs regime run NAME`, resumable)."] if missing else []), "",
+        f"Budget of a short run: {s['pairs']:,} image-caption pairs; the zoo's models saw 3,000,000. Hardware: "
+        f"{'; '.join(hw)}. Every row is reproduced by its command: `ccs regime run NAME` for a configuration of "
+        "`lib/ccs/data/regime.yaml`, `make train-tiny MODEL=NAME` for a zoo model, then `ccs regime measure NAME`.", ""])
+
+
+def page(out: Path = Path("book") / "regime.md") -> Path:
+    """Write the study's page and its figure from the measured configurations."""
+    rows = results(out.parent / "regime")
+    figure(rows, out.parent / "regime" / "ccs-at-k.png")
+    out.write_text(page_text(rows))
+    return out

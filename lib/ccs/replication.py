@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-SOURCES = ("this run", "ground truth")
+SOURCES = ("this run", "ground truth", "function")
 Z = 1.959964  # the normal quantile of a 95 % interval
 
 
@@ -30,36 +30,45 @@ class Claim:
     scale: float = 100.0  # shown as estimate * scale
     unit: str = " pp"
     pooled: bool = True  # whether a pooled estimate across models makes sense
+    origin: str = "paper"  # "paper": the paper's claim; "book": a question this book adds
+    bounded: bool = False  # a proportion in [0, 1]: pooled on the logit scale
 
 
 CLAIMS = (
     Claim("ccs-high-share", "ccs", "Fully consistent heads exist", "share of the analysed heads with CCS = 5 "
-          "(Wilson interval)", unit=" %"),
+          "(Wilson interval)", unit=" %", bounded=True),
     Claim("pruning-high-vs-low", "pruning", "Soft pruning: high-CCS heads cost more than low-CCS heads",
           "extra drop in the probability of the true class, high minus low set"),
     Claim("pruning-high-vs-random", "pruning", "Soft pruning: high-CCS heads cost more than random heads",
           "extra drop, high set minus random sets (interval over images and draws)"),
     Claim("importance-rho", "pruning", "A head's CCS predicts the cost of pruning it alone",
-          "Spearman's rho of CCS and single-head drop", scale=1.0, unit=""),
+          "Spearman's rho of CCS and single-head drop", scale=1.0, unit="", origin="book"),
     Claim("concept-diagonal", "concepts", "Concept pruning hits the concept's own task",
           "excess cost on the own task minus on the other tasks"),
+    Claim("shifted-high-vs-low", "ood", "Shifted data: high-CCS heads cost more than low-CCS heads",
+          "extra drop, high minus low, mean over the sketch, noisy and novel-shades splits"),
     Claim("shifted-high-vs-random", "ood", "Shifted data: high-CCS heads cost more than random heads",
           "extra drop, high minus random, mean over the sketch, noisy and novel-shades splits"),
     Claim("ood-auroc-drop", "ood", "Pruning high-CCS heads hurts OOD detection",
-          "AUROC of the novel-shapes detector (MCM), unpruned minus high set pruned", scale=1.0, unit=""),
+          "AUROC of the novel-shapes detector (MCM), unpruned minus high set pruned", scale=1.0, unit="", origin="book"),
+    Claim("video-high-vs-low", "video", "Text-to-video retrieval: high-CCS heads cost more than low-CCS heads",
+          "extra drop in text-to-video R@1, high minus low"),
     Claim("video-high-vs-random", "video", "Text-to-video retrieval: high-CCS heads cost more than random heads",
           "extra drop in text-to-video R@1, high minus random"),
 )
 CENTRAL = ("pruning-high-vs-low", "pruning-high-vs-random")  # the introduction's figure
+TESTS = {"paper": "the paper's", "ranked": "ranked (secondary)", "function": "most vs least specialised"}
 
 
-def row(d, verdict: str | None = None) -> dict:
+def row(d, verdict: str | None = None, test: str | None = None) -> dict:
     """A page's record of one claim from an (estimate, low, high) triple; the verdict defaults to the
-    one the intervals give (`ccs.pruning.verdict`)."""
+    one the intervals give (`ccs.pruning.verdict`); `test` says which sets it compares ("paper": the
+    paper's categories, "ranked": the secondary analysis where they cannot be formed)."""
     from ccs.pruning import verdict as from_intervals
 
     est, lo, hi = (float(x) for x in d)
-    return {"estimate": est, "low": lo, "high": hi, "verdict": verdict or from_intervals([(est, lo, hi)])}
+    return {"estimate": est, "low": lo, "high": hi, "verdict": verdict or from_intervals([(est, lo, hi)]),
+            **({"test": test} if test else {})}
 
 
 def _finite(*xs) -> bool:
@@ -85,23 +94,38 @@ def collect(models: list[str], runs_dir: Path) -> list[dict]:
     return rows
 
 
-def pooled(rows: list[dict]) -> dict | None:
+EPS = 0.005  # proportions are kept this far from 0 and 1 on the logit scale
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, EPS), 1 - EPS)
+    return math.log(p / (1 - p))
+
+
+def _expit(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def pooled(rows: list[dict], bounded: bool = False) -> dict | None:
     """Random-effects (Paule-Mandel) pooled estimate of rows' estimates, each with the standard
-    error its 95 % interval implies; None for fewer than one usable row."""
+    error its 95 % interval implies; None for fewer than one usable row. A `bounded` claim (a
+    proportion) is pooled on the logit scale and mapped back, so its interval stays inside [0, 1]
+    (proportions of 0 or 1 are moved `EPS` inside first)."""
     import numpy as np
     from statsmodels.stats.meta_analysis import combine_effects
 
     use = [r for r in rows if _finite(r["estimate"], r["low"], r["high"])]
     if not use:
         return None
-    eff = np.array([r["estimate"] for r in use])
-    var = np.array([max((r["high"] - r["low"]) / (2 * Z), 1e-9) ** 2 for r in use])
+    f, back = (_logit, _expit) if bounded else (float, float)
+    eff = np.array([f(r["estimate"]) for r in use])
+    var = np.array([max((f(r["high"]) - f(r["low"])) / (2 * Z), 1e-9) ** 2 for r in use])
     if len(use) == 1:
-        return {"estimate": float(eff[0]), "low": use[0]["low"], "high": use[0]["high"], "models": 1, "tau2": 0.0}
+        return {"estimate": use[0]["estimate"], "low": use[0]["low"], "high": use[0]["high"], "models": 1, "tau2": 0.0}
     res = combine_effects(eff, var, method_re="iterated")
     lo, hi = res.conf_int(alpha=0.05)[1]  # row 1: the random-effects estimate
-    return {"estimate": float(res.mean_effect_re), "low": float(lo), "high": float(hi), "models": len(use),
-            "tau2": float(res.tau2)}
+    return {"estimate": back(float(res.mean_effect_re)), "low": back(float(lo)), "high": back(float(hi)),
+            "models": len(use), "tau2": float(res.tau2)}
 
 
 def _fmt(claim: Claim, est, lo, hi) -> str:
@@ -121,7 +145,7 @@ def forest(claim: Claim, rows: list[dict], pools: dict, path: Path) -> None:
     from ccs import plots
 
     plots.style()
-    labels, ys, colours = [], [], {"this run": "C0", "ground truth": "C1"}
+    labels, ys, colours = [], [], {"this run": "C0", "ground truth": "C1", "function": "C2"}
     fig, ax = plt.subplots(figsize=(7.5, 0.42 * (len(rows) + len(pools)) + 1.3))
     y = 0
     for source in SOURCES:
@@ -149,18 +173,34 @@ def forest(claim: Claim, rows: list[dict], pools: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def tally(rows: list[dict]) -> str:
+    """'supported on 1, contradicted on 2, inconclusive on 1 of 4 models' (every verdict counted)."""
+    from ccs.pruning import VERDICTS
+
+    counts = {v: sum(r["verdict"].startswith(v) for r in rows) for v in VERDICTS}
+    counts["no verdict"] = len(rows) - sum(counts.values())
+    parts = [f"{v} on {n}" for v, n in counts.items() if n or v in VERDICTS]
+    return f"{', '.join(parts)} of {len(rows)} model{'s' if len(rows) != 1 else ''}"
+
+
+def _ranked(rows: list[dict]) -> int:
+    return sum(r.get("test") == "ranked" for r in rows)
+
+
 def summary(claim: Claim, sub: list[dict], pools: dict) -> list[str]:
-    """Per source, as a Markdown list: how many models support the claim, and the pooled estimate."""
+    """Per source, as a Markdown list: every verdict counted over the models, which test they rest on,
+    and the pooled estimate."""
     out = []
     for s in SOURCES:
         srows = [r for r in sub if r["source"] == s]
         if not srows:
             continue
-        support = sum(r["verdict"].startswith("supported") for r in srows)
         p = pools[s]
         pooled_text = (f"pooled {_fmt(claim, p['estimate'], p['low'], p['high'])} over {p['models']} models"
                        if p and p["models"] > 1 else "one model: no pooled estimate")
-        out.append(f"- *{s}* sets: supported on {support} of {len(srows)} models; {pooled_text}.")
+        ranked = _ranked(srows)
+        on = (f" (on ranked sets for {ranked} of them: the paper's test cannot be formed there)" if ranked else "")
+        out.append(f"- *{s}* sets: {tally(srows)}{on}; {pooled_text}.")
     return out
 
 
@@ -170,7 +210,7 @@ def fragments(models: list[str], runs_dir: Path) -> dict[str, str]:
     out = {}
     for claim in CLAIMS:
         sub = [r for r in rows if r["claim"] == claim.key]
-        pools = {s: pooled([r for r in sub if r["source"] == s]) for s in SOURCES}
+        pools = {s: pooled([r for r in sub if r["source"] == s], claim.bounded) for s in SOURCES}
         lines = summary(claim, sub, pools) or ["- no run records this claim yet."]
         out[f"summary-{claim.key}.md"] = (f"<!-- Written by ccs.replication from book/runs/*/*.json; do not edit. -->\n"
                                           f"{claim.title}, across {len(models)} trained model(s):\n\n"
@@ -184,26 +224,33 @@ def page(models: list[str], runs_dir: Path, figures: Path | None = None, draw: b
     rows = collect(models, runs_dir)
     out = ["# Do the claims replicate?", "",
            "<!-- Written by `ccs replication` (ccs.replication) from book/runs/*/*.json; do not edit. -->", "",
-           "Each claim of the paper, measured on every trained model of this book, with **both sources of "
-           "head sets**: the sets this run's labeler and judge pick (*this run*) and the sets the concept "
-           "world's ground truth picks (*ground truth*: a head's true CCS is how many of its texts come "
-           "from one concept). A claim that holds for one source only rests on the labeler, not on the "
-           "model. Per claim: one row per model and source with its 95 % interval and verdict, how many "
-           "models support it, and a random-effects pooled estimate across models, whose interval widens "
-           "with the spread between them (Paule-Mandel, statsmodels' `combine_effects`).", "",
+           "Each claim of the paper (and two questions this book adds, marked as such), measured on every "
+           "trained model of this book, with **three sources of head sets**: the sets this run's labeler and "
+           "judge pick (*this run*), the sets the concept world's text ground truth picks (*ground truth*: a "
+           "head's true CCS is how many of its texts come from one concept), and the sets of what heads "
+           "compute (*function*: the most against the least specialised heads). A claim that holds for one "
+           "source only rests on that source, not on the model. The *test* column says whether a row is the "
+           "paper's test (every CCS-5 head against every CCS \u2264 1 head) or, where a model has too few "
+           "heads in those categories, the ranked sets of the secondary analysis. Verdicts: *supported* "
+           "(the interval lies above zero), *contradicted* (wholly below), *inconclusive* (it straddles "
+           "zero), *no verdict* (nothing could show). Per claim: one row per model and source, every "
+           "verdict counted, and a random-effects pooled estimate across models, whose interval widens "
+           "with the spread between them (Paule-Mandel, statsmodels' `combine_effects`; shares on the "
+           "logit scale).", "",
            f"Models: {', '.join(f'`{m}`' for m in models)}.", ""]
     for claim in CLAIMS:
         sub = [r for r in rows if r["claim"] == claim.key]
-        out += [f"## {claim.title}", "", f"*Effect:* {claim.effect} (page: `{claim.experiment}`).", ""]
+        origin = "the paper's claim" if claim.origin == "paper" else "a question this book adds (not in the paper)"
+        out += [f"## {claim.title}", "", f"*Effect:* {claim.effect} (page: `{claim.experiment}`; {origin}).", ""]
         if not sub:
             out += ["No run records this claim yet.", ""]
             continue
-        pools = {s: pooled([r for r in sub if r["source"] == s]) for s in SOURCES}
-        out += ["| model | sets | effect [95 % CI] | verdict |", "|---|---|---|---|"]
+        pools = {s: pooled([r for r in sub if r["source"] == s], claim.bounded) for s in SOURCES}
+        out += ["| model | sets | test | effect [95 % CI] | verdict |", "|---|---|---|---|---|"]
         for r in sub:
             flag = " (random weights)" if r["weights"] == "random" else ""
-            out.append(f"| {r['model']}{flag} | {r['source']} | {_fmt(claim, r['estimate'], r['low'], r['high'])} "
-                       f"| {r['verdict']} |")
+            out.append(f"| {r['model']}{flag} | {r['source']} | {TESTS.get(r.get('test'), '')} "
+                       f"| {_fmt(claim, r['estimate'], r['low'], r['high'])} | {r['verdict']} |")
         out += ["", *summary(claim, sub, pools), ""]
         if figures is not None:
             name = f"replication-{claim.key}.png"
