@@ -77,3 +77,19 @@ def test_shares_are_pooled_on_the_logit_scale_and_stay_inside_0_and_1():
     assert 0 <= p["low"] <= p["estimate"] <= p["high"] <= 1
     plain = replication.pooled(rows)
     assert plain["low"] < 0  # the symmetric pool leaves [0, 1], which is why shares are not pooled so
+
+
+def test_the_plain_words_answer_follows_the_verdicts(tmp_path):
+    runs = tmp_path / "runs"
+    for m, (est, lo, hi) in {"a": (-0.02, -0.03, -0.01), "b": (0.0, -0.01, 0.01)}.items():
+        _run(runs, m, "pruning", {"this run": {"pruning-high-vs-random": _claim(est, lo, hi, test="ranked")}})
+        _run(runs, m, "concepts", {"this run": {"concept-diagonal": _claim(0.1, 0.05, 0.15)}})
+    text = replication.answer(replication.collect(["a", "b"], runs), ["a", "b"])
+    assert text.startswith("On none of the book's 2 models can the paper's own test be formed")
+    assert "costs no more than pruning as many random heads: less on 1, and no detectable difference on 1 of the 2" in text
+    assert "costs that concept's own task more than the other tasks on 2 of 2 models." in text
+    _run(runs, "a", "pruning", {"this run": {"pruning-high-vs-random": _claim(0.02, 0.01, 0.03, test="paper")}})
+    _run(runs, "b", "pruning", {"this run": {"pruning-high-vs-random": _claim(0.02, 0.01, 0.03, test="paper")}})
+    text = replication.answer(replication.collect(["a", "b"], runs), ["a", "b"])
+    assert "On all 2 of the book's models the paper's own test can be formed; pruning the most consistent heads " \
+           "costs more than pruning as many random heads on every one of them." in text

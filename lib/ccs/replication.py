@@ -204,16 +204,61 @@ def summary(claim: Claim, sub: list[dict], pools: dict) -> list[str]:
     return out
 
 
+def _counts(rows: list[dict]) -> dict[str, int]:
+    from ccs.pruning import VERDICTS
+
+    return {v: sum(r["verdict"].startswith(v) for r in rows) for v in VERDICTS}
+
+
+def answer(rows: list[dict], models: list[str]) -> str:
+    """The book's answer in plain words, chosen by the computed verdicts (this run's sets), so that it
+    stays true whatever the runs say: whether the paper's test could be formed, what pruning the most
+    consistent heads costs against random heads, and what pruning a concept's heads costs."""
+    n = len(models)
+    run = [r for r in rows if r["source"] == "this run"]
+    central = [r for r in run if r["claim"] == "pruning-high-vs-random"]
+    if not central:
+        return "No run of this book records the central claim yet."
+    paper_test = sum(r.get("test", "paper") == "paper" for r in central)
+    c = _counts(central)
+    if paper_test == len(central):
+        first = f"On all {n} of the book's models the paper's own test can be formed"
+    elif paper_test == 0:
+        first = (f"On none of the book's {n} models can the paper's own test be formed (too few heads have CCS 5 "
+                 "or CCS \u2264 1), so they compare the highest- against the lowest-CCS heads instead")
+    else:
+        first = f"On {paper_test} of the book's {n} models the paper's own test can be formed"
+    if c["supported"] == len(central):
+        second = "pruning the most consistent heads costs more than pruning as many random heads on every one of them"
+    elif c["supported"] == 0:
+        second = ("pruning the most consistent heads costs no more than pruning as many random heads: "
+                  f"less on {c['contradicted']}, and no detectable difference on {c['inconclusive']} of the {len(central)}")
+    else:
+        second = (f"pruning the most consistent heads costs more than pruning as many random heads on {c['supported']} "
+                  f"of the {len(central)} models, less on {c['contradicted']}, and no detectable difference on "
+                  f"{c['inconclusive']}")
+    out = f"{first}; {second}."
+    diag = [r for r in run if r["claim"] == "concept-diagonal"]
+    if diag:
+        d = _counts(diag)
+        out += (" Pruning the heads labelled with one concept costs that concept's own task more than the other "
+                f"tasks on {d['supported']} of {len(diag)} models" + (f" (less on {d['contradicted']})" if d["contradicted"] else "")
+                + ".")
+    return out + " (This run's head sets; the chapters give the ground truth's and the function's beside them.)"
+
+
 def fragments(models: list[str], runs_dir: Path) -> dict[str, str]:
-    """Per claim, the summary lines the chapters include (``{include}``) from the page's folder."""
+    """Per claim, the summary lines the chapters include (``{include}``) from the page's folder, and
+    the book's answer in plain words (``summary-answer.md``)."""
     rows = collect(models, runs_dir)
-    out = {}
+    out = {"summary-answer.md": "<!-- Written by ccs.replication from book/runs/*/*.json; do not edit. -->\n"
+                                + answer(rows, models) + "\n"}
     for claim in CLAIMS:
         sub = [r for r in rows if r["claim"] == claim.key]
         pools = {s: pooled([r for r in sub if r["source"] == s], claim.bounded) for s in SOURCES}
         lines = summary(claim, sub, pools) or ["- no run records this claim yet."]
         out[f"summary-{claim.key}.md"] = (f"<!-- Written by ccs.replication from book/runs/*/*.json; do not edit. -->\n"
-                                          f"{claim.title}, across {len(models)} trained model(s):\n\n"
+                                          f"{claim.title}, across {len(models)} trained model{'s' if len(models) != 1 else ''}:\n\n"
                                           + "\n".join(lines) + "\n")
     return out
 
