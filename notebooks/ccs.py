@@ -292,6 +292,24 @@ if getattr(labeler, "fitted_on", None):
           f"margin {labeler.margin}; {len(labeler.offsets)} concept offsets, the largest: "
           + ", ".join(f"{c} {o:+.3f}" for c, o in largest))
 
+# %% [markdown]
+# A trained model's calibration is fitted without any line that occurs in this model's heads, but the
+# lines come from one generator and one set of templates, so heads and lines of the same world are
+# never far from what the calibration saw. Two more checks of the judge on lines this model's heads
+# did not pick: an in-world line should match its own concept and not another one, and a line about
+# something the world does not have (animals, foods, places, ...) should match no world concept.
+
+# %% tags=["hide-input"]
+line_checks = None
+if backend == "embedding" and analysis.pool.in_world is not None:
+    line_checks = llm.line_checks(labeler, analysis.pool, {t for ts_ in table["texts"] for t in ts_})
+    held = (f"fitted without the {labeler.held_out_lines} lines of {model}'s heads; "
+            if getattr(labeler, "held_out_lines", None) else "")
+    print(f"{labeler.calibration}: {held}on {line_checks['unpicked_lines']} in-world lines no head picked, it accepts the line's own concept for "
+          f"{line_checks['unpicked_own_concept']:.3f} and rejects another for {line_checks['unpicked_other_concept']:.3f}; "
+          f"it rejects every world concept for {line_checks['distractors_rejected']:.3f} of "
+          f"{line_checks['distractor_lines']} lines about things outside the world")
+
 # %% tags=["remove-cell", "hide-input"]
 summary = {
     "model": model, "weights": weights, "backend": backend, "pool": pool, "images": images,
@@ -301,6 +319,7 @@ summary = {
     **({"judge_model": judge_model} if backend == "openai" else {}),
     "ccs_at_k": {str(k): v for k, v in at_k.items()}, "category_counts": counts,
     "ground_truth": truth, "top_r2_agreement": agree, "premise": premise_table.reset_index().to_dict("records"),
+    "line_checks": line_checks,
     "specialisation": dict(zip(table["name"], function["share"].round(4))),
     "heads": [{"layer": int(r.layer), "head": int(r.head), "name": r.name, "label": r.label,
                "ccs": None if r.flagged else int(r.ccs), "flagged": bool(r.flagged), "texts": r.texts,

@@ -130,9 +130,10 @@ def test_a_model_calibration_is_fitted_without_the_model_s_own_heads():
     records = {m: _simulated_heads(i) for i, m in enumerate(("a", "b", "c"))}
     fitted = llm.fit_model_calibrations(records, strengths=(1e-3,))
     assert {m: c["fitted_on"] for m, c in fitted.items()} == {"a": ["b", "c"], "b": ["a", "c"], "c": ["a", "b"]}
-    # other heads for "a": its own calibration stays as it was, the others' move
+    # other heads for "a": the others' calibrations move; a's own enters a's only as the lines it holds out
     refit = llm.fit_model_calibrations(records | {"a": _simulated_heads(7)}, strengths=(1e-3,))
-    assert refit["a"] == fitted["a"] and refit["b"] != fitted["b"]
+    assert refit["b"] != fitted["b"]
+    assert refit["a"]["held_out_lines"] == len({t for h in _simulated_heads(7) for t in h["texts"]})
     # the offsets make the judge closer to the truth on a model it never saw
     fresh = _simulated_heads(11)
     judged = {}
@@ -190,3 +191,39 @@ def test_cli_heads_prints_records(backend, tmp_path):
     assert (r["name"], r["label"], r["ccs"], r["judgements"]) == ("L11.H5", "location", 4, [1, 1, 0, 1, 1])
     text = CliRunner().invoke(app, ["heads", "--records", str(path)]).stdout
     assert "L11.H5" in text and "✗ A plate of spaghetti" in text
+
+
+def test_a_model_calibration_never_sees_a_line_of_the_scored_model(monkeypatch):
+    records = {m: _simulated_heads(i) for i, m in enumerate(("a", "b"))}
+    shared = records["a"][0]["texts"][0]  # a line of a's heads that b's heads also hold
+    records["b"][0] = {**records["b"][0], "texts": [shared, *records["b"][0]["texts"][1:]]}
+    calls: list[list[str]] = []
+    fit = llm._fit_world_model
+
+    def spy(heads, strength):
+        calls.append([t for h in heads for t in h["texts"]])
+        return fit(heads, strength)
+
+    monkeypatch.setattr(llm, "_fit_world_model", spy)
+    fitted = llm.fit_model_calibrations(records, strengths=(1e-3,))
+    a_lines = {t for h in records["a"] for t in h["texts"]}
+    assert len(calls) == 2 and calls[0] and not a_lines & set(calls[0])  # a's fit, on b's heads without a's lines
+    assert shared in {t for h in records["b"] for t in h["texts"]} and shared not in calls[1]
+    assert fitted["a"]["held_out_lines"] == len(a_lines) and fitted["a"]["fitted_on"] == ["b"]
+    kept = llm.without_lines(records["b"], a_lines)
+    assert all(shared not in h["texts"] for h in kept) and len(kept) == len(records["b"])
+    assert all(len(h["texts"]) == len(h["concepts"]) for h in kept)
+    assert llm.without_lines([{"texts": ["x", "y"], "concepts": ["c", "c"]}], {"x"}) == []  # too few texts left
+
+
+def test_the_judge_on_lines_no_head_picked_and_on_lines_about_nothing_in_the_world():
+    from ccs import pools
+
+    pool = pools.world()
+    b = llm.make("embedding", pool="world", calibration="world")
+    picked = set(pool.texts[::3])
+    r = llm.line_checks(b, pool, picked)
+    assert r["unpicked_lines"] == sum(w for t, w in zip(pool.texts, pool.in_world) if t not in picked)
+    assert r["distractor_lines"] == sum(not w for t, w in zip(pool.texts, pool.in_world) if t not in picked) > 0
+    assert 0.5 < r["unpicked_own_concept"] <= 1 and 0.5 < r["unpicked_other_concept"] <= 1
+    assert 0 <= r["distractors_rejected"] <= 1

@@ -302,6 +302,7 @@ class EmbeddingBackend:
         cal = stored_calibration(calibration)
         self.calibration = calibration
         self.fitted_on = cal.get("fitted_on")
+        self.held_out_lines = cal.get("held_out_lines")  # the scored model's lines, never fitted on
         self.threshold = cal["threshold"] if threshold is None else threshold
         self.margin = cal.get("margin") if margin is None else margin
         self.labeler = labeler or cal.get("labeler", "mean")
@@ -331,7 +332,7 @@ class EmbeddingBackend:
         """What judged: for the run's record."""
         return {"backend": self.name, "calibration": self.calibration, "threshold": self.threshold,
                 "margin": self.margin, "labeler": self.labeler, "examples": self.examples,
-                "offsets": len(self.offsets), "fitted_on": self.fitted_on}
+                "offsets": len(self.offsets), "fitted_on": self.fitted_on, "held_out_lines": self.held_out_lines}
 
     def _concept_vectors(self, concept: str) -> tuple[np.ndarray, float]:
         name = normalise(concept)
@@ -461,14 +462,48 @@ def fit_model_calibrations(records: dict[str, list[dict]], strengths=OFFSET_STRE
     out = {}
     for model in records:
         others = [m for m in records if m != model]
+        held = {t for h in records[model] for t in h["texts"]}  # the scored model's lines: never fitted on
+        train = {o: without_lines(records[o], held) for o in others}
 
         def inner(strength: float) -> float:
-            return float(np.mean([quality(_fit_world_model([h for o in others if o != m for h in records[o]], strength),
-                                          records[m]) for m in others]))
+            return float(np.mean([quality(_fit_world_model([h for o in others if o != m for h in train[o]], strength),
+                                          train[m]) for m in others]))
 
         strength = max(strengths, key=inner) if len(others) > 1 else strengths[0]
-        out[model] = _fit_world_model([h for o in others for h in records[o]], strength) | {"fitted_on": others}
+        out[model] = _fit_world_model([h for o in others for h in train[o]], strength) | {
+            "fitted_on": others, "held_out_lines": len(held)}
     return out
+
+
+def without_lines(heads: Sequence[dict], lines: set[str], min_texts: int = 2) -> list[dict]:
+    """Heads with every text of `lines` removed (and its concept), dropping heads left with fewer than
+    `min_texts`: a calibration fitted on them has never seen one of those lines."""
+    out = []
+    for h in heads:
+        keep = [i for i, t in enumerate(h["texts"]) if t not in lines]
+        if len(keep) >= min_texts:
+            out.append({**h, "texts": [h["texts"][i] for i in keep], "concepts": [h["concepts"][i] for i in keep]})
+    return out
+
+
+def line_checks(b: "EmbeddingBackend", pool, picked: set[str], seed: int = 0) -> dict:
+    """The judge on lines no analysed head picked: an in-world pool line should match its own concept
+    and not another (drawn at random); a line about something the world does not have should match
+    no world concept. Accuracies, and how many lines each rests on."""
+    rng = np.random.default_rng(seed)
+    concepts = sorted({c for c, w in zip(pool.concepts, pool.in_world) if w})
+    own, other, distract = [], [], []
+    for text, concept, in_world in zip(pool.texts, pool.concepts, pool.in_world):
+        if text in picked:
+            continue
+        if in_world:
+            own.append(b.judge(text, concept) == 1)
+            other.append(b.judge(text, str(rng.choice([c for c in concepts if c != concept]))) == 0)
+        else:
+            distract.append(all(b.judge(text, c) == 0 for c in concepts))
+    return {"unpicked_own_concept": float(np.mean(own)), "unpicked_other_concept": float(np.mean(other)),
+            "unpicked_lines": len(own), "distractors_rejected": float(np.mean(distract)) if distract else float("nan"),
+            "distractor_lines": len(distract)}
 
 
 def fit_calibrations() -> dict[str, dict]:
