@@ -158,7 +158,9 @@ print(f"change in {pruning.MEASURES[measure]} (pp) per concept pruned and task:"
 m["change"].round(1)
 
 # %% tags=["hide-input"]
-print(f"the same for the control: the mean over {seeds} draws of as many random heads:")
+print("the same for the control: the mean over its draws of as many random heads from the other heads "
+      "(draws per concept, fewer where fewer different ones exist: "
+      + ", ".join(f"{c} {len(v['random'])}" for c, v in concept_sets.items()) + "):")
 m["control"].round(1)
 
 # %% [markdown]

@@ -273,7 +273,7 @@ for source, prefix, s_ in ((hs.source, "", hs), *(((other.source, pre, other),) 
     replication_rows[source] = {
         "shifted-high-vs-random": replication.row(sv, test=test), "shifted-high-vs-low": replication.row(sl, test=test),
         "ood-auroc-drop": replication.row(ad, "no verdict (detector at chance)" if detector_at_chance else None, test=test)}
-    print(f"{source} sets: high vs random on the shifted splits {pruning.interval_text(sv)} -> "
+    print(f"{headsets.whose(source)} sets: high vs random on the shifted splits {pruning.interval_text(sv)} -> "
           f"{replication_rows[source]['shifted-high-vs-random']['verdict']}; novel-shapes AUROC unpruned minus "
           f"high pruned {pruning.interval_text(ad, 1, '')} -> {replication_rows[source]['ood-auroc-drop']['verdict']}")
 other_claims = ({f"{split}: high vs {base}": r.compare(pre + base, pre + "high", split, measure)
