@@ -150,7 +150,7 @@ def test_ranked_sets_cut_through_ties_draw_the_tied_heads_and_nothing_of_the_lab
     t = make([("a", 5, 0.1), ("b", 4, 0.9), ("c", 4, 0.2), ("d", 4, 0.5), ("e", 4, 0.3), ("f", 4, 0.4),
               ("g", 2, 0.8), ("h", 2, 0.7)])
     s = headsets.build(t, every_head=EVERY, seeds=20, k=2)
-    assert s.rule == "ranked" and not s.paper_test and "1 have CCS 5 and 0 have CCS" in s.why_not_paper()
+    assert s.rule == "ranked" and not s.paper_test and "hold 1 head with CCS 5 and 0 with CCS" in s.why_not_paper()
     assert len(s.ties) == 20 and any("tied at CCS 4" in n for n in s.notes)
     highs = {tuple(h) for h, _ in s.ties}
     tied = {"L10.H1", "L10.H2", "L10.H3", "L11.H0", "L11.H1"}

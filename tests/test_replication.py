@@ -93,3 +93,24 @@ def test_the_plain_words_answer_follows_the_verdicts(tmp_path):
     text = replication.answer(replication.collect(["a", "b"], runs), ["a", "b"])
     assert "On all 2 of the book's models the paper's own test can be formed; pruning the most consistent heads " \
            "costs more than pruning as many random heads on every one of them." in text
+
+
+def test_seed_agreement_counts_verdicts_and_a_claim_replicates_only_on_every_seed(tmp_path):
+    import pandas as pd
+
+    by_seed = pd.DataFrame({"analysis seed": [0, 1, 2, 0, 1, 2], "sets": ["this run"] * 3 + ["function"] * 3,
+                            "high vs low verdict": ["supported"] * 3 + ["supported", "inconclusive", "supported"],
+                            "high vs random verdict": ["contradicted", "contradicted", "inconclusive"] + ["supported"] * 3})
+    a = replication.seed_agreement(by_seed)
+    assert a.loc[("this run", "high vs low"), "holds on every seed"] == "yes"
+    assert a.loc[("function", "high vs low"), "holds on every seed"] == "no"
+    assert a.loc[("this run", "high vs random"), "agree"] == "2 of 3 contradicted"
+    record = replication.agreement_record(a)
+    assert record["this run"]["pruning-high-vs-low"] == {"agree": "3 of 3 supported", "replicated": True}
+    runs = tmp_path / "runs"
+    _run(runs, "a", "pruning", {"this run": {"pruning-high-vs-low": _claim(0.05, 0.04, 0.06)}})
+    (runs / "a" / "seeds.json").write_text(json.dumps({"seed_agreement": record}))
+    text = replication.page(["a"], runs)
+    section = text.split("## Soft pruning: high-CCS heads cost more than low-CCS heads\n")[1].split("\n## ")[0]
+    assert "| supported | 3 of 3 supported |" in section
+    assert "it holds on every analysis seed on 1 of 1 models" in section

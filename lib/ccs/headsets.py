@@ -61,8 +61,9 @@ class HeadSets:
         """Why the paper's test cannot be formed on these heads ('' when it can)."""
         if self.paper_test:
             return ""
-        return (f"the paper's test cannot be formed on these heads: {self.counts.get('high', 0)} have CCS 5 and "
-                f"{self.counts.get('low', 0)} have CCS ≤ 1 ({whose(self.source)} sets), and it needs at least "
+        h, lo = self.counts.get("high", 0), self.counts.get("low", 0)
+        return (f"the paper's test cannot be formed on these heads: {whose(self.source)} sets hold {h} "
+                f"head{'' if h == 1 else 's'} with CCS 5 and {lo} with CCS \u2264 1, and it needs at least "
                 f"{min_size} of each")
 
     def conditions(self) -> dict[str, list[str]]:
@@ -386,3 +387,16 @@ def verdict_text(s: HeadSets, verdict: str) -> str:
     """A page's verdict as its glue says it: on the paper's test, the verdict; on ranked sets, that it
     is the secondary analysis's, so no sentence can pass it off as the paper's test."""
     return verdict if s.paper_test else f"{verdict} (ranked sets: the paper's test cannot be formed here)"
+
+
+def all_sources(table: pd.DataFrame, analysis, *, model: str, every_head: list[str], seeds: int = 5) -> list[HeadSets]:
+    """The sets of every source an analysis offers: this run's; and, on a pool with ground truth, the
+    text truth's and the function's (what each head computes, from the analysis's images)."""
+    from ccs.scores import head_function
+
+    out = [from_source("run", table, model=model, every_head=every_head, seeds=seeds)]
+    if "concepts" in table:
+        out.append(from_source("truth", table, model=model, every_head=every_head, seeds=seeds))
+        function = head_function(analysis.decomposition, analysis.batch.attributes, table["name"])
+        out.append(function_sets(function, every_head=every_head, seeds=seeds))
+    return out

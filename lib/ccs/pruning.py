@@ -272,6 +272,13 @@ def verdict(intervals) -> str:
     return "inconclusive"
 
 
+def central_claims(r: Results, evalset: str = "test", measure: str = "p_true", prefix: str = "") -> dict:
+    """The soft-pruning page's two claims on one evaluation set: the extra drop from pruning the high
+    set against the low set and against the random sets (conditions named ``prefix + high`` etc.)."""
+    return {"high vs low": r.compare(prefix + "low", prefix + "high", evalset, measure),
+            "high vs random": r.compare(prefix + "random", prefix + "high", evalset, measure)}
+
+
 def interval_text(d: tuple[float, float, float], scale: float = 100, unit: str = " pp") -> str:
     """'4.1 pp [2.9, 5.3]' for an (estimate, low, high) triple."""
     return f"{d[0] * scale:.1f}{unit} [{d[1] * scale:.1f}, {d[2] * scale:.1f}]"

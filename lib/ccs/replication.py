@@ -71,6 +71,37 @@ def row(d, verdict: str | None = None, test: str | None = None) -> dict:
             **({"test": test} if test else {})}
 
 
+SEED_CLAIMS = {"high vs low": "pruning-high-vs-low", "high vs random": "pruning-high-vs-random"}
+
+
+def seed_agreement(by_seed, claims=tuple(SEED_CLAIMS)):
+    """From the seeds page's rows (analysis seed, sets, "<claim> verdict"): per source and claim, the
+    verdict of each seed, how many seeds agree with the most common one, and whether the claim holds
+    (is supported) on every seed."""
+    import pandas as pd
+
+    rows = []
+    for source, sub in by_seed.groupby("sets", sort=False):
+        sub = sub.sort_values("analysis seed")
+        for claim in claims:
+            verdicts = list(sub[f"{claim} verdict"])
+            common = max(set(verdicts), key=verdicts.count)
+            rows.append({"sets": source, "claim": claim,
+                         "verdicts by seed": ", ".join(f"{s}: {v}" for s, v in zip(sub["analysis seed"], verdicts)),
+                         "agree": f"{verdicts.count(common)} of {len(verdicts)} {common}",
+                         "holds on every seed": "yes" if all(v == "supported" for v in verdicts) else "no"})
+    return pd.DataFrame(rows).set_index(["sets", "claim"])
+
+
+def agreement_record(agreement) -> dict:
+    """The seeds page's record for the replication page: {source: {claim key: {"agree", "replicated"}}}."""
+    out: dict = {}
+    for (source, claim), row in agreement.iterrows():
+        out.setdefault(source, {})[SEED_CLAIMS.get(claim, claim)] = {
+            "agree": row["agree"], "replicated": row["holds on every seed"] == "yes"}
+    return out
+
+
 def _finite(*xs) -> bool:
     return all(x is not None and isinstance(x, (int, float)) and math.isfinite(x) for x in xs)
 
@@ -79,6 +110,8 @@ def collect(models: list[str], runs_dir: Path) -> list[dict]:
     """Every (claim, model, source) row the runs' JSONs hold."""
     rows, records = [], {}
     for model in models:
+        seeds_path = runs_dir / model / "seeds.json"
+        seeds = json.loads(seeds_path.read_text()).get("seed_agreement", {}) if seeds_path.is_file() else {}
         for claim in CLAIMS:
             path = runs_dir / model / f"{claim.experiment}.json"
             if path not in records:  # several claims come from one page: read each JSON once
@@ -90,7 +123,8 @@ def collect(models: list[str], runs_dir: Path) -> list[dict]:
                 r = (rec.get("replication") or {}).get(source, {}).get(claim.key)
                 if r:
                     rows.append({"claim": claim.key, "model": model, "source": source,
-                                 "weights": rec.get("weights", "trained"), **r})
+                                 "weights": rec.get("weights", "trained"), **r,
+                                 **({"seeds": seeds[source][claim.key]} if claim.key in seeds.get(source, {}) else {})})
     return rows
 
 
@@ -200,7 +234,10 @@ def summary(claim: Claim, sub: list[dict], pools: dict) -> list[str]:
                        if p and p["models"] > 1 else "one model: no pooled estimate")
         ranked = _ranked(srows)
         on = (f" (on ranked sets for {ranked} of them: the paper's test cannot be formed there)" if ranked else "")
-        out.append(f"- *{s}* sets: {tally(srows)}{on}; {pooled_text}.")
+        seeded = [r for r in srows if "seeds" in r]
+        every = (f"; it holds on every analysis seed on {sum(r['seeds']['replicated'] for r in seeded)} of "
+                 f"{len(seeded)} models" if seeded else "")
+        out.append(f"- *{s}* sets: {tally(srows)}{on}{every}; {pooled_text}.")
     return out
 
 
@@ -291,11 +328,14 @@ def page(models: list[str], runs_dir: Path, figures: Path | None = None, draw: b
             out += ["No run records this claim yet.", ""]
             continue
         pools = {s: pooled([r for r in sub if r["source"] == s], claim.bounded) for s in SOURCES}
-        out += ["| model | sets | test | effect [95 % CI] | verdict |", "|---|---|---|---|---|"]
+        with_seeds = any("seeds" in r for r in sub)
+        out += ["| model | sets | test | effect [95 % CI] | verdict |" + (" analysis seeds |" if with_seeds else ""),
+                "|---|---|---|---|---|" + ("---|" if with_seeds else "")]
         for r in sub:
             flag = " (random weights)" if r["weights"] == "random" else ""
+            seeds_cell = f" {r['seeds']['agree']} |" if "seeds" in r else (" |" if with_seeds else "")
             out.append(f"| {r['model']}{flag} | {r['source']} | {TESTS.get(r.get('test'), '')} "
-                       f"| {_fmt(claim, r['estimate'], r['low'], r['high'])} | {r['verdict']} |")
+                       f"| {_fmt(claim, r['estimate'], r['low'], r['high'])} | {r['verdict']} |{seeds_cell}")
         out += ["", *summary(claim, sub, pools), ""]
         if figures is not None:
             name = f"replication-{claim.key}.png"
