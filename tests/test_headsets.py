@@ -82,7 +82,7 @@ def test_ranked_fallback_when_a_category_is_too_small():
     assert {tuple(sorted(l)) for _, l in s.ties} <= {("L11.H0", "L11.H1"), ("L11.H0", "L11.H2"), ("L11.H1", "L11.H2")}
     assert headsets.build(t, every_head=EVERY).rule == "ranked"  # default k: 8 // 4 = 2
     with pytest.raises(ValueError, match="cannot rank"):
-        headsets.ranked(t, 5)
+        headsets.tie_draws(t, 5, 3)
 
 
 def test_degenerate_random_draws_fall_back_to_all_layers():

@@ -163,21 +163,6 @@ def tie_draws(table: pd.DataFrame, k: int, draws: int) -> tuple[list[tuple[list[
     return out, notes
 
 
-def ranked(table: pd.DataFrame, k: int) -> tuple[list[str], list[str]]:
-    """The k highest- and the k lowest-CCS heads (flagged heads excluded), disjoint; ties broken by
-    the labeler's ``confidence`` when the table has it (more confident first among the highest, less
-    confident first among the lowest), then by head order."""
-    t = table[table["ccs"].notna()].copy()
-    if 2 * k > len(t):
-        raise ValueError(f"cannot rank {k} high and {k} low heads out of {len(t)} scored heads")
-    t["confidence"] = t["confidence"].fillna(0.0) if "confidence" in t else 0.0
-    t["order"] = t["name"].map(order)
-    high = t.sort_values(["ccs", "confidence", "order"], ascending=[False, False, True]).head(k)
-    rest = t[~t["name"].isin(high["name"])]
-    low = rest.sort_values(["ccs", "confidence", "order"], ascending=[True, True, True]).head(k)
-    return sorted(high["name"], key=order), sorted(low["name"], key=order)
-
-
 def _draws(pools: list[list[str]], sizes: list[int], n: int) -> list[tuple[list[str], ...]]:
     """`n` distinct draws (fewer when fewer exist) of sizes[i] heads from pools[i] each; draw j
     uses numpy's default_rng(j), draws repeating an earlier one are skipped. Reproducible."""
