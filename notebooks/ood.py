@@ -86,10 +86,11 @@ print(f"sets from: {hs.source} ({headsets.headline(hs)}); high: {' '.join(hs.hig
       f"{len(hs.random)} random draws from the {hs.random_pool}")
 plots.notes(hs.notes)
 # the other source of sets beside this one (the world's ground truth, or this run's), prefixed
-other = headsets.other_source(sets, table, model=model, every_head=every, seeds=seeds)
+side = min(seeds, headsets.SECONDARY_DRAWS)  # draws of the sets shown beside the page's own
+other = headsets.other_source(sets, table, model=model, every_head=every, seeds=side)
 if other is not None:
     print(f"and, beside them, {headsets.whose(other.source)} sets ({other.rule}): high {' '.join(other.high)}; low {' '.join(other.low)}")
-fn = headsets.function_sets(function, every_head=every, seeds=seeds) if function is not None and sets != "function" else None
+fn = headsets.function_sets(function, every_head=every, seeds=side) if function is not None and sets != "function" else None
 if fn is not None:
     print(f"and the function sets: the {len(fn.high)} most specialised heads {' '.join(fn.high)}; the {len(fn.low)} least "
           f"{' '.join(fn.low)}")

@@ -96,8 +96,9 @@ plots.notes(hs.notes)
 hs.summary()
 
 # %% tags=["hide-input"]
+side = min(seeds, headsets.SECONDARY_DRAWS)  # draws of the sets shown beside the page's own
 text_sources = [hs] + ([headsets.from_source("truth" if sets != "truth" else "run", table, model=model, every_head=every,
-                                              seeds=seeds)] if "concepts" in table and sets != "function" else [])
+                                              seeds=side)] if "concepts" in table and sets != "function" else [])
 glue("pruning-test", headsets.headline(hs), display=False)
 print("Heads in the paper's categories, this model beside the paper's (a share of the analysed heads):")
 headsets.beside_paper(text_sources, len(table)).round(1)
@@ -139,9 +140,9 @@ if other is not None:  # the other source's sets, on the test split
 lenient = None  # the sets the uncalibrated (lenient) judge would pick: what calibration changes
 if backend == "embedding" and calibration != "lenient" and other is not None:
     lenient = headsets.from_source("run", scores.score_heads(analysis.records(), llm.make("embedding", calibration="lenient")),
-                                   model=model, every_head=every, seeds=seeds)
+                                   model=model, every_head=every, seeds=side)
     extra |= {f"lenient judge: {k}": v for k, v in lenient.conditions().items() if k != "original" and not k.startswith("equal")}
-fn = headsets.function_sets(function, every_head=every, seeds=seeds) if function is not None and sets != "function" else None
+fn = headsets.function_sets(function, every_head=every, seeds=side) if function is not None and sets != "function" else None
 if fn is not None:  # the third source: the most against the least specialised heads
     extra |= {f"function: {k}": v for k, v in fn.conditions().items() if k != "original"}
 # the paper's own comparisons run on every split; equal-count draws, single heads and the checks below on the test split

@@ -109,11 +109,12 @@ plt.show()
 
 # %% tags=["hide-input"]
 conditions = {k: v for k, v in hs.conditions().items() if not k.startswith("equal")}
-other = headsets.other_source(sets, table, model=model, every_head=every, seeds=seeds)  # prefixed
+side = min(seeds, headsets.SECONDARY_DRAWS)  # draws of the sets shown beside the page's own
+other = headsets.other_source(sets, table, model=model, every_head=every, seeds=side)  # prefixed
 if other is not None:
     conditions |= {f"{other.source}: {k}": v for k, v in other.conditions().items()
                    if not k.startswith("equal") and k != "original"}
-fn = headsets.function_sets(function, every_head=every, seeds=seeds) if function is not None and sets != "function" else None
+fn = headsets.function_sets(function, every_head=every, seeds=side) if function is not None and sets != "function" else None
 if fn is not None:  # the third source: the most against the least specialised heads
     conditions |= {f"function: {k}": v for k, v in fn.conditions().items() if not k.startswith("equal") and k != "original"}
 means = None

@@ -31,6 +31,10 @@ from ccs.llm import group, normalise
 from ccs.scores import PAPER, Categories, head_name
 
 
+TIE_DRAWS = 5  # draws of the heads tied at a ranked cut (each is a pruned condition on every split)
+SECONDARY_DRAWS = 5  # random and tie draws of the sets a page shows beside its own
+
+
 def whose(source: str) -> str:
     """A source of sets as a possessive: "this run's", "the ground truth's", "the function"."""
     return {"this run": "this run's", "ground truth": "the ground truth's"}.get(source, f"the {source}")
@@ -203,7 +207,7 @@ def build(table: pd.DataFrame | None = None, *, every_head: list[str], analysed:
                          f"CCS ≤ 1 (at least {min_size} of each are needed). As a secondary analysis, the "
                          f"sets are ranked instead: the {k} highest and the {k} lowest CCS of the {scored} "
                          "scored heads.")
-            ties, tie_notes = tie_draws(table, k, seeds)
+            ties, tie_notes = tie_draws(table, k, min(seeds, TIE_DRAWS))
             notes += tie_notes
             high, low = ties[0]
             rule = "ranked"
