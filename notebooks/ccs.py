@@ -254,6 +254,8 @@ plt.show()
 premise_table = pd.DataFrame(rows).set_index("CCS")
 glue("ccs-premise", premise_table.iloc[-1]["Spearman ρ with specialisation"], display=False)
 glue("ccs-label-names-top", f"{agree:.2f}", display=False)
+
+# %% tags=["hide-input"]
 premise_table
 
 # %% [markdown]
