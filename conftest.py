@@ -41,6 +41,10 @@ def pytest_collection_modifyitems(items):
 # card and its CCS), which are quick: their experiment pages are as expensive as the default's and
 # would not fit the 20-minute budget of `make test` (README, "The two commands").
 NBVAL_OTHER_MODELS = ("model_card", "ccs")
+# The seeds page repeats the pruning page's central test on three analysis seeds for three sources of
+# sets: the pruning page is regression-tested, the seeds pages' agreement reaches the replication page,
+# and all of them together would not fit the 20-minute budget.
+NBVAL_SKIPPED = ("seeds",)
 
 
 def pytest_ignore_collect(collection_path, config):
@@ -51,4 +55,6 @@ def pytest_ignore_collect(collection_path, config):
         return None
     from ccs import models
 
+    if p.stem in NBVAL_SKIPPED:
+        return True
     return True if p.parent.name != models.TINY and p.stem not in NBVAL_OTHER_MODELS else None

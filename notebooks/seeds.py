@@ -23,7 +23,9 @@
 # %% tags=["hide-input"]
 import json
 
+import matplotlib.pyplot as plt
 import pandas as pd
+import seaborn as sns
 import torch
 from myst_nb import glue
 
@@ -55,7 +57,7 @@ print(models.banner(model, weights))
 spec = models.spec(model)
 every = headsets.all_heads(spec.layers, spec.heads)
 labeler = llm.make(backend, pool=pool, calibration=calibration, scored=model)
-eval_sets, clfs, rows, heads = None, None, [], {}
+eval_sets, clfs, rows, heads, points = None, None, [], {}, []
 for s in analysis_seeds:
     analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=s, progress=False,
                                 untrained=weights == "random")
@@ -70,6 +72,8 @@ for s in analysis_seeds:
     for src in sources:
         claims = pruning.central_claims(r, "test", measure, prefix=f"{src.source}: ")
         heads[f"{s}/{src.source}"] = src.high
+        points += [{"analysis seed": s, "sets": src.source, "claim": k, "estimate": 100 * v[0], "lo": 100 * v[1],
+                    "hi": 100 * v[2]} for k, v in claims.items()]
         rows.append({"analysis seed": s, "sets": src.source,
                      "test": "function" if src.source == "function" else "paper" if src.paper_test else "ranked",
                      **{k: pruning.interval_text(v) for k, v in claims.items()},
@@ -77,6 +81,22 @@ for s in analysis_seeds:
                      "verdict": pruning.verdict(claims.values()), "high heads": " ".join(src.high)})
 by_seed = pd.DataFrame(rows)
 by_seed.set_index(["sets", "analysis seed"]).sort_index(level=0, sort_remaining=False)
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The central test on every analysis seed: the extra drop in the page's measure from pruning the high set, against the low set (left) and against random sets (right), per source of sets and seed, with 95 % intervals (percentage points; the claim predicts every interval above zero).", "name": "fig-seeds"}, "image": {"alt": "Two panels of intervals, one row per source of sets and analysis seed, for high against low and high against random."}}
+pts = pd.DataFrame(points)
+pts["row"] = pts["sets"] + ", seed " + pts["analysis seed"].astype(str)
+fig, axes = plt.subplots(1, 2, figsize=(10, 0.35 * pts["row"].nunique() + 1.4), sharey=True)
+palette = dict(zip(pts["sets"].unique(), sns.color_palette(n_colors=pts["sets"].nunique())))
+for ax, (claim, sub) in zip(axes, pts.groupby("claim", sort=False)):
+    for y, row in enumerate(sub.itertuples()):
+        ax.errorbar(row.estimate, y, xerr=[[row.estimate - row.lo], [row.hi - row.estimate]], fmt="o",
+                    color=palette[row.sets], capsize=3)
+    ax.set_yticks(range(len(sub)), sub["row"], fontsize=8)
+    ax.axvline(0, color="0.3", lw=0.8)
+    ax.set(title=claim, xlabel="extra drop of the high set (pp)")
+axes[0].invert_yaxis()
+fig.suptitle(f"{model}: the central test on {len(analysis_seeds)} analysis seeds", y=1.02)
+plt.show()
 
 # %% [markdown]
 # ## Agreement across seeds
