@@ -270,10 +270,9 @@ replication_rows = {}
 for source, prefix, s_ in ((hs.source, "", hs), *(((other.source, pre, other),) if other is not None else ()),
                            *((("function", "function: ", fn),) if fn is not None else ())):
     sv, sl, ad = shifted_vs_random(prefix), shifted_vs_random(prefix, "low"), auroc_drop(prefix)
-    test = "function" if s_.source == "function" else "paper" if s_.paper_test else "ranked"
     replication_rows[source] = {
-        "shifted-high-vs-random": replication.row(sv, test=test), "shifted-high-vs-low": replication.row(sl, test=test),
-        "ood-auroc-drop": replication.row(ad, "no verdict (detector at chance)" if detector_at_chance else None, test=test)}
+        "shifted-high-vs-random": replication.row(sv, test=s_.test), "shifted-high-vs-low": replication.row(sl, test=s_.test),
+        "ood-auroc-drop": replication.row(ad, "no verdict (detector at chance)" if detector_at_chance else None, test=s_.test)}
     print(f"{headsets.whose(source)} sets: high vs random on the shifted splits {pruning.interval_text(sv)} -> "
           f"{replication_rows[source]['shifted-high-vs-random']['verdict']}; novel-shapes AUROC unpruned minus "
           f"high pruned {pruning.interval_text(ad, 1, '')} -> {replication_rows[source]['ood-auroc-drop']['verdict']}")

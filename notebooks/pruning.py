@@ -425,10 +425,6 @@ if truth_rho is not None:
 single.sort_values("drop", ascending=False).head(8).round(2)
 
 # %% tags=["remove-cell", "hide-input"]
-def test_of(h) -> str:
-    return "paper" if h.paper_test else "ranked"
-
-
 summary = {
     "model": model, "weights": weights, "sets": hs.source, "rule": hs.rule, "paper_test": hs.paper_test,
     "test": headsets.headline(hs), "category_counts_by_source": {s.source: s.counts for s in text_sources},
@@ -451,13 +447,13 @@ summary = {
     "ccs_importance_spearman_truth": dict(zip(("rho", "low", "high"), truth_rho)) if truth_rho else None,
     # the claims for the replication page (ccs.replication), per source of sets
     "replication": {
-        hs.source: {"pruning-high-vs-low": replication.row(claims["high vs low"], test=test_of(hs)),
-                    "pruning-high-vs-random": replication.row(claims["high vs random"], test=test_of(hs))},
-        **({other.source: {"pruning-high-vs-low": replication.row(other_claims["high vs low"], test=test_of(other)),
-                           "pruning-high-vs-random": replication.row(other_claims["high vs random"], test=test_of(other))}}
+        hs.source: {"pruning-high-vs-low": replication.row(claims["high vs low"], test=hs.test),
+                    "pruning-high-vs-random": replication.row(claims["high vs random"], test=hs.test)},
+        **({other.source: {"pruning-high-vs-low": replication.row(other_claims["high vs low"], test=other.test),
+                           "pruning-high-vs-random": replication.row(other_claims["high vs random"], test=other.test)}}
            if other is not None else {}),
-        **({fn.source: {"pruning-high-vs-low": replication.row(fn_claims["high vs low"], test="function"),
-                        "pruning-high-vs-random": replication.row(fn_claims["high vs random"], test="function")}}
+        **({fn.source: {"pruning-high-vs-low": replication.row(fn_claims["high vs low"], test=fn.test),
+                        "pruning-high-vs-random": replication.row(fn_claims["high vs random"], test=fn.test)}}
            if fn is not None else {})},
     "function_sets": {"high": fn.high, "low": fn.low, "claims": {k: dict(zip(("difference", "low", "high"), v))
                                                                    for k, v in fn_claims.items()}, "verdict": fn_verdict}

@@ -75,7 +75,7 @@ for s in analysis_seeds:
         points += [{"analysis seed": s, "sets": src.source, "claim": k, "estimate": 100 * v[0], "lo": 100 * v[1],
                     "hi": 100 * v[2]} for k, v in claims.items()]
         rows.append({"analysis seed": s, "sets": src.source,
-                     "test": "function" if src.source == "function" else "paper" if src.paper_test else "ranked",
+                     "test": src.test,
                      **{k: pruning.interval_text(v) for k, v in claims.items()},
                      **{f"{k} verdict": pruning.verdict([v]) for k, v in claims.items()},
                      "verdict": pruning.verdict(claims.values()), "high heads": " ".join(src.high)})

@@ -215,9 +215,8 @@ print(f"Verdict on {model} ({headsets.whose(hs.source)} sets, {ablation} ablatio
 
 def video_rows(c: dict, s_: headsets.HeadSets) -> dict:
     """The replication records of one source: both comparisons of the page's verdict, each its own claim."""
-    test = "function" if s_.source == "function" else "paper" if s_.paper_test else "ranked"
     return {f"video-{k.replace(' ', '-')}": replication.row(v, "no verdict (R@1 at the ceiling)" if at_ceiling else None,
-                                                            test) for k, v in c.items()}
+                                                            s_.test) for k, v in c.items()}
 
 
 replication_rows = {hs.source: video_rows(claims, hs)}

@@ -150,7 +150,7 @@ def test_ranked_sets_cut_through_ties_draw_the_tied_heads_and_nothing_of_the_lab
     t = make([("a", 5, 0.1), ("b", 4, 0.9), ("c", 4, 0.2), ("d", 4, 0.5), ("e", 4, 0.3), ("f", 4, 0.4),
               ("g", 2, 0.8), ("h", 2, 0.7)])
     s = headsets.build(t, every_head=EVERY, seeds=20, k=2)
-    assert s.rule == "ranked" and not s.paper_test and "hold 1 head with CCS 5 and 0 with CCS" in s.why_not_paper()
+    assert s.rule == "ranked" and not s.paper_test and s.test == "ranked" and "hold 1 head with CCS 5 and 0 with CCS" in s.why_not_paper()
     assert len(s.ties) == headsets.TIE_DRAWS and any("tied at CCS 4" in n for n in s.notes)
     assert s.ties == headsets.tie_draws(t, 2, headsets.TIE_DRAWS)[0]
     highs = {tuple(h) for h, _ in headsets.tie_draws(t, 2, 20)[0]}
@@ -173,7 +173,7 @@ def test_ranked_sets_cut_through_ties_draw_the_tied_heads_and_nothing_of_the_lab
 
 def test_the_paper_s_sets_are_the_headline_when_both_categories_hold_two_heads(table):
     s = headsets.build(table, every_head=EVERY)
-    assert s.paper_test and s.why_not_paper() == "" and s.counts == {"high": 2, "low": 2}
+    assert s.paper_test and s.test == "paper" and s.why_not_paper() == "" and s.counts == {"high": 2, "low": 2}
 
 
 def test_truth_sets_ignore_the_labeler_s_confidence():
@@ -188,6 +188,6 @@ def test_function_sets_take_the_most_and_least_specialised_heads_in_the_paper_s_
     share.iloc[5] = float("nan")  # a head nothing explains is never "most specialised"
     s = headsets.from_source("function", None, model="ccs-tiny", every_head=EVERY + names,
                              function=pd.DataFrame({"share": share}))
-    assert s.source == "function" and s.high == names[:4] and len(s.low) == 2 and names[5] in s.low
+    assert s.source == "function" and s.test == "function" and s.high == names[:4] and len(s.low) == 2 and names[5] in s.low
     with pytest.raises(ValueError, match="function"):
         headsets.from_source("function", None, model="ccs-tiny", every_head=EVERY)

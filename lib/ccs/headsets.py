@@ -61,6 +61,12 @@ class HeadSets:
         """Whether these are the paper's sets (every CCS-5 head against every CCS <= 1 head)."""
         return self.rule == "categories"
 
+    @property
+    def test(self) -> str:
+        """Which test these sets run: "function" (most vs least specialised heads), "paper" (the
+        paper's categories) or "ranked" (the fallback when its categories are too small)."""
+        return "function" if self.source == "function" else "paper" if self.paper_test else "ranked"
+
     def why_not_paper(self, min_size: int = 2) -> str:
         """Why the paper's test cannot be formed on these heads ('' when it can)."""
         if self.paper_test:

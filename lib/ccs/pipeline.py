@@ -345,10 +345,11 @@ def _process(pid: int) -> dict:
     """Who process `pid` is, in a form that a later process with the same id does not share."""
     import socket
 
-    me = {"host": socket.gethostname(), "pid": pid, "start": None, "boot": None}
+    me = {"host": socket.gethostname(), "pid": pid, "start": None, "boot": None, "state": None}
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        me["start"] = stat.rsplit(")", 1)[1].split()[19]  # field 22: start time, in ticks since boot
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        me["state"] = stat[0]  # field 3: Z for a zombie (dead, not yet reaped)
+        me["start"] = stat[19]  # field 22: start time, in ticks since boot
         me["boot"] = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except (OSError, IndexError):
         pass
@@ -359,6 +360,8 @@ def _alive(owner: dict) -> bool:
     now = _process(owner["pid"])
     if owner.get("boot") and now["boot"] and owner["boot"] != now["boot"]:
         return False  # recorded before the machine restarted
+    if now["state"] in ("Z", "X"):
+        return False  # exited; only its parent has not reaped it yet
     try:
         os.kill(owner["pid"], 0)
     except ProcessLookupError:
