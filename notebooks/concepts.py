@@ -35,7 +35,7 @@ import torch
 from IPython.display import display
 from myst_nb import glue
 
-from ccs import ablate, carriers, evaluate, headsets, llm, models, plots, pruning, replication, scores, textspan, world
+from ccs import ablate, carriers, evaluate, models, plots, pruning, replication, study, world
 
 plots.style()
 pd.set_option("display.width", 200, "display.max_colwidth", 120)
@@ -62,21 +62,11 @@ measure = "p_true"  # [p_true | correct] "p_true" (probability of the true class
 
 # %% tags=["hide-input"]
 print(models.banner(model, weights))
-analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False,
-                            untrained=weights == "random")
-table = scores.score_heads(analysis.records(), llm.make(backend, pool=pool, calibration=calibration, scored=model))
-spec = models.spec(model)
-if labels == "run":
-    source = table
-elif labels == "truth":
-    source = headsets.truth_table(table)
-elif labels == "paper":
-    pub = headsets.published(model)
-    source = pd.DataFrame([{"name": n, "label": c, "ccs": 5.0} for c, heads in pub.items()
-                           if c not in ("high", "low") for n in heads])
-else:
-    raise ValueError(f"labels must be 'run', 'truth' or 'paper', not {labels!r}")
-concept_sets = headsets.concept_sets(source, seeds=seeds)
+st = study.load(model, weights=weights, images=images, pool=pool, texts=texts, seed=seed, backend=backend,
+                calibration=calibration, seeds=seeds)
+analysis, table, spec = st.analysis, st.table, st.spec
+label_sources = st.concept_sets(labels, seeds)  # (labels, condition prefix, concept sets) per source of labels
+concept_sets = label_sources[0][2]  # the page's own labels'
 tasks = world.tasks()
 pd.DataFrame([{"concept": c, "heads": len(v["heads"]), "names": " ".join(v["heads"]),
                "measured by task": pruning.task_for(c, tasks) or "(none)"}
@@ -90,28 +80,12 @@ model_, tokenizer = analysis.model, analysis.tokenizer
 eval_sets = pruning.world_sets(eval_images, eval_seed, ["test"])
 clfs = pruning.classifiers(model, model_, tokenizer, tasks)
 means = ablate.head_means(model_, eval_sets["test"].images, layers=spec.analysed_layers) if ablation == "mean" else None
-conditions = {"original": []}
-for c, v in concept_sets.items():
-    conditions[c] = v["heads"]
-    conditions.update({f"{c}-random/{s}": h for s, h in enumerate(v["random"])})
-# the other source of labels, beside this one: the world's true labels (or this run's, when the page
-# reads the true ones), its conditions prefixed
-other_labels = {"run": "truth", "truth": "run"}.get(labels) if "concepts" in table else None
-other_prefix = f"{other_labels}: " if other_labels else ""
-other_sets = {}
-if other_labels:
-    other_sets = headsets.concept_sets(headsets.truth_table(table) if other_labels == "truth" else table, seeds=seeds)
-    for c, v in other_sets.items():
-        conditions[other_prefix + c] = v["heads"]
-        conditions.update({f"{other_prefix}{c}-random/{s}": h for s, h in enumerate(v["random"])})
-# the third source: each head labelled by the world attribute that explains most of its output (no text)
-fn_sets = {}
-if "concepts" in table:
-    function = scores.head_function(analysis.decomposition, analysis.batch.attributes, table["name"])
-    fn_sets = headsets.concept_sets(table.assign(label=function["top"].reindex(table["name"]).to_numpy()), seeds=seeds)
-    for c, v in fn_sets.items():
-        conditions["function: " + c] = v["heads"]
-        conditions.update({f"function: {c}-random/{s}": h for s, h in enumerate(v["random"])})
+conditions = study.concept_conditions(label_sources)  # every source's concepts and their random controls
+# beside the page's labels: the other text source's (the world's truth, or this run's), and the heads'
+# function (each labelled by the world attribute that explains most of its output, no text)
+other_labels, other_prefix, other_sets = next(((l, p, c) for l, p, c in label_sources[1:] if l != "function"),
+                                              (None, "", {}))
+fn_sets = next((c for l, _, c in label_sources if l == "function"), {})
 
 # %%
 r = pruning.run(model_, model, eval_sets, clfs, conditions, mode=ablation, means=means, progress=False)
@@ -245,6 +219,30 @@ if fn_sets:
 glue("concepts-function-verdict", fn_verdict or "n/a (the images carry no ground truth)", display=False)
 
 # %% [markdown]
+# ### The paper's two concept tables, one comparison each
+#
+# The paper prunes the *location* heads and, as a control, the *animal* heads, and reads Country-211;
+# it prunes the *object* heads against the *location* heads and reads the objects of CIFAR-10. The
+# concept world's nearest pair is scene (where the image is) and shape (what is in it): on the scene
+# task, scene heads against shape heads, and on the shape task, shape heads against scene heads. Each
+# cost is taken over as many random heads (the two sets differ in size), so the number is the extra
+# cost of the task's own heads over the other concept's, with an interval over the images and the
+# controls' draws; the claim predicts it above zero, and a label source without heads of either
+# concept cannot run it.
+
+# %% tags=["hide-input"]
+cross = {}  # label source -> {claim: (estimate, low, high)}; only the comparisons this model can run
+for source, prefix, _ in label_sources:
+    for key, own_, other_ in (("concept-scene-vs-shape", "scene", "shape"), ("concept-shape-vs-scene", "shape", "scene")):
+        d = pruning.cross_test(r, own_, other_, "test", measure, prefix=prefix)
+        if np.isfinite(d[0]):
+            cross.setdefault(source, {})[key] = d
+pd.DataFrame([{"labels": source, "comparison": key.removeprefix("concept-").replace("-", " "),
+               "extra cost on the own task": pruning.interval_text(d), "verdict": pruning.verdict([d])}
+              for source, ds in cross.items() for key, d in ds.items()]
+             or [{"labels": "none", "comparison": "no label source has both scene and shape heads"}])
+
+# %% [markdown]
 # ## The paper's numbers
 #
 # Country-211 top-1 (%) unpruned, with the *location* heads pruned and with the *animal* heads pruned;
@@ -311,7 +309,14 @@ summary = {
            if other_labels and other_diag["concepts"] else {}),
         **({"function": {"concept-diagonal": replication.row(fn_diag["difference"], fn_verdict, "function")}}
            if fn_diag is not None and fn_diag["concepts"] else {})},
+    "concept_tables": {source: {k: dict(zip(("estimate", "low", "high"), d)) for k, d in ds.items()}
+                       for source, ds in cross.items()},
     "function_verdict": fn_verdict,
 }
+for source, ds in cross.items():  # the paper's concept tables, on the replication page beside the diagonal
+    where = {"run": "this run", "truth": "ground truth", "function": "function"}.get(source)
+    if where:
+        summary["replication"].setdefault(where, {}).update({k: replication.row(d, test="function" if where == "function" else None)
+                                                             for k, d in ds.items()})
 with open("concepts.json", "w") as f:
     json.dump(json.loads(json.dumps(summary).replace("NaN", "null")), f, indent=1)

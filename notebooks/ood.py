@@ -37,14 +37,12 @@
 import json
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
-from IPython.display import display
 from myst_nb import glue
 
-from ccs import ablate, evaluate, headsets, llm, models, plots, pruning, replication, scores, textspan, world
+from ccs import ablate, headsets, models, ood, plots, pruning, replication, study, world
 
 plots.style()
 pd.set_option("display.width", 200, "display.max_colwidth", 120, "display.precision", 2)
@@ -74,26 +72,14 @@ detect_task = "shape"  # [concept] the class prompts whose MCM score detects OOD
 
 # %% tags=["hide-input"]
 print(models.banner(model, weights))
-analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False,
-                            untrained=weights == "random")
-table = scores.score_heads(analysis.records(), llm.make(backend, pool=pool, calibration=calibration, scored=model))
-spec = models.spec(model)
-every = headsets.all_heads(spec.layers, spec.heads)
-function = (scores.head_function(analysis.decomposition, analysis.batch.attributes, table["name"])
-            if "concepts" in table else None)  # what each head computes, by the world's ground truth
-hs = headsets.from_source(sets, table, model=model, every_head=every, seeds=seeds, function=function)
-print(f"sets from: {hs.source} ({headsets.headline(hs)}); high: {' '.join(hs.high)}; low: {' '.join(hs.low)}; "
-      f"{len(hs.random)} random draws from the {hs.random_pool}")
+st = study.load(model, weights=weights, images=images, pool=pool, texts=texts, seed=seed, backend=backend,
+                calibration=calibration, sets=sets, seeds=seeds)
+analysis, table, spec, every = st.analysis, st.table, st.spec, st.every
+hs, other, fn = st.sets, st.other, st.fn  # the page's sets; the other text source's and the function's beside them
+print(st.describe())
 plots.notes(hs.notes)
-# the other source of sets beside this one (the world's ground truth, or this run's), prefixed
-side = min(seeds, headsets.SECONDARY_DRAWS)  # draws of the sets shown beside the page's own
-other = headsets.other_source(sets, table, model=model, every_head=every, seeds=side)
-if other is not None:
-    print(f"and, beside them, {headsets.whose(other.source)} sets ({other.rule}): high {' '.join(other.high)}; low {' '.join(other.low)}")
-fn = headsets.function_sets(function, every_head=every, seeds=side) if function is not None and sets != "function" else None
-if fn is not None:
-    print(f"and the function sets: the {len(fn.high)} most specialised heads {' '.join(fn.high)}; the {len(fn.low)} least "
-          f"{' '.join(fn.low)}")
+print("Heads in the paper's categories, this model beside the paper's (a share of the analysed heads):")
+st.beside_paper().round(1)
 
 # %% tags=["hide-input"]
 model_, tokenizer = analysis.model, analysis.tokenizer
@@ -102,14 +88,10 @@ eval_sets = pruning.world_sets(eval_images, eval_seed, ["test", *shifted, "novel
 eval_sets["noise"] = pruning.noise_set(eval_images, eval_seed, eval_sets["test"])
 clfs = pruning.classifiers(model, model_, tokenizer, world.tasks())
 means = ablate.head_means(model_, eval_sets["test"].images, layers=spec.analysed_layers) if ablation == "mean" else None
-conditions = {k: v for k, v in hs.conditions().items() if not k.startswith("equal")}
+conditions = st.conditions(equal=False)  # every source's sets; the page's own unprefixed
 groups = ["high", "low", "random"]
 pre = f"{other.source}: " if other is not None else ""
-if other is not None:  # the other source's sets on the shifted splits and the OOD sets' detector
-    conditions |= {pre + k: v for k, v in other.conditions().items() if not k.startswith("equal") and k != "original"}
-if fn is not None:  # and the function's
-    conditions |= {"function: " + k: v for k, v in fn.conditions().items() if not k.startswith("equal") and k != "original"}
-only = {k: ["test", *shifted, "novel-shapes"] for k in conditions if (pre and k.startswith(pre)) or k.startswith("function: ")}
+only = {k: ["test", *shifted, "novel-shapes"] for k in conditions if ": " in k}  # the other sources: not on noise
 
 # %%
 r = pruning.run(model_, model, eval_sets, clfs, conditions, mode=ablation, means=means, only=only, progress=False)
@@ -131,20 +113,12 @@ plt.show()
 # A positive difference means pruning hurts the shifted data more.
 
 # %% tags=["hide-input"]
-def extra_drop(name: str, split: str, m: str = measure) -> tuple[float, float, float]:
-    """Per image: drop on the shifted twin minus drop on the test image; mean and paired interval."""
-    shift = r.per_image("original", split, m) - r.per_image(name, split, m)
-    base = r.per_image("original", "test", m) - r.per_image(name, "test", m)
-    keep = ~(np.isnan(shift) | np.isnan(base))
-    return evaluate.paired_ci(shift[keep], base[keep])
-
-
 rows = []
 for split in shifted:
     tasks = r.tasks(split)  # texture is not scored on sketches
     for name in groups:
         d_in, d_sh = r.drop(name, "test", measure, tasks), r.drop(name, split, measure, tasks)
-        x = extra_drop(name, split)
+        x = ood.extra_drop(r, name, split, measure)
         rows.append({"split": split, "pruned": name,
                      "score test %": 100 * r.value(name, "test", measure, tasks),
                      "score shifted %": 100 * r.value(name, split, measure, tasks),
@@ -179,16 +153,7 @@ plt.show()
 # false-positive rate at 95 % true-positive rate (FPR95, lower is better), with bootstrap intervals.
 
 # %% tags=["hide-input"]
-def detection(name: str, out: str, n_boot: int = 300) -> dict:
-    s_in = np.concatenate([r.scores[c, "test", detect_task][pruning.DETECTION] for c in r.members(name)])
-    s_out = np.concatenate([r.scores[c, out, detect_task][pruning.DETECTION] for c in r.members(name)])
-    m = evaluate.ood_metrics(s_in, s_out)
-    rng = np.random.default_rng(0)
-    boot = [evaluate.auroc(rng.choice(s_in, len(s_in)), rng.choice(s_out, len(s_out))) for _ in range(n_boot)]
-    return {**m, "auroc_lo": float(np.quantile(boot, 0.025)), "auroc_hi": float(np.quantile(boot, 0.975))}
-
-
-det = pd.DataFrame([{"OOD set": out, "pruned": name, **detection(name, out)}
+det = pd.DataFrame([{"OOD set": out, "pruned": name, **ood.detection(r, name, out, detect_task)}
                     for out in ("novel-shapes", "noise") for name in ["original", *groups]])
 det["AUROC [95 % CI]"] = [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in zip(det.auroc, det.auroc_lo, det.auroc_hi)]
 det["FPR95"] = det["fpr95"].round(3)
@@ -232,44 +197,16 @@ for name, v in verdicts.items():
 glue("ood-verdict", verdict, display=False)  # shifted data hurt more than test data by the high set
 
 
-def shifted_vs_random(prefix: str = "", base: str = "random") -> tuple[float, float, float]:
-    """High against random (or low) over the three shifted splits together: per image and draw, the
-    base sets' score minus the high set's, averaged over the splits (the same objects drawn three
-    ways); the interval resamples images and draws."""
-    a = np.mean([r.per_draw(prefix + base, s, measure) for s in shifted], 0)
-    b = np.mean([r.per_draw(prefix + "high", s, measure) for s in shifted], 0)
-    keep = ~(np.isnan(a).any(0) | np.isnan(b).any(0))
-    return evaluate.two_level_ci(a[:, keep], b[:, keep])
-
-
-def auroc_drop(prefix: str = "", out: str = "novel-shapes", n_boot: int = 1000) -> tuple[float, float, float]:
-    """AUROC unpruned minus AUROC with the high set pruned (the mean over its tie draws, if any), the
-    in- and out-of-distribution images resampled together for both conditions (a paired bootstrap),
-    and the tie draws with them."""
-    det_scores = lambda c: (r.scores[c, "test", detect_task][pruning.DETECTION],  # noqa: E731
-                            r.scores[c, out, detect_task][pruning.DETECTION])
-    orig, high = det_scores("original"), [det_scores(c) for c in r.members(prefix + "high")]
-
-    def diff(i, o, members):
-        return evaluate.auroc(orig[0][i], orig[1][o]) - np.mean([evaluate.auroc(high[m][0][i], high[m][1][o])
-                                                                 for m in members])
-
-    rng = np.random.default_rng(0)
-    n_in, n_out, k = len(orig[0]), len(orig[1]), len(high)
-    boot = [diff(rng.integers(0, n_in, n_in), rng.integers(0, n_out, n_out), rng.integers(0, k, k) if k > 1 else [0])
-            for _ in range(n_boot)]
-    return diff(np.arange(n_in), np.arange(n_out), range(k)), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
-
-
 novel = det[(det["OOD set"] == "novel-shapes") & (det.pruned == "original")].iloc[0]
 detector_at_chance = novel.auroc_lo <= 0.5 <= novel.auroc_hi
 if detector_at_chance:
     print(f"the unpruned detector is at chance on novel shapes (AUROC {novel['AUROC [95 % CI]']}): "
           "pruning cannot show anything about detection here; no verdict on it")
 replication_rows = {}
-for source, prefix, s_ in ((hs.source, "", hs), *(((other.source, pre, other),) if other is not None else ()),
-                           *((("function", "function: ", fn),) if fn is not None else ())):
-    sv, sl, ad = shifted_vs_random(prefix), shifted_vs_random(prefix, "low"), auroc_drop(prefix)
+for prefix, s_ in st.sources():
+    source = s_.source
+    sv, sl = ood.high_vs(r, shifted, "random", measure, prefix), ood.high_vs(r, shifted, "low", measure, prefix)
+    ad = ood.auroc_drop(r, detect_task, prefix=prefix)
     replication_rows[source] = {
         "shifted-high-vs-random": replication.row(sv, test=s_.test), "shifted-high-vs-low": replication.row(sl, test=s_.test),
         "ood-auroc-drop": replication.row(ad, "no verdict (detector at chance)" if detector_at_chance else None, test=s_.test)}

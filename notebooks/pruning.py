@@ -39,7 +39,7 @@ import torch
 from IPython.display import display
 from myst_nb import glue
 
-from ccs import ablate, carriers, evaluate, headsets, llm, models, plots, pruning, replication, scores, textspan, world
+from ccs import ablate, carriers, evaluate, headsets, llm, models, plots, pruning, replication, scores, study, world
 
 plots.style()
 pd.set_option("display.width", 200, "display.max_colwidth", 120, "display.precision", 2)
@@ -76,18 +76,10 @@ measure = "p_true"  # [p_true | correct] the verdict's measure: "p_true" (probab
 
 # %% tags=["hide-input"]
 print(models.banner(model, weights))
-analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False,
-                            untrained=weights == "random")
-labeler = llm.make(backend, pool=pool, calibration=calibration, scored=model)
-table = scores.score_heads(analysis.records(), labeler)
-spec = models.spec(model)
-every = headsets.all_heads(spec.layers, spec.heads)
-truth = headsets.truth_table(table) if "concepts" in table else None
-
-
-function = (scores.head_function(analysis.decomposition, analysis.batch.attributes, table["name"])
-            if "concepts" in table else None)  # what each head computes, by the world's ground truth
-hs = headsets.from_source(sets, table, model=model, every_head=every, seeds=seeds, function=function)
+st = study.load(model, weights=weights, images=images, pool=pool, texts=texts, seed=seed, backend=backend,
+                calibration=calibration, sets=sets, seeds=seeds)
+analysis, labeler, table, spec, every, truth = st.analysis, st.labeler, st.table, st.spec, st.every, st.truth
+hs, other, fn = st.sets, st.other, st.fn  # the page's sets; the other text source's and the function's beside them
 counts = scores.category_counts(table)
 print(f"{model}: {len(table)} analysed heads; this run's categories: {counts['high']} high, "
       f"{counts['moderate']} moderate, {counts['low']} low, {counts['unknown']} unknown")
@@ -97,27 +89,25 @@ hs.summary()
 
 # %% tags=["hide-input"]
 side = min(seeds, headsets.SECONDARY_DRAWS)  # draws of the sets shown beside the page's own
-text_sources = [hs] + ([headsets.from_source("truth" if sets != "truth" else "run", table, model=model, every_head=every,
-                                              seeds=side)] if "concepts" in table and sets != "function" else [])
+text_sources = [s_ for _, s_ in st.sources() if s_.source != "function"]
 glue("pruning-test", headsets.headline(hs), display=False)
 print("Heads in the paper's categories, this model beside the paper's (a share of the analysed heads):")
-headsets.beside_paper(text_sources, len(table)).round(1)
+st.beside_paper().round(1)
 
 # %% [markdown]
 # On the concept world every pool line knows the concept that generated it, so each head also has a
 # *true* CCS (how many of its texts come from its majority concept). How far do the sets agree?
 
 # %% tags=["hide-input"]
-if truth is not None and sets != "function":
-    other = text_sources[1]
+if other is not None:
     agree = pd.DataFrame([{"set": k, hs.source: " ".join(getattr(hs, k)), other.source: " ".join(getattr(other, k)),
                            "shared": len(set(getattr(hs, k)) & set(getattr(other, k))),
                            "Jaccard": headsets.jaccard(getattr(hs, k), getattr(other, k))} for k in ("high", "low")])
     rho = scores.agreement(table["ccs"].fillna(0).to_numpy(), truth["ccs"].to_numpy())["spearman"]
     print(f"Spearman's rho between this run's CCS and the true CCS over the {len(table)} heads: {rho:.2f}")
 else:
-    other, agree = None, pd.DataFrame()
-    print(f"the pool {pool!r} carries no ground truth")
+    agree = pd.DataFrame()
+    print(f"the pool {pool!r} carries no ground truth" if truth is None else f"no text source beside the {hs.source} sets")
 agree.round(2)
 
 # %% [markdown]
@@ -142,7 +132,6 @@ if backend == "embedding" and calibration != "lenient" and other is not None:
     lenient = headsets.from_source("run", scores.score_heads(analysis.records(), llm.make("embedding", calibration="lenient")),
                                    model=model, every_head=every, seeds=side)
     extra |= {f"lenient judge: {k}": v for k, v in lenient.conditions().items() if k != "original" and not k.startswith("equal")}
-fn = headsets.function_sets(function, every_head=every, seeds=side) if function is not None and sets != "function" else None
 if fn is not None:  # the third source: the most against the least specialised heads
     extra |= {f"function: {k}": v for k, v in fn.conditions().items() if k != "original"}
 # the paper's own comparisons run on every split; equal-count draws, single heads and the checks below on the test split

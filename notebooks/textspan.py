@@ -49,7 +49,6 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
-from IPython.display import display
 
 from ccs import decompose, models, plots
 from ccs import textspan as ts

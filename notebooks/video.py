@@ -47,7 +47,7 @@ import torch
 from IPython.display import display
 from myst_nb import glue
 
-from ccs import ablate, datasets, evalset, evaluate, headsets, llm, models, plots, pruning, replication, scores, textspan, world
+from ccs import ablate, datasets, evalset, evaluate, headsets, models, plots, pruning, replication, retrieval, study, world
 
 plots.style()
 pd.set_option("display.width", 200, "display.max_colwidth", 120, "display.precision", 2)
@@ -76,17 +76,14 @@ protocol = "paper"  # [paper | clip4clip] video protocol: "paper" (the paper's c
 # %% tags=["hide-input"]
 print(models.banner(model, weights))
 print(f"video protocol: {protocol} ({evalset.PROTOCOLS[evalset.check_protocol(protocol)]})")
-analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False,
-                            untrained=weights == "random")
-table = scores.score_heads(analysis.records(), llm.make(backend, pool=pool, calibration=calibration, scored=model))
-spec = models.spec(model)
-every = headsets.all_heads(spec.layers, spec.heads)
-function = (scores.head_function(analysis.decomposition, analysis.batch.attributes, table["name"])
-            if "concepts" in table else None)  # what each head computes, by the world's ground truth
-hs = headsets.from_source(sets, table, model=model, every_head=every, seeds=seeds, function=function)
-print(f"sets from: {hs.source} ({headsets.headline(hs)}); high: {' '.join(hs.high)}; low: {' '.join(hs.low)}; "
-      f"{len(hs.random)} random draws from the {hs.random_pool}")
+st = study.load(model, weights=weights, images=images, pool=pool, texts=texts, seed=seed, backend=backend,
+                calibration=calibration, sets=sets, seeds=seeds)
+analysis, table, spec = st.analysis, st.table, st.spec
+hs, other, fn = st.sets, st.other, st.fn  # the page's sets; the other text source's and the function's beside them
+print(st.describe())
 plots.notes(hs.notes)
+print("Heads in the paper's categories, this model beside the paper's (a share of the analysed heads):")
+display(st.beside_paper().round(1))
 
 batch = world.clips(clips, clip_seed, frames=frames)
 captions = [world.full_caption(row) for _, row in batch.attributes.iterrows()]
@@ -108,15 +105,7 @@ plt.show()
 # then averaged) and ranks clips and captions against each other.
 
 # %% tags=["hide-input"]
-conditions = {k: v for k, v in hs.conditions().items() if not k.startswith("equal")}
-side = min(seeds, headsets.SECONDARY_DRAWS)  # draws of the sets shown beside the page's own
-other = headsets.other_source(sets, table, model=model, every_head=every, seeds=side)  # prefixed
-if other is not None:
-    conditions |= {f"{other.source}: {k}": v for k, v in other.conditions().items()
-                   if not k.startswith("equal") and k != "original"}
-fn = headsets.function_sets(function, every_head=every, seeds=side) if function is not None and sets != "function" else None
-if fn is not None:  # the third source: the most against the least specialised heads
-    conditions |= {f"function: {k}": v for k, v in fn.conditions().items() if not k.startswith("equal") and k != "original"}
+conditions = st.conditions(equal=False)  # every source's sets; the page's own unprefixed
 means = None
 if ablation == "mean":
     means = ablate.head_means(model_, batch.frames[:, 0], layers=spec.analysed_layers)
@@ -131,14 +120,7 @@ for name, heads in conditions.items():
 
 # %% tags=["hide-input"]
 def hits(name: str, k: int, direction: str = "text_to_video") -> np.ndarray:
-    """Per query: 1 if the match is in the top k (a group: the mean over its draws)."""
-    return draw_hits(name, k, direction).mean(0)
-
-
-def draw_hits(name: str, k: int, direction: str = "text_to_video") -> np.ndarray:
-    """[draws, queries]: per draw of a group (one row for a set), 1 where the match is in the top k."""
-    members = [c for c in conditions if pruning.group(c) == name]
-    return np.stack([reports[c]["ranks"][direction] <= k for c in members]).astype(float)
+    return retrieval.hits(reports, name, k, direction)
 
 
 rows = []
@@ -157,10 +139,10 @@ for name in ["original", "high", "low", "random"]:
         if len(members) > 1:
             row["R@1 seed sd"] = 100 * per["R@1"].std(ddof=1)
         rows.append(row)
-retrieval = pd.DataFrame(rows)
+recall = pd.DataFrame(rows)
 print(f"{clips} clips of {frames} frames, one caption each ({protocol} protocol); R@K in % (R@1 with its 95 % "
       f"interval over the queries), every query ranking a gallery of {clips}; random: mean over {len(hs.random)} draws")
-retrieval.set_index(["direction", "pruned"]).sort_index(level=0, sort_remaining=False)
+recall.set_index(["direction", "pruned"]).sort_index(level=0, sort_remaining=False)
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Text-to-video recall at 1, 5 and 10, unpruned and with the high, low or random sets pruned (percentages, 95 % intervals over the queries).", "name": "fig-video-recall"}, "image": {"alt": "Grouped bar chart of text-to-video R@1, R@5 and R@10 for the original model and the three pruned sets, with error bars."}}
 plot = pd.DataFrame([{"pruned": name, "K": f"R@{k}", **dict(zip(("R", "lo", "hi"), (100 * v for v in evaluate.mean_ci(hits(name, k)))))}
@@ -185,27 +167,20 @@ plt.show()
 # printed for the record.
 
 # %% tags=["hide-input"]
-def video_claims(prefix: str = "") -> dict:
-    """High against low and against random on text-to-video R@1, per caption; the random sets' interval
-    resamples the captions and the draws (`evaluate.two_level_ci`)."""
-    return {f"high vs {base}": evaluate.two_level_ci(draw_hits(prefix + base, 1), draw_hits(prefix + "high", 1))
-            for base in ("low", "random")}
-
-
-claims = video_claims()
+claims = retrieval.claims(reports)
 verdict = pruning.verdict(claims.values())
-at_ceiling = hits("original", 1).mean() >= 0.99  # nothing left to lose at R@1: no verdict
+at_ceiling = retrieval.at_ceiling(reports)  # nothing left to lose at R@1: no verdict
 if at_ceiling:
     verdict = "no verdict (R@1 at the ceiling)"
 print(f"unpruned: text → video R@1 {100 * hits('original', 1).mean():.1f} %, R@5 {100 * hits('original', 5).mean():.1f} %"
-      + ("; R@5 and R@10 sit at the ceiling, so only R@1 can show a cost" if hits("original", 5).mean() >= 0.99 else ""))
+      + ("; R@5 and R@10 sit at the ceiling, so only R@1 can show a cost" if hits("original", 5).mean() >= retrieval.CEILING else ""))
 for k, v in claims.items():
     print(f"text → video: extra R@1 lost by pruning high, {k}: {pruning.interval_text(v)}")
 for k, base in (("high vs low", "low"), ("high vs random", "random")):  # the other direction, for the record
     v = evaluate.paired_ci(hits(base, 1, "video_to_text"), hits("high", 1, "video_to_text"))
     print(f"video → text: extra R@1 lost by pruning high, {k}: {pruning.interval_text(v)}")
 glue("video-verdict", headsets.verdict_text(hs, verdict), display=False)
-r1 = retrieval[retrieval.direction == "text → video"].set_index("pruned")[["R@1", "R@1 CI"]].round(1)
+r1 = recall[recall.direction == "text → video"].set_index("pruned")[["R@1", "R@1 CI"]].round(1)
 r1.columns = ["text → video R@1 %", "95 % interval"]
 glue("video-r1-table", r1, display=False)
 print(f"Verdict on {model} ({headsets.whose(hs.source)} sets, {ablation} ablation, text → video R@1): "
@@ -222,7 +197,7 @@ def video_rows(c: dict, s_: headsets.HeadSets) -> dict:
 replication_rows = {hs.source: video_rows(claims, hs)}
 other_claims, other_verdict = {}, None
 for s_ in (x for x in (other, fn) if x is not None):
-    c = video_claims(f"{s_.source}: ")
+    c = retrieval.claims(reports, f"{s_.source}: ")
     v = "no verdict (R@1 at the ceiling)" if at_ceiling else pruning.verdict(c.values())
     replication_rows[s_.source] = video_rows(c, s_)
     if s_ is other:
@@ -338,7 +313,7 @@ summary = {
     "model": model, "weights": weights, "sets": hs.source, "rule": hs.rule, "paper_test": hs.paper_test, "ablation": ablation, "clips": clips, "frames": frames,
     "clip_seed": clip_seed, "protocol": protocol, "notes": hs.notes,
     "video_galleries": galleries,  # videos ranked per real dataset (its R@1 is beside the paper's only for the whole split)
-    "retrieval": retrieval.to_dict("records"),
+    "retrieval": recall.to_dict("records"),
     "claims": {k: dict(zip(("difference", "low", "high"), v)) for k, v in claims.items()}, "verdict": verdict,
     "other_sets": other.source if other is not None else None, "other_verdict": other_verdict,
     "other_claims": {k: dict(zip(("difference", "low", "high"), v)) for k, v in other_claims.items()},

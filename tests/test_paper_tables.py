@@ -46,6 +46,18 @@ def test_trained_models_sit_beside_the_paper_on_the_analogous_claim(tmp_path):
     assert f"| {trained[0]} | +5.70 pp [5.10, 6.20] | supported | \u22121.00 pp [\u22122.00, 0.10] | inconclusive |" in section
 
 
+def test_trained_models_counts_in_the_paper_s_categories_say_whether_its_test_can_be_formed(tmp_path):
+    trained = [m for m in pipeline.grid()["models"] if m in models.zoo()][:2]
+    for model, (run, truth) in zip(trained, [((1, 0), (2, 0)), ((5, 3), (4, 2))]):
+        (tmp_path / model).mkdir()
+        (tmp_path / model / "pruning.json").write_text(json.dumps({"weights": "trained", "per_head": [{}] * 32,
+            "category_counts_by_source": {"this run": dict(zip(("high", "low"), run)),
+                                          "ground truth": dict(zip(("high", "low"), truth))}}))
+    counts = _section(paper_tables.page(tmp_path), "Heads per CCS category (of the analysed heads)")
+    assert f"| {trained[0]} | 32 | 1 (3 %) | 0 (0 %) | 2 (6 %) | 0 (0 %) | cannot be formed |" in counts
+    assert f"| {trained[1]} | 32 | 5 (16 %) | 3 (9 %) | 4 (12 %) | 2 (6 %) | yes |" in counts
+
+
 def test_random_weights_are_flagged(tmp_path):
     (tmp_path / "ViT-B-32-OpenAI").mkdir()
     (tmp_path / "ViT-B-32-OpenAI" / "ood.json").write_text(json.dumps({"weights": "random"}))

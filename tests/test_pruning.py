@@ -74,6 +74,11 @@ def test_concept_matrix_and_diagonal():
     # excess costs: diagonal (0.7 + 0.2) / 2, off-diagonal (0 + 0) / 2
     assert d["diagonal"] == pytest.approx(0.45) and d["off_diagonal"] == pytest.approx(0.0)
     assert d["difference"] == pytest.approx((0.45, 0.45, 0.45))
+    # the paper's concept tables: on a concept's task, its heads' excess cost minus another concept's
+    assert pruning.cross_test(r, "colour", "shape") == pytest.approx((0.7, 0.7, 0.7))  # 0.9 - 0.2 against 1 - 1
+    assert pruning.cross_test(r, "shape", "colour") == pytest.approx((0.2, 0.2, 0.2))  # 0.7 - 0.5 against 0.9 - 0.9
+    assert all(np.isnan(pruning.cross_test(r, "colour", "scene")))  # no scene heads: nothing to compare
+    assert all(np.isnan(pruning.cross_test(r, "colour", "shape", prefix="truth: ")))
 
 
 def test_a_real_run_matches_plain_embeddings_and_prunes(one_thread, tmp_path, monkeypatch):

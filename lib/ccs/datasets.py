@@ -86,7 +86,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ccs.evalset import PROTOCOLS, EvalSet, VideoSet, check_protocol
+from ccs.evalset import EvalSet, VideoSet, check_protocol
 
 DATA_ENV = "CCS_DATA"
 DEFAULT_SIZE = 224

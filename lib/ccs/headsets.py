@@ -282,6 +282,19 @@ def jaccard(a, b) -> float:
     return len(a & b) / len(a | b) if a | b else 1.0
 
 
+def label_table(labels: str, table: pd.DataFrame, model: str) -> pd.DataFrame:
+    """The heads' concept labels by source: ``run`` (this run's labeler), ``truth`` (the concept world's,
+    `truth_table`) or ``paper`` (a paper model's published concept groups, as CCS-5 heads)."""
+    if labels == "run":
+        return table
+    if labels == "truth":
+        return truth_table(table)
+    if labels == "paper":
+        return pd.DataFrame([{"name": n, "label": c, "ccs": 5.0} for c, heads in published(model).items()
+                             if c not in ("high", "low") for n in heads])
+    raise ValueError(f"labels must be 'run', 'truth' or 'paper', not {labels!r}")
+
+
 def concept_sets(table: pd.DataFrame, *, seeds: int = 5, min_heads: int = 1) -> dict[str, dict]:
     """For every concept that owns heads by label (synonyms merged): its heads, and per seed an
     equal-count random control drawn from the other scored heads.

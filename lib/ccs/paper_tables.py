@@ -131,7 +131,7 @@ def _cell(v, decimals: int) -> str:
 # The claim of the replication page that measures, on the concept-world models, what a paper table measures
 ANALOGUE = {"head_counts": "ccs-high-share", "pruning_high_low": "pruning-high-vs-low",
             "pruning_high_random": "pruning-high-vs-random", "ood_datasets": "shifted-high-vs-low",
-            "concept_location_country211": "concept-diagonal", "concept_objects_cifar10": "concept-diagonal",
+            "concept_location_country211": "concept-scene-vs-shape", "concept_objects_cifar10": "concept-shape-vs-scene",
             "video_t2v_r1": "video-high-vs-random"}
 
 
@@ -160,7 +160,7 @@ def analogue_table(table: Table, trained: list[str], runs_dir: Path) -> list[str
         return ["*This book's trained models:* not measured (no concept-world analogue).", ""]
     rows = [r for r in replication.collect(trained, runs_dir) if r["claim"] == key]
     if not rows:
-        return [f"*This book's trained models:* no run records this claim yet.", ""]
+        return ["*This book's trained models:* no run records this claim yet.", ""]
     out = [f"*This book's trained models* (concept world; {claim.effect}; see {{doc}}`replication`):", "",
            "| model | " + " | ".join(f"{s} sets | verdict" for s in replication.SOURCES) + " |",
            "|:--|" + "--:|:--|" * len(replication.SOURCES)]
@@ -172,6 +172,33 @@ def analogue_table(table: Table, trained: list[str], runs_dir: Path) -> list[str
         if any(cells):
             out.append(f"| {model} | " + " | ".join(cells) + " |")
     return out + [""]
+
+
+def category_table(trained: list[str], runs_dir: Path) -> list[str]:
+    """The book's trained models' heads in the paper's two categories (CCS 5, CCS <= 1), by this run's
+    CCS and by the ground truth's, from their pruning pages: whether the paper's test can be formed."""
+    rows = []
+    for model in trained:
+        path = runs_dir / model / "pruning.json"
+        rec = json.loads(path.read_text()) if path.is_file() else {}
+        by = rec.get("category_counts_by_source") or {}
+        heads = len(rec.get("per_head") or [])
+        if not by or not heads:
+            continue
+        cells = []
+        for source in ("this run", "ground truth"):
+            c = by.get(source)
+            cells += [f"{c['high']} ({100 * c['high'] / heads:.0f} %)", f"{c['low']} ({100 * c['low'] / heads:.0f} %)"] \
+                if c else ["", ""]
+        formed = all(c["high"] >= 2 and c["low"] >= 2 for c in by.values())
+        rows.append(f"| {model} | {heads} | " + " | ".join(cells) + f" | {'yes' if formed else 'cannot be formed'} |")
+    if not rows:
+        return []
+    return ["*This book's trained models*, heads in the paper's categories (of the analysed heads; the paper's",
+            "high and low columns above are the same categories):", "",
+            "| model | analysed heads | CCS 5, this run | CCS \u2264 1, this run | CCS 5, ground truth | "
+            "CCS \u2264 1, ground truth | the paper's test |",
+            "|:--|--:|--:|--:|--:|--:|:--|", *rows, ""]
 
 
 def page(runs_dir: Path | None = None, paper: dict | None = None) -> str:
@@ -214,6 +241,7 @@ def page(runs_dir: Path | None = None, paper: dict | None = None) -> str:
         frame = beside(pub, {m: run_numbers(table, summaries[m]) for m in pub} if ran else None, table.names)
         out += [f"## {table.title}", "",
                 *markdown_table(frame, *(("", 0) if table.shape == "counts" else ("dataset", 2)), runs=bool(ran)), "",
+                *(category_table(trained, runs_dir) if table.key == "head_counts" else []),
                 *analogue_table(table, trained, runs_dir)]
     return "\n".join(out).rstrip() + "\n"
 

@@ -361,3 +361,22 @@ def diagonal_test(r: Results, concepts, evalset: str = "test", measure: str = "p
     keep = ~(np.isnan(diag).any(0) | np.isnan(off).any(0))
     return {"concepts": list(rows), "diagonal": float(np.mean(diag[:, keep])), "off_diagonal": float(np.mean(off[:, keep])),
             "difference": evaluate.two_level_ci(diag[:, keep], off[:, keep], seed=seed, paired_draws=True)}
+
+
+def cross_test(r: Results, concept: str, other: str, evalset: str = "test", measure: str = "p_true",
+               seed: int = 0, prefix: str = "") -> tuple[float, float, float]:
+    """The paper's concept tables as one comparison (Country-211: the location heads against the
+    animal heads; CIFAR-10 objects: the object heads against the location heads): on `concept`'s own
+    task, the excess cost (random control - pruned) of pruning `concept`'s heads minus that of pruning
+    `other`'s heads. Excess over each set's own random controls, because the two sets differ in size
+    (the paper's tables compare raw accuracies); the interval resamples the images and both controls'
+    draws. NaNs when either concept has no heads here or no task measures `concept`."""
+    task = task_for(concept, r.tasks(evalset))
+    have = set(r.conditions()) | {group(c) for c in r.conditions()}
+    if task is None or not {f"{prefix}{c}{s}" for c in (concept, other) for s in ("", "-random")} <= have:
+        return (float("nan"),) * 3
+
+    def excess(c):  # [draws, images]
+        return r.per_draw(f"{prefix}{c}-random", evalset, measure, [task]) - r.per_image(f"{prefix}{c}", evalset, measure, [task])
+
+    return evaluate.two_level_ci(excess(concept), excess(other), seed=seed)

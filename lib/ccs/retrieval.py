@@ -1,0 +1,37 @@
+"""The text-to-video page's claims (notebooks/video.py) on its retrieval reports: per condition, the
+ranks `evaluate.retrieval_report` gives each query; a group's draws ("random/0", "random/1" ...)
+stand together under the group's name."""
+from __future__ import annotations
+
+import numpy as np
+
+from ccs import evaluate
+from ccs.pruning import group
+
+CEILING = 0.99  # unpruned R@1 at or above this leaves nothing to lose: no verdict
+
+
+def draw_hits(reports: dict, name: str, k: int, direction: str = "text_to_video") -> np.ndarray:
+    """[draws, queries]: per draw of a group (one row for a set), 1 where the match is in the top k."""
+    members = [c for c in reports if group(c) == name]
+    if not members:
+        raise KeyError(f"no condition or group {name!r} among the reports ({', '.join(reports)})")
+    return np.stack([reports[c]["ranks"][direction] <= k for c in members]).astype(float)
+
+
+def hits(reports: dict, name: str, k: int, direction: str = "text_to_video") -> np.ndarray:
+    """Per query: 1 if the match is in the top k (a group: the mean over its draws)."""
+    return draw_hits(reports, name, k, direction).mean(0)
+
+
+def claims(reports: dict, prefix: str = "") -> dict[str, tuple[float, float, float]]:
+    """High against low and against random on text-to-video R@1, per caption: the extra R@1 lost by
+    pruning the high set; the random sets' interval resamples the captions and the draws."""
+    return {f"high vs {base}": evaluate.two_level_ci(draw_hits(reports, prefix + base, 1),
+                                                     draw_hits(reports, prefix + "high", 1))
+            for base in ("low", "random")}
+
+
+def at_ceiling(reports: dict) -> bool:
+    """Whether the unpruned model already finds nearly every clip first (R@1 >= CEILING)."""
+    return hits(reports, "original", 1).mean() >= CEILING
