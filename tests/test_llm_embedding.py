@@ -185,12 +185,23 @@ def test_cli_heads_prints_records(backend, tmp_path):
             "Image shot in Tokyo", "Photograph taken in Peru"]
     path = tmp_path / "records.json"
     path.write_text(json.dumps([{"layer": 11, "head": 5, "texts": head}]))
-    out = CliRunner().invoke(app, ["heads", "--records", str(path), "--json"])
+    # lines of a real CLIP head: the calibration for real lines (the default is the pool's, here the world's)
+    out = CliRunner().invoke(app, ["heads", "--records", str(path), "--json", "--calibration", "real"])
     assert out.exit_code == 0, out.output
     (r,) = json.loads(out.stdout)
     assert (r["name"], r["label"], r["ccs"], r["judgements"]) == ("L11.H5", "location", 4, [1, 1, 0, 1, 1])
-    text = CliRunner().invoke(app, ["heads", "--records", str(path)]).stdout
+    text = CliRunner().invoke(app, ["heads", "--records", str(path), "--calibration", "real"]).stdout
     assert "L11.H5" in text and "✗ A plate of spaghetti" in text
+    # the pages' judge: the calibration for the pool and the scored model, unless named
+    from ccs import llm, scores
+
+    for calibration in ("pool", "lenient"):
+        out = CliRunner().invoke(app, ["heads", "--records", str(path), "--json", "--calibration", calibration])
+        page = scores.score_heads([{"layer": 11, "head": 5, "texts": head}],
+                                  llm.make("embedding", pool="world", calibration=calibration, scored="ccs-tiny"))
+        assert json.loads(out.stdout)[0]["judgements"] == list(page["judgements"].iloc[0])
+    bad = CliRunner().invoke(app, ["heads", "--records", str(path), "--calibration", "strict"])
+    assert bad.exit_code == 2 and "calibration must be 'pool' or one of" in " ".join(bad.output.split())
 
 
 def test_a_model_calibration_never_sees_a_line_of_the_scored_model(monkeypatch):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ccs.cli import app, constant
+from ccs.cli import app, bad, constant
 
 
 def _records(path: Path) -> list[dict]:
@@ -40,6 +40,8 @@ def heads(
                                       "backend's labels, or of its judgements, that may get no valid "
                                       "answer (those heads are flagged) before the command fails."),
     pool: str = typer.Option("world", help="TextSpan pool: 'world', 'textspan', a file or a URL."),
+    calibration: str = typer.Option("pool", help="The offline judge's calibration: 'pool' (the one for this pool "
+                                    "and model, as the pages use), 'world', 'real' or 'lenient'."),
     images: int = typer.Option(1000, min=2, help="Concept-world images TextSpan decomposes."),
     seed: int = typer.Option(0, min=0, help="World sample seed."),
     untrained: bool = typer.Option(False, help="Random weights (for testing the mathematics)."),
@@ -58,9 +60,12 @@ def heads(
     from ccs import llm, scores, textspan
 
     recs = _records(records) if records else None  # a malformed file fails before any work
-    judge = llm.backend(backend, **({"model": judge_model, "timeout": timeout, "retries": retries,
-                                     "max_invalid": max_invalid}
-                                    if backend == "openai" else {}))
+    try:  # the pages' factory: the same judge, so the same CCS, as the book shows
+        judge = llm.make(backend, pool=pool, calibration=calibration, scored=model,
+                         **({"model": judge_model, "timeout": timeout, "retries": retries, "max_invalid": max_invalid}
+                            if backend == "openai" else {}))
+    except ValueError as e:
+        raise bad("--calibration" if "calibration" in str(e) else "--backend", str(e)) from None
     if recs is None:
         recs = textspan.analyse(model, images=images, pool=pool, seed=seed, untrained=untrained,
                                 progress=False).records()
