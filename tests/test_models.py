@@ -104,3 +104,20 @@ def test_parameter_counts_cover_every_parameter():
     model = models.load(models.TINY, untrained=True).model
     assert sum(models.parameter_counts(model).values()) == sum(p.numel() for p in model.parameters())
     assert models.architecture(models.TINY, model)["heads per layer"] == models.spec(models.TINY).heads
+
+
+def test_loading_a_zoo_model_puts_the_process_in_the_world_it_learned(monkeypatch):
+    from dataclasses import replace
+
+    from ccs import world
+
+    base = models.spec("ccs-tiny")
+    rich = replace(base, name="ccs-rich-test", world="rich")
+    monkeypatch.setattr(models, "registry", lambda: {**{base.name: base}, rich.name: rich})
+    try:
+        models.load("ccs-rich-test", untrained=True)
+        assert world.current() == "rich" and len(world.SHAPES) == 16
+        models.load("ccs-tiny", untrained=True)
+        assert world.current() == "base" and len(world.SHAPES) == 8
+    finally:
+        world.use("base")

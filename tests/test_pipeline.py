@@ -548,6 +548,9 @@ def test_ctrl_c_during_the_book_run_keeps_the_page(tmp_path):
     while _still_running(tree) and time.time() < deadline:
         time.sleep(0.5)
     assert not _still_running(tree), [_command(p) for p in _still_running(tree)]
+    said = (tmp_path / "snakemake.log").read_text()  # a stop the user asked for: no kernel noise about it
+    for noise in ("KeyboardInterrupt caught in kernel", "Current working directory doesn't exist"):
+        assert noise not in said, said[-3000:]
     rerun = subprocess.run(SNAKEMAKE, cwd=repo, env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
     assert page.read_bytes() != first and "done" in page.read_text()

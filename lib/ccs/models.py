@@ -50,6 +50,7 @@ class ModelSpec:
     layers: int
     heads: int
     analysed_layers: tuple[int, ...]
+    world: str = "base"  # the concept world's variant a zoo model was trained in (ccs.world.VARIANTS)
 
     @property
     def embedded(self) -> bool:
@@ -79,7 +80,7 @@ def registry() -> dict[str, ModelSpec]:
         cfg = json.loads((CONFIG_DIR / f"{z['config']}.json").read_text())["vision_cfg"]
         layers = cfg["layers"]
         specs[name] = ModelSpec(name, z["config"], None, layers, cfg["width"] // cfg["head_width"],
-                                tuple(range(max(0, layers - 4), layers)))
+                                tuple(range(max(0, layers - 4), layers)), z.get("world", "base"))
     for name, m in paper()["models"].items():
         specs[name] = ModelSpec(name, m["open_clip"], m["pretrained"], m["layers"], m["heads"],
                                 tuple(m["analysed_layers"]))
@@ -284,6 +285,10 @@ def load(name: str, *, device: str | torch.device = "cpu", untrained: bool = Fal
     import open_clip
 
     s = spec(name)
+    if s.embedded:  # its images, tasks, captions and pool lines are those of the world it learned
+        from ccs import world
+
+        world.use(s.world)
     _register_configs()
     kwargs = {"image_mean": TINY_MEAN, "image_std": TINY_STD} if s.embedded else {}
     if not s.embedded and not untrained:
