@@ -6,7 +6,8 @@
     python benchmarks/llm_embedding.py --world      # also 180 heads simulated from the world pool
     python benchmarks/llm_embedding.py --backend openai --judge-model gpt-4o  # an LLM, same sets
 
-Prints label accuracy (heads with a concept), the share of concept-less heads scored low (CCS <= 1), the judge's accuracy and Cohen's kappa (judging each text against the head's
+Prints label accuracy (heads with a concept), the share of concept-less heads scored low (CCS <= 1),
+the judge's accuracy and Cohen's kappa (judging each text against the head's
 intended concept), and the mean absolute error of the end-to-end CCS, for the dev and held-out sets
 (and, with --world, for heads drawn from the concept-world pool, scored by ccs.scores.ground_truth).
 """

@@ -237,6 +237,10 @@ for source, prefix, _ in label_sources:
         d = pruning.cross_test(r, own_, other_, "test", measure, prefix=prefix)
         if np.isfinite(d[0]):
             cross.setdefault(source, {})[key] = d
+for key in ("concept-scene-vs-shape", "concept-shape-vs-scene"):  # the chapter's sentences, this run's labels
+    d = cross.get(labels, {}).get(key)
+    glue(key.replace("concept-", "concepts-"), f"{pruning.verdict([d])} ({pruning.interval_text(d)})" if d is not None
+         else "n/a (no heads of one of the two concepts)", display=False)
 pd.DataFrame([{"labels": source, "comparison": key.removeprefix("concept-").replace("-", " "),
                "extra cost on the own task": pruning.interval_text(d), "verdict": pruning.verdict([d])}
               for source, ds in cross.items() for key, d in ds.items()]

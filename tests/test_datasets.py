@@ -431,8 +431,9 @@ def test_check_never_runs_code_from_a_data_pickle(env, tmp_path):
     assert result.exit_code == 1 and not mark.exists()
     assert "refused to load" in result.output and "cifar-10-batches-py/test_batch" in result.output, result.output
     # what the real files hold still loads: numpy arrays written by protocol 2, byte strings, lists
-    _pickle(env / "cifar-10-batches-py" / "test_batch", {b"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1],
-                                                          "filenames": [b"a.png", b"b.png"], "data": np.zeros((2, 3072), np.uint8)})
+    batch = {b"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1], "filenames": [b"a.png", b"b.png"],
+             "data": np.zeros((2, 3072), np.uint8)}
+    _pickle(env / "cifar-10-batches-py" / "test_batch", batch)
     assert datasets.check("CIFAR-10")["ok"]
     # MSVD's raw-captions.pkl alike
     base = _msvd_copy(env)

@@ -20,7 +20,6 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import openai
 import pytest
 
 from ccs import llm, scores

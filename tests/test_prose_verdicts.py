@@ -24,6 +24,7 @@ VERDICT_KEYS = {
     "pruning-verdict", "pruning-carried", "pruning-other-verdict", "pruning-lenient-verdict", "pruning-function-verdict",
     "ood-verdict", "ood-paper-verdict", "ood-other-verdict", "video-verdict", "video-other-verdict",
     "concepts-verdict", "concepts-carried", "concepts-other-verdict", "concepts-function-verdict",
+    "concepts-scene-vs-shape", "concepts-shape-vs-scene",
 }
 ALLOWED = ("supported", "contradicted", "inconclusive", "no verdict", "n/a")
 # words that state an outcome: outside a glued value they would assume one
@@ -82,7 +83,8 @@ def test_no_sentence_around_a_glued_verdict_assumes_its_outcome(model):
 
 def test_the_check_catches_a_sentence_that_assumes_the_outcome(tmp_path, monkeypatch):
     """The detector itself: a sentence that says the verdict in its own words is caught."""
-    bad = "On `ccs-tiny` the claim is {glue:text}`runs/ccs-tiny/pruning.ipynb::pruning-verdict:s`, so the ground truth reverses it."
+    bad = ("On `ccs-tiny` the claim is {glue:text}`runs/ccs-tiny/pruning.ipynb::pruning-verdict:s`, "
+           "so the ground truth reverses it.")
     good = "On `ccs-tiny` the claim is {glue:text}`runs/ccs-tiny/pruning.ipynb::pruning-verdict:s`."
     for s, expect in ((bad, True), (good, False)):
         rendered = GLUE.sub(lambda m: "\0supported\0", s)

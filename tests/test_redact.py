@@ -39,7 +39,8 @@ def test_ccs_run_error_line_never_shows_the_key(monkeypatch, tmp_path):
     from ccs.cli import app
 
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    echoed = f"openai.AuthenticationError: Error code: 401 - {{'error': {{'message': 'Incorrect API key provided: Bearer {SECRET}'}}}}"
+    echoed = ("openai.AuthenticationError: Error code: 401 - "
+              f"{{'error': {{'message': 'Incorrect API key provided: Bearer {SECRET}'}}}}")
 
     def execute(*args, **kwargs):
         raise PapermillExecutionError(cell_index=3, exec_count=3, source="table = scores.score_heads(...)",

@@ -47,7 +47,7 @@ def test_configurations_change_only_their_levers():
 
 def test_a_configuration_is_trained_measured_and_resumed(tmp_path):
     try:
-        out = regime.run("rich", pairs=512, runs=tmp_path / "runs", results=tmp_path / "res", progress=False)
+        regime.run("rich", pairs=512, runs=tmp_path / "runs", results=tmp_path / "res", progress=False)
         assert world.current() == "rich"
     finally:
         world.use("base")

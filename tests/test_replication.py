@@ -63,7 +63,8 @@ def test_a_changed_json_changes_the_page(tmp_path, monkeypatch):
     replication.write(out, runs, ["a"])
     assert out.read_text() != first and "+8.00 pp [5.00, 11.00] | supported" in out.read_text()
     included = (out.parent / "replication" / "summary-video-high-vs-random.md").read_text()
-    assert "*this run* sets: supported on 1, contradicted on 0, inconclusive on 0 of 1 model" in included  # what the chapter includes
+    # what the chapter includes
+    assert "*this run* sets: supported on 1, contradicted on 0, inconclusive on 0 of 1 model" in included
 
 
 def test_random_weights_are_flagged(tmp_path):

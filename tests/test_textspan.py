@@ -1,7 +1,6 @@
 """TextSpan recovers planted directions, deterministically, with orthogonal directions."""
 import numpy as np
 import pytest
-import torch
 
 from ccs import textspan
 

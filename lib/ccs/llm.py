@@ -805,7 +805,8 @@ class OpenAIBackend:
             f"{bad} of the {total} questions of this run ({asked} asked so far)"
         return TooManyInvalid(self._scrub(
             f"{self._who(role)}: {of} got no valid answer in {self.retries + 1} attempts{example}, more "
-            f"than the {self.max_invalid:.0%} allowed (the backend's max_invalid, `ccs heads --max-invalid`). Try another model or endpoint; the valid answers are cached in "
+            f"than the {self.max_invalid:.0%} allowed (the backend's max_invalid, `ccs heads --max-invalid`). "
+            "Try another model or endpoint; the valid answers are cached in "
             f"{self.cache.folder}"))
 
     def check_answers(self) -> None:

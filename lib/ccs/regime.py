@@ -262,6 +262,15 @@ def page_text(rows: list[dict], figure_name: str = "regime/ccs-at-k.png") -> str
                       if met else f"are not met (rule score {score(chosen):.2f} of 1).")
                    )
     hw = sorted({r["hardware"] for r in rows})
+    heads = sum(r["heads"] for r in rows)
+    low = sum(r["true_ccs_counts"].get(str(k), 0) for r in rows for k in (0, 1))
+    why_low = (f"**Why CCS \u2264 1 is rare here.** A head's true CCS counts the texts of the concept that gave most "
+               "of its five; it is at most 1 only when the five texts come from five different concepts (the world "
+               "has seven attributes, the pool's distractors a few categories more) or carry none. Across the "
+               f"{heads} heads of the rows above, {low} do. The paper's judge counts the texts that fit a label an LLM "
+               "gave, and a head whose texts share no concept gets a label that fits one or none of them; the "
+               "ground truth has no such vague label to fall back on, so the low category needs heads whose "
+               "texts scatter over the whole pool.") if heads else ""
     return "\n".join([
         "# Appendix: which models grow the paper's categories?", "",
         "<!-- Written by `ccs regime page` (ccs.regime) from book/regime/*.json; do not edit. -->", "",
@@ -282,6 +291,7 @@ def page_text(rows: list[dict], figure_name: str = "regime/ccs-at-k.png") -> str
         "The true CCS of the analysed heads per configuration (CCS@K, hatched: the paper's low category).", "```", "",
         *lines, "",
         verdict, "",
+        *([why_low, ""] if why_low else []),
         *([f"Not measured yet: {', '.join(missing)} (each is `ccs regime run NAME`, resumable)."] if missing else []), "",
         f"Budget of a short run: {s['pairs']:,} image-caption pairs; the zoo's models saw 3,000,000. Hardware: "
         f"{'; '.join(hw)}. Every row is reproduced by its command: `ccs regime run NAME` for a configuration of "

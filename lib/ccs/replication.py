@@ -283,7 +283,8 @@ def answer(rows: list[dict], models: list[str]) -> str:
     if diag:
         d = _counts(diag)
         out += (" Pruning the heads labelled with one concept costs that concept's own task more than the other "
-                f"tasks on {d['supported']} of {len(diag)} models" + (f" (less on {d['contradicted']})" if d["contradicted"] else "")
+                f"tasks on {d['supported']} of {len(diag)} models"
+                + (f" (less on {d['contradicted']})" if d["contradicted"] else "")
                 + ".")
     return out + " (This run's head sets; the chapters give the ground truth's and the function's beside them.)"
 
@@ -298,8 +299,9 @@ def fragments(models: list[str], runs_dir: Path) -> dict[str, str]:
         sub = [r for r in rows if r["claim"] == claim.key]
         pools = {s: pooled([r for r in sub if r["source"] == s], claim.bounded) for s in SOURCES}
         lines = summary(claim, sub, pools) or ["- no run records this claim yet."]
-        out[f"summary-{claim.key}.md"] = (f"<!-- Written by ccs.replication from book/runs/*/*.json; do not edit. -->\n"
-                                          f"{claim.title}, across {len(models)} trained model{'s' if len(models) != 1 else ''}:\n\n"
+        plural = "s" if len(models) != 1 else ""
+        out[f"summary-{claim.key}.md"] = ("<!-- Written by ccs.replication from book/runs/*/*.json; do not edit. -->\n"
+                                          f"{claim.title}, across {len(models)} trained model{plural}:\n\n"
                                           + "\n".join(lines) + "\n")
     return out
 

@@ -1,7 +1,8 @@
 """The Concept Consistency Score: per head, how many of its 5 TextSpan texts match its concept label.
 
 CCS(h) in 0..5; categories as in the paper (high = 5, moderate = 3, low <= 1; configurable);
-CCS@K = share of heads with CCS == K (the sets pruned are built in ccs.headsets); agreement between judges (Cohen's kappa, Spearman, Kendall); accuracy of the labeler
+CCS@K = share of heads with CCS == K (the sets pruned are built in ccs.headsets); agreement between
+judges (Cohen's kappa, Spearman, Kendall); accuracy of the labeler
 and the judge against ground truth; and the text-free check on the concept world, the share of a
 head's direct-contribution variance explained by each ground-truth attribute (R^2).
 

@@ -14,8 +14,12 @@ orthogonal, so a head's reconstruction from its texts is a projection onto their
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -165,7 +169,7 @@ def analyse(model_name: str, *, images: int = 1000, pool: str = "world", layers:
     return Analysis(model_name, model, tokenizer, batch, dec, p, emb, spans)
 
 
-def zero_shot_check(a: Analysis) -> "pd.DataFrame":
+def zero_shot_check(a: Analysis) -> pd.DataFrame:
     """TextSpan's check, per world task: zero-shot accuracy of the (stored, decomposed) embedding,
     with every analysed head replaced by its TextSpan reconstruction, and with every analysed head
     mean-ablated. A good description keeps the accuracy; mean-ablation shows what is at stake."""

@@ -372,7 +372,8 @@ def hardware() -> str:
 
 def retrain_command(cfg: dict, out: str) -> str:
     """The `ccs train-tiny` command line that repeats a run of config `cfg` (then its export)."""
-    cmd = f"ccs train-tiny --model {cfg.get('model', models.TINY)} --out {out} --pairs {cfg['pairs']} --batch-size {cfg['batch_size']} " \
+    cmd = f"ccs train-tiny --model {cfg.get('model', models.TINY)} --out {out} --pairs {cfg['pairs']} " \
+          f"--batch-size {cfg['batch_size']} " \
           f"--lr {cfg['lr']} --seed {cfg['seed']} --threads {cfg['threads']} " \
           f"--sibling-frac {cfg['sibling_frac']} --sibling-group {cfg.get('sibling_group', 2)} " \
           f"--precision {cfg.get('precision', 'fp32')} --loader-workers {cfg.get('loader_workers', 0)}"

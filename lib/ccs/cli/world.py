@@ -7,7 +7,8 @@ import typer
 
 from ccs.cli import app, bad
 
-world_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="The generated concept world (images, captions, splits).")
+world_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                        help="The generated concept world (images, captions, splits).")
 app.add_typer(world_app, name="world")
 
 
