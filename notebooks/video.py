@@ -139,10 +139,10 @@ for name in ["original", "high", "low", "random"]:
         if len(members) > 1:
             row["R@1 seed sd"] = 100 * per["R@1"].std(ddof=1)
         rows.append(row)
-recall = pd.DataFrame(rows)
+recalls = pd.DataFrame(rows)
 print(f"{clips} clips of {frames} frames, one caption each ({protocol} protocol); R@K in % (R@1 with its 95 % "
       f"interval over the queries), every query ranking a gallery of {clips}; random: mean over {len(hs.random)} draws")
-recall.set_index(["direction", "pruned"]).sort_index(level=0, sort_remaining=False)
+recalls.set_index(["direction", "pruned"]).sort_index(level=0, sort_remaining=False)
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Text-to-video recall at 1, 5 and 10, unpruned and with the high, low or random sets pruned (percentages, 95 % intervals over the queries).", "name": "fig-video-recall"}, "image": {"alt": "Grouped bar chart of text-to-video R@1, R@5 and R@10 for the original model and the three pruned sets, with error bars."}}
 plot = pd.DataFrame([{"pruned": name, "K": f"R@{k}", **dict(zip(("R", "lo", "hi"), (100 * v for v in evaluate.mean_ci(hits(name, k)))))}
@@ -180,7 +180,7 @@ for k, base in (("high vs low", "low"), ("high vs random", "random")):  # the ot
     v = evaluate.paired_ci(hits(base, 1, "video_to_text"), hits("high", 1, "video_to_text"))
     print(f"video → text: extra R@1 lost by pruning high, {k}: {pruning.interval_text(v)}")
 glue("video-verdict", headsets.verdict_text(hs, verdict), display=False)
-r1 = recall[recall.direction == "text → video"].set_index("pruned")[["R@1", "R@1 CI"]].round(1)
+r1 = recalls[recalls.direction == "text → video"].set_index("pruned")[["R@1", "R@1 CI"]].round(1)
 r1.columns = ["text → video R@1 %", "95 % interval"]
 glue("video-r1-table", r1, display=False)
 print(f"Verdict on {model} ({headsets.whose(hs.source)} sets, {ablation} ablation, text → video R@1): "
@@ -313,7 +313,7 @@ summary = {
     "model": model, "weights": weights, "sets": hs.source, "rule": hs.rule, "paper_test": hs.paper_test, "ablation": ablation, "clips": clips, "frames": frames,
     "clip_seed": clip_seed, "protocol": protocol, "notes": hs.notes,
     "video_galleries": galleries,  # videos ranked per real dataset (its R@1 is beside the paper's only for the whole split)
-    "retrieval": recall.to_dict("records"),
+    "retrieval": recalls.to_dict("records"),
     "claims": {k: dict(zip(("difference", "low", "high"), v)) for k, v in claims.items()}, "verdict": verdict,
     "other_sets": other.source if other is not None else None, "other_verdict": other_verdict,
     "other_claims": {k: dict(zip(("difference", "low", "high"), v)) for k, v in other_claims.items()},
