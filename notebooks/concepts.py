@@ -311,16 +311,16 @@ summary = {
         **({{"run": "this run", "truth": "ground truth"}[other_labels]: {
             "concept-diagonal": replication.row(other_diag["difference"], other_verdict)}}
            if other_labels and other_diag["concepts"] else {}),
-        **({"function": {"concept-diagonal": replication.row(fn_diag["difference"], fn_verdict, "function")}}
+        **({"function": {"concept-diagonal": replication.row(fn_diag["difference"], fn_verdict)}}
            if fn_diag is not None and fn_diag["concepts"] else {})},
     "concept_tables": {source: {k: dict(zip(("estimate", "low", "high"), d)) for k, d in ds.items()}
                        for source, ds in cross.items()},
     "function_verdict": fn_verdict,
 }
 for source, ds in cross.items():  # the paper's concept tables, on the replication page beside the diagonal
+    # (no "test" entry: the function source here labels heads by what they compute, not most vs least specialised)
     where = {"run": "this run", "truth": "ground truth", "function": "function"}.get(source)
     if where:
-        summary["replication"].setdefault(where, {}).update({k: replication.row(d, test="function" if where == "function" else None)
-                                                             for k, d in ds.items()})
+        summary["replication"].setdefault(where, {}).update({k: replication.row(d) for k, d in ds.items()})
 with open("concepts.json", "w") as f:
     json.dump(json.loads(json.dumps(summary).replace("NaN", "null")), f, indent=1)
