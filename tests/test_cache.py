@@ -26,3 +26,23 @@ def test_library_digest_changes_with_any_module(tmp_path, monkeypatch):
     two = cache.library_digest()
     cache.library_digest.cache_clear()
     assert len({before, one, two}) == 3
+    # the command line is not what a page computes with: changing it re-executes nothing
+    (fake / "cli").mkdir()
+    (fake / "cli" / "heads.py").write_text("z = 3\n")
+    assert cache.library_digest() == two
+    cache.library_digest.cache_clear()
+
+
+def test_no_page_and_no_cached_step_imports_the_command_line():
+    import ast
+    from pathlib import Path
+
+    root = Path(cache.__file__).resolve().parents[2]
+    sources = [*root.joinpath("notebooks").glob("*.py"),
+               *root.joinpath("lib", "ccs").glob("*.py")]  # the library outside ccs/cli
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+                     if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n == "ccs.cli" or n.startswith("ccs.cli.") for n in names), (path, names)

@@ -138,10 +138,13 @@ def cache_dir(*parts: str) -> Path:
 @cache
 def library_digest() -> str:
     """A digest of the `ccs` package: every module's source and the packaged data (vocabulary,
-    calibration, paper facts, model configs). Names the joblib folder and enters every page's digest."""
+    calibration, paper facts, model configs). Names the joblib folder and enters every page's digest.
+    The command line (`ccs/cli/`) is left out: no page and no cached step imports it, so a change to a
+    command's options or messages re-executes nothing."""
     h = hashlib.sha256()
     lib = Path(__file__).parent
-    for path in sorted([*lib.rglob("*.py"), *(lib / "data").glob("*"), *(lib / "model_configs").glob("*")]):
+    modules = [p for p in lib.rglob("*.py") if "cli" not in p.relative_to(lib).parts[:-1]]
+    for path in sorted([*modules, *(lib / "data").glob("*"), *(lib / "model_configs").glob("*")]):
         h.update(str(path.relative_to(lib)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]

@@ -65,7 +65,9 @@ def heads(
                          **({"model": judge_model, "timeout": timeout, "retries": retries, "max_invalid": max_invalid}
                             if backend == "openai" else {}))
     except ValueError as e:
-        raise bad("--calibration" if "calibration" in str(e) else "--backend", str(e)) from None
+        if "calibration must be" not in str(e):
+            raise  # the backend's own checks (timeout, retries) keep their message and exit code
+        raise bad("--calibration", str(e)) from None
     if recs is None:
         recs = textspan.analyse(model, images=images, pool=pool, seed=seed, untrained=untrained,
                                 progress=False).records()
