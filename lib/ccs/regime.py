@@ -48,17 +48,28 @@ def configuration(name: str) -> dict:
     return confs[name]
 
 
-def train_config(name: str, pairs: int | None = None, threads: int = 1):
-    """The TrainConfig of a configuration: the zoo's recipe with the configuration's levers, its
-    batches rendered by one worker process (inline, the allocator setting that keeps the renderer's
-    heap from fragmenting would send the training's own tensors through mmap: half the time in the
-    kernel)."""
+def run_name(name: str, full: bool = False, seed: int | None = None) -> str:
+    """A run's name: the configuration's, `-full` at the zoo's training length, `-sN` for another seed."""
+    seed = study()["seed"] if seed is None else seed
+    return name + ("-full" if full else "") + (f"-s{seed}" if seed != study()["seed"] else "")
+
+
+def train_config(name: str, pairs: int | None = None, threads: int = 1, *, full: bool = False,
+                 seed: int | None = None):
+    """The TrainConfig of a configuration: the zoo's recipe with the configuration's levers. A short
+    run (the study's budget) renders its batches in one worker process (inline, the allocator
+    setting that keeps the renderer's heap from fragmenting would send the training's own tensors
+    through mmap: half the time in the kernel); a `full` run is the zoo's recipe exactly (its pairs,
+    rendering inline), so that it compares with the shipped models."""
     from ccs import train
 
     c, s = configuration(name), study()
-    return train.TrainConfig(pairs=pairs or s["pairs"], seed=s["seed"], threads=threads,
-                             model=f"regime-{name}", config=c["config"], world=c.get("world", "base"),
-                             single=c.get("single", 0.15), loader_workers=1)
+    zoo = train.TrainConfig()
+    return train.TrainConfig(pairs=pairs or (zoo.pairs if full else s["pairs"]),
+                             seed=s["seed"] if seed is None else seed, threads=threads,
+                             model=f"regime-{run_name(name, full, seed)}", config=c["config"],
+                             world=c.get("world", "base"), single=c.get("single", 0.15),
+                             loader_workers=zoo.loader_workers if full else 1)
 
 
 def true_ccs(concepts: list[str]) -> int:
@@ -120,26 +131,31 @@ def load_run(run_dir: Path, which: str = "best"):
     return model, open_clip.get_tokenizer(cfg["config"]), cfg
 
 
-def run(name: str, *, pairs: int | None = None, threads: int = 1, runs: Path = RUNS, results: Path = RESULTS,
-        progress: bool = True) -> dict:
-    """Train configuration `name` for the study's budget (resuming an interrupted run), measure its
-    best checkpoint and write ``results/<name>.json``."""
+def run(name: str, *, pairs: int | None = None, threads: int = 1, full: bool = False, seed: int | None = None,
+        runs: Path = RUNS, results: Path = RESULTS, progress: bool = True) -> dict:
+    """Train configuration `name` for the study's budget, or at the zoo's length (`full`), from the
+    study's seed or `seed` (resuming an interrupted run), measure its best checkpoint and write
+    ``results/<run name>.json``."""
     from ccs import train, world
 
-    cfg = train_config(name, pairs, threads)
-    run_dir = runs / name
+    label = run_name(name, full, seed)
+    cfg = train_config(name, pairs, threads, full=full, seed=seed)
+    run_dir = runs / label
     if (run_dir / "config.json").exists():  # resume with the run's own config
         cfg = None
     state = train.train(run_dir, cfg, progress=progress)
     model, tokenizer, cfg = load_run(run_dir)
     world.use(cfg["world"])
-    out = {"configuration": name, **configuration(name), "pairs": cfg["pairs"], "steps": state.step,
+    flags = (" --full" if full else "") + (f" --seed {cfg['seed']}" if label != name and seed is not None else "")
+    default_pairs = train.TrainConfig().pairs if full else study()["pairs"]
+    out = {"configuration": label, **configuration(name), "recipe": name, "full": full, "seed": cfg["seed"],
+           "pairs": cfg["pairs"], "steps": state.step,
            "best_step": state.best_step, "train_wall_s": round(state.wall), "hardware": train.hardware(),
            "threads": cfg["threads"],
-           "command": f"ccs regime run {name}" + (f" --pairs {cfg['pairs']}" if cfg["pairs"] != study()["pairs"] else ""),
-           **measure(model, tokenizer, f"regime-{name}")}
+           "command": f"ccs regime run {name}{flags}" + (f" --pairs {cfg['pairs']}" if cfg["pairs"] != default_pairs else ""),
+           **measure(model, tokenizer, f"regime-{label}")}
     results.mkdir(parents=True, exist_ok=True)
-    (results / f"{name}.json").write_text(json.dumps(out, indent=1, default=float))
+    (results / f"{label}.json").write_text(json.dumps(out, indent=1, default=float))
     return out
 
 

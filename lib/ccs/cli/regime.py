@@ -15,18 +15,22 @@ app.add_typer(regime_app, name="regime")
 def run(
     name: str = typer.Argument(..., help="A configuration of lib/ccs/data/regime.yaml."),
     pairs: int = typer.Option(None, min=1, help="Image-caption pairs (default: the study's budget)."),
-    threads: int = typer.Option(1, min=1, help="torch CPU threads."),
+    threads: int = typer.Option(None, min=1, help="torch CPU threads (default: 1, or 2 with --full)."),
+    full: bool = typer.Option(False, "--full", help="Train at the zoo's length (its 3,000,000 pairs, "
+                              "as `make train-tiny` does) instead of the study's short budget."),
+    seed: int = typer.Option(None, min=0, help="Training seed (default: the study's)."),
 ) -> None:
-    """Train a configuration for the study's budget (resuming an interrupted run from
-    train-runs/regime/NAME) and write its measurements to book/regime/NAME.json."""
+    """Train a configuration for the study's budget or at full length (resuming an interrupted run
+    from train-runs/regime/RUN) and write its measurements to book/regime/RUN.json, where RUN is NAME,
+    NAME-full and/or NAME-sSEED."""
     from ccs import regime
 
     if name not in regime.study()["configurations"]:
         raise bad("NAME", f"{name!r} is not a configuration of the study; it has: "
                   f"{', '.join(regime.study()['configurations'])}.")
-    out = regime.run(name, pairs=pairs, threads=threads)
-    typer.echo(f"{name}: {out['high']} of {out['heads']} heads with true CCS 5, {out['low']} with CCS <= 1, "
-               f"mean accuracy {out['mean_accuracy']:.3f} -> book/regime/{name}.json")
+    out = regime.run(name, pairs=pairs, threads=threads or (2 if full else 1), full=full, seed=seed)
+    typer.echo(f"{out['configuration']}: {out['high']} of {out['heads']} heads with true CCS 5, {out['low']} with CCS <= 1, "
+               f"mean accuracy {out['mean_accuracy']:.3f} -> book/regime/{out['configuration']}.json")
 
 
 @regime_app.command("page")
