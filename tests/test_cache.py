@@ -31,9 +31,12 @@ def test_library_digest_changes_with_any_module(tmp_path, monkeypatch):
     (fake / "cli" / "heads.py").write_text("z = 3\n")
     assert cache.library_digest() == two
     cache.library_digest.cache_clear()
+    (fake / "regime.py").write_text("w = 4\n")  # nor is the regime study
+    assert cache.library_digest() == two
+    cache.library_digest.cache_clear()
 
 
-def test_no_page_and_no_cached_step_imports_the_command_line():
+def test_no_page_and_no_cached_step_imports_the_command_line_or_the_regime_study():
     import ast
     from pathlib import Path
 
@@ -46,3 +49,4 @@ def test_no_page_and_no_cached_step_imports_the_command_line():
                      [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
                      if isinstance(node, ast.ImportFrom) else [])
             assert not any(n == "ccs.cli" or n.startswith("ccs.cli.") for n in names), (path, names)
+            assert path.name == "regime.py" or "ccs.regime" not in names, (path, names)

@@ -63,18 +63,45 @@ def test_a_configuration_is_trained_measured_and_resumed(tmp_path):
     assert again["steps"] == 2 and again["train_wall_s"] == wall
 
 
-def _row(name, high, low, acc, wall=60):
-    return {"configuration": name, "high_share": high, "low_share": low, "mean_accuracy": acc, "train_wall_s": wall}
+def test_a_full_length_run_is_the_zoo_s_recipe_with_the_configuration_s_levers():
+    from ccs import train
+
+    full, short = regime.train_config("rich", full=True, seed=2), regime.train_config("rich")
+    zoo = train.TrainConfig()
+    assert (full.pairs, full.loader_workers, full.seed) == (zoo.pairs, zoo.loader_workers, 2)
+    assert (full.world, full.config) == (short.world, short.config) and short.pairs < full.pairs
+    assert [regime.run_name("rich"), regime.run_name("rich", True), regime.run_name("rich", True, 2)] == \
+        ["rich", "rich-full", "rich-full-s2"]
 
 
-def test_the_selection_rule_takes_the_scarcer_category_and_ignores_inaccurate_and_reference_runs():
-    rows = [_row("a", 0.30, 0.02, 0.9), _row("b", 0.12, 0.06, 0.9), _row("c", 0.5, 0.5, 0.5),
-            _row("zoo:x", 0.5, 0.5, 0.99)]
-    assert regime.select(rows)["configuration"] == "b"  # 0.75 of the way beats a's 0.25
-    assert regime.score(rows[1]) == pytest.approx(0.75)
-    assert regime.select([_row("b", 0.15, 0.08, 0.9, 90), _row("d", 0.2, 0.1, 0.9, 30)])["configuration"] == "d"
-    assert regime.select([_row("b", 0.15, 0.08, 0.9, 90), _row("d", 0.15, 0.08, 0.9, 30)])["configuration"] == "d"
-    assert regime.select(rows[2:]) is None
+GOOD = {"shape": 0.93, "colour": 1.0, "size": 0.96, "texture": 0.88, "position": 1.0, "scene": 1.0, "count": 0.99}
+
+
+def _row(name, high, low, config="ccs-tiny", full=False, accuracy=GOOD):
+    return {"configuration": name + ("-full" if full else ""), "recipe": name, "full": full, "seed": 0,
+            "high_share": high, "low_share": low, "config": config, "accuracy": {"1": accuracy, "2": accuracy}}
+
+
+def test_the_rule_ranks_by_the_scarcer_category_or_by_ccs5_alone_and_breaks_ties_by_size():
+    by_low = [_row("base", 0.30, 0.02), _row("rich", 0.12, 0.06), _row("zoo:x", 0.5, 0.5)]
+    assert [r["configuration"] for r in regime.rank(by_low)] == ["rich", "base"]  # 0.75 of the way beats 0.25
+    assert regime.score(by_low[1]) == pytest.approx(0.75)
+    no_low = [_row("base", 0.05, 0.0), _row("heads12", 0.125, 0.0, "ccs-tiny-h12"), _row("rich", 0.125, 0.0)]
+    assert [r["configuration"] for r in regime.rank(no_low)] == ["rich", "heads12", "base"]  # tie: the smaller
+
+
+def test_the_rule_chooses_the_first_recipe_whose_full_length_run_meets_the_targets():
+    short = [_row("rich", 0.2, 0.0), _row("deep", 0.1, 0.0, "ccs-tiny-l8"), _row("zoo:ccs-tiny", 0.031, 0.0)]
+    chosen, why = regime.select(short)
+    assert chosen is None and "rich** is first in rank and not yet trained at full length" in why
+    weak = dict(GOOD, shape=0.871)
+    chosen, why = regime.select(short + [_row("rich", 0.2, 0.0, full=True, accuracy=weak),
+                                         _row("deep", 0.1, 0.0, "ccs-tiny-l8", full=True)])
+    assert chosen["configuration"] == "deep" and "shape 0.871 < 0.90" in why
+    chosen, why = regime.select(short + [_row("rich", 0.03, 0.0, full=True)])  # no more CCS-5 heads than the zoo
+    assert chosen is None and "no more than the zoo's 3.1 %" in why
+    assert regime.accuracy_misses(_row("x", 0, 0, accuracy=dict(GOOD, colour=0.949))) == \
+        ["colour 0.949 < 0.95 (seed 1)", "colour 0.949 < 0.95 (seed 2)"]
 
 
 def test_the_committed_study_page_is_the_generated_one():
