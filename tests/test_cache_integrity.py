@@ -1,6 +1,7 @@
 """Damaged caches are detected, reported with their path and recomputed: the decomposition folders
 (truncated arrays, invalid meta.json, same-size corruption caught by the checksums, resumes), the
 pool text embeddings and downloads, and the per-text sentence embeddings of the offline labeler."""
+import hashlib
 import json
 import re
 import warnings
@@ -11,6 +12,7 @@ import torch
 
 from ccs import decompose as dc
 from ccs import llm, models, pools, world
+from ccs.llm import embedding
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -325,11 +327,11 @@ class FakeSentenceModel:
 @pytest.mark.parametrize("damage", ["truncated", "zeroed", "not-unit", "wrong-shape", "nan", "empty"])
 def test_damaged_sentence_embedding_file_is_rewritten(cache, monkeypatch, damage):
     model = FakeSentenceModel()
-    monkeypatch.setattr(llm, "_sentence_model", lambda: model)
-    monkeypatch.setattr(llm, "_EMBEDDINGS", {})
+    monkeypatch.setattr(embedding, "_sentence_model", lambda: model)
+    monkeypatch.setattr(embedding, "_EMBEDDINGS", {})
     texts = ["a red circle", "a blue square"]
     good = llm.embed(texts)
-    f = llm._embedding_dir() / f"{llm.hashlib.sha256(texts[0].encode()).hexdigest()[:32]}.npy"
+    f = embedding._embedding_dir() / f"{hashlib.sha256(texts[0].encode()).hexdigest()[:32]}.npy"
     assert np.array_equal(np.load(f), good[0])
     size = f.stat().st_size
     if damage == "truncated":
@@ -346,13 +348,13 @@ def test_damaged_sentence_embedding_file_is_rewritten(cache, monkeypatch, damage
         np.save(f, np.full(384, np.nan, np.float32))
     else:
         f.write_bytes(b"")
-    monkeypatch.setattr(llm, "_EMBEDDINGS", {})  # a new session: read from disk
+    monkeypatch.setattr(embedding, "_EMBEDDINGS", {})  # a new session: read from disk
     model.encoded.clear()
     with pytest.warns(dc.CacheWarning, match=re.escape(str(f))):
         again = llm.embed(texts)
     assert model.encoded == [texts[0]] and np.array_equal(again, good)
     assert np.array_equal(np.load(f), good[0])  # rewritten
-    monkeypatch.setattr(llm, "_EMBEDDINGS", {})
+    monkeypatch.setattr(embedding, "_EMBEDDINGS", {})
     assert np.array_equal(_no_warning(llm.embed, texts), good) and model.encoded == [texts[0]]
 
 
@@ -508,9 +510,9 @@ def test_small_files_onto_a_full_disk_name_their_path(full_disk, monkeypatch):
     from ccs import cache as cache_module
 
     monkeypatch.setenv("CCS_CACHE", str(full_disk))
-    monkeypatch.setattr(llm, "_sentence_model", lambda: FakeSentenceModel())
-    monkeypatch.setattr(llm, "_EMBEDDINGS", {})
-    folder = llm._embedding_dir()
+    monkeypatch.setattr(embedding, "_sentence_model", lambda: FakeSentenceModel())
+    monkeypatch.setattr(embedding, "_EMBEDDINGS", {})
+    folder = embedding._embedding_dir()
     with open(full_disk / "filler", "wb") as f:  # fill the disk
         try:
             while True:

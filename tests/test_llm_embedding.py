@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ccs import llm, scores
+from ccs.llm import concepts, model_fit
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def test_vocabulary_is_curated():
     owner = {}
     for c in v.values():  # each synonym names one concept only
         for w in (c.name, *c.synonyms):
-            assert owner.setdefault(llm._word(w), c.name) == c.name, w
+            assert owner.setdefault(concepts._word(w), c.name) == c.name, w
     assert {llm.group(c) for c in v} >= {"locations", "objects", "animals", "colors"}
 
 
@@ -209,13 +210,13 @@ def test_a_model_calibration_never_sees_a_line_of_the_scored_model(monkeypatch):
     shared = records["a"][0]["texts"][0]  # a line of a's heads that b's heads also hold
     records["b"][0] = {**records["b"][0], "texts": [shared, *records["b"][0]["texts"][1:]]}
     calls: list[list[str]] = []
-    fit = llm._fit_world_model
+    fit = model_fit._fit_world_model
 
     def spy(heads, strength):
         calls.append([t for h in heads for t in h["texts"]])
         return fit(heads, strength)
 
-    monkeypatch.setattr(llm, "_fit_world_model", spy)
+    monkeypatch.setattr(model_fit, "_fit_world_model", spy)  # where fit_model_calibrations looks it up
     fitted = llm.fit_model_calibrations(records, strengths=(1e-3,))
     a_lines = {t for h in records["a"] for t in h["texts"]}
     assert len(calls) == 2 and calls[0] and not a_lines & set(calls[0])  # a's fit, on b's heads without a's lines

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from ccs import llm, scores
+from ccs.llm import endpoint
 
 SECRET = "sk-test-SECRET-do-not-leak-4242"
 HEAD = ["Photo taken in Rio de Janeiro", "Picture taken in Cyprus", "Image shot in Kyoto",
@@ -375,13 +376,13 @@ def test_retry_after_values():
             self.headers = {k.replace("_", "-"): v for k, v in headers.items()}
 
     soon = email.utils.formatdate(time.time() + 30, usegmt=True)
-    assert llm._retry_after(Response(retry_after="2")) == 2.0
-    assert llm._retry_after(Response(retry_after="3600")) == llm.MAX_RETRY_AFTER == 60  # capped
-    assert 28 <= llm._retry_after(Response(retry_after=soon)) <= 30
-    assert llm._retry_after(Response(retry_after="Mon, 01 Jan 1990 00:00:00 GMT")) == 0.0  # past
-    assert llm._retry_after(Response(retry_after_ms="250", retry_after="1")) == 0.25
-    assert llm._retry_after(Response(retry_after="soon")) is None
-    assert llm._retry_after(Response()) is None
+    assert endpoint._retry_after(Response(retry_after="2")) == 2.0
+    assert endpoint._retry_after(Response(retry_after="3600")) == llm.MAX_RETRY_AFTER == 60  # capped
+    assert 28 <= endpoint._retry_after(Response(retry_after=soon)) <= 30
+    assert endpoint._retry_after(Response(retry_after="Mon, 01 Jan 1990 00:00:00 GMT")) == 0.0  # past
+    assert endpoint._retry_after(Response(retry_after_ms="250", retry_after="1")) == 0.25
+    assert endpoint._retry_after(Response(retry_after="soon")) is None
+    assert endpoint._retry_after(Response()) is None
 
 
 def test_html_replies_are_retried_then_an_error(env, server, tmp_path):
@@ -611,8 +612,8 @@ def test_a_few_invalid_answers_flag_their_heads_and_are_counted(env, server, tmp
     run logs how many answers of each role failed, from which endpoint. Over it (max_invalid=0.05):
     the same run fails, naming the role and the count."""
     heads = _heads(12)
-    bad = {llm._label_prompt(heads[3]["texts"], True)[-1]["content"]: "banana",
-           llm._judge_prompt(heads[7]["texts"][0], "location")[-1]["content"]: "maybe"}
+    bad = {endpoint._label_prompt(heads[3]["texts"], True)[-1]["content"]: "banana",
+           endpoint._judge_prompt(heads[7]["texts"][0], "location")[-1]["content"]: "maybe"}
 
     default = _default
 

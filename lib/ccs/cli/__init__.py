@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import pkgutil
@@ -117,14 +118,18 @@ def bad(param: str, message: str) -> typer.BadParameter:
 
 @cache
 def _module_tree(module: str) -> ast.Module:
-    spec = importlib.util.find_spec(module)  # imports the parent package (ccs: light), not the module
+    top, *parts = module.split(".")
+    spec = importlib.util.find_spec(top)  # imports the top package (ccs: light), not the module
+    for i in range(len(parts)):  # a module of a subpackage (ccs.llm.endpoint): found without importing
+        name = ".".join([top, *parts[:i + 1]])  # the subpackage (ccs.llm), whose __init__ imports a lot
+        spec = importlib.machinery.PathFinder.find_spec(name, spec.submodule_search_locations)
     return ast.parse(Path(spec.origin).read_text())
 
 
 def constant(module: str, name: str):
-    """The value of the module-level constant `name` of `module` (e.g. 'ccs.llm', 'TIMEOUT'), read
-    from its source without importing it (a command's default, shown by --help); imported when it is
-    not a literal there."""
+    """The value of the module-level constant `name` of `module` (e.g. 'ccs.llm.endpoint', 'TIMEOUT'),
+    read from its source without importing it (a command's default, shown by --help); imported when it
+    is not a literal there."""
     try:
         return _literal(module, name)
     except (LookupError, ValueError):

@@ -33,10 +33,11 @@ def heads(
     model: str = typer.Option("ccs-tiny", help="Model name (see `ccs models`)."),
     backend: str = typer.Option("embedding", help="Labeler/judge: embedding (offline) or openai."),
     judge_model: str = typer.Option("gpt-4o-mini", help="Endpoint model of the openai backend."),
-    timeout: float = typer.Option(constant("ccs.llm", "TIMEOUT"), help="Seconds the openai backend waits for each reply."),
-    retries: int = typer.Option(constant("ccs.llm", "RETRIES"), help="Retries of the openai backend per question (on "
+    timeout: float = typer.Option(constant("ccs.llm.endpoint", "TIMEOUT"),
+                                  help="Seconds the openai backend waits for each reply."),
+    retries: int = typer.Option(constant("ccs.llm.endpoint", "RETRIES"), help="Retries of the openai backend per question (on "
                                 "timeouts, refused connections, 429/5xx and invalid answers)."),
-    max_invalid: float = typer.Option(constant("ccs.llm", "MAX_INVALID"), help="The share of the openai "
+    max_invalid: float = typer.Option(constant("ccs.llm.endpoint", "MAX_INVALID"), help="The share of the openai "
                                       "backend's labels, or of its judgements, that may get no valid "
                                       "answer (those heads are flagged) before the command fails."),
     pool: str = typer.Option("world", help="TextSpan pool: 'world', 'textspan', a file or a URL."),
