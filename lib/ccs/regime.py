@@ -268,7 +268,8 @@ def table(rows: list[dict]) -> pd.DataFrame:
                     "CCS 5 %": 100 * r["high_share"], "CCS \u2264 1 %": 100 * r["low_share"],
                     "specialised %": 100 * r["specialised_share"], "label = top attribute %": 100 * r["label_names_top"],
                     "mean accuracy": r["mean_accuracy"], "hardest concept": f"{acc.idxmin()} {acc.min():.3f}",
-                    "rank": order.get(r["configuration"], ""), "train min": r["train_wall_s"] / 60, "hardware": r["hardware"],
+                    "rank": order.get(r["configuration"], ""), "train min": r["train_wall_s"] / 60,
+                    "hardware": "GPU" if "NVIDIA" in r["hardware"] else f"CPU \u00d7 {r['threads']}",
                     "command": r["command"]})
     return pd.DataFrame(out)
 
@@ -309,10 +310,10 @@ def page_text(rows: list[dict], figure_name: str = "regime/ccs-at-k.png") -> str
     missing = [n for n in s["configurations"] if n not in {r["configuration"] for r in rows}]
     t = table(rows)
     cols = ["configuration", "lever", "pairs", *[f"CCS {k}" for k in range(6)], "CCS 5 %", "CCS \u2264 1 %",
-            "specialised %", "label = top attribute %", "mean accuracy", "hardest concept", "rank", "train min"]
+            "specialised %", "label = top attribute %", "mean accuracy", "hardest concept", "rank", "train min", "hardware"]
     fmt = {"CCS 5 %": "{:.1f}", "CCS \u2264 1 %": "{:.1f}", "specialised %": "{:.0f}", "label = top attribute %": "{:.0f}",
            "mean accuracy": "{:.3f}", "train min": "{:.0f}", "pairs": "{:,}"}
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(":--" if c in ("configuration", "lever", "hardest concept")
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(":--" if c in ("configuration", "lever", "hardest concept", "hardware")
                                                              else "--:" for c in cols) + "|"]
     for _, row in t.iterrows():
         lines.append("| " + " | ".join(fmt.get(c, "{}").format(row[c]) for c in cols) + " |")
@@ -347,7 +348,9 @@ def page_text(rows: list[dict], figure_name: str = "regime/ccs-at-k.png") -> str
         "texts come from one concept), its **specialisation** (the share of what all world attributes explain of "
         "its output that its top attribute explains; *specialised* at 0.6 or more), how often **the label names "
         "that top attribute**, and the **concept accuracies** (zero-shot, two fresh evaluation seeds of 1,000 "
-        "images). The zoo's shipped models are the reference rows, at their full training length.", "",
+        "images). The zoo's shipped models are the reference rows, at their full training length; the recipe "
+        "first in the rule's rank is trained at that length too (its row `NAME-full`), because a short run only "
+        "ranks: the zoo's rows show how much a model's heads and accuracies still change after 1,500 steps.", "",
         "**The selection rule**, written before any pruning page ran on a model of the study:", "",
         f"> {s['selection']}", "",
         "Its first version chose nothing, since no short run reached the accuracy it asked of them (1,500 steps "
@@ -362,8 +365,10 @@ def page_text(rows: list[dict], figure_name: str = "regime/ccs-at-k.png") -> str
         *([why_low, ""] if why_low else []),
         *([f"Not measured yet: {', '.join(missing)} (each is `ccs regime run NAME`, resumable)."] if missing else []), "",
         f"Budget of a short run: {s['pairs']:,} image-caption pairs; the zoo's models saw 3,000,000. Hardware: "
-        f"{'; '.join(hw)}. Every row is reproduced by its command: `ccs regime run NAME` for a configuration of "
-        "`lib/ccs/data/regime.yaml`, `make train-tiny MODEL=NAME` for a zoo model, then `ccs regime measure NAME`.", ""])
+        f"{'; '.join(hw)}. *train min* is wall time, including any time a run was paused while other work had "
+        "the machine, so it ranks nothing. Every row is reproduced by its command: `ccs regime run NAME` for a "
+        "short run of `lib/ccs/data/regime.yaml`, `ccs regime run NAME --full` at full length, `make train-tiny "
+        "MODEL=NAME` for a zoo model, then `ccs regime measure NAME`.", ""])
 
 
 def page(out: Path = Path("book") / "regime.md") -> Path:
