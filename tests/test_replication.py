@@ -115,3 +115,19 @@ def test_seed_agreement_counts_verdicts_and_a_claim_replicates_only_on_every_see
     section = text.split("## Soft pruning: high-CCS heads cost more than low-CCS heads\n")[1].split("\n## ")[0]
     assert "| supported | 3 of 3 supported |" in section
     assert "it holds on every analysis seed on 1 of 1 models" in section
+
+
+def test_seed_agreement_covers_every_page_s_claims_and_says_where_a_seed_could_not_test_one():
+    import numpy as np
+    import pandas as pd
+
+    by_seed = pd.DataFrame({"analysis seed": [0, 1, 2, 0, 1, 2], "sets": ["this run"] * 3 + ["ground truth"] * 3,
+                            "shifted: high vs random verdict": ["supported"] * 6,
+                            "concept diagonal verdict": ["supported", np.nan, "supported", np.nan, np.nan, np.nan]})
+    a = replication.seed_agreement(by_seed)
+    assert a.loc[("this run", "concept diagonal"), "verdicts by seed"] == "0: supported, 1: no verdict, 2: supported"
+    assert a.loc[("this run", "concept diagonal"), "holds on every seed"] == "no"  # one seed could not test it
+    assert ("ground truth", "concept diagonal") not in a.index  # no seed could: nothing to count
+    assert ("this run", "high vs low") not in a.index  # a claim the page did not run
+    record = replication.agreement_record(a)
+    assert record["ground truth"]["shifted-high-vs-random"] == {"agree": "3 of 3 supported", "replicated": True}

@@ -75,20 +75,28 @@ def row(d, verdict: str | None = None, test: str | None = None) -> dict:
             **({"test": test} if test else {})}
 
 
-SEED_CLAIMS = {"high vs low": "pruning-high-vs-low", "high vs random": "pruning-high-vs-random"}
+SEED_CLAIMS = {"high vs low": "pruning-high-vs-low", "high vs random": "pruning-high-vs-random",
+               "shifted: high vs low": "shifted-high-vs-low", "shifted: high vs random": "shifted-high-vs-random",
+               "concept diagonal": "concept-diagonal"}  # the seeds page's claims -> the replication page's keys
 
 
 def seed_agreement(by_seed, claims=tuple(SEED_CLAIMS)):
     """From the seeds page's rows (analysis seed, sets, "<claim> verdict"): per source and claim, the
-    verdict of each seed, how many seeds agree with the most common one, and whether the claim holds
-    (is supported) on every seed."""
+    verdict of each seed ("no verdict" where a seed could not test it, e.g. no labelled concept with a
+    task of its own), how many seeds agree with the most common one, and whether the claim holds (is
+    supported) on every seed. Claims that no seed of a source tested are left out."""
     import pandas as pd
+
+    from ccs.pruning import NO_VERDICT
 
     rows = []
     for source, sub in by_seed.groupby("sets", sort=False):
         sub = sub.sort_values("analysis seed")
         for claim in claims:
-            verdicts = list(sub[f"{claim} verdict"])
+            col = f"{claim} verdict"
+            if col not in sub or sub[col].isna().all():
+                continue
+            verdicts = [v if isinstance(v, str) else NO_VERDICT for v in sub[col]]
             common = max(set(verdicts), key=verdicts.count)
             rows.append({"sets": source, "claim": claim,
                          "verdicts by seed": ", ".join(f"{s}: {v}" for s, v in zip(sub["analysis seed"], verdicts)),
