@@ -395,16 +395,3 @@ def verdict_text(s: HeadSets, verdict: str) -> str:
     """A page's verdict as its glue says it: on the paper's test, the verdict; on ranked sets, that it
     is the secondary analysis's, so no sentence can pass it off as the paper's test."""
     return verdict if s.paper_test else f"{verdict} (ranked sets: the paper's test cannot be formed here)"
-
-
-def all_sources(table: pd.DataFrame, analysis, *, model: str, every_head: list[str], seeds: int = 5) -> list[HeadSets]:
-    """The sets of every source an analysis offers: this run's; and, on a pool with ground truth, the
-    text truth's and the function's (what each head computes, from the analysis's images)."""
-    from ccs.scores import head_function
-
-    out = [from_source("run", table, model=model, every_head=every_head, seeds=seeds)]
-    if "concepts" in table:
-        out.append(from_source("truth", table, model=model, every_head=every_head, seeds=seeds))
-        function = head_function(analysis.decomposition, analysis.batch.attributes, table["name"])
-        out.append(function_sets(function, every_head=every_head, seeds=seeds))
-    return out
