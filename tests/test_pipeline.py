@@ -88,9 +88,25 @@ def mini(tmp_path, monkeypatch):
         '# %% tags=["parameters"]\nmodel = "x"\n\n# %%\nraise RuntimeError("boom")\n')
     (tmp_path / "pipeline.yaml").write_text(
         "models: [ccs-tiny]\nexperiments:\n  small:\n    parameters: {images: 3}\n  broken:\n")
-    monkeypatch.setattr(pipeline, "ROOT", tmp_path)
-    monkeypatch.setattr(pipeline, "GRID", tmp_path / "pipeline.yaml")
+    monkeypatch.setattr(pipeline.paths, "ROOT", tmp_path)  # the one module that holds the paths
+    monkeypatch.setattr(pipeline.paths, "GRID", tmp_path / "pipeline.yaml")
     return tmp_path
+
+
+def test_a_patched_pipeline_name_is_patched_where_it_is_looked_up(tmp_path, monkeypatch):
+    """`pipeline.NAME` is read from the module of ccs.pipeline that owns it, and a patch of it is made
+    there: a test that moves `pipeline.ROOT` moves every path, and one that replaces `pipeline._alive`
+    replaces it for `clear_stale_lock`."""
+    from ccs.pipeline import locks, paths
+
+    root, alive = paths.ROOT, locks._alive
+    monkeypatch.setattr(pipeline, "ROOT", tmp_path)
+    assert paths.ROOT == pipeline.ROOT == tmp_path
+    assert pipeline.Run(models.TINY, "x").notebook == tmp_path / "book" / "runs" / models.TINY / "x.ipynb"
+    monkeypatch.setattr(pipeline, "_alive", lambda owner: True)
+    assert locks._alive is pipeline._alive
+    monkeypatch.undo()
+    assert paths.ROOT == pipeline.ROOT == root and locks._alive is pipeline._alive is alive
 
 
 def test_failed_run_leaves_finished_work_in_place(mini):
