@@ -37,9 +37,10 @@ pipeline: $(STAMP)
 html: $(STAMP) _mathjax/mathjax/tex-svg.js
 	jupyter-book build . -W -n --keep-going --quiet
 
-## test: lint (ruff), then unit tests, nbval regression of every executed notebook, and the book build
+## test: lint and format check (ruff), then unit tests, nbval regression of every executed notebook, and the book build
 test: $(STAMP) _mathjax/mathjax/tex-svg.js
 	$(PY) -m ruff check
+	$(PY) -m ruff format --check
 	$(PY) -m pytest
 
 ## train-tiny: (re)train a concept-world CLIP of lib/ccs/data/zoo.yaml (MODEL=ccs-tiny by default; about

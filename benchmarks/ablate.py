@@ -13,6 +13,7 @@ the context (saving, editing and restoring the weights; mean mode with precomput
 `head_means` on the same batch as reference set (all layers, and only the pruned heads' layers,
 which is what `pruned(..., "mean", reference=images)` computes).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,7 +64,7 @@ def bench(name: str, batch: int, repeats: int, device: torch.device) -> dict:
         run(mode)
     times = {m: [] for m in modes}
     for r in range(repeats):  # interleaved, rotating order: load from other processes hits all alike
-        for mode in modes[r % 3:] + modes[:r % 3]:
+        for mode in modes[r % 3 :] + modes[: r % 3]:
             times[mode].append(run(mode))
     plain = statistics.median(times["plain"])
 
@@ -71,33 +72,35 @@ def bench(name: str, batch: int, repeats: int, device: torch.device) -> dict:
         with ablate.pruned(model, heads, mode, means=means):
             pass
 
-    ctx = {mode: [timed(lambda: enter_exit(mode), device) for _ in range(50)]
-           for mode in ("zero", "mean")}
+    ctx = {mode: [timed(lambda: enter_exit(mode), device) for _ in range(50)] for mode in ("zero", "mean")}
     for _ in range(2):
         t_means.append(timed(lambda: ablate.head_means(model, x, batch_size=batch), device))
-        t_means_some.append(timed(lambda: ablate.head_means(model, x, layers, batch_size=batch),
-                                   device))
-    return {"model": name, "weights": weights, "device": str(device), "batch": batch,
-            "heads": " ".join(f"L{a}.H{b}" for a, b in ablate.parse_heads(model, heads)),
-            "plain ms/img": 1000 * plain / batch,
-            "zero ms/img": 1000 * statistics.median(times["zero"]) / batch,
-            "mean ms/img": 1000 * statistics.median(times["mean"]) / batch,
-            "zero ratio": statistics.median(times["zero"]) / plain,
-            "mean ratio": statistics.median(times["mean"]) / plain,
-            "enter+exit zero, x forward": statistics.median(ctx["zero"]) / plain,
-            "enter+exit mean, x forward": statistics.median(ctx["mean"]) / plain,
-            "enter+exit zero ms": 1000 * statistics.median(ctx["zero"]),
-            "enter+exit zero ms, fastest": 1000 * min(ctx["zero"]),
-            "enter+exit mean ms": 1000 * statistics.median(ctx["mean"]),
-            "head_means all layers, x forward": statistics.median(t_means) / plain,
-            "head_means pruned layers, x forward": statistics.median(t_means_some) / plain}
+        t_means_some.append(timed(lambda: ablate.head_means(model, x, layers, batch_size=batch), device))
+    return {
+        "model": name,
+        "weights": weights,
+        "device": str(device),
+        "batch": batch,
+        "heads": " ".join(f"L{a}.H{b}" for a, b in ablate.parse_heads(model, heads)),
+        "plain ms/img": 1000 * plain / batch,
+        "zero ms/img": 1000 * statistics.median(times["zero"]) / batch,
+        "mean ms/img": 1000 * statistics.median(times["mean"]) / batch,
+        "zero ratio": statistics.median(times["zero"]) / plain,
+        "mean ratio": statistics.median(times["mean"]) / plain,
+        "enter+exit zero, x forward": statistics.median(ctx["zero"]) / plain,
+        "enter+exit mean, x forward": statistics.median(ctx["mean"]) / plain,
+        "enter+exit zero ms": 1000 * statistics.median(ctx["zero"]),
+        "enter+exit zero ms, fastest": 1000 * min(ctx["zero"]),
+        "enter+exit mean ms": 1000 * statistics.median(ctx["mean"]),
+        "head_means all layers, x forward": statistics.median(t_means) / plain,
+        "head_means pruned layers, x forward": statistics.median(t_means_some) / plain,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=["ccs-tiny", "ViT-B-16-LAION"])
-    ap.add_argument("--batch", type=int, nargs="+", default=[256, 8],
-                    help="batch size per model (the last one repeats)")
+    ap.add_argument("--batch", type=int, nargs="+", default=[256, 8], help="batch size per model (the last one repeats)")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -105,6 +108,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print_rows(args, bench, digits=4)
+
 
 if __name__ == "__main__":
     main()

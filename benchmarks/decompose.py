@@ -14,6 +14,7 @@ bytes (L layers, H heads, D output dim). The per-token-pair tensor [T, T, H, D] 
 (T tokens) is printed too, as a theoretical bound only: TextSpan's code computes such a tensor in memory
 (that is where its time and memory go) but never writes it to disk, so it is not the peer's storage.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -94,9 +95,11 @@ def bench(name: str, batch: int, repeats: int, device: torch.device, layers: int
         decompose.stream(model, images, tmp, layers=layers, batch_size=batch, progress=False)
         t_stream = []
         for i in range(max(1, repeats // 2)):
-            t_stream.append(timed(lambda: decompose.stream(
-                model, images, f"{tmp}/{i}", layers=layers, batch_size=batch, progress=False),
-                device))
+            t_stream.append(
+                timed(
+                    lambda: decompose.stream(model, images, f"{tmp}/{i}", layers=layers, batch_size=batch, progress=False), device
+                )
+            )
     visual = model.visual
     H = visual.transformer.resblocks[-1].attn.num_heads
     D = visual.proj.shape[1]
@@ -106,12 +109,23 @@ def bench(name: str, batch: int, repeats: int, device: torch.device, layers: int
     textspan = 4 * D * (L * H + (L + 1) + L)  # compute_prs.py: attn [L, H, D], mlp [L+1, D], cls_attn [L, D]
     bound = layers * T * T * H * D * 4  # [T, T, H, D] fp32 per analysed layer: computed, never stored
     enc, dec = statistics.median(t_enc), statistics.median(t_dec)
-    return {"model": name, "weights": weights, "device": str(device), "batch": batch,
-            "encode_image ms/img": 1000 * enc / batch, "decompose ms/img": 1000 * dec / batch,
-            "ratio": dec / enc, "stream ratio": statistics.median(t_stream) / enc,
-            "encode peak MiB": m_enc.peak / 2**20, "decompose peak MiB": m_dec.peak / 2**20,
-            "stored B/img": ours, "TextSpan compute_prs B/img": textspan, "storage x": textspan / ours,
-            "[T,T,H,D] bound B/img": bound, "bound x": bound / ours}
+    return {
+        "model": name,
+        "weights": weights,
+        "device": str(device),
+        "batch": batch,
+        "encode_image ms/img": 1000 * enc / batch,
+        "decompose ms/img": 1000 * dec / batch,
+        "ratio": dec / enc,
+        "stream ratio": statistics.median(t_stream) / enc,
+        "encode peak MiB": m_enc.peak / 2**20,
+        "decompose peak MiB": m_dec.peak / 2**20,
+        "stored B/img": ours,
+        "TextSpan compute_prs B/img": textspan,
+        "storage x": textspan / ours,
+        "[T,T,H,D] bound B/img": bound,
+        "bound x": bound / ours,
+    }
 
 
 def main() -> None:
@@ -122,13 +136,13 @@ def main() -> None:
         os.execv(sys.executable, [sys.executable, *sys.argv])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=["ccs-tiny", "ViT-B-16-LAION"])
-    ap.add_argument("--batch", type=int, nargs="+", default=[256, 8],
-                    help="batch size per model (the last one repeats)")
+    ap.add_argument("--batch", type=int, nargs="+", default=[256, 8], help="batch size per model (the last one repeats)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     print_rows(args, bench, digits=2)
+
 
 if __name__ == "__main__":
     main()

@@ -9,6 +9,7 @@ the same fresh images: zero-shot accuracy per concept and retrieval recall at 1,
 difference in percentage points. The issue's rule: half precision is fine if no concept moves by more
 than 0.5 pp.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -11,6 +11,7 @@ the judge's accuracy and Cohen's kappa (judging each text against the head's
 intended concept), and the mean absolute error of the end-to-end CCS, for the dev and held-out sets
 (and, with --world, for heads drawn from the concept-world pool, scored by ccs.scores.ground_truth).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,11 @@ def main() -> None:
     parser.add_argument("--world", action="store_true", help="also heads simulated from the world pool")
     parser.add_argument("--backend", default="embedding", help="embedding (default) or openai")
     parser.add_argument("--judge-model", default="gpt-4o-mini", help="endpoint model of the openai backend")
-    parser.add_argument("--calibrate-models", action="store_true", help="refit and store each trained "
-                        "concept-world model's calibration, leave-one-model-out on the others' heads")
+    parser.add_argument(
+        "--calibrate-models",
+        action="store_true",
+        help="refit and store each trained concept-world model's calibration, leave-one-model-out on the others' heads",
+    )
     args = parser.parse_args()
     t0 = time.perf_counter()
     if args.calibrate_models:
@@ -39,9 +43,11 @@ def main() -> None:
     if args.calibrate:
         cal = llm.fit_calibrations()
         path = resources.files("ccs") / "data" / "embedding_calibration.yaml"
-        header = ("# The embedding labeler/judge's calibrations (ccs.llm.CALIBRATIONS): real and world refitted\n"
-                  "# on heads_dev.yaml and heads_world_dev.yaml by `python benchmarks/llm_embedding.py\n"
-                  "# --calibrate` (ccs.llm.fit_calibrations); lenient is the judge before pools had their own.\n")
+        header = (
+            "# The embedding labeler/judge's calibrations (ccs.llm.CALIBRATIONS): real and world refitted\n"
+            "# on heads_dev.yaml and heads_world_dev.yaml by `python benchmarks/llm_embedding.py\n"
+            "# --calibrate` (ccs.llm.fit_calibrations); lenient is the judge before pools had their own.\n"
+        )
         path.write_text(header + yaml.safe_dump(cal, sort_keys=False))
         llm.calibrations.cache_clear()
         print("calibration:", cal)
@@ -51,14 +57,18 @@ def main() -> None:
     else:
         backend = llm.backend("embedding")
         print(f"real pools: {backend.settings()}")
-    print(f"{'set':8} {'heads':>5} {'label_acc':>9} {'none_low':>9} {'flagged':>7} "
-          f"{'judge_acc':>9} {'judge_kappa':>11} {'ccs_mae':>7} {'ccs_rho':>7}")
+    print(
+        f"{'set':8} {'heads':>5} {'label_acc':>9} {'none_low':>9} {'flagged':>7} "
+        f"{'judge_acc':>9} {'judge_kappa':>11} {'ccs_mae':>7} {'ccs_rho':>7}"
+    )
     for split in ("dev", "heldout"):
         heads = llm.load_heads(split)
         r = scores.evaluate(backend, heads)
-        print(f"{split:8} {r['heads']:5d} {r['label_accuracy']:9.3f} {r['incoherent_low']:9.3f} "
-              f"{r['flagged']:7d} {r['judge_accuracy']:9.3f} {r['judge_kappa']:11.3f} {r['ccs_mae']:7.3f} "
-              f"{r['ccs_spearman']:7.3f}")
+        print(
+            f"{split:8} {r['heads']:5d} {r['label_accuracy']:9.3f} {r['incoherent_low']:9.3f} "
+            f"{r['flagged']:7d} {r['judge_accuracy']:9.3f} {r['judge_kappa']:11.3f} {r['ccs_mae']:7.3f} "
+            f"{r['ccs_spearman']:7.3f}"
+        )
         if args.verbose:
             for h, lab in zip(heads, r["labels"]):
                 if scores.label_accuracy([lab], [h["concept"]]) < 1:
@@ -68,8 +78,10 @@ def main() -> None:
             backend = llm.backend("embedding", calibration="world")
             print(f"world pool: {backend.settings()}")
         r = scores.ground_truth(scores.score_heads(world_heads(), backend))
-        print(f"{'world':8} {r['heads']:5d} {r['label_accuracy']:9.3f} {'':>9} {r['flagged']:7d} "
-              f"{r['judge_accuracy']:9.3f} {r['judge_kappa']:11.3f} {r['ccs_mae']:7.3f} {r['ccs_spearman']:7.3f}")
+        print(
+            f"{'world':8} {r['heads']:5d} {r['label_accuracy']:9.3f} {'':>9} {r['flagged']:7d} "
+            f"{r['judge_accuracy']:9.3f} {r['judge_kappa']:11.3f} {r['ccs_mae']:7.3f} {r['ccs_spearman']:7.3f}"
+        )
     print(f"({time.perf_counter() - t0:.1f} s)")
 
 
@@ -83,13 +95,17 @@ def calibrate_models() -> None:
     shared = {"images": a["images"], "pool": a["pool"], "seed": a["seed"]}
     ts = grid["experiments"]["textspan"]["parameters"]
     trained = [m for m in grid["models"] if models.spec(m).embedded]
-    records = {m: textspan.analyse(m, layers=ts["last_layers"], texts=ts["texts_per_head"], progress=False,
-                                   **shared).records() for m in trained}
+    records = {
+        m: textspan.analyse(m, layers=ts["last_layers"], texts=ts["texts_per_head"], progress=False, **shared).records()
+        for m in trained
+    }
     fitted = llm.fit_model_calibrations(records)
     path = resources.files("ccs") / "data" / "world_model_calibrations.yaml"
-    header = ("# The concept-world calibration of each trained model (ccs.llm.model_calibrations), fitted\n"
-              "# leave-one-model-out: offsets and margin from the heads of the models in `fitted_on` only,\n"
-              "# never the model's own. Written by `python benchmarks/llm_embedding.py --calibrate-models`.\n")
+    header = (
+        "# The concept-world calibration of each trained model (ccs.llm.model_calibrations), fitted\n"
+        "# leave-one-model-out: offsets and margin from the heads of the models in `fitted_on` only,\n"
+        "# never the model's own. Written by `python benchmarks/llm_embedding.py --calibrate-models`.\n"
+    )
     path.write_text(header + yaml.safe_dump(fitted, sort_keys=False, width=120))
     llm.model_calibrations.cache_clear()
     for m, c in fitted.items():
@@ -111,8 +127,14 @@ def world_heads(seed: int = 0, repeats: int = 3) -> list[dict]:
             for _ in range(repeats):
                 others = rng.choice([o for o in by if o != c], 5 - k)
                 texts = list(rng.choice(by[c], k, replace=False)) + [str(rng.choice(by[o])) for o in others]
-                heads.append({"layer": 0, "head": len(heads), "texts": [str(t) for t in texts],
-                              "concepts": [c] * k + [str(o) for o in others]})
+                heads.append(
+                    {
+                        "layer": 0,
+                        "head": len(heads),
+                        "texts": [str(t) for t in texts],
+                        "concepts": [c] * k + [str(o) for o in others],
+                    }
+                )
     return heads
 
 

@@ -16,6 +16,7 @@ The OOD page bootstraps its AUROC a thousand times per comparison. `ccs.evaluate
 ranks) is timed against sklearn's `roc_auc_score`, the previous implementation, on the same scores,
 and their largest difference is printed (they compute the same statistic).
 """
+
 from __future__ import annotations
 
 import argparse

@@ -10,6 +10,7 @@ on `--n // 2` fresh ones, for the three textures and for the two patterns alone,
 On the second ccs-tiny (trained on 2 px stripes against 2 px checks) the two patterns read at
 0.51-0.55 at every layer; stripes against the dots that replaced the checks read at 0.85.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,7 @@ def main() -> None:
     print(f"layer  {'3 textures':>10}  {names + ' (small, large)':>32}")
     for layer, (f, t) in enumerate(zip(xf, xt)):
         three = LogisticRegression(max_iter=2000).fit(f, yf).predict(t) == yt
-        two = LogisticRegression(max_iter=2000).fit(f[patterned_f], yf[patterned_f]).predict(
-            t[patterned_t]) == yt[patterned_t]
+        two = LogisticRegression(max_iter=2000).fit(f[patterned_f], yf[patterned_f]).predict(t[patterned_t]) == yt[patterned_t]
         s = small[patterned_t]
         print(f"{layer:5d}  {three.mean():10.2f}  {two.mean():14.2f} ({two[s].mean():.2f}, {two[~s].mean():.2f})")
 

@@ -12,6 +12,7 @@ kernel, and a lazy sparse Adam for the token embedding. Both train on the same w
 (batch 256); evaluation and checkpoints are left out of both (they cost the same). The rounds
 alternate before/after; the figures are medians over rounds of pairs per second.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,9 @@ def before(steps: int, cfg: train.TrainConfig) -> float:
     loss_fn = open_clip.ClipLoss()
 
     def step(s):
-        b = world.train_batch(cfg.batch_size, s, cfg.seed, cfg.sibling_frac, cfg.position_share,
-                              cfg.sibling_weights, cfg.sibling_group)
+        b = world.train_batch(
+            cfg.batch_size, s, cfg.seed, cfg.sibling_frac, cfg.position_share, cfg.sibling_weights, cfg.sibling_group
+        )
         img, txt, scale = model(preprocess(b.images), tokenizer(b.captions))[:3]
         loss = loss_fn(img, txt, scale)
         opt.zero_grad(set_to_none=True)
@@ -83,8 +85,10 @@ def main() -> None:
         rates["before"].append(before(args.steps, cfg))
         rates["after"].append(after(args.steps, cfg))
     b, a = statistics.median(rates["before"]), statistics.median(rates["after"])
-    print(f"torch {torch.__version__}, {args.threads} threads, {train.hardware()}, "
-          f"autocast {train.resolve_precision(cfg.precision, 'cpu') or 'fp32'}")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, {train.hardware()}, "
+        f"autocast {train.resolve_precision(cfg.precision, 'cpu') or 'fp32'}"
+    )
     print(f"before: {b:7.0f} pairs/s  (rounds: {', '.join(f'{r:.0f}' for r in rates['before'])})")
     print(f"after:  {a:7.0f} pairs/s  (rounds: {', '.join(f'{r:.0f}' for r in rates['after'])})")
     print(f"speed-up per pair: {a / b:.2f}x")

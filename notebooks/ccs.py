@@ -68,28 +68,42 @@ seed = 0  # [at least 0]
 
 # %% tags=["hide-input"]
 print(models.banner(model, weights))
-analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False,
-                            untrained=weights == "random")
-labeler = llm.make(backend, pool=pool, calibration=calibration, scored=model, **({"model": judge_model, "timeout": llm_timeout, "retries": llm_retries}
-                                  if backend == "openai" else {}))
+analysis = textspan.analyse(
+    model, images=images, pool=pool, texts=texts, seed=seed, progress=False, untrained=weights == "random"
+)
+labeler = llm.make(
+    backend,
+    pool=pool,
+    calibration=calibration,
+    scored=model,
+    **({"model": judge_model, "timeout": llm_timeout, "retries": llm_retries} if backend == "openai" else {}),
+)
 
 # %%
 table = scores.score_heads(analysis.records(), labeler)
 table["category"] = [scores.category(c) or "" for c in table["ccs"]]
-print(f"{model}: {len(table)} heads of layers {sorted(int(x) for x in table.layer.unique())}, labelled by the "
-      f"{backend} backend" + (f" ({judge_model})" if backend == "openai" else ""))
+print(
+    f"{model}: {len(table)} heads of layers {sorted(int(x) for x in table.layer.unique())}, labelled by the "
+    f"{backend} backend" + (f" ({judge_model})" if backend == "openai" else "")
+)
 
 # %% [markdown]
 # Every head with its label, its CCS and its five texts in TextSpan's order, each marked ✓ when the
 # judge finds that it matches the label and ✗ when not.
 
 # %% tags=["hide-input"]
-pd.DataFrame({"head": table["name"], "label": table["label"],
-              "CCS": ["-" if f else int(c) for f, c in zip(table["flagged"], table["ccs"])],
-              "category": table["category"],
-              "texts (✓ matches the label)": [" · ".join(f"{'✓' if j else '✗'} {t}" for t, j in zip(ts_, js))
-                                              for ts_, js in zip(table["texts"], table["judgements"])]}
-             ).set_index("head")
+pd.DataFrame(
+    {
+        "head": table["name"],
+        "label": table["label"],
+        "CCS": ["-" if f else int(c) for f, c in zip(table["flagged"], table["ccs"])],
+        "category": table["category"],
+        "texts (✓ matches the label)": [
+            " · ".join(f"{'✓' if j else '✗'} {t}" for t, j in zip(ts_, js))
+            for ts_, js in zip(table["texts"], table["judgements"])
+        ],
+    }
+).set_index("head")
 
 # %% [markdown]
 # ## CCS across the layers
@@ -103,11 +117,22 @@ grid = table.pivot(index="layer", columns="head", values="ccs")
 notes = table.pivot(index="layer", columns="head", values="label").astype(str)
 notes = notes + "\n" + grid.map(lambda c: "-" if np.isnan(c) else str(int(c)))
 fig, ax = plt.subplots(figsize=(1.1 * grid.shape[1] + 2, 0.9 * grid.shape[0] + 1.2))
-sns.heatmap(grid, annot=notes, fmt="", vmin=0, vmax=texts, cmap="viridis", ax=ax,
-            annot_kws={"fontsize": 7}, cbar_kws={"label": "CCS"}, linewidths=0.5, linecolor="white")
+sns.heatmap(
+    grid,
+    annot=notes,
+    fmt="",
+    vmin=0,
+    vmax=texts,
+    cmap="viridis",
+    ax=ax,
+    annot_kws={"fontsize": 7},
+    cbar_kws={"label": "CCS"},
+    linewidths=0.5,
+    linecolor="white",
+)
 ax.set_facecolor("0.85")
 ax.grid(False)
-for (i, j) in zip(*np.where(grid.isna().values)):  # seaborn leaves NaN cells unannotated
+for i, j in zip(*np.where(grid.isna().values)):  # seaborn leaves NaN cells unannotated
     ax.text(j + 0.5, i + 0.5, "unknown", ha="center", va="center", fontsize=7, color="0.3")
 ax.set(title=f"{model}: CCS per head ({backend} labeler and judge)", xlabel="head", ylabel="layer")
 plt.show()
@@ -120,8 +145,7 @@ at_k = scores.ccs_at_all(table, texts)
 flagged = int(table["flagged"].sum())
 fig, ax = plt.subplots(figsize=(6, 3))
 sns.barplot(x=list(at_k), y=list(at_k.values()), ax=ax, color=sns.color_palette()[0])
-ax.set(xlabel="K", ylabel="CCS@K (share of scored heads)",
-       title=f"{model}: CCS@K ({flagged} unknown heads not scored)")
+ax.set(xlabel="K", ylabel="CCS@K (share of scored heads)", title=f"{model}: CCS@K ({flagged} unknown heads not scored)")
 plt.show()
 
 # %% tags=["hide-input"]
@@ -130,19 +154,32 @@ pd.DataFrame({"K": list(at_k), "CCS@K": np.round(list(at_k.values()), 3)}).set_i
 # %% tags=["hide-input"]
 counts = scores.category_counts(table)
 paper_counts = models.paper()["head_counts"].get(model)
-rows = pd.DataFrame({"category": ["high (CCS = 5)", "moderate (CCS = 3)", "low (CCS <= 1)", "unknown"],
-                     "this run": [counts["high"], counts["moderate"], counts["low"], counts["unknown"]]})
+rows = pd.DataFrame(
+    {
+        "category": ["high (CCS = 5)", "moderate (CCS = 3)", "low (CCS <= 1)", "unknown"],
+        "this run": [counts["high"], counts["moderate"], counts["low"], counts["unknown"]],
+    }
+)
 if paper_counts:
     rows["paper"] = [paper_counts["high"], paper_counts["medium"], paper_counts["low"], "-"]
 print(f"{len(table)} analysed heads")
 display(rows.set_index("category"))
 colour_heads = table[table["label"] == "colour"]
-glue("ccs-colour-heads", ", ".join(f"{n} (CCS {'-' if f else int(c)})" for n, f, c in
-                                   zip(colour_heads["name"], colour_heads["flagged"], colour_heads["ccs"])) or "none",
-     display=False)
+glue(
+    "ccs-colour-heads",
+    ", ".join(
+        f"{n} (CCS {'-' if f else int(c)})" for n, f, c in zip(colour_heads["name"], colour_heads["flagged"], colour_heads["ccs"])
+    )
+    or "none",
+    display=False,
+)
 glue("ccs-high-heads", ", ".join(table.loc[table["ccs"] == texts, "name"]) or "none", display=False)
-glue("ccs-counts", f"{counts['high']} high, {counts['moderate']} moderate, {counts['low']} low"
-     + (f", {counts['unknown']} unknown" if counts["unknown"] else ""), display=False)
+glue(
+    "ccs-counts",
+    f"{counts['high']} high, {counts['moderate']} moderate, {counts['low']} low"
+    + (f", {counts['unknown']} unknown" if counts["unknown"] else ""),
+    display=False,
+)
 if paper_counts:  # the paper's published high and low heads beside ours
     published = models.paper()["heads"][model]
     for cat, ours in (("high", headsets.high_heads(table)), ("low", headsets.low_heads(table))):
@@ -165,18 +202,27 @@ if "concepts" in table:
     side = {f"this page ({llm.describe(labeler).get('calibration', backend)})": truth}
     if backend == "embedding" and labeler.calibration.startswith("world:"):  # the hand-written calibration alone
         side["world (hand-written only)"] = scores.ground_truth(
-            scores.score_heads(analysis.records(), llm.make("embedding", calibration="world")))
+            scores.score_heads(analysis.records(), llm.make("embedding", calibration="world"))
+        )
     if backend == "embedding" and labeler.calibration != "lenient":  # what the lenient judge would say
         truth_lenient = scores.ground_truth(scores.score_heads(analysis.records(), llm.make("embedding", calibration="lenient")))
         side["lenient judge"] = truth_lenient
     targets = {"label_accuracy": 0.85, "judge_kappa": 0.85, "ccs_spearman": 0.85}
-    display(pd.DataFrame(side).rename(index={"flagged": "unknown labels"})
-            .assign(target=pd.Series({k: f"≥ {v}" for k, v in targets.items()}))
-            .map(lambda v: f"{v:.3f}" if isinstance(v, float) else ("" if v is None or v != v else str(v))))
+    display(
+        pd.DataFrame(side)
+        .rename(index={"flagged": "unknown labels"})
+        .assign(target=pd.Series({k: f"≥ {v}" for k, v in targets.items()}))
+        .map(lambda v: f"{v:.3f}" if isinstance(v, float) else ("" if v is None or v != v else str(v)))
+    )
     met = all(truth[k] >= v for k, v in targets.items())
     for name, t in (("calibrated", truth), ("lenient", truth_lenient)):  # for the exercises' answer key
-        glue(f"ccs-{name}-figures", f"label accuracy {t['label_accuracy']:.2f}, judge κ {t['judge_kappa']:.2f}, "
-             f"CCS Spearman {t['ccs_spearman']:.2f}" if t else "n/a (not measured in this run)", display=False)
+        glue(
+            f"ccs-{name}-figures",
+            f"label accuracy {t['label_accuracy']:.2f}, judge κ {t['judge_kappa']:.2f}, CCS Spearman {t['ccs_spearman']:.2f}"
+            if t
+            else "n/a (not measured in this run)",
+            display=False,
+        )
     print(f"calibrated for the {pool} pool: {llm.describe(labeler)}")
     print("every target met" if met else "a target is missed: read the page's CCS with that in mind")
 else:
@@ -192,8 +238,9 @@ else:
 # %% tags=["hide-input"]
 if backend != "embedding":
     offline_judge = llm.make("embedding", pool=pool, scored=model)
-    pairs = [(j, offline_judge.judge(t, r.label)) for r in table.itertuples() if not r.flagged
-             for t, j in zip(r.texts, r.judgements)]
+    pairs = [
+        (j, offline_judge.judge(t, r.label)) for r in table.itertuples() if not r.flagged for t, j in zip(r.texts, r.judgements)
+    ]
     agreement = scores.agreement([a for a, _ in pairs], [b for _, b in pairs])
     display(pd.Series(agreement, name="agreement").round(3).to_frame())
 else:
@@ -219,8 +266,15 @@ plt.show()
 
 # %% tags=["hide-input"]
 print(f"label names the top-R² attribute for {agree:.2f} of the labelled heads")
-pd.DataFrame({"head": r2.index, "label": table["label"].values, "top attribute": top.values,
-              "R²": r2.max(axis=1).round(2).values, "specialisation": function["share"].round(2).values}).set_index("head")
+pd.DataFrame(
+    {
+        "head": r2.index,
+        "label": table["label"].values,
+        "top attribute": top.values,
+        "R²": r2.max(axis=1).round(2).values,
+        "specialisation": function["share"].round(2).values,
+    }
+).set_index("head")
 
 # %% [markdown]
 # ### Does a consistent description find a head that does one thing?
@@ -232,8 +286,9 @@ pd.DataFrame({"head": r2.index, "label": table["label"].values, "top attribute":
 # over the heads), and the label names the attribute the head encodes.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Each analysed head's CCS (this run's, left; the true CCS, right) against its functional specialisation: the share of the variance all world attributes explain of its output that its top attribute explains.", "name": "fig-ccs-function"}, "image": {"alt": "Two strip plots of functional specialisation against CCS, one dot per head, coloured by the head's top attribute."}}
-premise = pd.DataFrame({"head": table["name"], "CCS": table["ccs"], "specialisation": function["share"].values,
-                        "top attribute": top.values})
+premise = pd.DataFrame(
+    {"head": table["name"], "CCS": table["ccs"], "specialisation": function["share"].values, "top attribute": top.values}
+)
 sources = {"this run's CCS": premise["CCS"]}
 if "concepts" in table:
     sources["true CCS"] = headsets.truth_table(table)["ccs"].values
@@ -243,8 +298,14 @@ for ax, (name, ccs_) in zip(axes[0], sources.items()):
     d = premise.assign(CCS=ccs_)
     keep = d["CCS"].notna() & d["specialisation"].notna()
     rho_, lo_, hi_ = evaluate.spearman_ci(d.loc[keep, "CCS"], d.loc[keep, "specialisation"])
-    rows.append({"CCS": name, "Spearman ρ with specialisation": f"{rho_:.2f} [{lo_:.2f}, {hi_:.2f}]", "heads": int(keep.sum()),
-                 "verdict (ρ > 0)": pruning.verdict([(rho_, lo_, hi_)])})
+    rows.append(
+        {
+            "CCS": name,
+            "Spearman ρ with specialisation": f"{rho_:.2f} [{lo_:.2f}, {hi_:.2f}]",
+            "heads": int(keep.sum()),
+            "verdict (ρ > 0)": pruning.verdict([(rho_, lo_, hi_)]),
+        }
+    )
     np.random.seed(seed)  # seaborn's jitter: the same figure every run
     sns.stripplot(d[keep], x="CCS", y="specialisation", hue="top attribute", ax=ax, jitter=0.15, native_scale=True, size=6)
     ax.set(title=f"{name}: ρ = {rho_:.2f}", xlabel=name)
@@ -290,9 +351,11 @@ display(pd.DataFrame(bench).set_index(["calibration", "set"]).rename(columns={"f
 display(pd.DataFrame(llm.calibrations()).T.drop(columns=["dev_heads"], errors="ignore"))
 if getattr(labeler, "fitted_on", None):
     largest = sorted(labeler.offsets.items(), key=lambda kv: -abs(kv[1]))[:8]
-    print(f"{labeler.calibration}: fitted on the heads of {', '.join(labeler.fitted_on)} (not {model}'s); "
-          f"margin {labeler.margin}; {len(labeler.offsets)} concept offsets, the largest: "
-          + ", ".join(f"{c} {o:+.3f}" for c, o in largest))
+    print(
+        f"{labeler.calibration}: fitted on the heads of {', '.join(labeler.fitted_on)} (not {model}'s); "
+        f"margin {labeler.margin}; {len(labeler.offsets)} concept offsets, the largest: "
+        + ", ".join(f"{c} {o:+.3f}" for c, o in largest)
+    )
 
 # %% [markdown]
 # A trained model's calibration is fitted without any line that occurs in this model's heads, but the
@@ -305,29 +368,55 @@ if getattr(labeler, "fitted_on", None):
 line_checks = None
 if backend == "embedding" and analysis.pool.in_world is not None:
     line_checks = llm.line_checks(labeler, analysis.pool, {t for ts_ in table["texts"] for t in ts_})
-    held = (f"fitted without the {labeler.held_out_lines} lines of {model}'s heads; "
-            if getattr(labeler, "held_out_lines", None) else "")
-    print(f"{labeler.calibration}: {held}on {line_checks['unpicked_lines']} in-world lines no head picked, it accepts the line's own concept for "
-          f"{line_checks['unpicked_own_concept']:.3f} and rejects another for {line_checks['unpicked_other_concept']:.3f}; "
-          f"it rejects every world concept for {line_checks['distractors_rejected']:.3f} of "
-          f"{line_checks['distractor_lines']} lines about things outside the world")
+    held = (
+        f"fitted without the {labeler.held_out_lines} lines of {model}'s heads; "
+        if getattr(labeler, "held_out_lines", None)
+        else ""
+    )
+    print(
+        f"{labeler.calibration}: {held}on {line_checks['unpicked_lines']} in-world lines no head picked, it accepts the line's own concept for "
+        f"{line_checks['unpicked_own_concept']:.3f} and rejects another for {line_checks['unpicked_other_concept']:.3f}; "
+        f"it rejects every world concept for {line_checks['distractors_rejected']:.3f} of "
+        f"{line_checks['distractor_lines']} lines about things outside the world"
+    )
 
 # %% tags=["remove-cell", "hide-input"]
 summary = {
-    "model": model, "weights": weights, "backend": backend, "pool": pool, "images": images,
-    "labeler": llm.describe(labeler), "ground_truth_lenient": truth_lenient,
-    "heldout_real": {b["calibration"]: {k: v for k, v in b.items() if k not in ("calibration", "set")}
-                     for b in bench if b["set"] == "heldout"},
+    "model": model,
+    "weights": weights,
+    "backend": backend,
+    "pool": pool,
+    "images": images,
+    "labeler": llm.describe(labeler),
+    "ground_truth_lenient": truth_lenient,
+    "heldout_real": {
+        b["calibration"]: {k: v for k, v in b.items() if k not in ("calibration", "set")} for b in bench if b["set"] == "heldout"
+    },
     **({"judge_model": judge_model} if backend == "openai" else {}),
-    "ccs_at_k": {str(k): v for k, v in at_k.items()}, "category_counts": counts,
-    "ground_truth": truth, "top_r2_agreement": agree, "premise": premise_table.reset_index().to_dict("records"),
+    "ccs_at_k": {str(k): v for k, v in at_k.items()},
+    "category_counts": counts,
+    "ground_truth": truth,
+    "top_r2_agreement": agree,
+    "premise": premise_table.reset_index().to_dict("records"),
     "line_checks": line_checks,
     "specialisation": dict(zip(table["name"], function["share"].round(4))),
-    "heads": [{"layer": int(r.layer), "head": int(r.head), "name": r.name, "label": r.label,
-               "ccs": None if r.flagged else int(r.ccs), "flagged": bool(r.flagged), "texts": r.texts,
-               "judgements": [int(j) for j in r.judgements], "top_attribute": top[r.name]}
-              for r in table.itertuples()],
+    "heads": [
+        {
+            "layer": int(r.layer),
+            "head": int(r.head),
+            "name": r.name,
+            "label": r.label,
+            "ccs": None if r.flagged else int(r.ccs),
+            "flagged": bool(r.flagged),
+            "texts": r.texts,
+            "judgements": [int(j) for j in r.judgements],
+            "top_attribute": top[r.name],
+        }
+        for r in table.itertuples()
+    ],
 }
+
+
 def high_share(counts_: dict) -> dict:
     """The share of scored heads with CCS = 5, with its Wilson 95 % interval (statsmodels)."""
     from statsmodels.stats.proportion import proportion_confint

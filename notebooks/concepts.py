@@ -62,15 +62,32 @@ measure = "p_true"  # [p_true | correct] "p_true" (probability of the true class
 
 # %% tags=["hide-input"]
 print(models.banner(model, weights))
-st = study.load(model, weights=weights, images=images, pool=pool, texts=texts, seed=seed, backend=backend,
-                calibration=calibration, seeds=seeds)
+st = study.load(
+    model,
+    weights=weights,
+    images=images,
+    pool=pool,
+    texts=texts,
+    seed=seed,
+    backend=backend,
+    calibration=calibration,
+    seeds=seeds,
+)
 analysis, table, spec = st.analysis, st.table, st.spec
 label_sources = st.concept_sets(labels, seeds)  # (labels, condition prefix, concept sets) per source of labels
 concept_sets = label_sources[0][2]  # the page's own labels'
 tasks = world.tasks()
-pd.DataFrame([{"concept": c, "heads": len(v["heads"]), "names": " ".join(v["heads"]),
-               "measured by task": pruning.task_for(c, tasks) or "(none)"}
-              for c, v in concept_sets.items()]).set_index("concept")
+pd.DataFrame(
+    [
+        {
+            "concept": c,
+            "heads": len(v["heads"]),
+            "names": " ".join(v["heads"]),
+            "measured by task": pruning.task_for(c, tasks) or "(none)",
+        }
+        for c, v in concept_sets.items()
+    ]
+).set_index("concept")
 
 # %% [markdown]
 # ## Pruning each concept's heads, and as many random heads
@@ -83,8 +100,7 @@ means = ablate.head_means(model_, eval_sets["test"].images, layers=spec.analysed
 conditions = study.concept_conditions(label_sources)  # every source's concepts and their random controls
 # beside the page's labels: the other text source's (the world's truth, or this run's), and the heads'
 # function (each labelled by the world attribute that explains most of its output, no text)
-other_labels, other_prefix, other_sets = next(((l, p, c) for l, p, c in label_sources[1:] if l != "function"),
-                                              (None, "", {}))
+other_labels, other_prefix, other_sets = next(((l, p, c) for l, p, c in label_sources[1:] if l != "function"), (None, "", {}))
 fn_sets = next((c for l, _, c in label_sources if l == "function"), {})
 
 # %%
@@ -93,25 +109,39 @@ r = pruning.run(model_, model, eval_sets, clfs, conditions, mode=ablation, means
 # %% tags=["hide-input"]
 concepts = list(concept_sets)
 m = pruning.concept_matrix(r, concepts, "test", measure)
-print(f"{len(concepts)} concepts, {len(conditions)} conditions, {eval_images} test images; "
-      f"{ablation} ablation; unpruned {pruning.MEASURES[measure]} per task:")
+print(
+    f"{len(concepts)} concepts, {len(conditions)} conditions, {eval_images} test images; "
+    f"{ablation} ablation; unpruned {pruning.MEASURES[measure]} per task:"
+)
 pd.Series({t: 100 * r.value("original", "test", measure, [t]) for t in r.tasks("test")}).round(1).to_frame("%").T
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "The concept × task matrix: the change in the page's measure (by default the probability of the true class, percentage points) on every task of the test split when one concept's heads are pruned, against the unpruned model (left) and against as many random heads (right). Boxed: each concept's own task; if the labels mean something, the boxed cells hold the large drops.", "name": "fig-concepts-matrix"}, "image": {"alt": "Two heatmaps of accuracy change, rows the concept whose heads are pruned, columns the tasks, the diagonal cells outlined."}}
 fig, axes = plt.subplots(1, 2, figsize=(13, 0.55 * len(concepts) + 2.2), sharey=True)
 lim = float(np.nanmax(np.abs(m["change"].values))) or 1.0
-for ax, key, title in ((axes[0], "change", "pruned − unpruned"),
-                       (axes[1], "excess", "pruned − random control")):
-    sns.heatmap(m[key].astype(float), annot=True, fmt=".1f", cmap="RdBu", vmin=-lim, vmax=lim, ax=ax,
-                cbar_kws={"label": "pp"}, linewidths=0.5, linecolor="white", annot_kws={"fontsize": 8})
+for ax, key, title in ((axes[0], "change", "pruned − unpruned"), (axes[1], "excess", "pruned − random control")):
+    sns.heatmap(
+        m[key].astype(float),
+        annot=True,
+        fmt=".1f",
+        cmap="RdBu",
+        vmin=-lim,
+        vmax=lim,
+        ax=ax,
+        cbar_kws={"label": "pp"},
+        linewidths=0.5,
+        linecolor="white",
+        annot_kws={"fontsize": 8},
+    )
     for i, c in enumerate(concepts):  # outline each concept's own task
         t = pruning.task_for(c, tasks)
         if t in m[key].columns:
             ax.add_patch(plt.Rectangle((list(m[key].columns).index(t), i), 1, 1, fill=False, lw=2, ec="black"))
     ax.set(title=title, xlabel="task", ylabel="concept pruned" if key == "change" else "")
     ax.grid(False)
-fig.suptitle(f"{model}: change in {pruning.MEASURES[measure]} when a concept's heads are pruned "
-             "(boxed: the concept's own task)", fontsize=11)
+fig.suptitle(
+    f"{model}: change in {pruning.MEASURES[measure]} when a concept's heads are pruned (boxed: the concept's own task)",
+    fontsize=11,
+)
 plt.show()
 
 
@@ -132,9 +162,12 @@ print(f"change in {pruning.MEASURES[measure]} (pp) per concept pruned and task:"
 m["change"].round(1)
 
 # %% tags=["hide-input"]
-print("the same for the control: the mean over its draws of as many random heads from the other heads "
-      "(draws per concept, fewer where fewer different ones exist: "
-      + ", ".join(f"{c} {len(v['random'])}" for c, v in concept_sets.items()) + "):")
+print(
+    "the same for the control: the mean over its draws of as many random heads from the other heads "
+    "(draws per concept, fewer where fewer different ones exist: "
+    + ", ".join(f"{c} {len(v['random'])}" for c, v in concept_sets.items())
+    + "):"
+)
 m["control"].round(1)
 
 # %% [markdown]
@@ -150,9 +183,11 @@ diag = pruning.diagonal_test(r, concepts, "test", measure)
 if diag["concepts"]:
     verdict = pruning.verdict([diag["difference"]])
     print(f"concepts with a task of their own: {', '.join(diag['concepts'])}")
-    print(f"excess cost on the concept's own task: {100 * diag['diagonal']:.1f} pp; "
-          f"on the other tasks: {100 * diag['off_diagonal']:.1f} pp; "
-          f"difference {pruning.interval_text(diag['difference'])}")
+    print(
+        f"excess cost on the concept's own task: {100 * diag['diagonal']:.1f} pp; "
+        f"on the other tasks: {100 * diag['off_diagonal']:.1f} pp; "
+        f"difference {pruning.interval_text(diag['difference'])}"
+    )
 else:
     verdict = pruning.NO_VERDICT
     print("no labelled concept has a task of its own here: no verdict")
@@ -161,9 +196,15 @@ carry = carriers.carried(verdict, loco, pd.DataFrame(columns=["verdict"]))
 carry["text"] = carry["text"].replace("any one task", "any one concept")
 glue("concepts-verdict", verdict, display=False)
 glue("concepts-carried", carry["text"], display=False)
-glue("concepts-diagonal", (f"{100 * diag['diagonal']:.1f} pp on the concept's own task against "
-                           f"{100 * diag['off_diagonal']:.1f} pp on the others").replace("-", "\u2212")
-     if diag["concepts"] else "no labelled concept has a task of its own", display=False)
+glue(
+    "concepts-diagonal",
+    (
+        f"{100 * diag['diagonal']:.1f} pp on the concept's own task against {100 * diag['off_diagonal']:.1f} pp on the others"
+    ).replace("-", "\u2212")
+    if diag["concepts"]
+    else "no labelled concept has a task of its own",
+    display=False,
+)
 print(f"Verdict on {model} ({labels} labels, {ablation} ablation): the diagonal dominates -> {verdict.upper()}")
 print(f"what carries it: {carry['text']}")
 loco
@@ -178,8 +219,15 @@ own = []
 for c in diag["concepts"]:
     t = pruning.task_for(c, tasks)
     d = evaluate.two_level_ci(r.per_draw(f"{c}-random", "test", measure, [t]), r.per_draw(c, "test", measure, [t]))
-    own.append({"concept": c, "task": t, "heads": len(concept_sets[c]["heads"]), "excess on own task": pruning.interval_text(d),
-                "verdict": pruning.verdict([d])})
+    own.append(
+        {
+            "concept": c,
+            "task": t,
+            "heads": len(concept_sets[c]["heads"]),
+            "excess on own task": pruning.interval_text(d),
+            "verdict": pruning.verdict([d]),
+        }
+    )
 own = pd.DataFrame(own, columns=["concept", "task", "heads", "excess on own task", "verdict"]).set_index("concept")
 own
 
@@ -190,11 +238,16 @@ own
 if other_labels:
     other_diag = pruning.diagonal_test(r, list(other_sets), "test", measure, prefix=other_prefix)
     other_verdict = pruning.verdict([other_diag["difference"]]) if other_diag["concepts"] else pruning.NO_VERDICT
-    other_carry = carriers.carried(other_verdict, carriers.leave_one_concept_out(r, list(other_sets), "test", measure,
-                                                                                 other_prefix), pd.DataFrame(columns=["verdict"]))
+    other_carry = carriers.carried(
+        other_verdict,
+        carriers.leave_one_concept_out(r, list(other_sets), "test", measure, other_prefix),
+        pd.DataFrame(columns=["verdict"]),
+    )
     other_carry["text"] = other_carry["text"].replace("any one task", "any one concept")
-    print(f"{other_labels} labels: concepts {', '.join(other_diag['concepts'])}; diagonal - off-diagonal "
-          f"{pruning.interval_text(other_diag['difference'])} -> {other_carry['text']}")
+    print(
+        f"{other_labels} labels: concepts {', '.join(other_diag['concepts'])}; diagonal - off-diagonal "
+        f"{pruning.interval_text(other_diag['difference'])} -> {other_carry['text']}"
+    )
     glue("concepts-other-verdict", other_carry["text"], display=False)
 else:
     other_diag, other_carry = None, None
@@ -212,10 +265,15 @@ fn_diag, fn_verdict = None, None
 if fn_sets:
     fn_diag = pruning.diagonal_test(r, list(fn_sets), "test", measure, prefix="function: ")
     fn_verdict = pruning.verdict([fn_diag["difference"]]) if fn_diag["concepts"] else pruning.NO_VERDICT
-    print(f"function labels: concepts {', '.join(fn_diag['concepts'])}; diagonal - off-diagonal "
-          f"{pruning.interval_text(fn_diag['difference'])} -> {fn_verdict}")
-    display(pd.DataFrame([{"concept": c, "heads": len(v["heads"]), "names": " ".join(v["heads"])}
-                          for c, v in fn_sets.items()]).set_index("concept"))
+    print(
+        f"function labels: concepts {', '.join(fn_diag['concepts'])}; diagonal - off-diagonal "
+        f"{pruning.interval_text(fn_diag['difference'])} -> {fn_verdict}"
+    )
+    display(
+        pd.DataFrame(
+            [{"concept": c, "heads": len(v["heads"]), "names": " ".join(v["heads"])} for c, v in fn_sets.items()]
+        ).set_index("concept")
+    )
 glue("concepts-function-verdict", fn_verdict or "n/a (the images carry no ground truth)", display=False)
 
 # %% [markdown]
@@ -239,12 +297,24 @@ for source, prefix, _ in label_sources:
             cross.setdefault(source, {})[key] = d
 for key in ("concept-scene-vs-shape", "concept-shape-vs-scene"):  # the chapter's sentences, this run's labels
     d = cross.get(labels, {}).get(key)
-    glue(key.replace("concept-", "concepts-"), f"{pruning.verdict([d])} ({pruning.interval_text(d)})" if d is not None
-         else "n/a (no heads of one of the two concepts)", display=False)
-pd.DataFrame([{"labels": source, "comparison": key.removeprefix("concept-").replace("-", " "),
-               "extra cost on the own task": pruning.interval_text(d), "verdict": pruning.verdict([d])}
-              for source, ds in cross.items() for key, d in ds.items()]
-             or [{"labels": "none", "comparison": "no label source has both scene and shape heads"}])
+    glue(
+        key.replace("concept-", "concepts-"),
+        f"{pruning.verdict([d])} ({pruning.interval_text(d)})" if d is not None else "n/a (no heads of one of the two concepts)",
+        display=False,
+    )
+pd.DataFrame(
+    [
+        {
+            "labels": source,
+            "comparison": key.removeprefix("concept-").replace("-", " "),
+            "extra cost on the own task": pruning.interval_text(d),
+            "verdict": pruning.verdict([d]),
+        }
+        for source, ds in cross.items()
+        for key, d in ds.items()
+    ]
+    or [{"labels": "none", "comparison": "no label source has both scene and shape heads"}]
+)
 
 # %% [markdown]
 # ## The paper's numbers
@@ -268,8 +338,17 @@ concept_of = {"locations": "location", "objects": "object", "animals": "animal"}
 present = {g: c for g, c in concept_of.items() if c in conditions}
 if real.sets:
     clfs.update(pruning.classifiers(model, model_, tokenizer, real.tasks))
-    pruning.run(model_, model, real.sets, clfs, {k: conditions[k] for k in ["original", *present.values()]},
-                mode=ablation, means=means, progress=False, results=r)
+    pruning.run(
+        model_,
+        model,
+        real.sets,
+        clfs,
+        {k: conditions[k] for k in ["original", *present.values()]},
+        mode=ablation,
+        means=means,
+        progress=False,
+        results=r,
+    )
 
 
 def run_value(dataset: str, condition: str) -> float:
@@ -278,8 +357,10 @@ def run_value(dataset: str, condition: str) -> float:
 
 
 paper_rows = {}  # this run's rows of the paper's tables, for the paper-vs-book page (ccs.paper_tables)
-for dataset, key, columns in (("Country-211", "concept_location_country211", ["original", "locations", "animals"]),
-                              ("CIFAR-10", "concept_objects_cifar10", ["original", "objects", "locations", "animals"])):
+for dataset, key, columns in (
+    ("Country-211", "concept_location_country211", ["original", "locations", "animals"]),
+    ("CIFAR-10", "concept_objects_cifar10", ["original", "objects", "locations", "animals"]),
+):
     if dataset in real.sets:
         row = [run_value(dataset, "original" if c == "original" else concept_of[c]) for c in columns]
         paper_rows[key] = {"Country-211" if dataset == "Country-211" else "CIFAR-10 objects": row}
@@ -288,33 +369,67 @@ for dataset, key, columns in (("Country-211", "concept_location_country211", ["o
         for c in columns:
             table_[f"this run: {c}" + ("" if c == "original" else " pruned")] = [
                 run_value(dataset, "original" if c == "original" else concept_of[c]) if m_ == model else float("nan")
-                for m_ in table_.index]
+                for m_ in table_.index
+            ]
     print(f"{dataset}{' (objects subset)' if dataset == 'CIFAR-10' else ''}, top-1 %")
     display(table_)
 
 # %% tags=["remove-cell", "hide-input"]
 summary = {
-    "model": model, "weights": weights, "labels": labels, "ablation": ablation, "measure": measure, "eval_images": eval_images,
+    "model": model,
+    "weights": weights,
+    "labels": labels,
+    "ablation": ablation,
+    "measure": measure,
+    "eval_images": eval_images,
     "concepts": {c: {"heads": v["heads"], "task": pruning.task_for(c, tasks)} for c, v in concept_sets.items()},
-    "change": m["change"].round(3).to_dict("index"), "control": m["control"].round(3).to_dict("index"),
+    "change": m["change"].round(3).to_dict("index"),
+    "control": m["control"].round(3).to_dict("index"),
     "excess": m["excess"].round(3).to_dict("index"),
-    "diagonal": {"concepts": diag["concepts"], "diagonal": diag["diagonal"], "off_diagonal": diag["off_diagonal"],
-                 "difference": dict(zip(("estimate", "low", "high"), diag["difference"]))},
-    "verdict": verdict, "carried": carry, "own_task": own.reset_index().to_dict("records"),
-    "other_labels": other_labels, "other_verdict": other_carry,
-    "other_diagonal": None if other_diag is None else {
-        "concepts": other_diag["concepts"], "difference": dict(zip(("estimate", "low", "high"), other_diag["difference"]))},
-    "seeds": seeds, "paper_tables": paper_rows,
+    "diagonal": {
+        "concepts": diag["concepts"],
+        "diagonal": diag["diagonal"],
+        "off_diagonal": diag["off_diagonal"],
+        "difference": dict(zip(("estimate", "low", "high"), diag["difference"])),
+    },
+    "verdict": verdict,
+    "carried": carry,
+    "own_task": own.reset_index().to_dict("records"),
+    "other_labels": other_labels,
+    "other_verdict": other_carry,
+    "other_diagonal": None
+    if other_diag is None
+    else {"concepts": other_diag["concepts"], "difference": dict(zip(("estimate", "low", "high"), other_diag["difference"]))},
+    "seeds": seeds,
+    "paper_tables": paper_rows,
     "replication": {
-        **({{"run": "this run", "truth": "ground truth"}[labels]: {"concept-diagonal": replication.row(diag["difference"], verdict)}}
-           if labels in ("run", "truth") and diag["concepts"] else {}),
-        **({{"run": "this run", "truth": "ground truth"}[other_labels]: {
-            "concept-diagonal": replication.row(other_diag["difference"], other_verdict)}}
-           if other_labels and other_diag["concepts"] else {}),
-        **({"function": {"concept-diagonal": replication.row(fn_diag["difference"], fn_verdict)}}
-           if fn_diag is not None and fn_diag["concepts"] else {})},
-    "concept_tables": {source: {k: dict(zip(("estimate", "low", "high"), d)) for k, d in ds.items()}
-                       for source, ds in cross.items()},
+        **(
+            {
+                {"run": "this run", "truth": "ground truth"}[labels]: {
+                    "concept-diagonal": replication.row(diag["difference"], verdict)
+                }
+            }
+            if labels in ("run", "truth") and diag["concepts"]
+            else {}
+        ),
+        **(
+            {
+                {"run": "this run", "truth": "ground truth"}[other_labels]: {
+                    "concept-diagonal": replication.row(other_diag["difference"], other_verdict)
+                }
+            }
+            if other_labels and other_diag["concepts"]
+            else {}
+        ),
+        **(
+            {"function": {"concept-diagonal": replication.row(fn_diag["difference"], fn_verdict)}}
+            if fn_diag is not None and fn_diag["concepts"]
+            else {}
+        ),
+    },
+    "concept_tables": {
+        source: {k: dict(zip(("estimate", "low", "high"), d)) for k, d in ds.items()} for source, ds in cross.items()
+    },
     "function_verdict": fn_verdict,
 }
 for source, ds in cross.items():  # the paper's concept tables, on the replication page beside the diagonal

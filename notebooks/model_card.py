@@ -97,8 +97,9 @@ ax.set_title("test images (training distribution, fresh seed)")
 plt.show()
 
 # %% tags=["hide-input"]
-pd.DataFrame({"caption that names every attribute": [world.full_caption(row) for _, row in
-                                                      samples.attributes.head(8).iterrows()]})
+pd.DataFrame(
+    {"caption that names every attribute": [world.full_caption(row) for _, row in samples.attributes.head(8).iterrows()]}
+)
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "The shifted renderings, one split a row: the same kind of scenes drawn differently, used for the out-of-domain experiments.", "name": "fig-model-card-shifted"}, "image": {"alt": "Rows of eight small images, one row per shifted split (sketch, noisy, novel shades, novel shapes), each titled with the split's description."}}
 shifted = [s for s in world.SPLITS if s not in ("train", "test")]
@@ -121,16 +122,21 @@ plt.show()
 # %% tags=["hide-input"]
 record = json.loads((models.WEIGHTS_DIR / f"{model}.record.json").read_text()) if spec.embedded else None
 if record:
-    display(pd.Series({
-        "in the zoo": models.zoo()[model]["about"],
-        "training seed": record["train_config"]["seed"],
-        "image-caption pairs seen": f"{record['pairs_seen_total']:,}",
-        "optimiser steps": record["steps_run"],
-        "weights from step": record["weights_from_step"],
-        "batch size": record["train_config"]["batch_size"],
-        "wall time": f"{record['wall_time_s'] / 60:.0f} min",
-        "hardware": f"{record['hardware']}, {record['threads']} torch thread(s)",
-    }, name="value").to_frame())
+    display(
+        pd.Series(
+            {
+                "in the zoo": models.zoo()[model]["about"],
+                "training seed": record["train_config"]["seed"],
+                "image-caption pairs seen": f"{record['pairs_seen_total']:,}",
+                "optimiser steps": record["steps_run"],
+                "weights from step": record["weights_from_step"],
+                "batch size": record["train_config"]["batch_size"],
+                "wall time": f"{record['wall_time_s'] / 60:.0f} min",
+                "hardware": f"{record['hardware']}, {record['threads']} torch thread(s)",
+            },
+            name="value",
+        ).to_frame()
+    )
 
     restart = [line for line in record["notes"].splitlines() if line.startswith("Restarted at step")]
     if restart:  # the one thing of the run's history a reader needs: it was not one uninterrupted run
@@ -140,8 +146,13 @@ if record:
     command, _, _ = record["retrain"].partition("  # ")
     command = re.sub(r" --out \S+", "", command)
     lines = textwrap.wrap(command, 66, break_long_words=False, break_on_hyphens=False)
-    display(Markdown("The command that repeats it (it resumes where it stopped if interrupted):\n\n```bash\n"
-                     + " \\\n    ".join(lines) + f"\nccs train-tiny --model {model} --export\n```"))
+    display(
+        Markdown(
+            "The command that repeats it (it resumes where it stopped if interrupted):\n\n```bash\n"
+            + " \\\n    ".join(lines)
+            + f"\nccs train-tiny --model {model} --export\n```"
+        )
+    )
 else:
     print(f"{model} was trained by its authors; see open_clip's model card for {spec.open_clip}.")
 
@@ -153,8 +164,9 @@ if record:
     ax1.plot(loss["step"], loss["loss"], lw=0.8, alpha=0.4)
     ax1.plot(loss["step"], loss["loss"].rolling(20, min_periods=1).mean(), lw=2)
     ax1.set(xlabel="step", ylabel="contrastive loss", title="training loss")
-    sns.lineplot(data=evals.melt("step", var_name="concept", value_name="accuracy"),
-                 x="step", y="accuracy", hue="concept", ax=ax2)
+    sns.lineplot(
+        data=evals.melt("step", var_name="concept", value_name="accuracy"), x="step", y="accuracy", hue="concept", ax=ax2
+    )
     ax2.axvline(record["weights_from_step"], color="0.4", ls="--", lw=1)
     ax2.set(ylim=(0, 1.02), title="zero-shot accuracy during training (shipped step dashed)")
     ax2.legend(fontsize=8, ncol=2)
@@ -181,8 +193,7 @@ acc.round(3)
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Zero-shot top-1 accuracy per concept on fresh images of every split (black lines: chance, one over the number of classes).", "name": "fig-model-card-accuracy"}, "image": {"alt": "Grouped bar chart of zero-shot accuracy per concept, one bar per split, with a black chance line over each concept."}}
 fig, ax = plt.subplots(figsize=(10, 3.6))
-long = acc.drop(columns="chance").reset_index(names="concept").melt("concept", var_name="split",
-                                                                     value_name="accuracy")
+long = acc.drop(columns="chance").reset_index(names="concept").melt("concept", var_name="split", value_name="accuracy")
 sns.barplot(data=long, x="concept", y="accuracy", hue="split", ax=ax)
 for i, c in enumerate(acc.index):
     ax.hlines(acc.loc[c, "chance"], i - 0.4, i + 0.4, color="black", lw=1.2)
@@ -197,8 +208,9 @@ plt.show()
 
 # %% tags=["hide-input"]
 retrieval = pd.DataFrame({split: r["retrieval"] for split, r in report.items()}).T
-retrieval.columns = [c.replace("image_to_text_", "image→text ").replace("text_to_image_", "text→image ")
-                     for c in retrieval.columns]
+retrieval.columns = [
+    c.replace("image_to_text_", "image→text ").replace("text_to_image_", "text→image ") for c in retrieval.columns
+]
 display(retrieval.round(3))
 print(f"novel-shapes OOD AUROC: {report['novel-shapes']['ood_auroc']:.3f}")
 
@@ -211,14 +223,26 @@ print(f"novel-shapes OOD AUROC: {report['novel-shapes']['ood_auroc']:.3f}")
 # no heads for it either.
 
 # %% tags=["hide-input"]
-targets = {"colour": 0.95, "scene": 0.95, "position": 0.95, "size": 0.95, "count": 0.95, "shape": 0.90,
-           "texture": 0.85, "image→text R@1": 0.95, "text→image R@1": 0.95}
+targets = {
+    "colour": 0.95,
+    "scene": 0.95,
+    "position": 0.95,
+    "size": 0.95,
+    "count": 0.95,
+    "shape": 0.90,
+    "texture": 0.85,
+    "image→text R@1": 0.95,
+    "text→image R@1": 0.95,
+}
 TARGET_SEED = 987654  # never a training or analysis seed
 
 
 def measured(r: dict) -> dict:
-    return {**r["zero_shot"], "image→text R@1": r["retrieval"]["image_to_text_R@1"],
-            "text→image R@1": r["retrieval"]["text_to_image_R@1"]}
+    return {
+        **r["zero_shot"],
+        "image→text R@1": r["retrieval"]["image_to_text_R@1"],
+        "text→image R@1": r["retrieval"]["text_to_image_R@1"],
+    }
 
 
 now = evaluate.world_report(clip, tokenizer, seed=TARGET_SEED, n=target_images, splits=["test"])["test"]
@@ -243,12 +267,15 @@ for ax, concept in zip(axes, hard):
     task = tasks[concept]
     classifier = evaluate.zero_shot_classifier(clip, tokenizer, task.classnames, task.templates)
     predicted = (embeddings @ classifier.T).argmax(1).numpy()
-    confusion = pd.crosstab(pd.Categorical(np.array(task.classnames)[task.labels(test.attributes)],
-                                           task.classnames),
-                            pd.Categorical(np.array(task.classnames)[predicted], task.classnames),
-                            normalize="index", dropna=False)
-    sns.heatmap(confusion, ax=ax, vmin=0, vmax=1, cmap="Blues", cbar=False, square=True,
-                annot=len(task.classnames) <= 3, fmt=".2f")
+    confusion = pd.crosstab(
+        pd.Categorical(np.array(task.classnames)[task.labels(test.attributes)], task.classnames),
+        pd.Categorical(np.array(task.classnames)[predicted], task.classnames),
+        normalize="index",
+        dropna=False,
+    )
+    sns.heatmap(
+        confusion, ax=ax, vmin=0, vmax=1, cmap="Blues", cbar=False, square=True, annot=len(task.classnames) <= 3, fmt=".2f"
+    )
     ax.set(title=concept, xlabel="predicted", ylabel="true" if concept == hard[0] else "")
 plt.tight_layout()
 plt.show()

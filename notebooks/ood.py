@@ -57,7 +57,9 @@ calibration = "pool"  # [pool | world | real | lenient] the offline judge's cali
 images = 1000  # [at least 2] images TextSpan decomposes (the same analysis as the TextSpan and CCS pages)
 texts = 5  # [at least 1]
 seed = 0  # [at least 0]
-sets = "run"  # [run | truth | function | paper] where the high and low heads come from: "run", "truth" (world ground truth), "paper"
+sets = (
+    "run"  # [run | truth | function | paper] where the high and low heads come from: "run", "truth" (world ground truth), "paper"
+)
 ablation = "zero"  # [zero | mean] "zero" (the paper's soft pruning) or "mean"
 seeds = 5  # [at least 1] random draws
 eval_images = 1000  # [at least 2] fresh concept-world images per split
@@ -72,8 +74,18 @@ detect_task = "shape"  # [concept] the class prompts whose MCM score detects OOD
 
 # %% tags=["hide-input"]
 print(models.banner(model, weights))
-st = study.load(model, weights=weights, images=images, pool=pool, texts=texts, seed=seed, backend=backend,
-                calibration=calibration, sets=sets, seeds=seeds)
+st = study.load(
+    model,
+    weights=weights,
+    images=images,
+    pool=pool,
+    texts=texts,
+    seed=seed,
+    backend=backend,
+    calibration=calibration,
+    sets=sets,
+    seeds=seeds,
+)
 analysis, table, spec, every = st.analysis, st.table, st.spec, st.every
 hs, other, fn = st.sets, st.other, st.fn  # the page's sets; the other text source's and the function's beside them
 print(st.describe())
@@ -119,29 +131,48 @@ for split in shifted:
     for name in groups:
         d_in, d_sh = r.drop(name, "test", measure, tasks), r.drop(name, split, measure, tasks)
         x = ood.extra_drop(r, name, split, measure)
-        rows.append({"split": split, "pruned": name,
-                     "score test %": 100 * r.value(name, "test", measure, tasks),
-                     "score shifted %": 100 * r.value(name, split, measure, tasks),
-                     "drop test": pruning.interval_text(d_in, unit=""), "drop shifted": pruning.interval_text(d_sh, unit=""),
-                     "shifted - test": pruning.interval_text(x, unit=""), "x": x})
+        rows.append(
+            {
+                "split": split,
+                "pruned": name,
+                "score test %": 100 * r.value(name, "test", measure, tasks),
+                "score shifted %": 100 * r.value(name, split, measure, tasks),
+                "drop test": pruning.interval_text(d_in, unit=""),
+                "drop shifted": pruning.interval_text(d_sh, unit=""),
+                "shifted - test": pruning.interval_text(x, unit=""),
+                "x": x,
+            }
+        )
 drops = pd.DataFrame(rows)
-print(f"{pruning.MEASURES[measure]}, all tasks that apply, in percentage points [95 % interval]; unpruned:",
-      "; ".join(f"{s} {100 * r.value('original', s, measure, r.tasks(s)):.1f} % (test {100 * r.value('original', 'test', measure, r.tasks(s)):.1f} %)"
-                for s in shifted))
+print(
+    f"{pruning.MEASURES[measure]}, all tasks that apply, in percentage points [95 % interval]; unpruned:",
+    "; ".join(
+        f"{s} {100 * r.value('original', s, measure, r.tasks(s)):.1f} % (test {100 * r.value('original', 'test', measure, r.tasks(s)):.1f} %)"
+        for s in shifted
+    ),
+)
 drops.drop(columns="x").set_index(["split", "pruned"])
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Does pruning hurt shifted data more? For each shifted split and pruned set, the drop on the shifted twins minus the drop on the test images (percentage points, paired 95 % intervals over the images); above zero, the shifted data lose more.", "name": "fig-ood-extra-drop"}, "image": {"alt": "Bar chart of the shifted-minus-test drop for the high, low and random sets on the sketch, noisy and novel-shades splits, with error bars."}}
 fig, ax = plt.subplots(figsize=(8, 3.8))
-plot = pd.DataFrame([{"split": row.split, "pruned": row.pruned, "extra": 100 * row.x[0],
-                      "lo": 100 * row.x[1], "hi": 100 * row.x[2]} for row in drops.itertuples()])
+plot = pd.DataFrame(
+    [
+        {"split": row.split, "pruned": row.pruned, "extra": 100 * row.x[0], "lo": 100 * row.x[1], "hi": 100 * row.x[2]}
+        for row in drops.itertuples()
+    ]
+)
 sns.barplot(plot, x="split", y="extra", hue="pruned", ax=ax, errorbar=None)
 for bars_, (_, sub) in zip(ax.containers, plot.groupby("pruned", sort=False)):
     xs = [b.get_x() + b.get_width() / 2 for b in bars_]
-    ax.errorbar(xs, sub["extra"], yerr=[sub["extra"] - sub["lo"], sub["hi"] - sub["extra"]], fmt="none",
-                ecolor="0.2", capsize=3, lw=1)
+    ax.errorbar(
+        xs, sub["extra"], yerr=[sub["extra"] - sub["lo"], sub["hi"] - sub["extra"]], fmt="none", ecolor="0.2", capsize=3, lw=1
+    )
 ax.axhline(0, color="0.3", lw=0.8)
-ax.set(ylabel="drop on shifted − drop on test (pp)", xlabel="",
-       title=f"{model}: does pruning hurt shifted data more? ({hs.source} sets, 95 % intervals)")
+ax.set(
+    ylabel="drop on shifted − drop on test (pp)",
+    xlabel="",
+    title=f"{model}: does pruning hurt shifted data more? ({hs.source} sets, 95 % intervals)",
+)
 plt.show()
 
 # %% [markdown]
@@ -153,21 +184,46 @@ plt.show()
 # false-positive rate at 95 % true-positive rate (FPR95, lower is better), with bootstrap intervals.
 
 # %% tags=["hide-input"]
-det = pd.DataFrame([{"OOD set": out, "pruned": name, **ood.detection(r, name, out, detect_task)}
-                    for out in ("novel-shapes", "noise") for name in ["original", *groups]])
+det = pd.DataFrame(
+    [
+        {"OOD set": out, "pruned": name, **ood.detection(r, name, out, detect_task)}
+        for out in ("novel-shapes", "noise")
+        for name in ["original", *groups]
+    ]
+)
 det["AUROC [95 % CI]"] = [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in zip(det.auroc, det.auroc_lo, det.auroc_hi)]
 det["FPR95"] = det["fpr95"].round(3)
-glue("ood-auroc-novel", det[(det["OOD set"] == "novel-shapes") & (det.pruned == "original")]["AUROC [95 % CI]"].iloc[0],
-     display=False)
+glue(
+    "ood-auroc-novel",
+    det[(det["OOD set"] == "novel-shapes") & (det.pruned == "original")]["AUROC [95 % CI]"].iloc[0],
+    display=False,
+)
 print(f"MCM of the {detect_task} prompts; random: the draws' scores pooled")
 det[["OOD set", "pruned", "AUROC [95 % CI]", "FPR95"]].set_index(["OOD set", "pruned"])
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "MCM scores of the shape prompts for the test images, the held-out shapes and pure noise, unpruned (left) and with the high set pruned (right); the further apart the in-distribution and out-of-distribution histograms, the easier the detection.", "name": "fig-ood-mcm"}, "image": {"alt": "Two panels of overlaid histograms of MCM scores for test, novel-shapes and noise images, unpruned and with the high set pruned."}}
-dist = pd.concat([pd.DataFrame({"MCM score": r.scores[c, s, detect_task][pruning.DETECTION], "images": s,
-                                "pruned": pruning.group(c)})  # the high set's first draw when tied heads are drawn
-                  for c in ("original", r.members("high")[0]) for s in ("test", "novel-shapes", "noise")])
-g = sns.displot(dist, x="MCM score", hue="images", col="pruned", kind="hist", stat="density", common_norm=False,
-                element="step", bins=40, height=3.2, aspect=1.5)
+dist = pd.concat(
+    [
+        pd.DataFrame(
+            {"MCM score": r.scores[c, s, detect_task][pruning.DETECTION], "images": s, "pruned": pruning.group(c)}
+        )  # the high set's first draw when tied heads are drawn
+        for c in ("original", r.members("high")[0])
+        for s in ("test", "novel-shapes", "noise")
+    ]
+)
+g = sns.displot(
+    dist,
+    x="MCM score",
+    hue="images",
+    col="pruned",
+    kind="hist",
+    stat="density",
+    common_norm=False,
+    element="step",
+    bins=40,
+    height=3.2,
+    aspect=1.5,
+)
 g.figure.suptitle(f"{model}: MCM scores of the {detect_task} prompts, unpruned and with the high set pruned", y=1.04)
 plt.show()
 
@@ -184,13 +240,15 @@ plt.show()
 #    and random sets says whether that is special to the high heads.
 
 # %% tags=["hide-input"]
-paper_claims = {f"{split}: high vs {other}": r.compare(other, "high", split, measure)
-                for split in shifted for other in ("low", "random")}
+paper_claims = {
+    f"{split}: high vs {other}": r.compare(other, "high", split, measure) for split in shifted for other in ("low", "random")
+}
 paper_verdict = pruning.verdict(paper_claims.values())
 for k, v in paper_claims.items():
     print(f"{k}: extra drop of high {pruning.interval_text(v)}")
-verdicts = {name: pruning.verdict([drops[(drops.pruned == name) & (drops.split == s)]["x"].iloc[0] for s in shifted])
-            for name in groups}
+verdicts = {
+    name: pruning.verdict([drops[(drops.pruned == name) & (drops.split == s)]["x"].iloc[0] for s in shifted]) for name in groups
+}
 verdict = verdicts["high"]
 for name, v in verdicts.items():
     print(f"pruning the {name} set hurts shifted data more than test data: {v}")
@@ -200,30 +258,50 @@ glue("ood-verdict", verdict, display=False)  # shifted data hurt more than test 
 novel = det[(det["OOD set"] == "novel-shapes") & (det.pruned == "original")].iloc[0]
 detector_at_chance = novel.auroc_lo <= 0.5 <= novel.auroc_hi
 if detector_at_chance:
-    print(f"the unpruned detector is at chance on novel shapes (AUROC {novel['AUROC [95 % CI]']}): "
-          "pruning cannot show anything about detection here; no verdict on it")
+    print(
+        f"the unpruned detector is at chance on novel shapes (AUROC {novel['AUROC [95 % CI]']}): "
+        "pruning cannot show anything about detection here; no verdict on it"
+    )
 replication_rows = {}
 for prefix, s_ in st.sources():
     source = s_.source
     sv, sl = ood.high_vs(r, shifted, "random", measure, prefix), ood.high_vs(r, shifted, "low", measure, prefix)
     ad = ood.auroc_drop(r, detect_task, prefix=prefix)
     replication_rows[source] = {
-        "shifted-high-vs-random": replication.row(sv, test=s_.test), "shifted-high-vs-low": replication.row(sl, test=s_.test),
-        "ood-auroc-drop": replication.row(ad, "no verdict (detector at chance)" if detector_at_chance else None, test=s_.test)}
-    print(f"{headsets.whose(source)} sets: high vs random on the shifted splits {pruning.interval_text(sv)} -> "
-          f"{replication_rows[source]['shifted-high-vs-random']['verdict']}; novel-shapes AUROC unpruned minus "
-          f"high pruned {pruning.interval_text(ad, 1, '')} -> {replication_rows[source]['ood-auroc-drop']['verdict']}")
-other_claims = ({f"{split}: high vs {base}": r.compare(pre + base, pre + "high", split, measure)
-                 for split in shifted for base in ("low", "random")} if other is not None else {})
+        "shifted-high-vs-random": replication.row(sv, test=s_.test),
+        "shifted-high-vs-low": replication.row(sl, test=s_.test),
+        "ood-auroc-drop": replication.row(ad, "no verdict (detector at chance)" if detector_at_chance else None, test=s_.test),
+    }
+    print(
+        f"{headsets.whose(source)} sets: high vs random on the shifted splits {pruning.interval_text(sv)} -> "
+        f"{replication_rows[source]['shifted-high-vs-random']['verdict']}; novel-shapes AUROC unpruned minus "
+        f"high pruned {pruning.interval_text(ad, 1, '')} -> {replication_rows[source]['ood-auroc-drop']['verdict']}"
+    )
+other_claims = (
+    {
+        f"{split}: high vs {base}": r.compare(pre + base, pre + "high", split, measure)
+        for split in shifted
+        for base in ("low", "random")
+    }
+    if other is not None
+    else {}
+)
 other_verdict = pruning.verdict(other_claims.values()) if other_claims else None
 if other_verdict:
     print(f"the paper's claim with the {other.source} sets: {other_verdict}")
 glue("ood-other-verdict", other_verdict or "n/a (the pool carries no ground truth)", display=False)
-glue("ood-paper-verdict", headsets.verdict_text(hs, paper_verdict), display=False)  # high costs more than low and random on shifted data
-print(f"Verdicts on {model} ({headsets.whose(hs.source)} sets, {ablation} ablation, {pruning.MEASURES[measure]}): "
-      + (f"the paper's claim is {paper_verdict.upper()}" if hs.paper_test else
-         f"no verdict on the paper's claim ({hs.why_not_paper()}); on the ranked sets: {paper_verdict.upper()}")
-      + f"; shifted data hurt more than test data: {verdict.upper()}.")
+glue(
+    "ood-paper-verdict", headsets.verdict_text(hs, paper_verdict), display=False
+)  # high costs more than low and random on shifted data
+print(
+    f"Verdicts on {model} ({headsets.whose(hs.source)} sets, {ablation} ablation, {pruning.MEASURES[measure]}): "
+    + (
+        f"the paper's claim is {paper_verdict.upper()}"
+        if hs.paper_test
+        else f"no verdict on the paper's claim ({hs.why_not_paper()}); on the ranked sets: {paper_verdict.upper()}"
+    )
+    + f"; shifted data hurt more than test data: {verdict.upper()}."
+)
 
 # %% [markdown]
 # ## The paper's numbers
@@ -246,25 +324,50 @@ for name, why in real.missing.items():
     print(f"{name}: not measured ({why})")
 if real.sets:  # the paper's shifted datasets on disk: original, high and low pruned
     clfs.update(pruning.classifiers(model, model_, tokenizer, real.tasks))
-    pruning.run(model_, model, real.sets, clfs, {k: v for k, v in conditions.items() if pruning.group(k) in ("original", "high", "low")},
-                mode=ablation, means=means, progress=False, results=r)
+    pruning.run(
+        model_,
+        model,
+        real.sets,
+        clfs,
+        {k: v for k, v in conditions.items() if pruning.group(k) in ("original", "high", "low")},
+        mode=ablation,
+        means=means,
+        progress=False,
+        results=r,
+    )
 pruning.beside_paper(paper_ood, model, r, real.sets, embedded=spec.embedded)
 
 # %% tags=["remove-cell", "hide-input"]
 summary = {
-    "model": model, "weights": weights, "sets": hs.source, "rule": hs.rule, "paper_test": hs.paper_test, "ablation": ablation, "measure": measure,
-    "eval_images": eval_images, "eval_seed": eval_seed, "notes": hs.notes,
-    "drops": [{k: v for k, v in row.items() if k != "x"} | {"extra": dict(zip(("estimate", "low", "high"), row["x"]))}
-              for row in drops.to_dict("records")],
+    "model": model,
+    "weights": weights,
+    "sets": hs.source,
+    "rule": hs.rule,
+    "paper_test": hs.paper_test,
+    "ablation": ablation,
+    "measure": measure,
+    "eval_images": eval_images,
+    "eval_seed": eval_seed,
+    "notes": hs.notes,
+    "drops": [
+        {k: v for k, v in row.items() if k != "x"} | {"extra": dict(zip(("estimate", "low", "high"), row["x"]))}
+        for row in drops.to_dict("records")
+    ],
     "detection": det.drop(columns=["AUROC [95 % CI]"]).to_dict("records"),
     "paper_claims": {k: dict(zip(("difference", "low", "high"), v)) for k, v in paper_claims.items()},
-    "paper_verdict": paper_verdict, "verdicts": verdicts, "verdict": verdict,
-    "other_sets": other.source if other is not None else None, "other_paper_verdict": other_verdict,
+    "paper_verdict": paper_verdict,
+    "verdicts": verdicts,
+    "verdict": verdict,
+    "other_sets": other.source if other is not None else None,
+    "other_paper_verdict": other_verdict,
     "other_paper_claims": {k: dict(zip(("difference", "low", "high"), v)) for k, v in other_claims.items()},
-    "detector_at_chance": bool(detector_at_chance), "replication": replication_rows, "seeds": seeds,
+    "detector_at_chance": bool(detector_at_chance),
+    "replication": replication_rows,
+    "seeds": seeds,
     # for ccs.paper_tables, under paper.yaml's dataset names (its Oxford-Pets row is the paper's listing)
-    "paper_tables": {"ood_datasets": {{v: k for k, v in PETS.items()}.get(ds, ds): x
-                                      for ds, x in pruning.run_values(r, real.sets).items()}},
+    "paper_tables": {
+        "ood_datasets": {{v: k for k, v in PETS.items()}.get(ds, ds): x for ds, x in pruning.run_values(r, real.sets).items()}
+    },
 }
 with open("ood.json", "w") as f:
     json.dump(json.loads(json.dumps(summary).replace("NaN", "null")), f, indent=1)

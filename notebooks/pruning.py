@@ -76,13 +76,25 @@ measure = "p_true"  # [p_true | correct] the verdict's measure: "p_true" (probab
 
 # %% tags=["hide-input"]
 print(models.banner(model, weights))
-st = study.load(model, weights=weights, images=images, pool=pool, texts=texts, seed=seed, backend=backend,
-                calibration=calibration, sets=sets, seeds=seeds)
+st = study.load(
+    model,
+    weights=weights,
+    images=images,
+    pool=pool,
+    texts=texts,
+    seed=seed,
+    backend=backend,
+    calibration=calibration,
+    sets=sets,
+    seeds=seeds,
+)
 analysis, labeler, table, spec, every, truth = st.analysis, st.labeler, st.table, st.spec, st.every, st.truth
 hs, other, fn = st.sets, st.other, st.fn  # the page's sets; the other text source's and the function's beside them
 counts = scores.category_counts(table)
-print(f"{model}: {len(table)} analysed heads; this run's categories: {counts['high']} high, "
-      f"{counts['moderate']} moderate, {counts['low']} low, {counts['unknown']} unknown")
+print(
+    f"{model}: {len(table)} analysed heads; this run's categories: {counts['high']} high, "
+    f"{counts['moderate']} moderate, {counts['low']} low, {counts['unknown']} unknown"
+)
 print(f"sets from: {hs.source}; {headsets.headline(hs)}; random heads from the {hs.random_pool}; ablation: {ablation}")
 plots.notes(hs.notes)
 hs.summary()
@@ -100,9 +112,18 @@ st.beside_paper().round(1)
 
 # %% tags=["hide-input"]
 if other is not None:
-    agree = pd.DataFrame([{"set": k, hs.source: " ".join(getattr(hs, k)), other.source: " ".join(getattr(other, k)),
-                           "shared": len(set(getattr(hs, k)) & set(getattr(other, k))),
-                           "Jaccard": headsets.jaccard(getattr(hs, k), getattr(other, k))} for k in ("high", "low")])
+    agree = pd.DataFrame(
+        [
+            {
+                "set": k,
+                hs.source: " ".join(getattr(hs, k)),
+                other.source: " ".join(getattr(other, k)),
+                "shared": len(set(getattr(hs, k)) & set(getattr(other, k))),
+                "Jaccard": headsets.jaccard(getattr(hs, k), getattr(other, k)),
+            }
+            for k in ("high", "low")
+        ]
+    )
     rho = scores.agreement(table["ccs"].fillna(0).to_numpy(), truth["ccs"].to_numpy())["spearman"]
     print(f"Spearman's rho between this run's CCS and the true CCS over the {len(table)} heads: {rho:.2f}")
 else:
@@ -129,8 +150,13 @@ if other is not None:  # the other source's sets, on the test split
     extra |= carriers.without_conditions(other.high, f"{other.source}: high") if not other.ties else {}
 lenient = None  # the sets the uncalibrated (lenient) judge would pick: what calibration changes
 if backend == "embedding" and calibration != "lenient" and other is not None:
-    lenient = headsets.from_source("run", scores.score_heads(analysis.records(), llm.make("embedding", calibration="lenient")),
-                                   model=model, every_head=every, seeds=side)
+    lenient = headsets.from_source(
+        "run",
+        scores.score_heads(analysis.records(), llm.make("embedding", calibration="lenient")),
+        model=model,
+        every_head=every,
+        seeds=side,
+    )
     extra |= {f"lenient judge: {k}": v for k, v in lenient.conditions().items() if k != "original" and not k.startswith("equal")}
 if fn is not None:  # the third source: the most against the least specialised heads
     extra |= {f"function: {k}": v for k, v in fn.conditions().items() if k != "original"}
@@ -139,8 +165,9 @@ only = {c: ["test"] for c in {**singles, **extra, **{k: v for k, v in conditions
 groups = ["original", "high", "low", "random"] + (["equal-high", "equal-low"] if "equal-high/0" in conditions else [])
 
 # %%
-r = pruning.run(model_, model, eval_sets, clfs, {**conditions, **singles, **extra}, mode=ablation,
-                means=means, only=only, progress=False)
+r = pruning.run(
+    model_, model, eval_sets, clfs, {**conditions, **singles, **extra}, mode=ablation, means=means, only=only, progress=False
+)
 print(f"{len(r.conditions())} conditions, {eval_images} images per split, splits: {', '.join(splits)}")
 
 # %% [markdown]
@@ -177,11 +204,15 @@ fig, ax = plt.subplots(figsize=(11, 4))
 sns.barplot(bars, x="task", y="drop", hue="condition", ax=ax, errorbar=None)
 for patch_group, (name, sub) in zip(ax.containers, bars.groupby("condition", sort=False)):
     xs = [p.get_x() + p.get_width() / 2 for p in patch_group]
-    ax.errorbar(xs, sub["drop"], yerr=[sub["drop"] - sub["lo"], sub["hi"] - sub["drop"]], fmt="none",
-                ecolor="0.2", capsize=2, lw=1)
+    ax.errorbar(
+        xs, sub["drop"], yerr=[sub["drop"] - sub["lo"], sub["hi"] - sub["drop"]], fmt="none", ecolor="0.2", capsize=2, lw=1
+    )
 ax.axhline(0, color="0.3", lw=0.8)
-ax.set(ylabel=f"drop in {pruning.MEASURES[measure]} (pp)", xlabel="task",
-       title=f"{model}: cost of pruning each set ({hs.source} sets, {ablation} ablation), 95 % intervals")
+ax.set(
+    ylabel=f"drop in {pruning.MEASURES[measure]} (pp)",
+    xlabel="task",
+    title=f"{model}: cost of pruning each set ({hs.source} sets, {ablation} ablation), 95 % intervals",
+)
 ax.legend(title="pruned", ncols=len(groups) - 1, fontsize=8)
 plt.show()
 
@@ -196,11 +227,20 @@ shift = []
 for split in splits:
     for name in ("high", "low", "random"):
         d = r.drop(name, split, measure)
-        shift.append({"split": split, "condition": name, "score %": 100 * r.value(name, split, measure),
-                      "drop": 100 * d[0], "drop CI": f"[{100 * d[1]:.1f}, {100 * d[2]:.1f}]"})
+        shift.append(
+            {
+                "split": split,
+                "condition": name,
+                "score %": 100 * r.value(name, split, measure),
+                "drop": 100 * d[0],
+                "drop CI": f"[{100 * d[1]:.1f}, {100 * d[2]:.1f}]",
+            }
+        )
 shift = pd.DataFrame(shift)
-print(f"{pruning.MEASURES[measure]}, all tasks; original:",
-      ", ".join(f"{s} {100 * r.value('original', s, measure):.1f} %" for s in splits))
+print(
+    f"{pruning.MEASURES[measure]}, all tasks; original:",
+    ", ".join(f"{s} {100 * r.value('original', s, measure):.1f} %" for s in splits),
+)
 shift.set_index(["split", "condition"]).round(1)
 
 # %% [markdown]
@@ -214,16 +254,28 @@ shift.set_index(["split", "condition"]).round(1)
 # three drops the verdict compares, on the test split and on the shifted ones.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "The page's answer in one figure: the drop in the page's measure (by default the probability of the true class) over all tasks when the high-CCS, low-CCS or random head sets are pruned, on the test split and the three shifted splits (percentage points, paired 95 % bootstrap intervals over the images).", "name": "fig-pruning-answer"}, "image": {"alt": "Bar chart: for each split, the drop from pruning the high, low and random sets, with error bars; the claim predicts the high bar tallest."}}
-answer_bars = shift.assign(lo=[100 * r.drop(c, s, measure)[1] for s, c in zip(shift["split"], shift["condition"])],
-                      hi=[100 * r.drop(c, s, measure)[2] for s, c in zip(shift["split"], shift["condition"])])
+answer_bars = shift.assign(
+    lo=[100 * r.drop(c, s, measure)[1] for s, c in zip(shift["split"], shift["condition"])],
+    hi=[100 * r.drop(c, s, measure)[2] for s, c in zip(shift["split"], shift["condition"])],
+)
 fig, ax = plt.subplots(figsize=(8, 3.6))
 sns.barplot(answer_bars, x="split", y="drop", hue="condition", ax=ax, errorbar=None)
 for patch_group, (_, sub) in zip(ax.containers, answer_bars.groupby("condition", sort=False)):
-    ax.errorbar([p.get_x() + p.get_width() / 2 for p in patch_group], sub["drop"],
-                yerr=[sub["drop"] - sub["lo"], sub["hi"] - sub["drop"]], fmt="none", ecolor="0.2", capsize=3, lw=1)
+    ax.errorbar(
+        [p.get_x() + p.get_width() / 2 for p in patch_group],
+        sub["drop"],
+        yerr=[sub["drop"] - sub["lo"], sub["hi"] - sub["drop"]],
+        fmt="none",
+        ecolor="0.2",
+        capsize=3,
+        lw=1,
+    )
 ax.axhline(0, color="0.3", lw=0.8)
-ax.set(xlabel="", ylabel=f"drop (pp) in the\n{pruning.MEASURES[measure]}",
-       title=f"{model}: pruning the high vs low vs random heads ({hs.source} sets, {hs.rule}, 95 % intervals)")
+ax.set(
+    xlabel="",
+    ylabel=f"drop (pp) in the\n{pruning.MEASURES[measure]}",
+    title=f"{model}: pruning the high vs low vs random heads ({hs.source} sets, {hs.rule}, 95 % intervals)",
+)
 ax.legend(title="pruned", ncols=3, fontsize=8)
 fig.tight_layout()
 fig.savefig("pruning-answer.png", dpi=110)  # beside pruning.json: the chapters show it with a caption and alt text
@@ -246,17 +298,25 @@ def signed(d: tuple[float, float, float]) -> str:
 glue("pruning-verdict", verdict, display=False)
 glue("pruning-high-vs-low", signed(claims["high vs low"]), display=False)
 glue("pruning-high-vs-random", signed(claims["high vs random"]), display=False)
-pd.DataFrame({"extra drop of high (pp), " + pruning.MEASURES[measure]: {k: pruning.interval_text(v) for k, v in claims.items()},
-              "same, top-1 accuracy": {k: pruning.interval_text(v) for k, v in top1.items()}})
+pd.DataFrame(
+    {
+        "extra drop of high (pp), " + pruning.MEASURES[measure]: {k: pruning.interval_text(v) for k, v in claims.items()},
+        "same, top-1 accuracy": {k: pruning.interval_text(v) for k, v in top1.items()},
+    }
+)
 
 # %% tags=["hide-input"]
 if hs.paper_test:
-    print(f"Verdict on {model}, {headsets.headline(hs)} ({ablation} ablation, {pruning.MEASURES[measure]}): "
-          f"the paper's claim is {verdict.upper()}.")
+    print(
+        f"Verdict on {model}, {headsets.headline(hs)} ({ablation} ablation, {pruning.MEASURES[measure]}): "
+        f"the paper's claim is {verdict.upper()}."
+    )
 else:
-    print(f"No verdict on the paper's claim for {model}: {hs.why_not_paper()}.\nSecondary analysis ({hs.source} "
-          f"sets, the {len(hs.high)} highest- against the {len(hs.low)} lowest-CCS heads, {ablation} ablation): "
-          f"{verdict.upper()}.")
+    print(
+        f"No verdict on the paper's claim for {model}: {hs.why_not_paper()}.\nSecondary analysis ({hs.source} "
+        f"sets, the {len(hs.high)} highest- against the {len(hs.low)} lowest-CCS heads, {ablation} ablation): "
+        f"{verdict.upper()}."
+    )
 
 # %% [markdown]
 # ### What carries the verdict
@@ -272,13 +332,19 @@ for task, why in skip.items():
     print(textwrap.fill(f"{task}: {why}; no verdict on it.", 110))
 by_task = carriers.per_task(r, pairs, "test", measure)
 loto = carriers.leave_one_task_out(r, pairs, "test", measure)
-loho = (carriers.leave_one_head_out(r, {k: pairs[k] for k in ("high vs low", "high vs random")}, hs.high, "test", measure)
-        if not hs.ties else pd.DataFrame(columns=["verdict"]))  # with tie draws no one high set to leave a head out of
+loho = (
+    carriers.leave_one_head_out(r, {k: pairs[k] for k in ("high vs low", "high vs random")}, hs.high, "test", measure)
+    if not hs.ties
+    else pd.DataFrame(columns=["verdict"])
+)  # with tie draws no one high set to leave a head out of
 carry = carriers.carried(verdict, loto, loho)
 glue("pruning-carried", carry["text"], display=False)
 glue("pruning-rule", headsets.headline(hs), display=False)
-glue("pruning-untestable", "; ".join(f"{t}: {why}" for t, why in skip.items()) or
-     "none: pruning every analysed head moves every task", display=False)
+glue(
+    "pruning-untestable",
+    "; ".join(f"{t}: {why}" for t, why in skip.items()) or "none: pruning every analysed head moves every task",
+    display=False,
+)
 print(f"{hs.source} sets: {carry['text']}")
 display(by_task)
 display(loto)
@@ -293,12 +359,18 @@ if other is not None:
     other_pairs = {"high vs low": (pre + "low", pre + "high"), "high vs random": (pre + "random", pre + "high")}
     other_claims = {k: r.compare(a, b, "test", measure) for k, (a, b) in other_pairs.items()}
     other_verdict = pruning.verdict(other_claims.values())
-    other_carry = carriers.carried(other_verdict, carriers.leave_one_task_out(r, other_pairs, "test", measure),
-                                   carriers.leave_one_head_out(r, other_pairs, other.high, "test", measure, pre + "high")
-                                   if not other.ties else pd.DataFrame(columns=["verdict"]))
-    print(f"{other.source} sets ({headsets.headline(other)}):",
-          "; ".join(f"{k}: {pruning.interval_text(v)}" for k, v in other_claims.items()),
-          f"-> {other_carry['text']}")
+    other_carry = carriers.carried(
+        other_verdict,
+        carriers.leave_one_task_out(r, other_pairs, "test", measure),
+        carriers.leave_one_head_out(r, other_pairs, other.high, "test", measure, pre + "high")
+        if not other.ties
+        else pd.DataFrame(columns=["verdict"]),
+    )
+    print(
+        f"{other.source} sets ({headsets.headline(other)}):",
+        "; ".join(f"{k}: {pruning.interval_text(v)}" for k, v in other_claims.items()),
+        f"-> {other_carry['text']}",
+    )
     glue("pruning-other-verdict", other_carry["text"], display=False)
     glue("pruning-other-high-vs-low", signed(other_claims["high vs low"]), display=False)
     glue("pruning-other-high-vs-random", signed(other_claims["high vs random"]), display=False)
@@ -324,8 +396,11 @@ if fn is not None:
     fn_pairs = {"high vs low": ("function: low", "function: high"), "high vs random": ("function: random", "function: high")}
     fn_claims = {k: r.compare(a, b, "test", measure) for k, (a, b) in fn_pairs.items()}
     fn_verdict = pruning.verdict(fn_claims.values())
-    print(f"function sets ({len(fn.high)} most, {len(fn.low)} least specialised):",
-          "; ".join(f"{k}: {pruning.interval_text(v)}" for k, v in fn_claims.items()), f"-> {fn_verdict}")
+    print(
+        f"function sets ({len(fn.high)} most, {len(fn.low)} least specialised):",
+        "; ".join(f"{k}: {pruning.interval_text(v)}" for k, v in fn_claims.items()),
+        f"-> {fn_verdict}",
+    )
     plots.notes(fn.notes)
     display(fn.summary())
 glue("pruning-function-verdict", fn_verdict or "n/a (the images carry no ground truth)", display=False)
@@ -339,13 +414,18 @@ glue("pruning-function-verdict", fn_verdict or "n/a (the images carry no ground 
 
 # %% tags=["hide-input"]
 if lenient is not None:
-    lenient_pairs = {"high vs low": ("lenient judge: low", "lenient judge: high"),
-                     "high vs random": ("lenient judge: random", "lenient judge: high")}
+    lenient_pairs = {
+        "high vs low": ("lenient judge: low", "lenient judge: high"),
+        "high vs random": ("lenient judge: random", "lenient judge: high"),
+    }
     lenient_claims = {k: r.compare(a, b, "test", measure) for k, (a, b) in lenient_pairs.items()}
     lenient_verdict = pruning.verdict(lenient_claims.values())
-    print(f"lenient judge's sets ({headsets.headline(lenient)}; {len(set(lenient.high) & set(hs.high))} of its "
-          f"{len(lenient.high)} high heads are in this page's high set): "
-          + "; ".join(f"{k} {pruning.interval_text(v)}" for k, v in lenient_claims.items()) + f" -> {lenient_verdict}")
+    print(
+        f"lenient judge's sets ({headsets.headline(lenient)}; {len(set(lenient.high) & set(hs.high))} of its "
+        f"{len(lenient.high)} high heads are in this page's high set): "
+        + "; ".join(f"{k} {pruning.interval_text(v)}" for k, v in lenient_claims.items())
+        + f" -> {lenient_verdict}"
+    )
     glue("pruning-lenient-high-vs-low", signed(lenient_claims["high vs low"]), display=False)
     glue("pruning-lenient-high-vs-random", signed(lenient_claims["high vs random"]), display=False)
     glue("pruning-lenient-verdict", lenient_verdict, display=False)
@@ -370,13 +450,27 @@ for name, why in real.missing.items():
     print(f"{name}: not measured ({why})")
 if real.sets:  # the paper's datasets on disk: the same conditions, on them
     clfs.update(pruning.classifiers(model, model_, tokenizer, real.tasks))
-    pruning.run(model_, model, real.sets, clfs, {k: v for k, v in conditions.items() if pruning.group(k) in groups[:4]},
-                mode=ablation, means=means, progress=False, results=r)
+    pruning.run(
+        model_,
+        model,
+        real.sets,
+        clfs,
+        {k: v for k, v in conditions.items() if pruning.group(k) in groups[:4]},
+        mode=ablation,
+        means=means,
+        progress=False,
+        results=r,
+    )
 pruning.beside_paper(paper["pruning_high_low"], model, r, real.sets, embedded=spec.embedded)
 
 # %% tags=["hide-input"]
-pd.DataFrame([{"dataset": ds, "model": m, "high pruned": v[0], "random pruned": v[1]}
-              for ds, per in paper["pruning_high_random"].items() for m, v in per.items()]).set_index(["dataset", "model"])
+pd.DataFrame(
+    [
+        {"dataset": ds, "model": m, "high pruned": v[0], "random pruned": v[1]}
+        for ds, per in paper["pruning_high_random"].items()
+        for m, v in per.items()
+    ]
+).set_index(["dataset", "model"])
 
 # %% [markdown]
 # ## Does a head's CCS predict how much it matters?
@@ -385,71 +479,127 @@ pd.DataFrame([{"dataset": ds, "model": m, "high pruned": v[0], "random pruned": 
 # split. If consistency and importance went together, the heads with higher CCS would cost more.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "One head pruned at a time: each analysed head's CCS against the drop in the page's measure (by default the probability of the true class) over all tasks of the test split when that head alone is pruned (percentage points), coloured by the head's label; the three costliest heads are named.", "name": "fig-pruning-per-head"}, "image": {"alt": "Strip plot of per-head pruning cost against CCS, one dot per head, coloured by concept label."}}
-single = pd.DataFrame([{"head": n, "CCS": c, "label": lab, "drop": 100 * r.drop(f"head/{n}", "test", measure)[0]}
-                       for n, c, lab in zip(table["name"], table["ccs"], table["label"])])
+single = pd.DataFrame(
+    [
+        {"head": n, "CCS": c, "label": lab, "drop": 100 * r.drop(f"head/{n}", "test", measure)[0]}
+        for n, c, lab in zip(table["name"], table["ccs"], table["label"])
+    ]
+)
 rho, lo, hi = evaluate.spearman_ci(single["CCS"], single["drop"])
 fig, ax = plt.subplots(figsize=(6.5, 4))
 np.random.seed(seed)  # seaborn's jitter draws from numpy's global generator: the same figure every run
 sns.stripplot(single, x="CCS", y="drop", hue="label", ax=ax, size=7, jitter=0.15, native_scale=True)
 for row in single.nlargest(3, "drop").itertuples():
     ax.annotate(row.head, (row.CCS, row.drop), xytext=(6, 0), textcoords="offset points", fontsize=8)
-ax.set(xlabel="CCS", ylabel=f"drop in {pruning.MEASURES[measure]} (pp)",
-       title=f"{model}: one head pruned at a time (Spearman ρ = {rho:.2f})")
+ax.set(
+    xlabel="CCS",
+    ylabel=f"drop in {pruning.MEASURES[measure]} (pp)",
+    title=f"{model}: one head pruned at a time (Spearman ρ = {rho:.2f})",
+)
 ax.legend(fontsize=7, title="label", loc="upper left")
 plt.show()
 
+
 # %% tags=["hide-input"]
 def importance_answer(lo, hi):
-    return ("yes: higher-CCS heads cost more" if lo > 0 else "no: higher-CCS heads cost less" if hi < 0
-            else "not detectably: the interval includes zero")
+    return (
+        "yes: higher-CCS heads cost more"
+        if lo > 0
+        else "no: higher-CCS heads cost less"
+        if hi < 0
+        else "not detectably: the interval includes zero"
+    )
 
 
 print(f"Spearman's rho (CCS, drop) = {rho:.2f} [{lo:.2f}, {hi:.2f}] over {len(single)} heads -> {importance_answer(lo, hi)}")
 truth_rho = evaluate.spearman_ci(truth["ccs"], single["drop"]) if truth is not None else None
-glue("pruning-importance", f"ρ = {rho:.2f} [{lo:.2f}, {hi:.2f}], {importance_answer(lo, hi)}".replace("-", "\u2212"),
-     display=False)
+glue(
+    "pruning-importance", f"ρ = {rho:.2f} [{lo:.2f}, {hi:.2f}], {importance_answer(lo, hi)}".replace("-", "\u2212"), display=False
+)
 if truth_rho is not None:
-    print(f"with the true CCS: rho = {truth_rho[0]:.2f} [{truth_rho[1]:.2f}, {truth_rho[2]:.2f}] -> "
-          f"{importance_answer(*truth_rho[1:])}")
+    print(
+        f"with the true CCS: rho = {truth_rho[0]:.2f} [{truth_rho[1]:.2f}, {truth_rho[2]:.2f}] -> "
+        f"{importance_answer(*truth_rho[1:])}"
+    )
 single.sort_values("drop", ascending=False).head(8).round(2)
 
 # %% tags=["remove-cell", "hide-input"]
 summary = {
-    "model": model, "weights": weights, "sets": hs.source, "rule": hs.rule, "paper_test": hs.paper_test,
-    "test": headsets.headline(hs), "category_counts_by_source": {s.source: s.counts for s in text_sources},
-    "random_pool": hs.random_pool, "ablation": ablation,
-    "measure": measure, "notes": hs.notes, "eval_images": eval_images, "eval_seed": eval_seed,
+    "model": model,
+    "weights": weights,
+    "sets": hs.source,
+    "rule": hs.rule,
+    "paper_test": hs.paper_test,
+    "test": headsets.headline(hs),
+    "category_counts_by_source": {s.source: s.counts for s in text_sources},
+    "random_pool": hs.random_pool,
+    "ablation": ablation,
+    "measure": measure,
+    "notes": hs.notes,
+    "eval_images": eval_images,
+    "eval_seed": eval_seed,
     "heads": {"high": hs.high, "low": hs.low, "random": hs.random, "equal": hs.equal, "tie_draws": hs.ties},
     "category_counts": counts,
     "agreement_with_other_sets": agree.to_dict("records"),
-    "drops": {split: {name: dict(zip(("drop", "low", "high"), r.drop(name, split, measure)))
-                      for name in ("high", "low", "random")} for split in splits},
+    "drops": {
+        split: {name: dict(zip(("drop", "low", "high"), r.drop(name, split, measure))) for name in ("high", "low", "random")}
+        for split in splits
+    },
     "test_table": test_table.to_dict("records"),
     "claims": {k: dict(zip(("difference", "low", "high"), v)) for k, v in claims.items()},
     "claims_top1": {k: dict(zip(("difference", "low", "high"), v)) for k, v in top1.items()},
-    "verdict": verdict, "carried": carry, "untestable_tasks": skip,
+    "verdict": verdict,
+    "carried": carry,
+    "untestable_tasks": skip,
     "per_task": by_task.reset_index().to_dict("records"),
     "other_sets": other.source if other is not None else None,
     "other_sets_claims": {k: dict(zip(("difference", "low", "high"), v)) for k, v in other_claims.items()},
-    "other_sets_verdict": other_carry, "labeler": llm.describe(labeler), "seeds": seeds,
-    "per_head": single.to_dict("records"), "ccs_importance_spearman": {"rho": rho, "low": lo, "high": hi},
+    "other_sets_verdict": other_carry,
+    "labeler": llm.describe(labeler),
+    "seeds": seeds,
+    "per_head": single.to_dict("records"),
+    "ccs_importance_spearman": {"rho": rho, "low": lo, "high": hi},
     "ccs_importance_spearman_truth": dict(zip(("rho", "low", "high"), truth_rho)) if truth_rho else None,
     # the claims for the replication page (ccs.replication), per source of sets
     "replication": {
-        hs.source: {"pruning-high-vs-low": replication.row(claims["high vs low"], test=hs.test),
-                    "pruning-high-vs-random": replication.row(claims["high vs random"], test=hs.test)},
-        **({other.source: {"pruning-high-vs-low": replication.row(other_claims["high vs low"], test=other.test),
-                           "pruning-high-vs-random": replication.row(other_claims["high vs random"], test=other.test)}}
-           if other is not None else {}),
-        **({fn.source: {"pruning-high-vs-low": replication.row(fn_claims["high vs low"], test=fn.test),
-                        "pruning-high-vs-random": replication.row(fn_claims["high vs random"], test=fn.test)}}
-           if fn is not None else {})},
-    "function_sets": {"high": fn.high, "low": fn.low, "claims": {k: dict(zip(("difference", "low", "high"), v))
-                                                                   for k, v in fn_claims.items()}, "verdict": fn_verdict}
-    if fn is not None else None,
+        hs.source: {
+            "pruning-high-vs-low": replication.row(claims["high vs low"], test=hs.test),
+            "pruning-high-vs-random": replication.row(claims["high vs random"], test=hs.test),
+        },
+        **(
+            {
+                other.source: {
+                    "pruning-high-vs-low": replication.row(other_claims["high vs low"], test=other.test),
+                    "pruning-high-vs-random": replication.row(other_claims["high vs random"], test=other.test),
+                }
+            }
+            if other is not None
+            else {}
+        ),
+        **(
+            {
+                fn.source: {
+                    "pruning-high-vs-low": replication.row(fn_claims["high vs low"], test=fn.test),
+                    "pruning-high-vs-random": replication.row(fn_claims["high vs random"], test=fn.test),
+                }
+            }
+            if fn is not None
+            else {}
+        ),
+    },
+    "function_sets": {
+        "high": fn.high,
+        "low": fn.low,
+        "claims": {k: dict(zip(("difference", "low", "high"), v)) for k, v in fn_claims.items()},
+        "verdict": fn_verdict,
+    }
+    if fn is not None
+    else None,
     # this run's rows of the paper's tables, for the paper-vs-book page (ccs.paper_tables)
-    "paper_tables": {"pruning_high_low": pruning.run_values(r, real.sets),
-                     "pruning_high_random": pruning.run_values(r, real.sets, ("high", "random"))},
+    "paper_tables": {
+        "pruning_high_low": pruning.run_values(r, real.sets),
+        "pruning_high_random": pruning.run_values(r, real.sets, ("high", "random")),
+    },
 }
 summary["replication"].setdefault("this run", {})["importance-rho"] = replication.row((rho, lo, hi))
 if truth_rho is not None:

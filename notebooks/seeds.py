@@ -61,15 +61,24 @@ label_source = {"run": "this run", "truth": "ground truth", "function": "functio
 eval_sets = pruning.world_sets(eval_images, eval_seed, ["test", *shifted])
 clfs, rows, heads, points = None, [], {}, []
 for s in analysis_seeds:
-    st = study.load(model, weights=weights, images=images, pool=pool, texts=texts, seed=s, backend=backend,
-                    calibration=calibration, seeds=seeds, side=seeds)
+    st = study.load(
+        model,
+        weights=weights,
+        images=images,
+        pool=pool,
+        texts=texts,
+        seed=s,
+        backend=backend,
+        calibration=calibration,
+        seeds=seeds,
+        side=seeds,
+    )
     clfs = clfs or pruning.classifiers(model, st.module, st.tokenizer, world.tasks())
     concept_sources = [(label_source.get(l, l), "concepts: " + p, c) for l, p, c in st.concept_sets("run", seeds)]
     conditions = st.conditions(equal=False) | study.concept_conditions(concept_sources)
     only = {k: ["test"] for k in conditions if k.startswith("concepts: ")}  # the diagonal is a test-split claim
     r = pruning.run(st.module, model, eval_sets, clfs, conditions, only=only, progress=False)
-    concept_claims = {src: pruning.diagonal_test(r, list(c), "test", measure, prefix=p)
-                      for src, p, c in concept_sources}
+    concept_claims = {src: pruning.diagonal_test(r, list(c), "test", measure, prefix=p) for src, p, c in concept_sources}
     for prefix, src in st.sources():
         claims = pruning.central_claims(r, "test", measure, prefix=prefix)
         claims |= {f"shifted: high vs {b}": ood.high_vs(r, shifted, b, measure, prefix) for b in ("low", "random")}
@@ -77,12 +86,20 @@ for s in analysis_seeds:
         if diag is not None and diag["concepts"]:
             claims["concept diagonal"] = diag["difference"]
         heads[f"{s}/{src.source}"] = src.high
-        points += [{"analysis seed": s, "sets": src.source, "claim": k, "estimate": 100 * v[0], "lo": 100 * v[1],
-                    "hi": 100 * v[2]} for k, v in claims.items()]
-        rows.append({"analysis seed": s, "sets": src.source, "test": src.test,
-                     **{k: pruning.interval_text(v) for k, v in claims.items()},
-                     **{f"{k} verdict": pruning.verdict([v]) for k, v in claims.items()},
-                     "high heads": " ".join(src.high)})
+        points += [
+            {"analysis seed": s, "sets": src.source, "claim": k, "estimate": 100 * v[0], "lo": 100 * v[1], "hi": 100 * v[2]}
+            for k, v in claims.items()
+        ]
+        rows.append(
+            {
+                "analysis seed": s,
+                "sets": src.source,
+                "test": src.test,
+                **{k: pruning.interval_text(v) for k, v in claims.items()},
+                **{f"{k} verdict": pruning.verdict([v]) for k, v in claims.items()},
+                "high heads": " ".join(src.high),
+            }
+        )
 by_seed = pd.DataFrame(rows)
 by_seed.set_index(["sets", "analysis seed"]).sort_index(level=0, sort_remaining=False)
 
@@ -97,13 +114,14 @@ palette = dict(zip(pts["sets"].unique(), sns.color_palette(n_colors=pts["sets"].
 for ax, claim in zip(axes.flat, claims):
     sub = pts[pts["claim"] == claim]
     for y, row in enumerate(sub.itertuples()):
-        ax.errorbar(row.estimate, y, xerr=[[row.estimate - row.lo], [row.hi - row.estimate]], fmt="o",
-                    color=palette[row.sets], capsize=3)
+        ax.errorbar(
+            row.estimate, y, xerr=[[row.estimate - row.lo], [row.hi - row.estimate]], fmt="o", color=palette[row.sets], capsize=3
+        )
     ax.set_yticks(range(len(sub)), sub["row"], fontsize=8)
     ax.axvline(0, color="0.3", lw=0.8)
     ax.invert_yaxis()
     ax.set(title=claim, xlabel="extra cost of the pruned set (pp)")
-for ax in axes.flat[len(claims):]:
+for ax in axes.flat[len(claims) :]:
     ax.axis("off")
 fig.suptitle(f"{model}: every claim on {len(analysis_seeds)} analysis seeds", y=1.01)
 fig.tight_layout()
@@ -122,14 +140,21 @@ glue("seeds-run-replicated", agreement.loc[("this run", "high vs random"), "hold
 agreement
 
 # %% tags=["hide-input"]
-stable = {src: len({heads[f"{s}/{src}"] and " ".join(heads[f"{s}/{src}"]) for s in analysis_seeds})
-          for src in by_seed["sets"].unique()}
+stable = {
+    src: len({heads[f"{s}/{src}"] and " ".join(heads[f"{s}/{src}"]) for s in analysis_seeds}) for src in by_seed["sets"].unique()
+}
 print("different high sets across the seeds, per source: " + ", ".join(f"{k} {v}" for k, v in stable.items()))
 
 # %% tags=["remove-cell", "hide-input"]
 summary = {
-    "model": model, "weights": weights, "analysis_seeds": analysis_seeds, "seeds": seeds, "measure": measure,
-    "eval_images": eval_images, "eval_seed": eval_seed, "by_seed": by_seed.to_dict("records"),
+    "model": model,
+    "weights": weights,
+    "analysis_seeds": analysis_seeds,
+    "seeds": seeds,
+    "measure": measure,
+    "eval_images": eval_images,
+    "eval_seed": eval_seed,
+    "by_seed": by_seed.to_dict("records"),
     "seed_agreement": replication.agreement_record(agreement),
 }
 with open("seeds.json", "w") as f:

@@ -73,16 +73,32 @@ convention = "centred"  # [centred | textspan] how ln_post's mean and bias are s
 print(models.banner(model, weights))
 
 # %%
-a = ts.analyse(model, images=images, pool=pool, layers=last_layers, texts=texts_per_head,
-               seed=seed, convention=convention, progress=False,
-               untrained=weights == "random")
+a = ts.analyse(
+    model,
+    images=images,
+    pool=pool,
+    layers=last_layers,
+    texts=texts_per_head,
+    seed=seed,
+    convention=convention,
+    progress=False,
+    untrained=weights == "random",
+)
 
 # %% tags=["hide-input"]
 dec = a.decomposition
 N, K, H, D = dec.heads.shape
-pd.Series({"images": N, "analysed layers": f"{dec.layers[0]}-{dec.layers[-1]}",
-           "heads per layer": H, "embedding dim": D, "pool": a.pool.name,
-           "pool descriptions": len(a.pool)}, name="value").to_frame()
+pd.Series(
+    {
+        "images": N,
+        "analysed layers": f"{dec.layers[0]}-{dec.layers[-1]}",
+        "heads per layer": H,
+        "embedding dim": D,
+        "pool": a.pool.name,
+        "pool descriptions": len(a.pool),
+    },
+    name="value",
+).to_frame()
 
 # %% [markdown]
 # The identity, checked on a few images in full precision: the terms sum to the normalised
@@ -121,8 +137,7 @@ table[cols].set_index(["layer", "head"])
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "How much of each head's variance across the images its five texts explain, one cell per analysed head (rows: layers, columns: heads).", "name": "fig-textspan-explained"}, "image": {"alt": "Heatmap of variance explained per head by layer and head index, annotated with the values."}}
 grid = table.pivot(index="layer", columns="head", values="explained")
 fig, ax = plt.subplots(figsize=(1.2 + 0.55 * H, 0.9 + 0.5 * K))
-sns.heatmap(grid, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="viridis", ax=ax,
-            cbar_kws={"label": "variance explained"})
+sns.heatmap(grid, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="viridis", ax=ax, cbar_kws={"label": "variance explained"})
 ax.set(title=f"{model}: head variance explained by {texts_per_head} texts")
 plt.show()
 
@@ -131,8 +146,7 @@ plt.show()
 # largest: TextSpan picks by projected variance, which also rewards texts with long projections).
 
 # %% tags=["hide-input"]
-steps = pd.DataFrame([{"pick": i + 1, "variance": v} for r in records
-                      for i, v in enumerate(r["variance"])])
+steps = pd.DataFrame([{"pick": i + 1, "variance": v} for r in records for i, v in enumerate(r["variance"])])
 steps.groupby("pick")["variance"].agg(["mean", "min", "max"]).round(3)
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "The share of a head's variance that each successive text adds, in the order TextSpan chose the texts, over all analysed heads.", "name": "fig-textspan-picks"}, "image": {"alt": "Box plots of the variance share added by the first to the fifth chosen text."}}
@@ -156,16 +170,25 @@ check = ts.zero_shot_check(a)
 check.round(3).set_index("task")
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "TextSpan's check: zero-shot accuracy per task from the stored decomposition (original), with every analysed head replaced by its reconstruction from its texts (textspan), and with every analysed head replaced by its mean (mean-ablated).", "name": "fig-textspan-zero-shot"}, "image": {"alt": "Grouped bar chart of zero-shot accuracy per task for the original, textspan-reconstructed and mean-ablated embeddings."}}
-long = check.melt(id_vars="task", value_vars=["original", "textspan", "mean-ablated"],
-                  var_name="embedding", value_name="accuracy")
+long = check.melt(
+    id_vars="task", value_vars=["original", "textspan", "mean-ablated"], var_name="embedding", value_name="accuracy"
+)
 fig, ax = plt.subplots(figsize=(8, 3.2))
 sns.barplot(data=long, x="task", y="accuracy", hue="embedding", ax=ax)
 ax.set(xlabel="", ylim=(0, 1), title="zero-shot accuracy")
 plt.show()
 
 # %% tags=["remove-cell", "hide-input"]
-out = {"model": model, "weights": weights, "images": N, "pool": a.pool.name,
-       "pool_size": len(a.pool), "layers": dec.layers, "texts_per_head": texts_per_head,
-       "convention": dec.meta["convention"], "heads": records,
-       "zero_shot": check.round(4).to_dict(orient="records")}
+out = {
+    "model": model,
+    "weights": weights,
+    "images": N,
+    "pool": a.pool.name,
+    "pool_size": len(a.pool),
+    "layers": dec.layers,
+    "texts_per_head": texts_per_head,
+    "convention": dec.meta["convention"],
+    "heads": records,
+    "zero_shot": check.round(4).to_dict(orient="records"),
+}
 Path("textspan.json").write_text(json.dumps(out, indent=1))

@@ -62,7 +62,9 @@ calibration = "pool"  # [pool | world | real | lenient] the offline judge's cali
 images = 1000  # [at least 2] images TextSpan decomposes (the same analysis as the TextSpan and CCS pages)
 texts = 5  # [at least 1]
 seed = 0  # [at least 0]
-sets = "run"  # [run | truth | function | paper] where the high and low heads come from: "run", "truth" (world ground truth), "paper"
+sets = (
+    "run"  # [run | truth | function | paper] where the high and low heads come from: "run", "truth" (world ground truth), "paper"
+)
 ablation = "zero"  # [zero | mean] "zero" (the paper's soft pruning) or "mean"
 seeds = 5  # [at least 1] random draws
 clips = 500  # [at least 3] concept-world clips (queries in each direction); the page draws three of them
@@ -76,8 +78,18 @@ protocol = "paper"  # [paper | clip4clip] video protocol: "paper" (the paper's c
 # %% tags=["hide-input"]
 print(models.banner(model, weights))
 print(f"video protocol: {protocol} ({evalset.PROTOCOLS[evalset.check_protocol(protocol)]})")
-st = study.load(model, weights=weights, images=images, pool=pool, texts=texts, seed=seed, backend=backend,
-                calibration=calibration, sets=sets, seeds=seeds)
+st = study.load(
+    model,
+    weights=weights,
+    images=images,
+    pool=pool,
+    texts=texts,
+    seed=seed,
+    backend=backend,
+    calibration=calibration,
+    sets=sets,
+    seeds=seeds,
+)
 analysis, table, spec = st.analysis, st.table, st.spec
 hs, other, fn = st.sets, st.other, st.fn  # the page's sets; the other text source's and the function's beside them
 print(st.describe())
@@ -115,8 +127,10 @@ video_of_text = np.arange(clips)
 reports = {}
 for name, heads in conditions.items():
     with ablate.pruned(model_, heads, ablation, means=means):
-        reports[name] = evaluate.retrieval_report(text, pruning.clip_embeddings(model, model_, batch.frames, protocol),
-                                                  video_of_text)
+        reports[name] = evaluate.retrieval_report(
+            text, pruning.clip_embeddings(model, model_, batch.frames, protocol), video_of_text
+        )
+
 
 # %% tags=["hide-input"]
 def hits(name: str, k: int, direction: str = "text_to_video") -> np.ndarray:
@@ -140,20 +154,38 @@ for name in ["original", "high", "low", "random"]:
             row["R@1 seed sd"] = 100 * per["R@1"].std(ddof=1)
         rows.append(row)
 recalls = pd.DataFrame(rows)
-print(f"{clips} clips of {frames} frames, one caption each ({protocol} protocol); R@K in % (R@1 with its 95 % "
-      f"interval over the queries), every query ranking a gallery of {clips}; random: mean over {len(hs.random)} draws")
+print(
+    f"{clips} clips of {frames} frames, one caption each ({protocol} protocol); R@K in % (R@1 with its 95 % "
+    f"interval over the queries), every query ranking a gallery of {clips}; random: mean over {len(hs.random)} draws"
+)
 recalls.set_index(["direction", "pruned"]).sort_index(level=0, sort_remaining=False)
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Text-to-video recall at 1, 5 and 10, unpruned and with the high, low or random sets pruned (percentages, 95 % intervals over the queries).", "name": "fig-video-recall"}, "image": {"alt": "Grouped bar chart of text-to-video R@1, R@5 and R@10 for the original model and the three pruned sets, with error bars."}}
-plot = pd.DataFrame([{"pruned": name, "K": f"R@{k}", **dict(zip(("R", "lo", "hi"), (100 * v for v in evaluate.mean_ci(hits(name, k)))))}
-                     for name in ["original", "high", "low", "random"] for k in (1, 5, 10)])
+plot = pd.DataFrame(
+    [
+        {"pruned": name, "K": f"R@{k}", **dict(zip(("R", "lo", "hi"), (100 * v for v in evaluate.mean_ci(hits(name, k)))))}
+        for name in ["original", "high", "low", "random"]
+        for k in (1, 5, 10)
+    ]
+)
 fig, ax = plt.subplots(figsize=(8, 3.6))
 sns.barplot(plot, x="K", y="R", hue="pruned", ax=ax, errorbar=None)
 for bars_, (_, sub) in zip(ax.containers, plot.groupby("pruned", sort=False)):
-    ax.errorbar([b.get_x() + b.get_width() / 2 for b in bars_], sub["R"], yerr=[sub["R"] - sub["lo"], sub["hi"] - sub["R"]],
-                fmt="none", ecolor="0.2", capsize=3, lw=1)
-ax.set(ylabel="text → video recall (%)", xlabel="", ylim=(0, 105),
-       title=f"{model}: text-to-video retrieval of {clips} clips (95 % intervals over the queries)")
+    ax.errorbar(
+        [b.get_x() + b.get_width() / 2 for b in bars_],
+        sub["R"],
+        yerr=[sub["R"] - sub["lo"], sub["hi"] - sub["R"]],
+        fmt="none",
+        ecolor="0.2",
+        capsize=3,
+        lw=1,
+    )
+ax.set(
+    ylabel="text → video recall (%)",
+    xlabel="",
+    ylim=(0, 105),
+    title=f"{model}: text-to-video retrieval of {clips} clips (95 % intervals over the queries)",
+)
 ax.legend(title="pruned", ncols=4, fontsize=8, loc="lower right")
 plt.show()
 
@@ -172,8 +204,14 @@ verdict = pruning.verdict(claims.values())
 at_ceiling = retrieval.at_ceiling(reports)  # nothing left to lose at R@1: no verdict
 if at_ceiling:
     verdict = "no verdict (R@1 at the ceiling)"
-print(f"unpruned: text → video R@1 {100 * hits('original', 1).mean():.1f} %, R@5 {100 * hits('original', 5).mean():.1f} %"
-      + ("; R@5 and R@10 sit at the ceiling, so only R@1 can show a cost" if hits("original", 5).mean() >= retrieval.CEILING else ""))
+print(
+    f"unpruned: text → video R@1 {100 * hits('original', 1).mean():.1f} %, R@5 {100 * hits('original', 5).mean():.1f} %"
+    + (
+        "; R@5 and R@10 sit at the ceiling, so only R@1 can show a cost"
+        if hits("original", 5).mean() >= retrieval.CEILING
+        else ""
+    )
+)
 for k, v in claims.items():
     print(f"text → video: extra R@1 lost by pruning high, {k}: {pruning.interval_text(v)}")
 for k, base in (("high vs low", "low"), ("high vs random", "random")):  # the other direction, for the record
@@ -183,15 +221,22 @@ glue("video-verdict", headsets.verdict_text(hs, verdict), display=False)
 r1 = recalls[recalls.direction == "text → video"].set_index("pruned")[["R@1", "R@1 CI"]].round(1)
 r1.columns = ["text → video R@1 %", "95 % interval"]
 glue("video-r1-table", r1, display=False)
-print(f"Verdict on {model} ({headsets.whose(hs.source)} sets, {ablation} ablation, text → video R@1): "
-      + (f"the claim is {verdict.upper()}." if hs.paper_test else
-         f"no verdict on the paper's claim ({hs.why_not_paper()}); on the ranked sets: {verdict.upper()}."))
+print(
+    f"Verdict on {model} ({headsets.whose(hs.source)} sets, {ablation} ablation, text → video R@1): "
+    + (
+        f"the claim is {verdict.upper()}."
+        if hs.paper_test
+        else f"no verdict on the paper's claim ({hs.why_not_paper()}); on the ranked sets: {verdict.upper()}."
+    )
+)
 
 
 def video_rows(c: dict, s_: headsets.HeadSets) -> dict:
     """The replication records of one source: both comparisons of the page's verdict, each its own claim."""
-    return {f"video-{k.replace(' ', '-')}": replication.row(v, "no verdict (R@1 at the ceiling)" if at_ceiling else None,
-                                                            s_.test) for k, v in c.items()}
+    return {
+        f"video-{k.replace(' ', '-')}": replication.row(v, "no verdict (R@1 at the ceiling)" if at_ceiling else None, s_.test)
+        for k, v in c.items()
+    }
 
 
 replication_rows = {hs.source: video_rows(claims, hs)}
@@ -202,11 +247,18 @@ for s_ in (x for x in (other, fn) if x is not None):
     replication_rows[s_.source] = video_rows(c, s_)
     if s_ is other:
         other_claims, other_verdict = c, v
-    print(f"with {headsets.whose(s_.source)} sets: " + "; ".join(f"{k} {pruning.interval_text(x)}" for k, x in c.items())
-          + f" -> {v}")
+    print(
+        f"with {headsets.whose(s_.source)} sets: "
+        + "; ".join(f"{k} {pruning.interval_text(x)}" for k, x in c.items())
+        + f" -> {v}"
+    )
 glue("video-other-verdict", other_verdict or "n/a (the pool carries no ground truth)", display=False)
-glue("video-ceiling", f"unpruned, text → video R@1 is {100 * hits('original', 1).mean():.1f} % and R@5 "
-     f"{100 * hits('original', 5).mean():.1f} % over {clips} clips", display=False)
+glue(
+    "video-ceiling",
+    f"unpruned, text → video R@1 is {100 * hits('original', 1).mean():.1f} % and R@5 "
+    f"{100 * hits('original', 5).mean():.1f} % over {clips} clips",
+    display=False,
+)
 
 # %% [markdown]
 # ## What mean pooling cannot see
@@ -227,8 +279,11 @@ backward = pruning.clip_embeddings(model, model_, batch.frames.flip(1), protocol
 gap = float((forward - backward).abs().max())
 opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}
 # captions without the start position (a reversed clip starts elsewhere): they differ only in the motion
-motion_caps = [world.full_caption({**row, "motion": m}).replace(f" in the {row['position']}", "")
-               for _, row in batch.attributes.iterrows() for m in world.MOTIONS]
+motion_caps = [
+    world.full_caption({**row, "motion": m}).replace(f" in the {row['position']}", "")
+    for _, row in batch.attributes.iterrows()
+    for m in world.MOTIONS
+]
 motion_text = evaluate.text_embeddings(model_, tokenizer, motion_caps).view(clips, len(world.MOTIONS), -1)
 truth = np.array([world.MOTIONS.index(m) for m in batch.attributes["motion"]])
 reverse = np.array([world.MOTIONS.index(opposite[m]) for m in batch.attributes["motion"]])
@@ -252,8 +307,13 @@ motion.round(1).set_index("clips")
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Mean pooling and the direction of motion: how often each clip prefers the caption with its own direction of motion over the one with the opposite direction, for the clips, for the same clips played backwards, and for both together (95 % intervals; dashed: chance).", "name": "fig-video-motion"}, "image": {"alt": "Three bars, forward, reversed and both, of the share of clips choosing the right motion caption, against a dashed chance line at 50 percent."}}
 fig, ax = plt.subplots(figsize=(5, 3))
-ax.bar(motion["clips"], motion["right %"], yerr=[motion["right %"] - motion["lo"], motion["hi"] - motion["right %"]],
-       color=sns.color_palette()[:3], capsize=4)
+ax.bar(
+    motion["clips"],
+    motion["right %"],
+    yerr=[motion["right %"] - motion["lo"], motion["hi"] - motion["right %"]],
+    color=sns.color_palette()[:3],
+    capsize=4,
+)
 ax.axhline(50, ls="--", color="0.3", lw=1)
 ax.text(2.45, 52, "chance", ha="right", fontsize=8)
 ax.set(ylabel="right motion first (%)", ylim=(0, 100), title="Mean pooling and the direction of motion")
@@ -289,35 +349,69 @@ for name in ("MSR-VTT", "MSVD", "DiDeMo"):
     recall = {}
     for name_, heads in conditions.items():
         with ablate.pruned(model_, heads, ablation, means=means):
-            rep = evaluate.retrieval_report(vtext, pruning.clip_embeddings(model, model_, vs.frames, protocol),
-                                            vs.video_of_text)
+            rep = evaluate.retrieval_report(vtext, pruning.clip_embeddings(model, model_, vs.frames, protocol), vs.video_of_text)
         recall.setdefault(pruning.group(name_), []).append(100 * rep["text_to_video"]["R@1"])
     galleries[name] = vs.gallery
     standard = datasets.spec(name).split_videos
     split = f"the whole split file ({vs.split_videos} videos{'' if vs.split_videos == standard else f'; the standard split has {standard}'})"
     if vs.full:
         measured[name] = {g: float(np.mean(v)) for g, v in recall.items()}
-    print(textwrap.fill(f"{name}: {len(vs.captions)} captions ranked against a gallery of {vs.gallery} videos, "
-                        f"{protocol} protocol; " + (split if vs.full else f"{len(vs.missing)} videos of the split are missing, "
-                                                   "so this R@1 is not put beside the paper's"), 110))
+    print(
+        textwrap.fill(
+            f"{name}: {len(vs.captions)} captions ranked against a gallery of {vs.gallery} videos, "
+            f"{protocol} protocol; "
+            + (
+                split
+                if vs.full
+                else f"{len(vs.missing)} videos of the split are missing, so this R@1 is not put beside the paper's"
+            ),
+            110,
+        )
+    )
 groups_ = ["original", "high", "low", "random"]
-pd.DataFrame([{"dataset": ds, "model": m, "paper: gallery": datasets.spec(ds).split_videos,
-               **{f"paper: {g}": x for g, x in zip(groups_, v)},
-               **({} if spec.embedded else {"this run: gallery": galleries.get(ds) if m == model else None,
-                                            **{f"this run: {g}": (measured[ds][g] if m == model and ds in measured
-                                                                  else float("nan")) for g in groups_}})}
-              for ds, per in paper["video_t2v_r1"].items() for m, v in per.items()]).set_index(["dataset", "model"])
+pd.DataFrame(
+    [
+        {
+            "dataset": ds,
+            "model": m,
+            "paper: gallery": datasets.spec(ds).split_videos,
+            **{f"paper: {g}": x for g, x in zip(groups_, v)},
+            **(
+                {}
+                if spec.embedded
+                else {
+                    "this run: gallery": galleries.get(ds) if m == model else None,
+                    **{f"this run: {g}": (measured[ds][g] if m == model and ds in measured else float("nan")) for g in groups_},
+                }
+            ),
+        }
+        for ds, per in paper["video_t2v_r1"].items()
+        for m, v in per.items()
+    ]
+).set_index(["dataset", "model"])
 
 # %% tags=["remove-cell", "hide-input"]
 summary = {
-    "model": model, "weights": weights, "sets": hs.source, "rule": hs.rule, "paper_test": hs.paper_test, "ablation": ablation, "clips": clips, "frames": frames,
-    "clip_seed": clip_seed, "protocol": protocol, "notes": hs.notes,
+    "model": model,
+    "weights": weights,
+    "sets": hs.source,
+    "rule": hs.rule,
+    "paper_test": hs.paper_test,
+    "ablation": ablation,
+    "clips": clips,
+    "frames": frames,
+    "clip_seed": clip_seed,
+    "protocol": protocol,
+    "notes": hs.notes,
     "video_galleries": galleries,  # videos ranked per real dataset (its R@1 is beside the paper's only for the whole split)
     "retrieval": recalls.to_dict("records"),
-    "claims": {k: dict(zip(("difference", "low", "high"), v)) for k, v in claims.items()}, "verdict": verdict,
-    "other_sets": other.source if other is not None else None, "other_verdict": other_verdict,
+    "claims": {k: dict(zip(("difference", "low", "high"), v)) for k, v in claims.items()},
+    "verdict": verdict,
+    "other_sets": other.source if other is not None else None,
+    "other_verdict": other_verdict,
     "other_claims": {k: dict(zip(("difference", "low", "high"), v)) for k, v in other_claims.items()},
-    "replication": replication_rows, "seeds": seeds,
+    "replication": replication_rows,
+    "seeds": seeds,
     "motion_only": {"reversal_gap": gap, "r1": motion.to_dict("records")},
     # this run's rows of the paper's text-to-video table, for the paper-vs-book page (ccs.paper_tables)
     "paper_tables": {"video_t2v_r1": {ds: [v[g] for g in groups_] for ds, v in measured.items()}},

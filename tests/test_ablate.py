@@ -1,4 +1,5 @@
 """Soft pruning of attention heads: exact, local, restored, and mean ablation by the right amount."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -44,8 +45,7 @@ def tiny():
 
 def _tower(**kw):
     torch.manual_seed(0)
-    kw = {"image_size": 16, "patch_size": 8, "width": 32, "layers": 3, "heads": 4,
-          "mlp_ratio": 2, "output_dim": 16, **kw}
+    kw = {"image_size": 16, "patch_size": 8, "width": 32, "layers": 3, "heads": 4, "mlp_ratio": 2, "output_dim": 16, **kw}
     return _perturb(VisionTransformer(**kw).eval())
 
 
@@ -72,8 +72,8 @@ def _by_hand(model, x, heads, means=None):
             saved.setdefault(layer, (lin.weight.clone(), lin.bias.clone()))
             dh = lin.weight.shape[1] // blocks[layer].attn.num_heads
             if means is not None:
-                lin.bias += lin.weight[:, head * dh:(head + 1) * dh] @ means[layer][head]
-            lin.weight[:, head * dh:(head + 1) * dh] = 0
+                lin.bias += lin.weight[:, head * dh : (head + 1) * dh] @ means[layer][head]
+            lin.weight[:, head * dh : (head + 1) * dh] = 0
     try:
         return _encode(model, x)
     finally:
@@ -195,8 +195,7 @@ def test_bad_means_change_nothing(b32):
     model, x = b32
     state = _state(model)
     with pytest.raises(ablate.PruningError, match="layer 10"):
-        with ablate.pruned(model, ["L11.H5", "L10.H1"], "mean",
-                           means=ablate.head_means(model, x, layers=[11])):
+        with ablate.pruned(model, ["L11.H5", "L10.H1"], "mean", means=ablate.head_means(model, x, layers=[11])):
             pass
     assert _same_state(model, state)
 
@@ -212,9 +211,10 @@ def _check_mean_delta(model, x, means, heads):
     blocks = dc._blocks(model)
     blk, layer = blocks[-1], len(blocks) - 1
     seen = {}
-    hooks = [blk.register_forward_pre_hook(lambda m, a: seen.setdefault("input", a[0].clone())),
-             blk.ln_2.register_forward_pre_hook(lambda m, a: seen.setdefault("resid", []).append(
-                 a[0][:, 0].clone()))]
+    hooks = [
+        blk.register_forward_pre_hook(lambda m, a: seen.setdefault("input", a[0].clone())),
+        blk.ln_2.register_forward_pre_hook(lambda m, a: seen.setdefault("resid", []).append(a[0][:, 0].clone())),
+    ]
     try:
         _encode(model, x)
         with ablate.pruned(model, [(layer, head) for head in heads], "mean", means=means):
@@ -228,7 +228,7 @@ def _check_mean_delta(model, x, means, heads):
         dh = z.shape[-1]
         expected = 0
         for head in heads:
-            w_h = blk.attn.out_proj.weight[:, head * dh:(head + 1) * dh]
+            w_h = blk.attn.out_proj.weight[:, head * dh : (head + 1) * dh]
             expected = expected + (means[layer][head] - z[:, head]) @ w_h.T
         expected = blk.ls_1(expected)
     delta = pruned - plain
@@ -278,18 +278,22 @@ def _brute_force_means(model, x, layers):
     for i in layers:
         blk = blocks[i]
         if isinstance(blk.attn, torch.nn.MultiheadAttention):
+
             def pre(m, a, i=i):
                 h = m.ln_1(a[0])
                 _, attn = m.attn(h, h, h, need_weights=True, average_attn_weights=False)
                 W, H = h.shape[-1], m.attn.num_heads
-                v = F.linear(h, m.attn.in_proj_weight[2 * W:], m.attn.in_proj_bias[2 * W:])
+                v = F.linear(h, m.attn.in_proj_weight[2 * W :], m.attn.in_proj_bias[2 * W :])
                 z = torch.einsum("bhts,bshd->bhtd", attn, v.view(*v.shape[:2], H, W // H))
                 sums[i] = sums.get(i, 0) + z.double().sum((0, 2))
+
             hooks.append(blk.register_forward_pre_hook(pre))
         else:
+
             def pre(m, a, i=i, H=blk.attn.num_heads):
                 z = a[0].view(*a[0].shape[:2], H, -1)  # [B, T, H, dh]
                 sums[i] = sums.get(i, 0) + z.double().sum((0, 1))
+
             hooks.append(blk.attn.out_proj.register_forward_pre_hook(pre))
     try:
         _encode(model, x)
@@ -342,17 +346,21 @@ def test_parse_heads(b32):
     model, _ = b32
     assert ablate.parse_heads(model, ["L11.H5"]) == ablate.parse_heads(model, [(11, 5)]) == [(11, 5)]
     assert ablate.parse_heads(model, "L11.H5") == ablate.parse_heads(model, (11, 5)) == [(11, 5)]
-    assert ablate.parse_heads(model, ["L11.H5", (2, 0), "L2.H0", (torch.tensor(3), 1)]) == [
-        (2, 0), (3, 1), (11, 5)]
+    assert ablate.parse_heads(model, ["L11.H5", (2, 0), "L2.H0", (torch.tensor(3), 1)]) == [(2, 0), (3, 1), (11, 5)]
     assert ablate.parse_heads(model, []) == []
 
 
-@pytest.mark.parametrize("bad, match", [("L12.H0", r"'L12\.H0'.*layers 0-11"),
-                                        ("L3.H99", r"'L3\.H99'.*heads 0-11"),
-                                        ("X1", r"Unknown head 'X1'.*L<layer>\.H<head>"),
-                                        ((-1, 0), r"\(-1, 0\).*layers 0-11"),
-                                        ((1, 2, 3), r"Unknown head \(1, 2, 3\)"),
-                                        ("l11.h5", "Unknown head")])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ("L12.H0", r"'L12\.H0'.*layers 0-11"),
+        ("L3.H99", r"'L3\.H99'.*heads 0-11"),
+        ("X1", r"Unknown head 'X1'.*L<layer>\.H<head>"),
+        ((-1, 0), r"\(-1, 0\).*layers 0-11"),
+        ((1, 2, 3), r"Unknown head \(1, 2, 3\)"),
+        ("l11.h5", "Unknown head"),
+    ],
+)
 def test_bad_heads_name_the_head_and_the_range(b32, bad, match):
     model, x = b32
     with pytest.raises(ablate.PruningError, match=match):
@@ -365,9 +373,11 @@ def test_bad_heads_name_the_head_and_the_range(b32, bad, match):
 def test_models_that_cannot_be_pruned():
     from open_clip.modified_resnet import ModifiedResNet
 
-    for model, match in [(torch.nn.Linear(4, 4), "Linear"),
-                         (ModifiedResNet([1, 1, 1, 1], 16, 2, image_size=32, width=8), "ModifiedResNet"),
-                         (_tower(block_type="custom", scale_attn=True), "heads cannot be separated")]:
+    for model, match in [
+        (torch.nn.Linear(4, 4), "Linear"),
+        (ModifiedResNet([1, 1, 1, 1], 16, 2, image_size=32, width=8), "ModifiedResNet"),
+        (_tower(block_type="custom", scale_attn=True), "heads cannot be separated"),
+    ]:
         with pytest.raises(ablate.PruningError, match=match) as e:
             ablate.parse_heads(model, ["L0.H0"])
         assert isinstance(e.value.__cause__, dc.DecompositionError)

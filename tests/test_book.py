@@ -1,4 +1,5 @@
 """The book builds with warnings as errors, and its pages render offline."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -8,9 +9,12 @@ from ccs import pipeline
 
 def test_book_builds_strictly_and_serves_its_own_mathjax(tmp_path):
     jb = Path(sys.executable).with_name("jupyter-book")
-    proc = subprocess.run([str(jb), "build", str(pipeline.ROOT), "--path-output", str(tmp_path),
-                           "-W", "-n", "--keep-going", "--quiet"],
-                          capture_output=True, text=True, cwd=pipeline.ROOT)
+    proc = subprocess.run(
+        [str(jb), "build", str(pipeline.ROOT), "--path-output", str(tmp_path), "-W", "-n", "--keep-going", "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=pipeline.ROOT,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     html = tmp_path / "_build" / "html"
     intro = (html / "book" / "intro.html").read_text()

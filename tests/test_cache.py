@@ -1,4 +1,5 @@
 """The on-disk cache: keyed by the library's code, so a code change never serves a stale result."""
+
 from ccs import cache
 
 
@@ -41,12 +42,15 @@ def test_no_page_and_no_cached_step_imports_the_command_line_or_the_regime_study
     from pathlib import Path
 
     root = Path(cache.__file__).resolve().parents[2]
-    sources = [*root.joinpath("notebooks").glob("*.py"),
-               *root.joinpath("lib", "ccs").glob("*.py")]  # the library outside ccs/cli
+    sources = [*root.joinpath("notebooks").glob("*.py"), *root.joinpath("lib", "ccs").glob("*.py")]  # the library outside ccs/cli
     for path in sources:
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                     [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
-                     if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             assert not any(n == "ccs.cli" or n.startswith("ccs.cli.") for n in names), (path, names)
             assert path.name == "regime.py" or "ccs.regime" not in names, (path, names)

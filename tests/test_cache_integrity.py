@@ -1,6 +1,7 @@
 """Damaged caches are detected, reported with their path and recomputed: the decomposition folders
 (truncated arrays, invalid meta.json, same-size corruption caught by the checksums, resumes), the
 pool text embeddings and downloads, and the per-text sentence embeddings of the offline labeler."""
+
 import hashlib
 import json
 import re
@@ -47,8 +48,7 @@ def _no_warning(fn, *a, **kw):
 @pytest.fixture(scope="module")
 def fresh(tiny, images, tmp_path_factory):
     """The arrays of a decomposition computed from scratch, in a folder of its own."""
-    return _arrays(dc.stream(tiny, images, tmp_path_factory.mktemp("fresh"), batch_size=4,
-                             progress=False))
+    return _arrays(dc.stream(tiny, images, tmp_path_factory.mktemp("fresh"), batch_size=4, progress=False))
 
 
 def _truncate(size):
@@ -57,6 +57,7 @@ def _truncate(size):
         with open(f, "r+b") as fh:
             fh.truncate(size if size > 0 else f.stat().st_size + size)
         return f, "truncated" if size < 0 else "unreadable .npy header"
+
     return corrupt
 
 
@@ -91,10 +92,11 @@ def _missing_rest(folder):
     return f, "missing"
 
 
-@pytest.mark.parametrize("corrupt", [_truncate(-1000), _truncate(40), _zero_region, _bad_meta,
-                                     _meta_done, _missing_rest],
-                         ids=["truncated", "truncated-header", "zeroed-same-size", "bad-meta",
-                              "meta-done-edited", "missing-array"])
+@pytest.mark.parametrize(
+    "corrupt",
+    [_truncate(-1000), _truncate(40), _zero_region, _bad_meta, _meta_done, _missing_rest],
+    ids=["truncated", "truncated-header", "zeroed-same-size", "bad-meta", "meta-done-edited", "missing-array"],
+)
 def test_damaged_decomposition_is_reported_and_recomputed(tiny, images, fresh, cache, corrupt):
     a = dc.cached(tiny, "ccs-tiny", images, batch_size=4, progress=False)
     assert a.meta["done"] == 10 and a.verify() is None
@@ -163,8 +165,7 @@ def test_interrupted_stream_resumes_after_its_checks(tiny, images, fresh, tmp_pa
 
 
 @pytest.mark.parametrize("corrupt", [_zero_region, _truncate(-100), _bad_meta])
-def test_damaged_partial_stream_restarts_from_scratch(tiny, images, fresh, tmp_path, monkeypatch,
-                                                      corrupt):
+def test_damaged_partial_stream_restarts_from_scratch(tiny, images, fresh, tmp_path, monkeypatch, corrupt):
     """The rows written before an interruption are checked too (the running checksums cover them):
     a damaged partial folder is rebuilt, not resumed on top of bad rows."""
     out = tmp_path / "r"
@@ -205,6 +206,7 @@ def test_file_damaged_after_it_was_handed_out_names_the_folder(tiny, images, tmp
 
 # --- pool text embeddings ---------------------------------------------------------------------
 
+
 class TextModel(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -231,7 +233,7 @@ def _zero_inside(f, emb):
     data = bytearray(f.read_bytes())
     at = data.find(emb.tobytes()[:64])
     assert at > 0
-    data[at:at + 64] = bytes(64)
+    data[at : at + 64] = bytes(64)
     f.write_bytes(bytes(data))
 
 
@@ -259,8 +261,7 @@ def test_pool_embedding_cache_is_checked(cache, damage):
             np.savez(fh, embeddings=a[:5], crc32=np.uint32(0))
     else:  # the zip's own CRC of the member catches it as it is read
         _zero_inside(f, a)
-    what = {"truncated": "unreadable", "same-size": "checksum mismatch", "wrong-rows": "expected",
-            "zeroed": "CRC"}[damage]
+    what = {"truncated": "unreadable", "same-size": "checksum mismatch", "wrong-rows": "expected", "zeroed": "CRC"}[damage]
     with pytest.warns(dc.CacheWarning, match=re.escape(str(f)) + ".*" + what):
         b = pools.embed(pool, "fake", model, _tok)
     assert model.calls == 2 and np.array_equal(a, b)
@@ -294,8 +295,7 @@ def test_damaged_pool_download(cache, monkeypatch):
         def read(self):
             return body
 
-    monkeypatch.setattr(pools.urllib.request, "urlopen",
-                        lambda url, timeout: calls.append(url) or Response())
+    monkeypatch.setattr(pools.urllib.request, "urlopen", lambda url, timeout: calls.append(url) or Response())
     pool = pools.load("textspan", download=True)
     path = pools._url_file(pools.TEXTSPAN_URL)
     path.write_bytes(body[:10])  # truncated on disk
@@ -308,6 +308,7 @@ def test_damaged_pool_download(cache, monkeypatch):
 
 
 # --- per-text sentence embeddings of the offline labeler -----------------------------------------
+
 
 class FakeSentenceModel:
     """Deterministic unit vectors per text (the real model is not needed to test the cache)."""
@@ -335,7 +336,7 @@ def test_damaged_sentence_embedding_file_is_rewritten(cache, monkeypatch, damage
     assert np.array_equal(np.load(f), good[0])
     size = f.stat().st_size
     if damage == "truncated":
-        f.write_bytes(f.read_bytes()[:size - 100])
+        f.write_bytes(f.read_bytes()[: size - 100])
     elif damage == "zeroed":  # same size, valid header, all-zero vector
         with open(f, "r+b") as fh:
             fh.seek(size - 384 * 4)
@@ -359,6 +360,7 @@ def test_damaged_sentence_embedding_file_is_rewritten(cache, monkeypatch, damage
 
 
 # --- the pruning pages' embeddings and classifiers (issue 22) ------------------------------------------
+
 
 def _counting_calls(monkeypatch, module, name):
     calls = []
@@ -420,6 +422,7 @@ def test_damaged_pruning_cache_is_reported_and_recomputed(tiny, images, cache, m
 
 
 # --- a full disk (issue 22) ----------------------------------------------------------------------
+
 
 def test_full_disk_before_decomposing_is_an_error_naming_the_folder(tiny, images, tmp_path, monkeypatch):
     """The arrays' space is reserved when they are created: a disk without room is a DiskFullError
@@ -495,8 +498,13 @@ def test_decomposing_onto_a_full_disk_is_an_error_line_not_sigbus(full_disk):
     from pathlib import Path
 
     ccs = Path(sys.executable).parent / "ccs"
-    p = subprocess.run([str(ccs), "textspan", "--images", "256"], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "CCS_CACHE": str(full_disk), "TQDM_DISABLE": "1"})
+    p = subprocess.run(
+        [str(ccs), "textspan", "--images", "256"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "CCS_CACHE": str(full_disk), "TQDM_DISABLE": "1"},
+    )
     assert p.returncode == 1, (p.returncode, p.stderr[-2000:])
     line = p.stderr.strip().splitlines()[-1]
     assert line.startswith("error: not enough disk space for the decomposition of 256 images")

@@ -1,5 +1,6 @@
 """The offline judge, calibrated for the concept world, against the world's ground truth on every
 trained model of the book (its CCS page's record), and on the held-out real-CLIP-style heads."""
+
 import json
 
 import pytest

@@ -1,6 +1,7 @@
 """The `ccs` command's boundary: every option is checked before any work, and every failure is one
 line (`error: ...`, exit 1; usage errors keep click's format, exit 2) without a traceback, which
 only `--debug` / CCS_DEBUG=1 shows; an offline `ccs fetch` fails within seconds."""
+
 import os
 import socket
 import subprocess
@@ -95,8 +96,7 @@ def test_bad_options_are_usage_errors_before_any_work(args, word, cache, tmp_pat
     assert not (tmp_path / "run").exists() and not list(tmp_path.glob("*.png"))
 
 
-@pytest.mark.parametrize("args", [["textspan", "--model", "nope"], ["eval-tiny", "--model", "nope"],
-                                  ["fetch", "nope"]])
+@pytest.mark.parametrize("args", [["textspan", "--model", "nope"], ["eval-tiny", "--model", "nope"], ["fetch", "nope"]])
 def test_unknown_model_is_one_line_listing_the_known_ones(args, cache):
     result = CliRunner().invoke(app, args)
     _assert_clean_failure(result, code=1)
@@ -105,8 +105,7 @@ def test_unknown_model_is_one_line_listing_the_known_ones(args, cache):
     assert _files(cache) == []
 
 
-@pytest.mark.parametrize("args", [["textspan", "--pool", "nope"], ["textspan", "--pool", "textspan"],
-                                  ["pool", "show", "nope"]])
+@pytest.mark.parametrize("args", [["textspan", "--pool", "nope"], ["textspan", "--pool", "textspan"], ["pool", "show", "nope"]])
 def test_library_errors_are_one_line(args, cache, monkeypatch):
     result = CliRunner().invoke(app, args)
     _assert_clean_failure(result, code=1)
@@ -134,8 +133,9 @@ def test_unexpected_error_is_one_line_pointing_to_debug(monkeypatch, tmp_path):
 def test_debug_shows_the_traceback(how, monkeypatch, tmp_path):
     _broken_world(monkeypatch, ValueError("boom"))
     args = ["world", "preview", "--out", str(tmp_path / "g.png")]
-    result = CliRunner().invoke(app, ["--debug", *args] if how == "flag" else args,
-                                env={"CCS_DEBUG": "1"} if how == "env" else {"CCS_DEBUG": ""})
+    result = CliRunner().invoke(
+        app, ["--debug", *args] if how == "flag" else args, env={"CCS_DEBUG": "1"} if how == "env" else {"CCS_DEBUG": ""}
+    )
     assert result.exit_code == 1
     assert "Traceback (most recent call last)" in result.output and "ValueError" in result.output
     assert result.output.strip().splitlines()[-1].startswith("error: ")
@@ -159,8 +159,7 @@ def test_error_messages():
 
 def test_sibling_weights_parse():
     assert parse_sibling_weights("") == {}
-    assert parse_sibling_weights("shape=0.6, texture=0.3,position=0.1,") == {
-        "shape": 0.6, "texture": 0.3, "position": 0.1}
+    assert parse_sibling_weights("shape=0.6, texture=0.3,position=0.1,") == {"shape": 0.6, "texture": 0.3, "position": 0.1}
 
 
 def _closed_port() -> int:
@@ -170,10 +169,12 @@ def _closed_port() -> int:
 
 
 def _offline_env(tmp_path) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "hf_hub_offline", "ccs_debug")}
-    env.update(HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}", HF_HUB_CACHE=str(tmp_path / "hub"),
-               NO_PROXY="*")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "hf_hub_offline", "ccs_debug")
+    }
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}", HF_HUB_CACHE=str(tmp_path / "hub"), NO_PROXY="*")
     env.pop("CCS_WEIGHTS", None)
     return env
 
@@ -182,8 +183,7 @@ def test_fetch_unreachable_hub_fails_in_seconds_with_one_line(tmp_path):
     """The installed script, as a user runs it (the hub: a closed local port, not the real network)."""
     env = _offline_env(tmp_path)
     start = time.perf_counter()
-    p = subprocess.run([str(CCS), "fetch", "ViT-B-32-OpenAI"], env=env, capture_output=True, text=True,
-                       timeout=120)
+    p = subprocess.run([str(CCS), "fetch", "ViT-B-32-OpenAI"], env=env, capture_output=True, text=True, timeout=120)
     elapsed = time.perf_counter() - start
     assert p.returncode == 1, p.stderr
     assert p.stdout == "" and len(p.stderr.strip().splitlines()) == 1, p.stderr
@@ -198,10 +198,8 @@ def test_fetch_unreachable_hub_fails_in_seconds_with_one_line(tmp_path):
 
 def test_entry_point_debug_shows_the_traceback_and_plain_does_not(tmp_path):
     env = _offline_env(tmp_path)
-    plain = subprocess.run([str(CCS), "pool", "show", "nope"], env=env, capture_output=True, text=True,
-                           timeout=120)
-    debug = subprocess.run([str(CCS), "--debug", "pool", "show", "nope"], env=env, capture_output=True,
-                           text=True, timeout=120)
+    plain = subprocess.run([str(CCS), "pool", "show", "nope"], env=env, capture_output=True, text=True, timeout=120)
+    debug = subprocess.run([str(CCS), "--debug", "pool", "show", "nope"], env=env, capture_output=True, text=True, timeout=120)
     assert plain.returncode == debug.returncode == 1
     assert plain.stderr.startswith("error: Unknown pool 'nope'") and len(plain.stderr.splitlines()) == 1
     assert "Traceback" in debug.stderr and debug.stderr.splitlines()[-1] == plain.stderr.strip()
@@ -222,12 +220,15 @@ def test_fetch_offline_env_and_cached_weights_need_no_network(tmp_path, monkeypa
     assert models.fetch("ViT-B-16-OpenAI") == snapshot / "open_clip_pytorch_model.bin"
 
 
-@pytest.mark.parametrize("content, message", [
-    ("not json", "is not JSON"),
-    ("[]", "non-empty JSON list"),
-    ('[{"layer": 11, "head": 5}]', "needs integer 'layer' and 'head' and a non-empty list of strings 'texts'"),
-    ('[{"layer": 11, "head": 5, "texts": [1, 2]}]', "list of strings 'texts'"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("not json", "is not JSON"),
+        ("[]", "non-empty JSON list"),
+        ('[{"layer": 11, "head": 5}]', "needs integer 'layer' and 'head' and a non-empty list of strings 'texts'"),
+        ('[{"layer": 11, "head": 5, "texts": [1, 2]}]', "list of strings 'texts'"),
+    ],
+)
 def test_heads_records_are_checked_before_any_work(tmp_path, content, message):
     from typer.testing import CliRunner
 
@@ -245,28 +246,28 @@ HEAVY = ("torch", "scipy", "sklearn", "pandas", "open_clip", "joblib", "papermil
 def test_help_imports_no_heavy_module():
     """`ccs --help` and every command's --help stay fast (was 5-10 s): the command modules import the
     library inside their commands. Checked on the import graph, not on a clock."""
-    code = ("import sys\nimport typer.main\nfrom ccs.cli import app\n"
-            "root = typer.main.get_command(app)\n"
-            "def walk(cmd, path):\n"
-            "    yield path\n"
-            "    for name in getattr(cmd, 'commands', {}):\n"
-            "        yield from walk(cmd.commands[name], [*path, name])\n"
-            "helped = 0\n"
-            "for args in walk(root, []):\n"
-            "    root.main([*args, '--help'], prog_name='ccs', standalone_mode=False)\n"
-            "    helped += 1\n"
-            "print(helped, *sorted(m.split('.')[0] for m in sys.modules))\n")
+    code = (
+        "import sys\nimport typer.main\nfrom ccs.cli import app\n"
+        "root = typer.main.get_command(app)\n"
+        "def walk(cmd, path):\n"
+        "    yield path\n"
+        "    for name in getattr(cmd, 'commands', {}):\n"
+        "        yield from walk(cmd.commands[name], [*path, name])\n"
+        "helped = 0\n"
+        "for args in walk(root, []):\n"
+        "    root.main([*args, '--help'], prog_name='ccs', standalone_mode=False)\n"
+        "    helped += 1\n"
+        "print(helped, *sorted(m.split('.')[0] for m in sys.modules))\n"
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     helped, *loaded = p.stdout.split("\n")[-2].split()
     assert int(helped) >= 20  # the root, every command and every sub-command
     assert "typer" in loaded and not set(HEAVY) & set(loaded), sorted(set(HEAVY) & set(loaded))
     # the installed script, as a user runs it
-    p = subprocess.run([sys.executable, "-X", "importtime", str(CCS), "--help"], capture_output=True,
-                       text=True, timeout=120)
+    p = subprocess.run([sys.executable, "-X", "importtime", str(CCS), "--help"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and "Commands:" in p.stdout, p.stderr[-2000:]
-    imported = {line.split("|")[-1].strip().split(".")[0] for line in p.stderr.splitlines()
-                if line.startswith("import time:")}
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in p.stderr.splitlines() if line.startswith("import time:")}
     assert "ccs" in imported and not set(HEAVY) & imported, sorted(set(HEAVY) & imported)
 
 
@@ -280,8 +281,17 @@ def test_cli_defaults_are_the_library_defaults():
     cmds = typer.main.get_command(app).commands
     params = lambda name: {p.name: p.default for p in cmds[name].params if p.param_type_name == "option"}
     recipe, tiny = train.TrainConfig(), params("train-tiny")
-    for name in ("pairs", "batch_size", "lr", "eval_every", "sibling_frac", "sibling_group", "precision",
-                 "loader_workers", "model"):
+    for name in (
+        "pairs",
+        "batch_size",
+        "lr",
+        "eval_every",
+        "sibling_frac",
+        "sibling_group",
+        "precision",
+        "loader_workers",
+        "model",
+    ):
         assert tiny[name] == getattr(recipe, name), name
     assert params("heads")["timeout"] == llm.TIMEOUT and params("heads")["retries"] == llm.RETRIES
 
@@ -295,6 +305,7 @@ def test_usage_errors_are_one_plain_line_at_any_terminal_width(tmp_path, columns
     out = CliRunner().invoke(app, ["heads", "--records", str(path)], env={"COLUMNS": columns}, terminal_width=int(columns))
     assert out.exit_code == 2
     errors = [line for line in out.output.splitlines() if line.startswith("Error: ")]
-    assert errors == [f"Error: Invalid value for '--records': {path} is not JSON "
-                      "(Expecting value: line 1 column 1 (char 0))"], out.output
+    assert errors == [f"Error: Invalid value for '--records': {path} is not JSON (Expecting value: line 1 column 1 (char 0))"], (
+        out.output
+    )
     assert not set("│╭╰─") & set(out.output)

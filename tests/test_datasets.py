@@ -6,6 +6,7 @@ video protocols of the paper and of CLIP4Clip; missing or damaged data gives the
 MSVD and DiDeMo videos, a warning that counts what is left out), `ccs data` lists what is there and
 `ccs data --check` opens it. Nothing here touches the network. (tests/test_protocol.py checks the same
 loaders against clip-benchmark and CLIP4Clip's metrics on a random-weights paper architecture.)"""
+
 import json
 import os
 import pickle
@@ -66,12 +67,17 @@ def _level(frames):
 def test_cifar10_pickles(env):
     rng = np.random.default_rng(0)
     data = rng.integers(0, 256, (6, 3072), dtype=np.uint8)
-    _pickle(env / "cifar-10-batches-py" / "test_batch",
-            {"batch_label": "testing batch 1 of 1", "data": data, "labels": [0, 1, 2, 3, 9, 9],
-             "filenames": [f"{i}.png" for i in range(6)]})
+    _pickle(
+        env / "cifar-10-batches-py" / "test_batch",
+        {
+            "batch_label": "testing batch 1 of 1",
+            "data": data,
+            "labels": [0, 1, 2, 3, 9, 9],
+            "filenames": [f"{i}.png" for i in range(6)],
+        },
+    )
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    _pickle(env / "cifar-10-batches-py" / "batches.meta",
-            {"label_names": names, "num_cases_per_batch": 10000, "num_vis": 3072})
+    _pickle(env / "cifar-10-batches-py" / "batches.meta", {"label_names": names, "num_cases_per_batch": 10000, "num_vis": 3072})
     es, classes, templates = datasets.load_classification("CIFAR-10", size=32)
     assert isinstance(es, EvalSet) and es.name == "CIFAR-10"
     assert classes == names and len(templates) == 18  # CLIP's CIFAR templates (clip-benchmark, the paper)
@@ -87,10 +93,14 @@ def test_cifar10_pickles(env):
 
 def test_cifar100_pickles_and_damage(env):
     data = np.zeros((3, 3072), np.uint8)
-    _pickle(env / "cifar-100-python" / "test",
-            {"data": data, "fine_labels": [0, 1, 2], "coarse_labels": [0, 0, 1], "filenames": ["a", "b", "c"]})
-    _pickle(env / "cifar-100-python" / "meta",
-            {"fine_label_names": ["apple", "aquarium_fish", "baby"], "coarse_label_names": ["x", "y"]})
+    _pickle(
+        env / "cifar-100-python" / "test",
+        {"data": data, "fine_labels": [0, 1, 2], "coarse_labels": [0, 0, 1], "filenames": ["a", "b", "c"]},
+    )
+    _pickle(
+        env / "cifar-100-python" / "meta",
+        {"fine_label_names": ["apple", "aquarium_fish", "baby"], "coarse_label_names": ["x", "y"]},
+    )
     es, classes, _ = datasets.load_classification("CIFAR-100", size=16)
     assert classes == ["apple", "aquarium fish", "baby"] and es.images.shape == (3, 3, 16, 16)
     assert list(es.labels["CIFAR-100"]) == [0, 1, 2]
@@ -108,8 +118,9 @@ def test_food101_through_torchvision(env):
     base = env / "food-101"
     (base / "meta").mkdir(parents=True)
     (base / "meta" / "classes.txt").write_text("apple_pie\nbaby_back_ribs\n")
-    (base / "meta" / "test.json").write_text(json.dumps(
-        {"apple_pie": ["apple_pie/1011328", "apple_pie/101251"], "baby_back_ribs": ["baby_back_ribs/1005293"]}))
+    (base / "meta" / "test.json").write_text(
+        json.dumps({"apple_pie": ["apple_pie/1011328", "apple_pie/101251"], "baby_back_ribs": ["baby_back_ribs/1005293"]})
+    )
     for rel, color in [("apple_pie/1011328", "red"), ("apple_pie/101251", "red"), ("baby_back_ribs/1005293", "blue")]:
         _jpg(base / "images" / f"{rel}.jpg", color, size=(60, 40))
     es, classes, templates = datasets.load_classification("Food-101", size=24)
@@ -130,8 +141,13 @@ def test_country211_class_folders(env):
     assert list(datasets.COUNTRY211_CODES) == sorted(datasets.COUNTRY211_CODES)
     code = {c: i for i, c in enumerate(datasets.COUNTRY211_CODES)}
     assert list(es.labels["Country-211"]) == [code["AD"], code["CD"], code["FR"], code["TR"], code["US"]]
-    assert [classes[i] for i in es.labels["Country-211"]] == ["Andorra", "DR Congo", "France", "Turkey",
-                                                              "United States"]  # CLIP's names, not CLDR's
+    assert [classes[i] for i in es.labels["Country-211"]] == [
+        "Andorra",
+        "DR Congo",
+        "France",
+        "Turkey",
+        "United States",
+    ]  # CLIP's names, not CLDR's
     assert classes[code["HK"]] == "Hong Kong" and classes[code["CZ"]] == "Czech Republic"
     assert len(templates) == 5 and templates[0] == "a photo i took in {}." and es.images.shape == (5, 3, 16, 16)
     (env / "country211" / "test" / "ZZ").mkdir()
@@ -143,8 +159,7 @@ def test_country211_class_folders(env):
 def test_oxford_pets_annotations(env):
     base = env / "oxford-iiit-pet"
     (base / "annotations").mkdir(parents=True)
-    (base / "annotations" / "test.txt").write_text(
-        "Abyssinian_1 1 1 1\namerican_bulldog_10 2 2 1\nAbyssinian_2 1 1 1\n")
+    (base / "annotations" / "test.txt").write_text("Abyssinian_1 1 1 1\namerican_bulldog_10 2 2 1\nAbyssinian_2 1 1 1\n")
     for name in ("Abyssinian_1", "american_bulldog_10", "Abyssinian_2"):
         _jpg(base / "images" / f"{name}.jpg", "white")
     es, classes, templates = datasets.load_classification("Oxford-Pets", size=16)
@@ -157,8 +172,7 @@ def test_oxford_pets_annotations(env):
 
 def test_oxford_pets_the_papers_listing(env):
     folder = env / "oxford-iiit-pet" / "images"
-    files = ["Abyssinian_1", "american_bulldog_10", "american_pit_bull_terrier_3", "yorkshire_terrier_5",
-             "Sphynx_2"]
+    files = ["Abyssinian_1", "american_bulldog_10", "american_pit_bull_terrier_3", "yorkshire_terrier_5", "Sphynx_2"]
     for name in files:
         _jpg(folder / f"{name}.jpg", "white")
     (folder / "Abyssinian_100.mat").write_bytes(b"MATLAB")  # the release has a few; the paper skips them
@@ -166,8 +180,7 @@ def test_oxford_pets_the_papers_listing(env):
     assert es.name == "Oxford-Pets-paper" and len(classes) == 35 == len(set(classes))
     assert classes[:2] == ["american", "basset"] and classes[-1] == "Sphynx"
     # every image, sorted by name, labelled by its first name token: both American breeds are "american"
-    assert [classes[i] for i in es.labels["Oxford-Pets-paper"]] == [
-        "Abyssinian", "Sphynx", "american", "american", "yorkshire"]
+    assert [classes[i] for i in es.labels["Oxford-Pets-paper"]] == ["Abyssinian", "Sphynx", "american", "american", "yorkshire"]
     assert templates == datasets.templates("CIFAR-10")  # the paper's code reuses its CIFAR templates
     assert datasets.info("pets-paper")["present"] and not datasets.info("pets")["present"]  # no annotations
     _jpg(folder / "zebra_1.jpg", "white")
@@ -213,9 +226,8 @@ def _msrvtt(env):
     base = env / "msrvtt"
     base.mkdir()
     (base / "MSRVTT_JSFUSION_test.csv").write_text(
-        "key,vid_key,video_id,sentence\n"
-        "ret0,msr7020,video7020,a man is singing\n"
-        "ret1,msr7021,video7021,a dog runs on the grass\n")
+        "key,vid_key,video_id,sentence\nret0,msr7020,video7020,a man is singing\nret1,msr7021,video7021,a dog runs on the grass\n"
+    )
     _video(base / "videos" / "all" / "video7020.mp4", 24)
     _video(base / "videos" / "all" / "video7021.mp4", 6)
     return base
@@ -265,7 +277,8 @@ def _msvd_copy(env):
         "-4wsuPCjDBc_5_15 a squirrel is eating a peanut\n"
         "-4wsuPCjDBc_5_15 a chipmunk eats\n"
         "abc_1_2 a woman slices an onion\n"
-        "zzz_0_1 a video of the training split\n")
+        "zzz_0_1 a video of the training split\n"
+    )
     _video(base / "YouTubeClips" / "-4wsuPCjDBc_5_15.avi", 15)
     _video(base / "YouTubeClips" / "abc_1_2.avi", 13)
     return base
@@ -294,7 +307,8 @@ def test_msvd_and_didemo_leave_missing_videos_out_and_say_how_many(env):
     base = _msvd_copy(env)
     (base / "test_list.txt").write_text("-4wsuPCjDBc_5_15\nabc_1_2\ngone_0_1\n")
     (base / "AllVideoDescriptions.txt").write_text(
-        (base / "AllVideoDescriptions.txt").read_text() + "gone_0_1 a video nobody kept\n")
+        (base / "AllVideoDescriptions.txt").read_text() + "gone_0_1 a video nobody kept\n"
+    )
     with pytest.warns(datasets.DatasetWarning, match=r"MSVD: 1 of the 3 videos .*'gone_0_1'.*left out, so 2"):
         vs = datasets.load_video("MSVD", size=16)
     assert vs.captions == ["a squirrel is eating a peanut", "a woman slices an onion"]
@@ -308,10 +322,15 @@ def test_msvd_and_didemo_leave_missing_videos_out_and_say_how_many(env):
 def test_didemo_protocols_and_32_frames(env):
     base = env / "didemo"
     base.mkdir()
-    (base / "test_data.json").write_text(json.dumps([
-        {"video": "10015567@N08_3655084291.mov", "description": "a dog jumps.", "times": [[0, 0]]},
-        {"video": "10015567@N08_3655084291.mov", "description": "the dog lands.", "times": [[1, 1]]},
-        {"video": "missing@N00_1.mp4", "description": "never downloaded.", "times": [[0, 0]]}]))
+    (base / "test_data.json").write_text(
+        json.dumps(
+            [
+                {"video": "10015567@N08_3655084291.mov", "description": "a dog jumps.", "times": [[0, 0]]},
+                {"video": "10015567@N08_3655084291.mov", "description": "the dog lands.", "times": [[1, 1]]},
+                {"video": "missing@N00_1.mp4", "description": "never downloaded.", "times": [[0, 0]]},
+            ]
+        )
+    )
     _video(base / "videos" / "10015567@N08_3655084291.mp4", 40)
     with pytest.warns(datasets.DatasetWarning, match="DiDeMo: 1 of the 2 videos"):
         paragraph = datasets.load_video("DiDeMo", size=16, protocol="clip4clip")
@@ -368,7 +387,13 @@ def test_check_opens_what_each_dataset_lists(env):
     assert not r["ok"] and r["problem_count"] == 1 and "not uint8 [N, 3072]" in r["problems"][0]
     _pickle(env / "cifar-10-batches-py" / "test_batch", {"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1]})
     assert datasets.check("CIFAR-10") | {"problems": []} == {
-        "name": "CIFAR-10", "present": True, "checked": 2, "problems": [], "problem_count": 0, "ok": True}
+        "name": "CIFAR-10",
+        "present": True,
+        "checked": 2,
+        "problems": [],
+        "problem_count": 0,
+        "ok": True,
+    }
 
     base = _msrvtt(env)
     assert datasets.check("MSR-VTT")["ok"] and datasets.check("MSR-VTT")["checked"] == 2
@@ -387,8 +412,14 @@ def test_check_opens_what_each_dataset_lists(env):
     (env / "country211" / "test" / "FR" / "1.jpg").write_bytes(whole[: len(whole) // 2])  # a truncated download
     r = datasets.check("Country-211")
     assert not r["ok"] and r["checked"] == 2 and "FR/1.jpg: cannot decode" in r["problems"][0]
-    assert datasets.check("DiDeMo") == {"name": "DiDeMo", "present": False, "checked": 0, "problems": [],
-                                        "problem_count": 0, "ok": False}  # absent: nothing opened
+    assert datasets.check("DiDeMo") == {
+        "name": "DiDeMo",
+        "present": False,
+        "checked": 0,
+        "problems": [],
+        "problem_count": 0,
+        "ok": False,
+    }  # absent: nothing opened
 
     runner = CliRunner()
     result = runner.invoke(app, ["data", "--check"])
@@ -431,8 +462,12 @@ def test_check_never_runs_code_from_a_data_pickle(env, tmp_path):
     assert result.exit_code == 1 and not mark.exists()
     assert "refused to load" in result.output and "cifar-10-batches-py/test_batch" in result.output, result.output
     # what the real files hold still loads: numpy arrays written by protocol 2, byte strings, lists
-    batch = {b"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1], "filenames": [b"a.png", b"b.png"],
-             "data": np.zeros((2, 3072), np.uint8)}
+    batch = {
+        b"data": np.zeros((2, 3072), np.uint8),
+        "labels": [0, 1],
+        "filenames": [b"a.png", b"b.png"],
+        "data": np.zeros((2, 3072), np.uint8),
+    }
     _pickle(env / "cifar-10-batches-py" / "test_batch", batch)
     assert datasets.check("CIFAR-10")["ok"]
     # MSVD's raw-captions.pkl alike

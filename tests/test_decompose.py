@@ -1,4 +1,5 @@
 """The decomposition identity: all terms sum to the normalised embedding, on real architectures."""
+
 import json
 
 import numpy as np
@@ -46,8 +47,7 @@ def case(request):
     size = tower.image_size[0]
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     seen = {}
-    hook = tower.transformer.resblocks[-1].register_forward_pre_hook(
-        lambda m, a: seen.setdefault("x", a[0]))
+    hook = tower.transformer.resblocks[-1].register_forward_pre_hook(lambda m, a: seen.setdefault("x", a[0]))
     with torch.no_grad():
         embedding = tower(x)
     hook.remove()
@@ -73,7 +73,7 @@ def test_head_terms_match_multihead_attention_weights(case):
     _, attn = blk.attn(h, h, h, need_weights=True, average_attn_weights=False)  # [B,H,T,T]
     W = h.shape[-1]
     H = blk.attn.num_heads
-    v = F.linear(h, blk.attn.in_proj_weight[2 * W:], blk.attn.in_proj_bias[2 * W:])
+    v = F.linear(h, blk.attn.in_proj_weight[2 * W :], blk.attn.in_proj_bias[2 * W :])
     v = v.view(*v.shape[:2], H, W // H)
     z = torch.einsum("bht,bthd->bhd", attn[:, :, 0], v)
     expected = dc._head_terms(blk, z)
@@ -83,14 +83,20 @@ def test_head_terms_match_multihead_attention_weights(case):
 
 def _tower(**kw):
     torch.manual_seed(0)
-    kw = {"image_size": 16, "patch_size": 8, "width": 32, "layers": 3, "heads": 4,
-          "mlp_ratio": 2, "output_dim": 16, **kw}
+    kw = {"image_size": 16, "patch_size": 8, "width": 32, "layers": 3, "heads": 4, "mlp_ratio": 2, "output_dim": 16, **kw}
     return _perturb(VisionTransformer(**kw).eval())
 
 
-@pytest.mark.parametrize("kw", [{"ls_init_value": 0.5}, {"block_type": "custom"},
-                                {"block_type": "custom", "qk_norm": True, "scale_heads": True},
-                                {"final_ln_after_pool": True}, {"no_ln_pre": True}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"ls_init_value": 0.5},
+        {"block_type": "custom"},
+        {"block_type": "custom", "qk_norm": True, "scale_heads": True},
+        {"final_ln_after_pool": True},
+        {"no_ln_pre": True},
+    ],
+)
 def test_identity_on_architecture_variants(kw):
     tower = _tower(**kw)
     x = torch.randn(3, 3, 16, 16)
@@ -99,9 +105,14 @@ def test_identity_on_architecture_variants(kw):
         assert (c.total() - F.normalize(tower(x), dim=-1)).abs().max() <= 1e-5
 
 
-@pytest.mark.parametrize("kw, match", [({"attentional_pool": True}, "attentional pooling"),
-                                       ({"pool_type": "avg"}, "pool_type"),
-                                       ({"block_type": "custom", "scale_attn": True}, "heads")])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"attentional_pool": True}, "attentional pooling"),
+        ({"pool_type": "avg"}, "pool_type"),
+        ({"block_type": "custom", "scale_attn": True}, "heads"),
+    ],
+)
 def test_clear_error_for_what_cannot_be_decomposed(kw, match):
     with pytest.raises(dc.DecompositionError, match=match):
         dc.components(_tower(**kw), torch.randn(1, 3, 16, 16))
@@ -205,9 +216,11 @@ def test_a_cache_folder_is_built_by_one_process_at_a_time(tiny, tmp_path, monkey
     assert held == [True]
 
     folder = tmp_path / "decompose" / "m" / "k"
-    code = ("from pathlib import Path; from ccs import decompose\n"
-            "print('ready', flush=True)\n"
-            f"with decompose.exclusive(Path({str(folder)!r})):\n    print('in', flush=True)\n")
+    code = (
+        "from pathlib import Path; from ccs import decompose\n"
+        "print('ready', flush=True)\n"
+        f"with decompose.exclusive(Path({str(folder)!r})):\n    print('in', flush=True)\n"
+    )
     with dc.exclusive(folder):
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == "ready"

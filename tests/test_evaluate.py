@@ -1,4 +1,5 @@
 """Zero-shot classification and retrieval metrics (model-agnostic; an untrained tiny CLIP stands in)."""
+
 import numpy as np
 import pytest
 import torch
@@ -15,8 +16,7 @@ def tiny():
 def test_retrieval_recall_on_known_rankings():
     emb = F.normalize(torch.randn(20, 8), dim=-1)
     r = evaluate.retrieval_recall(emb, emb, ks=(1, 5))
-    assert r == {"image_to_text_R@1": 1.0, "image_to_text_R@5": 1.0,
-                 "text_to_image_R@1": 1.0, "text_to_image_R@5": 1.0}
+    assert r == {"image_to_text_R@1": 1.0, "image_to_text_R@5": 1.0, "text_to_image_R@1": 1.0, "text_to_image_R@5": 1.0}
     # texts shifted by one: no image finds its own text first
     eye = torch.eye(4)
     r = evaluate.retrieval_recall(eye, eye.roll(1, 0), ks=(1, 4))
@@ -102,20 +102,24 @@ def test_spread_across_seeds():
 
 # --- retrieval ranks (ties count against the query), multi-caption retrieval, OOD metrics ---
 
+
 def test_retrieval_ranks_hand_computed():
-    sim = np.array([[0.9, 0.5, 0.1, 0.3],   # correct {0}, highest -> 1
-                    [0.7, 0.7, 0.2, 0.1],   # correct {1}, tied with incorrect 0 -> 2 (tie counts against)
-                    [0.2, 0.6, 0.1, 0.9],   # correct {0, 3}: the best (3) counts -> 1 (not 3)
-                    [0.4, 0.5, 0.5, 0.3],   # correct {1, 2}, tied with each other only -> 1
-                    [0.1, 0.2, 0.3, 0.4]])  # correct {0}, lowest -> 4
+    sim = np.array(
+        [
+            [0.9, 0.5, 0.1, 0.3],  # correct {0}, highest -> 1
+            [0.7, 0.7, 0.2, 0.1],  # correct {1}, tied with incorrect 0 -> 2 (tie counts against)
+            [0.2, 0.6, 0.1, 0.9],  # correct {0, 3}: the best (3) counts -> 1 (not 3)
+            [0.4, 0.5, 0.5, 0.3],  # correct {1, 2}, tied with each other only -> 1
+            [0.1, 0.2, 0.3, 0.4],
+        ]
+    )  # correct {0}, lowest -> 4
     matches = np.zeros_like(sim, dtype=bool)
     for q, cs in enumerate([[0], [1], [0, 3], [1, 2], [0]]):
         matches[q, cs] = True
     ranks = evaluate.retrieval_ranks(sim, matches)
     assert ranks.tolist() == [1, 2, 1, 1, 4]
     # torch inputs (float32) give the same ranks
-    assert evaluate.retrieval_ranks(torch.tensor(sim, dtype=torch.float32), torch.tensor(matches)).tolist() \
-        == [1, 2, 1, 1, 4]
+    assert evaluate.retrieval_ranks(torch.tensor(sim, dtype=torch.float32), torch.tensor(matches)).tolist() == [1, 2, 1, 1, 4]
     m = evaluate.retrieval_metrics(ranks, ks=(1, 2, 3))
     assert m == pytest.approx({"R@1": 3 / 5, "R@2": 4 / 5, "R@3": 4 / 5, "MdR": 1.0, "MnR": 9 / 5})
     m = evaluate.retrieval_metrics([1, 2, 3, 10])  # default ks; even count: median between 2 and 3
@@ -130,11 +134,15 @@ def test_retrieval_ranks_hand_computed():
 def test_retrieval_report_several_captions_per_video():
     s = 1 / np.sqrt(2)
     video = np.eye(3)
-    text = np.array([[1.0, 0.0, 0.0],   # video 0: sims [1, 0, 0]      -> rank 1
-                     [0.6, 0.8, 0.0],   # video 0: sims [.6, .8, 0]    -> rank 2
-                     [0.0, 0.6, 0.8],   # video 0: sims [0, .6, .8]    -> rank 3 (tie with nothing, 2 above)
-                     [0.0, 0.6, 0.8],   # video 1: sims [0, .6, .8]    -> rank 2
-                     [s, 0.0, s]])      # video 2: sims [s, 0, s]      -> rank 2 (tie with video 0)
+    text = np.array(
+        [
+            [1.0, 0.0, 0.0],  # video 0: sims [1, 0, 0]      -> rank 1
+            [0.6, 0.8, 0.0],  # video 0: sims [.6, .8, 0]    -> rank 2
+            [0.0, 0.6, 0.8],  # video 0: sims [0, .6, .8]    -> rank 3 (tie with nothing, 2 above)
+            [0.0, 0.6, 0.8],  # video 1: sims [0, .6, .8]    -> rank 2
+            [s, 0.0, s],
+        ]
+    )  # video 2: sims [s, 0, s]      -> rank 2 (tie with video 0)
     video_of_text = np.array([0, 0, 0, 1, 2])
     r = evaluate.retrieval_report(torch.tensor(text), torch.tensor(video), video_of_text, ks=(1, 2, 5))
     assert r["ranks"]["text_to_video"].tolist() == [1, 2, 3, 2, 2]
@@ -145,10 +153,12 @@ def test_retrieval_report_several_captions_per_video():
     #            (ranking its caption among all 5 captions would give 3: text 1 above, text 2 tied)
     # video 2 -> texts [0, 0, .8, .8, s]: groups [.8, .8, s], its own below both -> 3
     assert r["ranks"]["video_to_text"].tolist() == [1, 2, 3]
-    assert r["text_to_video"] == pytest.approx({"R@1": 0.2, "R@2": 0.8, "R@5": 1.0, "MdR": 2.0, "MnR": 2.0,
-                                                "gallery": 3, "queries": 5})
-    assert r["video_to_text"] == pytest.approx({"R@1": 1 / 3, "R@2": 2 / 3, "R@5": 1.0, "MdR": 2.0, "MnR": 2.0,
-                                                "gallery": 3, "queries": 3})
+    assert r["text_to_video"] == pytest.approx(
+        {"R@1": 0.2, "R@2": 0.8, "R@5": 1.0, "MdR": 2.0, "MnR": 2.0, "gallery": 3, "queries": 5}
+    )
+    assert r["video_to_text"] == pytest.approx(
+        {"R@1": 1 / 3, "R@2": 2 / 3, "R@5": 1.0, "MdR": 2.0, "MnR": 2.0, "gallery": 3, "queries": 3}
+    )
     with pytest.raises(ValueError):  # video 2 without a caption
         evaluate.retrieval_report(text, video, [0, 0, 0, 1, 1])
     with pytest.raises(ValueError):

@@ -1,4 +1,5 @@
 """The exercises' answer keys are the numbers of the pages they cite, signs included."""
+
 import json
 import re
 from pathlib import Path
@@ -77,8 +78,10 @@ def test_exercise_7s_table_puts_each_verdict_beside_intervals_that_give_it():
         if claims is not None:  # the glued numbers are the page's record, in percentage points
             for got, c in zip(shown, ("high vs low", "high vs random")):
                 assert got == pytest.approx(_pp(claims[c]), abs=0.051)
-    assert _word(glued["pruning-verdict"]) == page["verdict"] and _word(glued["pruning-other-verdict"]) == \
-        page["other_sets_verdict"]["verdict"]
+    assert (
+        _word(glued["pruning-verdict"]) == page["verdict"]
+        and _word(glued["pruning-other-verdict"]) == page["other_sets_verdict"]["verdict"]
+    )
 
 
 def test_exercises_2_3_5_and_6_cite_the_ccs_page_s_heads_counts_and_figures():
@@ -90,8 +93,10 @@ def test_exercises_2_3_5_and_6_cite_the_ccs_page_s_heads_counts_and_figures():
     assert glued["ccs-counts"] == f"{counts['high']} high, {counts['moderate']} moderate, {counts['low']} low"
     assert sorted(glued["ccs-high-heads"].split(", ")) == sorted(n for n, h in heads.items() if h["ccs"] == 5)
     for key, truth in (("ccs-calibrated-figures", page["ground_truth"]), ("ccs-lenient-figures", page["ground_truth_lenient"])):
-        assert glued[key] == (f"label accuracy {truth['label_accuracy']:.2f}, judge \u03ba {truth['judge_kappa']:.2f}, "
-                              f"CCS Spearman {truth['ccs_spearman']:.2f}")
+        assert glued[key] == (
+            f"label accuracy {truth['label_accuracy']:.2f}, judge \u03ba {truth['judge_kappa']:.2f}, "
+            f"CCS Spearman {truth['ccs_spearman']:.2f}"
+        )
 
 
 def test_exercises_8_and_9_follow_the_pruning_page():
@@ -113,7 +118,8 @@ def test_exercise_10_cites_the_ood_page_s_verdicts_and_detector():
     assert _word(glued["ood-verdict"]) == page["verdict"]
     original = next(d for d in page["detection"] if d["OOD set"] == "novel-shapes" and d["pruned"] == "original")
     assert _interval(glued["ood-auroc-novel"]) == pytest.approx(
-        (original["auroc"], original["auroc_lo"], original["auroc_hi"]), abs=0.0006)
+        (original["auroc"], original["auroc_lo"], original["auroc_hi"]), abs=0.0006
+    )
 
 
 def test_exercise_11_cites_the_video_page_s_ceiling_and_verdict():

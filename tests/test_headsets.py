@@ -1,5 +1,6 @@
 """Head sets on hand-made CCS tables: the paper's categories, ranked fallback, random and equal-count
 baselines (seeded, degenerate draws detected), ground-truth and published sets, concept sets."""
+
 from __future__ import annotations
 
 import math
@@ -18,16 +19,34 @@ def make(rows, layers=(10, 11), heads=4):
     out = []
     for (l, h), row in zip(names, rows):
         label, ccs, *conf = row
-        out.append({"layer": l, "head": h, "name": head_name(l, h), "label": label, "ccs": ccs,
-                    **({"confidence": conf[0]} if conf else {})})
+        out.append(
+            {
+                "layer": l,
+                "head": h,
+                "name": head_name(l, h),
+                "label": label,
+                "ccs": ccs,
+                **({"confidence": conf[0]} if conf else {}),
+            }
+        )
     return pd.DataFrame(out)
 
 
 @pytest.fixture
 def table():
     # 8 heads of layers 10-11; CCS 5,5,4,3,3,1,0 and one unknown
-    return make([("location", 5), ("colour", 5), ("animal", 4), ("scene", 3),
-                 ("bird", 3), ("food", 1), ("letters", 0), (UNKNOWN, math.nan)])
+    return make(
+        [
+            ("location", 5),
+            ("colour", 5),
+            ("animal", 4),
+            ("scene", 3),
+            ("bird", 3),
+            ("food", 1),
+            ("letters", 0),
+            (UNKNOWN, math.nan),
+        ]
+    )
 
 
 EVERY = headsets.all_heads(12, 4)
@@ -49,8 +68,7 @@ def test_concept_heads(table):
 
 def test_paper_sets_and_seeded_random_baseline(table):
     s = headsets.build(table, every_head=EVERY, seeds=5)
-    assert (s.high, s.low, s.rule, s.random_pool) == (["L10.H0", "L10.H1"], ["L11.H1", "L11.H2"],
-                                                       "categories", "analysed layers")
+    assert (s.high, s.low, s.rule, s.random_pool) == (["L10.H0", "L10.H1"], ["L11.H1", "L11.H2"], "categories", "analysed layers")
     assert len(s.random) == 5 and all(len(r) == 2 and not set(r) & set(s.high) for r in s.random)
     assert all(set(r) <= set(table["name"]) for r in s.random)  # from the analysed layers
     assert len({tuple(r) for r in s.random}) > 1  # the seeds draw different sets
@@ -74,8 +92,18 @@ def test_equal_count_draws_differ_when_they_can():
 
 
 def test_ranked_fallback_when_a_category_is_too_small():
-    t = make([("colour", 5, 0.2), ("colour", 4, 0.1), ("shape", 4, 0.3), ("count", 3, 0.1),
-              ("count", 2, 0.2), ("size", 2, 0.05), ("size", 2, 0.1), ("scene", 3, 0.2)])
+    t = make(
+        [
+            ("colour", 5, 0.2),
+            ("colour", 4, 0.1),
+            ("shape", 4, 0.3),
+            ("count", 3, 0.1),
+            ("count", 2, 0.2),
+            ("size", 2, 0.05),
+            ("size", 2, 0.1),
+            ("scene", 3, 0.2),
+        ]
+    )
     s = headsets.build(t, every_head=EVERY, k=2)
     assert s.rule == "ranked" and any("ranked" in n for n in s.notes)
     # CCS 5, then one of the two heads tied at CCS 4, drawn (the labeler's confidence breaks no tie)
@@ -104,8 +132,13 @@ def test_empty_sets_are_refused():
 def test_published_and_truth_tables():
     pub = headsets.published("ViT-B-32-OpenAI")
     assert pub["high"][0] == "L11.H5" and len(pub["low"]) == 4
-    s = headsets.build(high=pub["high"], low=pub["low"], analysed=headsets.all_heads(12, 12)[96:],
-                       every_head=headsets.all_heads(12, 12), source="paper")
+    s = headsets.build(
+        high=pub["high"],
+        low=pub["low"],
+        analysed=headsets.all_heads(12, 12)[96:],
+        every_head=headsets.all_heads(12, 12),
+        source="paper",
+    )
     assert s.rule == "categories" and len(s.random[0]) == 8 and s.source == "paper"
     with pytest.raises(KeyError, match="no head lists"):
         headsets.published("ccs-tiny")
@@ -119,8 +152,7 @@ def test_published_and_truth_tables():
 def test_concept_sets(table):
     sets = headsets.concept_sets(table, seeds=3)
     assert sets["location"]["heads"] == ["L10.H0"] and len(sets["location"]["random"]) == 3
-    assert all(not set(r) & set(v["heads"]) and len(r) == len(v["heads"])
-               for v in sets.values() for r in v["random"])
+    assert all(not set(r) & set(v["heads"]) and len(r) == len(v["heads"]) for v in sets.values() for r in v["random"])
     assert UNKNOWN not in sets
 
 
@@ -148,8 +180,9 @@ def test_sets_by_source():
 
 def test_ranked_sets_cut_through_ties_draw_the_tied_heads_and_nothing_of_the_labeler_breaks_them():
     # one CCS-5 head, then 5 heads tied at 4 and 2 at 2: k = 2 cuts the high set through the 4s
-    t = make([("a", 5, 0.1), ("b", 4, 0.9), ("c", 4, 0.2), ("d", 4, 0.5), ("e", 4, 0.3), ("f", 4, 0.4),
-              ("g", 2, 0.8), ("h", 2, 0.7)])
+    t = make(
+        [("a", 5, 0.1), ("b", 4, 0.9), ("c", 4, 0.2), ("d", 4, 0.5), ("e", 4, 0.3), ("f", 4, 0.4), ("g", 2, 0.8), ("h", 2, 0.7)]
+    )
     s = headsets.build(t, every_head=EVERY, seeds=20, k=2)
     assert s.rule == "ranked" and not s.paper_test and s.test == "ranked"
     assert "hold 1 head with CCS 5 and 0 with CCS" in s.why_not_paper()
@@ -188,8 +221,9 @@ def test_function_sets_take_the_most_and_least_specialised_heads_in_the_paper_s_
     names = [head_name(l, h) for l in (10, 11) for h in range(12)]  # 24 heads: 4 high, 2 low
     share = pd.Series([0.9 - 0.03 * i for i in range(24)], index=names)
     share.iloc[5] = float("nan")  # a head nothing explains is never "most specialised"
-    s = headsets.from_source("function", None, model="ccs-tiny", every_head=EVERY + names,
-                             function=pd.DataFrame({"share": share}))
+    s = headsets.from_source(
+        "function", None, model="ccs-tiny", every_head=EVERY + names, function=pd.DataFrame({"share": share})
+    )
     assert s.source == "function" and s.test == "function" and s.high == names[:4] and len(s.low) == 2 and names[5] in s.low
     with pytest.raises(ValueError, match="function"):
         headsets.from_source("function", None, model="ccs-tiny", every_head=EVERY)

@@ -1,5 +1,6 @@
 """The offline labeler and judge: the vocabulary, unambiguous heads, the odd one out, heads that share
 no concept, the stored calibration and a floor on its held-out accuracy."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,10 +42,20 @@ def test_normalise():
 
 
 def test_unambiguous_heads(backend):
-    colours = ["Vibrant shades of teal", "A bright orange hue", "Image with a red color", "Pastel pink tones",
-               "A deep purple color"]
-    places = ["Photo taken in Paris", "Picture captured in Kenya", "Image shot in Tokyo",
-              "Photograph taken in Peru", "Snapshot from Norway"]
+    colours = [
+        "Vibrant shades of teal",
+        "A bright orange hue",
+        "Image with a red color",
+        "Pastel pink tones",
+        "A deep purple color",
+    ]
+    places = [
+        "Photo taken in Paris",
+        "Picture captured in Kenya",
+        "Image shot in Tokyo",
+        "Photograph taken in Peru",
+        "Snapshot from Norway",
+    ]
     assert backend.label(colours) == "colour"
     assert backend.label(places) == "location"
     assert all(backend.judge(t, "colour") for t in colours)
@@ -52,20 +63,29 @@ def test_unambiguous_heads(backend):
 
 
 def test_judge_rejects_the_odd_one_out(backend):
-    head = ["Photo taken in Paris", "Picture captured in Kenya", "A plate of spaghetti",
-            "Image shot in Tokyo", "Photograph taken in Peru"]
+    head = [
+        "Photo taken in Paris",
+        "Picture captured in Kenya",
+        "A plate of spaghetti",
+        "Image shot in Tokyo",
+        "Photograph taken in Peru",
+    ]
     r = scores.score_head(head, backend)
     assert r["label"] == "location" and r["judgements"] == [1, 1, 0, 1, 1] and r["ccs"] == 4
 
 
 def test_incoherent_head_gets_a_label_and_scores_low(backend):
     """As the paper's LLM, the labeler always names a concept; the judge then rejects the texts."""
-    head = ["A grandmother knitting", "A rusty anchor", "Misty pine forest", "A violin on a table",
-            "Graffiti on a train"]
+    head = ["A grandmother knitting", "A rusty anchor", "Misty pine forest", "A violin on a table", "Graffiti on a train"]
     r = scores.score_head(head, backend)
     assert r["label"] in llm.vocabulary() and not r["flagged"] and r["ccs"] <= 1
-    colours = ["Vibrant shades of teal", "A bright orange hue", "Image with a red color", "Pastel pink tones",
-               "A deep purple color"]
+    colours = [
+        "Vibrant shades of teal",
+        "A bright orange hue",
+        "Image with a red color",
+        "Pastel pink tones",
+        "A deep purple color",
+    ]
     assert backend.confidence(colours) > r["confidence"]  # a clear head fits its label better
 
 
@@ -182,8 +202,13 @@ def test_cli_heads_prints_records(backend, tmp_path):
 
     from ccs.cli import app
 
-    head = ["Photo taken in Paris", "Picture captured in Kenya", "A plate of spaghetti",
-            "Image shot in Tokyo", "Photograph taken in Peru"]
+    head = [
+        "Photo taken in Paris",
+        "Picture captured in Kenya",
+        "A plate of spaghetti",
+        "Image shot in Tokyo",
+        "Photograph taken in Peru",
+    ]
     path = tmp_path / "records.json"
     path.write_text(json.dumps([{"layer": 11, "head": 5, "texts": head}]))
     # lines of a real CLIP head: the calibration for real lines (the default is the pool's, here the world's)
@@ -198,8 +223,10 @@ def test_cli_heads_prints_records(backend, tmp_path):
 
     for calibration in ("pool", "lenient"):
         out = CliRunner().invoke(app, ["heads", "--records", str(path), "--json", "--calibration", calibration])
-        page = scores.score_heads([{"layer": 11, "head": 5, "texts": head}],
-                                  llm.make("embedding", pool="world", calibration=calibration, scored="ccs-tiny"))
+        page = scores.score_heads(
+            [{"layer": 11, "head": 5, "texts": head}],
+            llm.make("embedding", pool="world", calibration=calibration, scored="ccs-tiny"),
+        )
         assert json.loads(out.stdout)[0]["judgements"] == list(page["judgements"].iloc[0])
     bad = CliRunner().invoke(app, ["heads", "--records", str(path), "--calibration", "strict"])
     assert bad.exit_code == 2 and "calibration must be 'pool' or one of" in " ".join(bad.output.split())

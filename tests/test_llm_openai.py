@@ -3,6 +3,7 @@ Retry-After), 500, timeouts, HTML pages, malformed and off-vocabulary answers; h
 endpoints; retries, validation, the response cache (keyed by endpoint, corrupt files), an
 interrupted run, a run whose endpoint dies, `ccs heads`, and the API key never leaving the request
 header."""
+
 from __future__ import annotations
 
 import email.utils
@@ -26,8 +27,13 @@ from ccs import llm, scores
 from ccs.llm import endpoint
 
 SECRET = "sk-test-SECRET-do-not-leak-4242"
-HEAD = ["Photo taken in Rio de Janeiro", "Picture taken in Cyprus", "Image shot in Kyoto",
-        "Photograph taken in Lisbon", "A bowl of ramen"]
+HEAD = [
+    "Photo taken in Rio de Janeiro",
+    "Picture taken in Cyprus",
+    "Image shot in Kyoto",
+    "Photograph taken in Lisbon",
+    "A bowl of ramen",
+]
 
 
 class Server(ThreadingHTTPServer):
@@ -61,8 +67,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         srv: Server = self.server
-        srv.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body,
-                             "time": time.monotonic()})
+        srv.requests.append(
+            {"path": self.path, "auth": self.headers.get("Authorization"), "body": body, "time": time.monotonic()}
+        )
         action = srv.script.popleft() if srv.script else _default(body)
         kind = action[0]
         if kind == "default":
@@ -73,21 +80,30 @@ class Handler(BaseHTTPRequestHandler):
         if kind == "status":  # ("status", code[, headers[, message, in which {auth} is the header]])
             message = action[3] if len(action) > 3 else f"scripted {action[1]}"
             message = message.replace("{auth}", self.headers.get("Authorization", ""))
-            return self._send(action[1], {"error": {"message": message, "type": "x"}},
-                              headers=action[2] if len(action) > 2 else {})
+            return self._send(
+                action[1], {"error": {"message": message, "type": "x"}}, headers=action[2] if len(action) > 2 else {}
+            )
         if kind == "html":  # a proxy's login or error page, served with status 200
             page = action[1] if len(action) > 1 else "<html><body><h1>Please log in</h1></body></html>"
-            return self._send(200, page.replace("{auth}", self.headers.get("Authorization", "")).encode(),
-                              content_type=action[2] if len(action) > 2 else "text/html")
-        self._send(200, {
-            "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": action[1]}}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+            return self._send(
+                200,
+                page.replace("{auth}", self.headers.get("Authorization", "")).encode(),
+                content_type=action[2] if len(action) > 2 else "text/html",
+            )
+        self._send(
+            200,
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": action[1]}}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            },
+        )
         srv.answered += 1
 
-    def _send(self, code: int, payload: dict | bytes, headers: dict | None = None,
-              content_type: str = "application/json"):
+    def _send(self, code: int, payload: dict | bytes, headers: dict | None = None, content_type: str = "application/json"):
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         try:
             self.send_response(code)
@@ -242,12 +258,15 @@ def test_interrupted_run_loses_no_answer(env, server, tmp_path):
     asks only for the rest."""
     cache = tmp_path / "cache"
     texts = [f"Photo number {i} taken in Lisbon" for i in range(12)]
-    code = ("import sys; from ccs import llm\n"
-            f"b = llm.OpenAIBackend(model='test-model', cache={str(cache)!r}, backoff=0.01)\n"
-            f"for t in {texts!r}: b.judge(t, 'location'); print('judged', flush=True)\n")
+    code = (
+        "import sys; from ccs import llm\n"
+        f"b = llm.OpenAIBackend(model='test-model', cache={str(cache)!r}, backoff=0.01)\n"
+        f"for t in {texts!r}: b.judge(t, 'location'); print('judged', flush=True)\n"
+    )
     server.script.extend([("ok", "1")] * 5 + [("sleep", 30.0, "1")])  # the 6th request hangs
-    proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 30
     while len(server.requests) < 6 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -265,8 +284,9 @@ def test_interrupted_run_loses_no_answer(env, server, tmp_path):
 
 def test_key_appears_in_no_output(env, server, tmp_path, caplog, capsys, closed_url, monkeypatch):
     caplog.set_level(logging.DEBUG)  # the openai client and httpx log requests at DEBUG
-    server.script.extend([("status", 429), ("ok", "not a concept"), ("ok", "colour"),
-                          ("status", 401, {}, "Incorrect API key provided: {auth}")])
+    server.script.extend(
+        [("status", 429), ("ok", "not a concept"), ("ok", "colour"), ("status", 401, {}, "Incorrect API key provided: {auth}")]
+    )
     b = make(tmp_path)
     assert b.label(HEAD) == "colour"
     with pytest.raises(llm.EndpointRejected) as failure:  # not retried: a wrong key stays wrong
@@ -299,6 +319,7 @@ def test_missing_key_is_a_clear_error(monkeypatch, tmp_path):
 
 # --- endpoints that are dead, slow to allow, or speaking something else -----------------------------
 
+
 def test_hanging_endpoint_is_an_error_within_the_bound(env, hung_url, tmp_path):
     b = make(tmp_path, base_url=hung_url, timeout=0.3, retries=2, backoff=0.05)
     start = time.monotonic()
@@ -330,7 +351,7 @@ def test_defaults_fail_a_dead_endpoint_within_a_minute(env, tmp_path):
     defaults = {k: p.default for k, p in inspect.signature(llm.OpenAIBackend).parameters.items()}
     assert (defaults["timeout"], defaults["retries"], defaults["backoff"]) == (llm.TIMEOUT, llm.RETRIES, llm.BACKOFF)
     timeout, retries, backoff = llm.TIMEOUT, llm.RETRIES, llm.BACKOFF
-    bound = timeout * (retries + 1) + sum(min(backoff * 2 ** i, llm.MAX_BACKOFF) for i in range(retries))
+    bound = timeout * (retries + 1) + sum(min(backoff * 2**i, llm.MAX_BACKOFF) for i in range(retries))
     assert bound == llm.OpenAIBackend.worst_case() <= 60
     client_timeout = llm.OpenAIBackend(cache=tmp_path)._client.timeout
     assert client_timeout.read == timeout and client_timeout.connect <= 5
@@ -343,14 +364,17 @@ def test_defaults_fail_a_dead_endpoint_within_a_minute(env, tmp_path):
     assert int(re.search(r"^llm_retries = (\S+)", cell, re.M)[1]) == retries
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"timeout": 0}, "timeout must be a number of seconds > 0"),
-    ({"timeout": -1.0}, "timeout must be"),
-    ({"timeout": "20"}, "timeout must be"),
-    ({"retries": -1}, "retries must be an integer >= 0"),
-    ({"retries": 1.5}, "retries must be"),
-    ({"backoff": -0.1}, "backoff must be"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"timeout": 0}, "timeout must be a number of seconds > 0"),
+        ({"timeout": -1.0}, "timeout must be"),
+        ({"timeout": "20"}, "timeout must be"),
+        ({"retries": -1}, "retries must be an integer >= 0"),
+        ({"retries": 1.5}, "retries must be"),
+        ({"backoff": -0.1}, "backoff must be"),
+    ],
+)
 def test_timeouts_and_retries_are_validated(env, tmp_path, options, message):
     with pytest.raises(ValueError, match=message):
         llm.backend("openai", cache=tmp_path, **options)
@@ -399,8 +423,14 @@ def test_html_replies_are_retried_then_an_error(env, server, tmp_path):
 
 def test_garbled_json_is_retried(env, server, tmp_path):
     json_type = "application/json"
-    server.script.extend([("html", '{"choices": [{"mess', json_type), ("html", '{"id": "x"}', json_type),
-                          ("html", '{"choices": []}', json_type), ("ok", "1")])
+    server.script.extend(
+        [
+            ("html", '{"choices": [{"mess', json_type),
+            ("html", '{"id": "x"}', json_type),
+            ("html", '{"choices": []}', json_type),
+            ("ok", "1"),
+        ]
+    )
     assert make(tmp_path, retries=3).judge(HEAD[0], "location") == 1 and len(server.requests) == 4
 
 
@@ -462,8 +492,7 @@ def _cli(tmp_path, monkeypatch, *args):
     monkeypatch.setenv("CCS_CACHE", str(tmp_path / "ccs-cache"))
     path = tmp_path / "records.json"
     path.write_text(json.dumps([{"layer": 11, "head": 5, "texts": HEAD}]))
-    return CliRunner().invoke(app, ["heads", "--backend", "openai", "--judge-model", "test-model",
-                                    "--records", str(path), *args])
+    return CliRunner().invoke(app, ["heads", "--backend", "openai", "--judge-model", "test-model", "--records", str(path), *args])
 
 
 def test_cli_heads_stops_on_a_dead_endpoint(env, closed_url, tmp_path, monkeypatch):
@@ -493,8 +522,10 @@ def test_cli_heads_over_a_live_endpoint_and_bad_options(env, server, tmp_path, m
 TRUNCATED = SECRET[:20] + "..."  # a server that shows the start of the key
 
 
-@pytest.mark.parametrize("echo", ["Incorrect API key provided: {auth}", "Incorrect API key provided: " + TRUNCATED,
-                                  "bad key " + SECRET + " (check it)"])
+@pytest.mark.parametrize(
+    "echo",
+    ["Incorrect API key provided: {auth}", "Incorrect API key provided: " + TRUNCATED, "bad key " + SECRET + " (check it)"],
+)
 def test_a_key_echoed_by_the_server_is_scrubbed(env, server, tmp_path, monkeypatch, caplog, echo):
     """A 401 whose message echoes the Authorization header (or the key, whole or cut): one error
     naming the endpoint and the status, no key in it, its cause or its context; the same through
@@ -519,8 +550,10 @@ def test_a_key_echoed_by_the_server_is_scrubbed(env, server, tmp_path, monkeypat
         monkeypatch.setenv("CCS_CACHE", str(tmp_path / "ccs-cache"))
         records = tmp_path / "records.json"
         records.write_text(json.dumps([{"layer": 11, "head": 5, "texts": HEAD}]))
-        result = CliRunner().invoke(app, [*args, "heads", "--backend", "openai", "--judge-model", "test-model",
-                                          "--records", str(records), "--retries", "0"])
+        result = CliRunner().invoke(
+            app,
+            [*args, "heads", "--backend", "openai", "--judge-model", "test-model", "--records", str(records), "--retries", "0"],
+        )
         assert result.exit_code == 1 and "error:" in result.output and "HTTP 401" in result.output, result.output
         assert SECRET not in result.output and SECRET[:12] not in result.output
         assert ("Traceback" in result.output) == bool(args)
@@ -528,8 +561,11 @@ def test_a_key_echoed_by_the_server_is_scrubbed(env, server, tmp_path, monkeypat
 
 
 def _judge_files(tmp_path):
-    return [f for f in (tmp_path / "cache").glob("*.json")
-            if json.loads(f.read_text())["messages"][-1]["content"].startswith("Concept:")]
+    return [
+        f
+        for f in (tmp_path / "cache").glob("*.json")
+        if json.loads(f.read_text())["messages"][-1]["content"].startswith("Concept:")
+    ]
 
 
 def _sealed(record):
@@ -537,14 +573,18 @@ def _sealed(record):
     return {**record, "crc32": llm.ResponseCache.checksum(record)}
 
 
-@pytest.mark.parametrize("damage, problem", [
-    (lambda r: _sealed({**r, "answer": 7}), "invalid answer 7"),  # would count as 7 matches: CCS 35
-    (lambda r: _sealed({**r, "answer": "1"}), "invalid answer '1'"),  # a string, not the judgement 1
-    (lambda r: _sealed({**r, "answer": True}), "invalid answer True"),
-    (lambda r: {k: v for k, v in r.items() if k != "crc32"} | {"answer": 2}, "invalid answer 2"),  # an older record
-    (lambda r: {**r, "answer": 1 - r["answer"]}, "checksum mismatch"),  # valid, but not what was received
-    (lambda r: _sealed({**r, "messages": r["messages"][:-1]}), "another question"),
-], ids=["seven", "string", "bool", "no-checksum", "flipped", "other-question"])
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (lambda r: _sealed({**r, "answer": 7}), "invalid answer 7"),  # would count as 7 matches: CCS 35
+        (lambda r: _sealed({**r, "answer": "1"}), "invalid answer '1'"),  # a string, not the judgement 1
+        (lambda r: _sealed({**r, "answer": True}), "invalid answer True"),
+        (lambda r: {k: v for k, v in r.items() if k != "crc32"} | {"answer": 2}, "invalid answer 2"),  # an older record
+        (lambda r: {**r, "answer": 1 - r["answer"]}, "checksum mismatch"),  # valid, but not what was received
+        (lambda r: _sealed({**r, "messages": r["messages"][:-1]}), "another question"),
+    ],
+    ids=["seven", "string", "bool", "no-checksum", "flipped", "other-question"],
+)
 def test_cached_judgements_are_validated_when_read(env, server, tmp_path, caplog, damage, problem):
     """A cached judgement passes the validation of an answer on receipt (and its checksum) or it is
     reported with its path, deleted and asked again: a cached 7 never makes a CCS of 35."""
@@ -565,8 +605,10 @@ def test_cached_judgements_are_validated_when_read(env, server, tmp_path, caplog
     assert scores.score_head(HEAD, third) == first and third.requests == 0 and not caplog.text
 
 
-@pytest.mark.parametrize("vocab, answer", [(True, "The concept is location"), (True, "banana"),
-                                           (True, "unknown"), (False, "two words"), (True, ["location"])])
+@pytest.mark.parametrize(
+    "vocab, answer",
+    [(True, "The concept is location"), (True, "banana"), (True, "unknown"), (False, "two words"), (True, ["location"])],
+)
 def test_cached_labels_are_validated_when_read(env, server, tmp_path, caplog, vocab, answer):
     assert make(tmp_path, vocab=vocab).label(HEAD) == "location"
     (f,) = (tmp_path / "cache").glob("*.json")
@@ -612,8 +654,10 @@ def test_a_few_invalid_answers_flag_their_heads_and_are_counted(env, server, tmp
     run logs how many answers of each role failed, from which endpoint. Over it (max_invalid=0.05):
     the same run fails, naming the role and the count."""
     heads = _heads(12)
-    bad = {endpoint._label_prompt(heads[3]["texts"], True)[-1]["content"]: "banana",
-           endpoint._judge_prompt(heads[7]["texts"][0], "location")[-1]["content"]: "maybe"}
+    bad = {
+        endpoint._label_prompt(heads[3]["texts"], True)[-1]["content"]: "banana",
+        endpoint._judge_prompt(heads[7]["texts"][0], "location")[-1]["content"]: "maybe",
+    }
 
     default = _default
 
@@ -629,8 +673,11 @@ def test_a_few_invalid_answers_flag_their_heads_and_are_counted(env, server, tmp
     assert table["ccs"].isna().sum() == 2 and table.loc[7, "label"] == "location"
     assert "labeler: 1 of 12 questions without a valid answer; judge: 1 of 55" in caplog.text
     assert server.url in caplog.text
-    with pytest.raises(llm.TooManyInvalid, match=r"the labeler test-model at .*: 1 of the 12 questions of "
-                                                 r"this run \(4 asked so far\) .* more than the 5% allowed"):
+    with pytest.raises(
+        llm.TooManyInvalid,
+        match=r"the labeler test-model at .*: 1 of the 12 questions of "
+        r"this run \(4 asked so far\) .* more than the 5% allowed",
+    ):
         scores.score_heads(heads, make(tmp_path, retries=1, max_invalid=0.05))
 
 

@@ -1,4 +1,5 @@
 """The model registry: names, open_clip mapping, loading, and the offline errors."""
+
 import time
 
 import huggingface_hub.constants
@@ -72,8 +73,7 @@ def test_paper_model_loads_from_ccs_weights(tmp_path, monkeypatch, empty_hub):
     """The real loading path end to end, with a checkpoint written here instead of downloaded."""
     torch.manual_seed(0)
     reference = open_clip.create_model("ViT-B-32-quickgelu")
-    save_file({k: v.contiguous() for k, v in reference.state_dict().items()},
-              tmp_path / "ViT-B-32-OpenAI.safetensors")
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, tmp_path / "ViT-B-32-OpenAI.safetensors")
     monkeypatch.setenv("CCS_WEIGHTS", str(tmp_path))
     model, preprocess, tokenizer = models.load("ViT-B-32-OpenAI")
     for (k, a), b in zip(reference.state_dict().items(), model.state_dict().values()):
@@ -89,8 +89,7 @@ def test_tensor_preprocess_matches_pil_pipeline():
     size = model.visual.preprocess_cfg["size"][0]
     image = torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8)
     pil = Image.fromarray(image[0].permute(1, 2, 0).numpy())
-    torch.testing.assert_close(models.tensor_preprocess(model)(image)[0], preprocess(pil),
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(models.tensor_preprocess(model)(image)[0], preprocess(pil), atol=1e-6, rtol=0)
 
 
 def test_cli_lists_the_paper_models():

@@ -6,6 +6,7 @@ path works before spending GPU hours on it.
 Every count (images, clips, frames) is the smallest its declaration in the parameters cell allows: the
 pages run in minutes instead of a quarter of an hour, and the declared ranges are shown to hold (a value
 that passes the check before a kernel starts also runs)."""
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,12 @@ def _tiny_cifar10(root: Path) -> None:
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    batch = {"batch_label": "testing batch 1 of 1", "data": rng.integers(0, 256, (24, 3072), dtype=np.uint8),
-             "labels": [i % 10 for i in range(24)], "filenames": [f"{i}.png" for i in range(24)]}
+    batch = {
+        "batch_label": "testing batch 1 of 1",
+        "data": rng.integers(0, 256, (24, 3072), dtype=np.uint8),
+        "labels": [i % 10 for i in range(24)],
+        "filenames": [f"{i}.png" for i in range(24)],
+    }
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     for name, obj in (("test_batch", batch), ("batches.meta", {"label_names": names})):
         with open(folder / name, "wb") as f:
@@ -65,8 +70,9 @@ def _tiny_country211_and_msrvtt(root: Path) -> None:
             Image.new("RGB", (40, 30), (80 * i, 40 * j, 120)).save(path)
     base = root / "msrvtt"
     (base / "videos" / "all").mkdir(parents=True)
-    (base / "MSRVTT_JSFUSION_test.csv").write_text("key,vid_key,video_id,sentence\n" + "".join(
-        f"ret{i},msr{i},video{i},a clip number {i}\n" for i in range(3)))
+    (base / "MSRVTT_JSFUSION_test.csv").write_text(
+        "key,vid_key,video_id,sentence\n" + "".join(f"ret{i},msr{i},video{i},a clip number {i}\n" for i in range(3))
+    )
     for i in range(3):
         with av.open(str(base / "videos" / "all" / f"video{i}.mp4"), "w") as out:
             stream = out.add_stream("mpeg4", rate=10)

@@ -1,4 +1,5 @@
 """The generated page of the paper's numbers beside this book's runs."""
+
 import json
 
 from ccs import models, paper_tables, pipeline
@@ -11,10 +12,12 @@ def _section(text: str, title: str) -> str:
 def test_a_runs_number_sits_beside_the_papers(tmp_path):
     runs = tmp_path / "runs"
     (runs / "ViT-B-16-OpenAI").mkdir(parents=True)
-    (runs / "ViT-B-16-OpenAI" / "pruning.json").write_text(json.dumps({
-        "weights": "trained", "paper_tables": {"pruning_high_low": {"CIFAR-10": [77.5, 64.25, 75.0]}}}))
-    (runs / "ViT-B-16-OpenAI" / "ccs.json").write_text(json.dumps({
-        "weights": "trained", "category_counts": {"high": 9, "moderate": 15, "low": 3, "unknown": 0}}))
+    (runs / "ViT-B-16-OpenAI" / "pruning.json").write_text(
+        json.dumps({"weights": "trained", "paper_tables": {"pruning_high_low": {"CIFAR-10": [77.5, 64.25, 75.0]}}})
+    )
+    (runs / "ViT-B-16-OpenAI" / "ccs.json").write_text(
+        json.dumps({"weights": "trained", "category_counts": {"high": 9, "moderate": 15, "low": 3, "unknown": 0}})
+    )
     text = paper_tables.page(runs)
     pruning = _section(text, "Soft pruning, zero-shot top-1 %")
     # paper, run for each condition, in one row: original 78.10 | 77.50, high 63.93 | 64.25, low 76.44 | 75.00
@@ -39,9 +42,19 @@ def test_every_claim_is_a_section_with_all_six_paper_models(tmp_path):
 def test_trained_models_sit_beside_the_paper_on_the_analogous_claim(tmp_path):
     trained = [m for m in pipeline.grid()["models"] if m in models.zoo()][:1]
     (tmp_path / trained[0]).mkdir()
-    (tmp_path / trained[0] / "pruning.json").write_text(json.dumps({"weights": "trained", "replication": {
-        "this run": {"pruning-high-vs-low": {"estimate": 0.057, "low": 0.051, "high": 0.062, "verdict": "supported"}},
-        "ground truth": {"pruning-high-vs-low": {"estimate": -0.01, "low": -0.02, "high": 0.001, "verdict": "inconclusive"}}}}))
+    (tmp_path / trained[0] / "pruning.json").write_text(
+        json.dumps(
+            {
+                "weights": "trained",
+                "replication": {
+                    "this run": {"pruning-high-vs-low": {"estimate": 0.057, "low": 0.051, "high": 0.062, "verdict": "supported"}},
+                    "ground truth": {
+                        "pruning-high-vs-low": {"estimate": -0.01, "low": -0.02, "high": 0.001, "verdict": "inconclusive"}
+                    },
+                },
+            }
+        )
+    )
     section = _section(paper_tables.page(tmp_path), "Soft pruning, zero-shot top-1 %")
     assert f"| {trained[0]} | +5.70 pp [5.10, 6.20] | supported | \u22121.00 pp [\u22122.00, 0.10] | inconclusive |" in section
 
@@ -50,9 +63,18 @@ def test_trained_models_counts_in_the_paper_s_categories_say_whether_its_test_ca
     trained = [m for m in pipeline.grid()["models"] if m in models.zoo()][:2]
     for model, (run, truth) in zip(trained, [((1, 0), (2, 0)), ((5, 3), (4, 2))]):
         (tmp_path / model).mkdir()
-        (tmp_path / model / "pruning.json").write_text(json.dumps({"weights": "trained", "per_head": [{}] * 32,
-            "category_counts_by_source": {"this run": dict(zip(("high", "low"), run)),
-                                          "ground truth": dict(zip(("high", "low"), truth))}}))
+        (tmp_path / model / "pruning.json").write_text(
+            json.dumps(
+                {
+                    "weights": "trained",
+                    "per_head": [{}] * 32,
+                    "category_counts_by_source": {
+                        "this run": dict(zip(("high", "low"), run)),
+                        "ground truth": dict(zip(("high", "low"), truth)),
+                    },
+                }
+            )
+        )
     counts = _section(paper_tables.page(tmp_path), "Heads per CCS category (of the analysed heads)")
     assert f"| {trained[0]} | 32 | 1 (3 %) | 0 (0 %) | 2 (6 %) | 0 (0 %) | cannot be formed |" in counts
     assert f"| {trained[1]} | 32 | 5 (16 %) | 3 (9 %) | 4 (12 %) | 2 (6 %) | yes |" in counts

@@ -1,4 +1,5 @@
 """The pipeline grid, the notebook sources, the executed notebooks and `ccs run`."""
+
 import json
 import os
 import re
@@ -36,14 +37,18 @@ def test_toc_is_written_from_the_grid():
 
 def test_toc_puts_the_prose_parts_around_the_runs(tmp_path):
     grid = tmp_path / "pipeline.yaml"
-    grid.write_text("models: [ccs-tiny]\nexperiments:\n  model_card:\n"
-                    "prose:\n  before:\n    - {caption: The method, chapters: [book/method]}\n"
-                    "  after:\n    - {caption: Reference, chapters: [book/glossary, book/bibliography]}\n")
+    grid.write_text(
+        "models: [ccs-tiny]\nexperiments:\n  model_card:\n"
+        "prose:\n  before:\n    - {caption: The method, chapters: [book/method]}\n"
+        "  after:\n    - {caption: Reference, chapters: [book/glossary, book/bibliography]}\n"
+    )
     toc = pipeline.toc(grid)
     assert toc["root"] == "book/intro"
     assert [(p["caption"], [c["file"] for c in p["chapters"]]) for p in toc["parts"]] == [
-        ("The method", ["book/method"]), ("Runs: ccs-tiny", ["book/runs/ccs-tiny/model_card"]),
-        ("Reference", ["book/glossary", "book/bibliography"])]
+        ("The method", ["book/method"]),
+        ("Runs: ccs-tiny", ["book/runs/ccs-tiny/model_card"]),
+        ("Reference", ["book/glossary", "book/bibliography"]),
+    ]
     grid.write_text("models: [ccs-tiny]\nexperiments:\n  model_card:\nprose: [book/reproduce]\n")  # a plain list
     assert pipeline.toc(grid)["parts"][-1] == {"caption": "Using the book", "chapters": [{"file": "book/reproduce"}]}
     for part in pipeline.toc()["parts"]:  # every prose page of this book's grid exists
@@ -83,11 +88,14 @@ def mini(tmp_path, monkeypatch):
     (tmp_path / "notebooks" / "small.py").write_text(
         '# %% tags=["parameters"]\nmodel = "x"  # [model]\nimages = 10  # [at least 1] images\n'
         'backend = "embedding"  # [embedding | openai]\n\n'
-        '# %%\nimport json\njson.dump({"images": images}, open("small.json", "w"))\nprint(images * 2)\n')
+        '# %%\nimport json\njson.dump({"images": images}, open("small.json", "w"))\nprint(images * 2)\n'
+    )
     (tmp_path / "notebooks" / "broken.py").write_text(
-        '# %% tags=["parameters"]\nmodel = "x"\n\n# %%\nraise RuntimeError("boom")\n')
+        '# %% tags=["parameters"]\nmodel = "x"\n\n# %%\nraise RuntimeError("boom")\n'
+    )
     (tmp_path / "pipeline.yaml").write_text(
-        "models: [ccs-tiny]\nexperiments:\n  small:\n    parameters: {images: 3}\n  broken:\n")
+        "models: [ccs-tiny]\nexperiments:\n  small:\n    parameters: {images: 3}\n  broken:\n"
+    )
     monkeypatch.setattr(pipeline.paths, "ROOT", tmp_path)  # the one module that holds the paths
     monkeypatch.setattr(pipeline.paths, "GRID", tmp_path / "pipeline.yaml")
     return tmp_path
@@ -134,13 +142,11 @@ def test_pages_are_exact_and_content_addressed(mini):
     assert page.read_bytes() == first  # a re-run of the same thing writes the same bytes
     assert [r.experiment for r in pipeline.stale()] == ["broken"]
     # a changed parameter makes exactly its page stale
-    (mini / "pipeline.yaml").write_text(
-        "models: [ccs-tiny]\nexperiments:\n  small:\n    parameters: {images: 4}\n  broken:\n")
+    (mini / "pipeline.yaml").write_text("models: [ccs-tiny]\nexperiments:\n  small:\n    parameters: {images: 4}\n  broken:\n")
     assert [r.experiment for r in pipeline.stale()] == ["small", "broken"]
     stamp, done = pipeline.stamp(pipeline.find(models.TINY, "small"))
     assert not done.exists() or stamp.stat().st_mtime >= done.stat().st_mtime  # Snakemake re-runs the page
-    (mini / "pipeline.yaml").write_text(
-        "models: [ccs-tiny]\nexperiments:\n  small:\n    parameters: {images: 3}\n  broken:\n")
+    (mini / "pipeline.yaml").write_text("models: [ccs-tiny]\nexperiments:\n  small:\n    parameters: {images: 3}\n  broken:\n")
     stamp, done = pipeline.stamp(run)
     assert stamp.stat().st_mtime == 0 and done.is_file()  # current again: never newer than anything
 
@@ -155,13 +161,16 @@ def test_other_parameters_never_overwrite_a_page(mini):
     assert pipeline.execute(run, progress=False, extra={"images": 3}) == page  # the grid's own value
 
 
-@pytest.mark.parametrize("extra, message", [
-    ({"imagez": 64}, "has no parameter 'imagez'; its parameters: model, images, backend"),
-    ({"images": "abc"}, "images must be an int"),
-    ({"images": -5}, "images must be at least 1"),
-    ({"images": True}, "images must be an int"),
-    ({"backend": "gpt"}, "backend must be 'embedding' or 'openai'"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"imagez": 64}, "has no parameter 'imagez'; its parameters: model, images, backend"),
+        ({"images": "abc"}, "images must be an int"),
+        ({"images": -5}, "images must be at least 1"),
+        ({"images": True}, "images must be an int"),
+        ({"backend": "gpt"}, "backend must be 'embedding' or 'openai'"),
+    ],
+)
 def test_parameters_are_checked_before_a_kernel_starts(mini, extra, message, monkeypatch):
     import papermill
 
@@ -204,8 +213,11 @@ BAD_P = [  # (the page, -p values, what the one-line usage error must name)
     ("ccs", ["llm_retries=-1", "backend=openai"], ["llm_retries must be at least 0"]),  # the kernel started first
     ("ccs", ["llm_timeout=0"], ["llm_timeout must be more than 0"]),  # was accepted silently
     ("ccs", ["backend=openai", "llm_timeout=.inf"], ["llm_timeout must be a finite number"]),  # failed 30 s later
-    ("model_card", ["model=ViT-B-16-OpenAI"], ["model: the model is the first argument",
-                                                "ccs run ViT-B-16-OpenAI model_card"]),  # failed after 7 cells
+    (
+        "model_card",
+        ["model=ViT-B-16-OpenAI"],
+        ["model: the model is the first argument", "ccs run ViT-B-16-OpenAI model_card"],
+    ),  # failed after 7 cells
     ("textspan", ["last_layers=99"], [f"last_layers must be in 1..layers (= {models.spec(models.TINY).layers})"]),
     ("pruning", ["splits=[test, nope]"], ["splits must be a non-empty list", "novel-shades"]),
     ("ood", ["detect_task=motion"], ["detect_task must be a concept of the world"]),
@@ -239,9 +251,11 @@ def failing(mini):
     """Pages that fail in a cell: with the library's own error, and with an unexpected one."""
     (mini / "notebooks" / "mine.py").write_text(
         '# %% tags=["parameters"]\nmodel = "x"  # [model]\n\n# %%\nfrom ccs import datasets\n'
-        'raise datasets.DatasetError("CIFAR-10: data_batch_1 is damaged; delete it and run `ccs data fetch CIFAR-10`")\n')
+        'raise datasets.DatasetError("CIFAR-10: data_batch_1 is damaged; delete it and run `ccs data fetch CIFAR-10`")\n'
+    )
     (mini / "notebooks" / "oops.py").write_text(
-        '# %% tags=["parameters"]\nmodel = "x"  # [model]\n\n# %%\nx = [1, 2]\n\n# %%\nx[5]\n')
+        '# %% tags=["parameters"]\nmodel = "x"  # [model]\n\n# %%\nx = [1, 2]\n\n# %%\nx[5]\n'
+    )
     return mini
 
 
@@ -249,12 +263,15 @@ def test_an_error_in_a_cell_is_the_library_message_alone(failing, capfd):
     """Was the whole papermill traceback as one `error:` line of 2-16 KB, the message at its end."""
     result = CliRunner().invoke(app, ["run", models.TINY, "mine"])
     assert result.exit_code == 1
-    assert result.output == ("error: CIFAR-10: data_batch_1 is damaged; delete it and run "
-                             "`ccs data fetch CIFAR-10`\n"), result.output
+    assert result.output == ("error: CIFAR-10: data_batch_1 is damaged; delete it and run `ccs data fetch CIFAR-10`\n"), (
+        result.output
+    )
     result = CliRunner().invoke(app, ["run", models.TINY, "oops"])
     assert result.exit_code == 1 and len(result.output.splitlines()) == 1, result.output
-    assert result.output.startswith("error: oops page (ccs-tiny), notebooks/oops.py line 8: IndexError: list index out of range "
-                                    "(unexpected; rerun with `ccs --debug run ...`"), result.output
+    assert result.output.startswith(
+        "error: oops page (ccs-tiny), notebooks/oops.py line 8: IndexError: list index out of range "
+        "(unexpected; rerun with `ccs --debug run ...`"
+    ), result.output
     debug = CliRunner().invoke(app, ["--debug", "run", models.TINY, "oops"])
     assert debug.exit_code == 1 and "x[5]" in debug.output and "IndexError" in debug.output
     assert debug.output.splitlines()[-1] == result.output.strip()
@@ -270,8 +287,11 @@ def test_a_stale_snakemake_lock_is_cleared_and_a_live_one_kept(tmp_path):
     (locks / "0.output.lock").write_text("b\n")
     # no record of who holds it (a run killed between its lock and its record, or one about to record):
     # kept while a Snakemake runs in the repository, cleared when none does
-    running = subprocess.Popen([sys.executable, "-c", "import time; print(flush=True); time.sleep(60)", "snakemake"],
-                               cwd=tmp_path, stdout=subprocess.PIPE)
+    running = subprocess.Popen(
+        [sys.executable, "-c", "import time; print(flush=True); time.sleep(60)", "snakemake"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+    )
     try:
         running.stdout.readline()  # started
         assert pipeline._snakemakes(tmp_path) == [running.pid]
@@ -355,7 +375,8 @@ def test_a_relative_cache_folder_is_kept_across_runs(mini, monkeypatch):
     every run recomputed everything."""
     (mini / "notebooks" / "cachey.py").write_text(
         '# %% tags=["parameters"]\nmodel = "x"  # [model]\n\n'
-        '# %%\nfrom ccs.cache import cache_dir\n(cache_dir("probe") / "mark").write_text("kept")\n')
+        '# %%\nfrom ccs.cache import cache_dir\n(cache_dir("probe") / "mark").write_text("kept")\n'
+    )
     (mini / "here").mkdir()
     monkeypatch.chdir(mini / "here")
     monkeypatch.setenv("CCS_CACHE", "relative-cache")
@@ -422,8 +443,9 @@ def test_run_command_rejects_unknown_model_before_starting_a_kernel():
 def _copy_of_this_tree(dest: Path) -> Path:
     """The tracked files of this repository as they are now, copied the way a clone writes them
     (fresh file times, in git's order): what a fresh clone of this commit holds."""
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=pipeline.ROOT, capture_output=True, check=True,
-                           text=True).stdout.split("\0")
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=pipeline.ROOT, capture_output=True, check=True, text=True).stdout.split(
+        "\0"
+    )
     for f in filter(None, files):
         src = pipeline.ROOT / f
         if src.is_file():
@@ -442,8 +464,7 @@ def test_a_fresh_clone_runs_nothing(tmp_path):
     repo = _copy_of_this_tree(tmp_path / "clone")
     ccs = str(Path(sys.executable).with_name("ccs"))
     assert _in(repo, ccs, "stale").stdout == "", "pages out of date: run `make book` and commit them"
-    out = _in(repo, str(Path(sys.executable).with_name("snakemake")), "-n", "--quiet", "rules",
-              "--rerun-triggers", "mtime")
+    out = _in(repo, str(Path(sys.executable).with_name("snakemake")), "-n", "--quiet", "rules", "--rerun-triggers", "mtime")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Nothing to be done" in out.stdout + out.stderr, out.stdout[-2000:] + out.stderr[-2000:]
     # a library change re-runs every page, in one `make book` (Snakemake schedules them all at once)
@@ -462,8 +483,17 @@ def test_a_fresh_clone_runs_nothing(tmp_path):
 
 BIN = Path(sys.executable).parent
 # the pipeline as `make book` runs it (Makefile), on one core
-SNAKEMAKE = [str(BIN / "snakemake"), "--cores", "1", "--quiet", "rules", "--keep-incomplete", "--rerun-incomplete",
-             "--rerun-triggers", "mtime"]
+SNAKEMAKE = [
+    str(BIN / "snakemake"),
+    "--cores",
+    "1",
+    "--quiet",
+    "rules",
+    "--keep-incomplete",
+    "--rerun-incomplete",
+    "--rerun-triggers",
+    "mtime",
+]
 
 
 def _sleepy_book(repo: Path, executed: bool = True) -> dict:
@@ -478,7 +508,8 @@ def _sleepy_book(repo: Path, executed: bool = True) -> dict:
         '# %% tags=["parameters"]\nmodel = "x"  # [model]\n\n'
         '# %%\nimport os, time\nif os.environ.get("CCS_TEST_SLEEP"):\n'
         '    open(os.environ["CCS_TEST_MARK"], "w").close()\n'
-        '    time.sleep(float(os.environ["CCS_TEST_SLEEP"]))\nprint("done")\n')
+        '    time.sleep(float(os.environ["CCS_TEST_SLEEP"]))\nprint("done")\n'
+    )
     (repo / "pipeline.yaml").write_text("models: [ccs-tiny]\nexperiments:\n  sleepy:\n")
     (repo / "_toc.yml").write_text("")
     env = {**os.environ, "PYTHONPATH": str(repo / "lib"), "PATH": f"{BIN}:{os.environ['PATH']}"}
@@ -497,8 +528,14 @@ def _start_in_the_cell(repo: Path, env: dict, cmd: list[str], log: Path) -> subp
     mark = repo / "in-the-cell"
     mark.unlink(missing_ok=True)
     # stdout to a file, not a pipe nobody reads (which could fill and block)
-    proc = subprocess.Popen(cmd, cwd=repo, env={**env, "CCS_TEST_SLEEP": "600", "CCS_TEST_MARK": str(mark)},
-                            start_new_session=True, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=repo,
+        env={**env, "CCS_TEST_SLEEP": "600", "CCS_TEST_MARK": str(mark)},
+        start_new_session=True,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.time() + 300  # a start-up under heavy load
     while time.time() < deadline and not mark.exists() and proc.poll() is None:
         time.sleep(0.2)
@@ -534,8 +571,7 @@ def _descendants(pid: int) -> dict[int, str]:
 
 def _still_running(tree: dict[int, str]) -> dict[int, str]:
     procs = _processes()
-    return {pid: start for pid, start in tree.items()
-            if pid in procs and procs[pid][1] == start and procs[pid][2] != "Z"}
+    return {pid: start for pid, start in tree.items() if pid in procs and procs[pid][1] == start and procs[pid][2] != "Z"}
 
 
 def _command(pid: int) -> str:
@@ -635,12 +671,19 @@ def test_sigkill_of_make_at_any_point_of_its_start_up_leaves_nothing(tmp_path):
     snakefile = repo / "Snakefile"  # a hook that holds the run between its lock and its owner record
     text = snakefile.read_text()
     assert "    pipeline.record_lock_owner()" in text
-    snakefile.write_text(text.replace("    pipeline.record_lock_owner()", (
-        "    import os, time\n"
-        "    if os.environ.get('CCS_TEST_LOCKED'):\n"
-        "        open(os.environ['CCS_TEST_LOCKED'], 'w').close()\n"
-        "        time.sleep(600)\n"
-        "    pipeline.record_lock_owner()"), 1))
+    snakefile.write_text(
+        text.replace(
+            "    pipeline.record_lock_owner()",
+            (
+                "    import os, time\n"
+                "    if os.environ.get('CCS_TEST_LOCKED'):\n"
+                "        open(os.environ['CCS_TEST_LOCKED'], 'w').close()\n"
+                "        time.sleep(600)\n"
+                "    pipeline.record_lock_owner()"
+            ),
+            1,
+        )
+    )
     make = ["make", "-s", "pipeline", f"VENV={BIN.parent}", "-o", str(BIN.parent / ".installed-stamp")]
     locked, in_cell = tmp_path / "locked", tmp_path / "in-cell"
     log = tmp_path / "make.log"
@@ -648,8 +691,9 @@ def test_sigkill_of_make_at_any_point_of_its_start_up_leaves_nothing(tmp_path):
     def start(i: int, **extra) -> tuple[subprocess.Popen, str]:
         token = f"{os.getpid()}-{i}"
         run_env = {**env, "CCS_TEST_RUN": token, "CCS_TEST_SLEEP": "600", "CCS_TEST_MARK": str(in_cell), **extra}
-        return subprocess.Popen(make, cwd=repo, env=run_env, start_new_session=True, stdout=log.open("a"),
-                                stderr=subprocess.STDOUT), token
+        return subprocess.Popen(
+            make, cwd=repo, env=run_env, start_new_session=True, stdout=log.open("a"), stderr=subprocess.STDOUT
+        ), token
 
     def wait_for(proc, test, what):
         deadline = time.time() + 300  # a start-up under heavy load
@@ -690,9 +734,11 @@ def test_sigkill_of_make_at_any_point_of_its_start_up_leaves_nothing(tmp_path):
             assert list((repo / ".snakemake" / "locks").iterdir()) and not pipeline._owner_file(repo).exists()
     # the next `make` clears the dead run's lock (its Snakemake may still be a zombie nobody reaped:
     # dead all the same) and runs the page to its end
-    state = (f"locks: {sorted(p.name for p in (repo / '.snakemake').glob('locks/*'))}, owner: "
-             f"{pipeline._owner_file(repo).read_text() if pipeline._owner_file(repo).exists() else None}, "
-             f"running: {[_command(p) for p in pipeline._snakemakes(repo)]}\n")
+    state = (
+        f"locks: {sorted(p.name for p in (repo / '.snakemake').glob('locks/*'))}, owner: "
+        f"{pipeline._owner_file(repo).read_text() if pipeline._owner_file(repo).exists() else None}, "
+        f"running: {[_command(p) for p in pipeline._snakemakes(repo)]}\n"
+    )
     rerun = subprocess.run(make, cwd=repo, env={**env, "CCS_TEST_RUN": "last"}, capture_output=True, text=True)
     assert rerun.returncode == 0, state + rerun.stdout[-2000:] + rerun.stderr[-2000:] + log.read_text()[-3000:]
     assert "cleared the lock of a Snakemake run that is no longer running" in rerun.stdout + rerun.stderr
@@ -714,19 +760,35 @@ def test_the_snakefile_runs_through_a_cluster_executor(tmp_path):
         (repo / "notebooks" / f"{name}.py").write_text(
             '# %% tags=["parameters"]\nmodel = "x"  # [model]\nimages = 1  # [at least 1]\n\n'
             f'# %%\nimport json, os\njson.dump({{"page": "{name}", "images": images, '
-            '"threads": os.environ.get("OMP_NUM_THREADS"), "pid": os.getpid()}, open("' + name + '.json", "w"))\n')
-    (repo / "pipeline.yaml").write_text(
-        "models: [ccs-tiny]\nexperiments:\n  first:\n    parameters: {images: 3}\n  second:\n")
+            '"threads": os.environ.get("OMP_NUM_THREADS"), "pid": os.getpid()}, open("' + name + '.json", "w"))\n'
+        )
+    (repo / "pipeline.yaml").write_text("models: [ccs-tiny]\nexperiments:\n  first:\n    parameters: {images: 3}\n  second:\n")
     (repo / "_toc.yml").write_text("")
     (repo / "submit.sh").write_text(
-        '#!/bin/sh\n# submit.sh THREADS MEM_MB JOBSCRIPT: start the job script, print its job id\n'
+        "#!/bin/sh\n# submit.sh THREADS MEM_MB JOBSCRIPT: start the job script, print its job id\n"
         'echo "threads=$1 mem_mb=$2" >> submissions.log\n'
-        'sh "$3" > "$3.log" 2>&1 &\necho "$!"\n')
+        'sh "$3" > "$3.log" 2>&1 &\necho "$!"\n'
+    )
     env = {**os.environ, "PYTHONPATH": str(repo / "lib"), "PATH": f"{BIN}:{os.environ['PATH']}"}
-    cmd = [str(BIN / "snakemake"), "--executor", "cluster-generic", "--jobs", "2", "--quiet", "rules",
-           "--cluster-generic-submit-cmd", "sh submit.sh {threads} {resources.mem_mb}",
-           "--default-resources", "mem_mb=1234", "--latency-wait", "30",
-           "--keep-incomplete", "--rerun-incomplete", "--rerun-triggers", "mtime"]
+    cmd = [
+        str(BIN / "snakemake"),
+        "--executor",
+        "cluster-generic",
+        "--jobs",
+        "2",
+        "--quiet",
+        "rules",
+        "--cluster-generic-submit-cmd",
+        "sh submit.sh {threads} {resources.mem_mb}",
+        "--default-resources",
+        "mem_mb=1234",
+        "--latency-wait",
+        "30",
+        "--keep-incomplete",
+        "--rerun-incomplete",
+        "--rerun-triggers",
+        "mtime",
+    ]
     out = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
     jobs = "".join(p.read_text() for p in repo.rglob("*.sh.log"))
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:] + jobs[-3000:]
@@ -752,8 +814,10 @@ def test_figure_labels_of_other_models_pages_are_suffixed_once():
 
     def page():
         nb = nbformat.v4.new_notebook()
-        nb.cells = [nbformat.v4.new_markdown_cell("as {numref}`fig-pruning-answer` shows"),
-                    nbformat.v4.new_code_cell("1", metadata={"mystnb": {"figure": {"name": "fig-pruning-answer"}}})]
+        nb.cells = [
+            nbformat.v4.new_markdown_cell("as {numref}`fig-pruning-answer` shows"),
+            nbformat.v4.new_code_cell("1", metadata={"mystnb": {"figure": {"name": "fig-pruning-answer"}}}),
+        ]
         return nb
 
     default, other = page(), page()

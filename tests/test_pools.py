@@ -1,4 +1,5 @@
 """Description pools: the world pool's size and ground truth, pool files, URLs, embedding cache."""
+
 import re
 
 import numpy as np

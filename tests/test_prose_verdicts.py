@@ -7,6 +7,7 @@ the glued values of every model of the grid, and fails where a sentence that hol
 value also states an outcome in words of its own, or where a glued verdict is not one of the words
 the book defines.
 """
+
 from __future__ import annotations
 
 import re
@@ -21,15 +22,30 @@ ROOT = Path(__file__).resolve().parents[1]
 GLUE = re.compile(r"\{glue:text\}`(?P<path>[^`]*?runs/)(?P<model>[^/]+)/(?P<page>[^/.]+)\.ipynb::(?P<key>[^`:]+)(:[^`]*)?`")
 # the glue keys whose value is a verdict, and the words such a value may start with
 VERDICT_KEYS = {
-    "pruning-verdict", "pruning-carried", "pruning-other-verdict", "pruning-lenient-verdict", "pruning-function-verdict",
-    "ood-verdict", "ood-paper-verdict", "ood-other-verdict", "video-verdict", "video-other-verdict",
-    "concepts-verdict", "concepts-carried", "concepts-other-verdict", "concepts-function-verdict",
-    "concepts-scene-vs-shape", "concepts-shape-vs-scene",
+    "pruning-verdict",
+    "pruning-carried",
+    "pruning-other-verdict",
+    "pruning-lenient-verdict",
+    "pruning-function-verdict",
+    "ood-verdict",
+    "ood-paper-verdict",
+    "ood-other-verdict",
+    "video-verdict",
+    "video-other-verdict",
+    "concepts-verdict",
+    "concepts-carried",
+    "concepts-other-verdict",
+    "concepts-function-verdict",
+    "concepts-scene-vs-shape",
+    "concepts-shape-vs-scene",
 }
 ALLOWED = ("supported", "contradicted", "inconclusive", "no verdict", "n/a")
 # words that state an outcome: outside a glued value they would assume one
-OUTCOME = re.compile(r"\b(not supported|supports?|supported|contradict(s|ed)?|inconclusive|reverses?|reversed|"
-                     r"confirms?|confirmed|refutes?|refuted|replicates on every)\b", re.I)
+OUTCOME = re.compile(
+    r"\b(not supported|supports?|supported|contradict(s|ed)?|inconclusive|reverses?|reversed|"
+    r"confirms?|confirmed|refutes?|refuted|replicates on every)\b",
+    re.I,
+)
 
 
 def _glued(model: str, page: str) -> dict[str, str]:
@@ -83,8 +99,9 @@ def test_no_sentence_around_a_glued_verdict_assumes_its_outcome(model):
 
 def test_the_check_catches_a_sentence_that_assumes_the_outcome(tmp_path, monkeypatch):
     """The detector itself: a sentence that says the verdict in its own words is caught."""
-    bad = ("On `ccs-tiny` the claim is {glue:text}`runs/ccs-tiny/pruning.ipynb::pruning-verdict:s`, "
-           "so the ground truth reverses it.")
+    bad = (
+        "On `ccs-tiny` the claim is {glue:text}`runs/ccs-tiny/pruning.ipynb::pruning-verdict:s`, so the ground truth reverses it."
+    )
     good = "On `ccs-tiny` the claim is {glue:text}`runs/ccs-tiny/pruning.ipynb::pruning-verdict:s`."
     for s, expect in ((bad, True), (good, False)):
         rendered = GLUE.sub(lambda m: "\0supported\0", s)

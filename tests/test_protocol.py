@@ -17,6 +17,7 @@ Speed: the text tower of the random model is run once per distinct prompt (a mem
 sides) and only over each prompt's tokens up to its end-of-text token, which under the causal mask
 gives the same end-of-text feature (checked below); Country-211's 211 x 5 prompts dominate the time.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,10 +59,9 @@ class _Text:
 
     def __call__(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         keys = [row.numpy().tobytes() for row in tokens]
-        todo = sorted({k: i for i, k in enumerate(keys) if k not in self.memo}.values(),
-                      key=lambda i: int(tokens[i].argmax()))
+        todo = sorted({k: i for i, k in enumerate(keys) if k not in self.memo}.values(), key=lambda i: int(tokens[i].argmax()))
         for start in range(0, len(todo), 64):  # similar lengths together
-            rows = todo[start:start + 64]
+            rows = todo[start : start + 64]
             for i, emb in zip(rows, self.short(tokens[rows])):
                 self.memo[keys[i]] = emb
         out = torch.stack([self.memo[k] for k in keys])
@@ -101,15 +101,22 @@ def test_prompts_and_class_names_are_clip_benchmarks():
         assert (resources.files("ccs") / "data" / f"clip_benchmark_{name}").read_bytes() == _package_file(name)
     cb_templates = json.loads(_package_file("en_zeroshot_classification_templates.json"))
     cb_names = json.loads(_package_file("en_classnames.json"))
-    for name, key in {"CIFAR-10": "cifar10", "CIFAR-100": "cifar100", "Food-101": "food101",
-                      "Country-211": "country211", "Oxford-Pets": "pets", "Oxford-Pets-paper": "cifar10"}.items():
+    for name, key in {
+        "CIFAR-10": "cifar10",
+        "CIFAR-100": "cifar100",
+        "Food-101": "food101",
+        "Country-211": "country211",
+        "Oxford-Pets": "pets",
+        "Oxford-Pets-paper": "cifar10",
+    }.items():
         ours = datasets.templates(name)
         assert [t.format("X") for t in ours] == [t.format(c="X") for t in cb_templates[key]], name
     assert len(datasets.templates("CIFAR-10")) == 18 and len(datasets.templates("Country-211")) == 5
     assert datasets.templates("Food-101") == ["a photo of {}, a type of food."]
     for name in ("ImageNet-A", "ImageNet-R"):  # open_clip's 80 = clip-benchmark's imagenet1k list
         assert sorted(t.format("X") for t in datasets.templates(name)) == sorted(
-            t.format(c="X") for t in cb_templates["imagenet1k"])
+            t.format(c="X") for t in cb_templates["imagenet1k"]
+        )
         assert len(datasets.classnames(name)) == 200
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES  # ImageNet-A/-R's names come from here
 
@@ -127,8 +134,12 @@ def _tiny_cifar10(root, n=8):
     folder.mkdir()
     rng = np.random.default_rng(1)
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    batch = {"batch_label": "testing batch 1 of 1", "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-             "labels": [i % 10 for i in range(n)], "filenames": [f"{i}.png" for i in range(n)]}
+    batch = {
+        "batch_label": "testing batch 1 of 1",
+        "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        "labels": [i % 10 for i in range(n)],
+        "filenames": [f"{i}.png" for i in range(n)],
+    }
     for name, obj in (("test_batch", batch), ("batches.meta", {"label_names": names})):
         with open(folder / name, "wb") as f:
             pickle.dump(obj, f, protocol=2)
@@ -181,6 +192,7 @@ def test_zero_shot_equals_clip_benchmark(name, cb_name, clip, root, monkeypatch)
         _tiny_cifar10(root)
         # torchvision's CIFAR10 insists on the md5 of the full download (all training batches too)
         import torchvision.datasets.cifar as tv_cifar
+
         monkeypatch.setattr(tv_cifar, "check_integrity", lambda *a, **k: True)
         monkeypatch.setattr(tv_cifar.CIFAR10, "_check_integrity", lambda self: True)
     else:
@@ -228,8 +240,9 @@ def _tiny_msrvtt(root):
     base = root / "msrvtt"
     (base / "MSRVTT_JSFUSION_test.csv").parent.mkdir(parents=True)
     captions = ["a man sings on a stage", "a dog runs in the park", "a car drives at night"]
-    (base / "MSRVTT_JSFUSION_test.csv").write_text("key,vid_key,video_id,sentence\n" + "".join(
-        f"ret{i},msr{i},video{i},{c}\n" for i, c in enumerate(captions)))
+    (base / "MSRVTT_JSFUSION_test.csv").write_text(
+        "key,vid_key,video_id,sentence\n" + "".join(f"ret{i},msr{i},video{i},{c}\n" for i, c in enumerate(captions))
+    )
     for i in range(len(captions)):
         _write_video(base / "videos" / "all" / f"video{i}.mp4", [40 * i + 10 * f for f in range(6)])
 
@@ -241,8 +254,11 @@ def _tiny_msvd(root):
     (base / "test_list.txt").write_text("\n".join(ids) + "\n")
     # chosen so that, for the seeded random model, several of aa's captions outscore cc's best caption for
     # cc: there CLIP4Clip's video -> text ranking (by videos) and ranking captions differ (checked below)
-    caps = {"aa_1_2": ["a kitten", "a small cat plays", "a dog"], "bb_3_4": ["a man talks"],
-            "cc_5_6": ["people dance", "a group is dancing"]}
+    caps = {
+        "aa_1_2": ["a kitten", "a small cat plays", "a dog"],
+        "bb_3_4": ["a man talks"],
+        "cc_5_6": ["people dance", "a group is dancing"],
+    }
     (base / "AllVideoDescriptions.txt").write_text("".join(f"{v} {c}\n" for v in ids for c in caps[v]))
     for i, v in enumerate(ids):
         _write_video(base / "YouTubeClips" / f"{v}.avi", [200 - 45 * i - 5 * f for f in range(6)])
@@ -253,8 +269,13 @@ def _c4c_compute_metrics(x):
     sx = np.sort(-x, axis=1)
     d = np.diag(-x)[:, None]
     ind = np.where(sx - d == 0)[1]
-    return {"R1": float(np.sum(ind == 0)) * 100 / len(ind), "R5": float(np.sum(ind < 5)) * 100 / len(ind),
-            "R10": float(np.sum(ind < 10)) * 100 / len(ind), "MedianR": np.median(ind) + 1, "MeanR": np.mean(ind) + 1}
+    return {
+        "R1": float(np.sum(ind == 0)) * 100 / len(ind),
+        "R5": float(np.sum(ind < 5)) * 100 / len(ind),
+        "R10": float(np.sum(ind < 10)) * 100 / len(ind),
+        "MedianR": np.median(ind) + 1,
+        "MeanR": np.mean(ind) + 1,
+    }
 
 
 def _c4c_multi_sentence(sim, video_of_text):
@@ -263,8 +284,7 @@ def _c4c_multi_sentence(sim, video_of_text):
     argsort), video -> text by compute_metrics(tensor_video_to_text_sim(...)) (each group's max)."""
     groups = [sim[video_of_text == v] for v in range(sim.shape[1])]
     longest = max(len(g) for g in groups)
-    stacked = torch.tensor(np.stack([np.concatenate([g, np.full((longest - len(g), sim.shape[1]), -np.inf)])
-                                     for g in groups]))
+    stacked = torch.tensor(np.stack([np.concatenate([g, np.full((longest - len(g), sim.shape[1]), -np.inf)]) for g in groups]))
     # tensor_text_to_video_metrics
     per_caption = stacked.permute(1, 0, 2)
     ranks = torch.argsort(torch.argsort(per_caption, dim=-1, descending=True), dim=-1)
@@ -358,6 +378,7 @@ def test_the_paper_tables_page_says_which_protocol_made_each_number(tmp_path):
     assert "the first caption of each video ranks every video of the" in text  # the paper's protocol
     assert "word of its file name (35 classes)" in text  # its Pets
     said = {line.split("*", 2)[1]: line for line in text.splitlines() if line.startswith("*")}
-    assert ("How this run measured: zero-shot numbers on 1000 images of each test split; video retrieval by "
-            "the `clip4clip` protocol.") in said["ViT-B-32-OpenAI"]
+    assert (
+        "How this run measured: zero-shot numbers on 1000 images of each test split; video retrieval by the `clip4clip` protocol."
+    ) in said["ViT-B-32-OpenAI"]
     assert "ViT-B-16-OpenAI" not in said  # no run of it: nothing to say how it was measured

@@ -1,5 +1,6 @@
 """The pruning experiment engine: per-image results, groups of seeds, paired comparisons, verdicts,
 concept matrices and the diagonal test on hand-made results; one real run on a small model."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,10 +20,18 @@ def fake(values: dict) -> pruning.Results:
 
 
 def test_groups_drops_and_comparisons():
-    r = fake({("original", "a"): [1, 1, 1, 1], ("original", "b"): [1, 1, np.nan, 1],
-              ("high", "a"): [0, 0, 1, 1], ("high", "b"): [1, 0, np.nan, 1],
-              ("random/0", "a"): [1, 1, 1, 0], ("random/0", "b"): [1, 1, np.nan, 1],
-              ("random/1", "a"): [1, 0, 1, 1], ("random/1", "b"): [1, 1, np.nan, 1]})
+    r = fake(
+        {
+            ("original", "a"): [1, 1, 1, 1],
+            ("original", "b"): [1, 1, np.nan, 1],
+            ("high", "a"): [0, 0, 1, 1],
+            ("high", "b"): [1, 0, np.nan, 1],
+            ("random/0", "a"): [1, 1, 1, 0],
+            ("random/0", "b"): [1, 1, np.nan, 1],
+            ("random/1", "a"): [1, 0, 1, 1],
+            ("random/1", "b"): [1, 1, np.nan, 1],
+        }
+    )
     assert r.members("random") == ["random/0", "random/1"] and r.members("high") == ["high"]
     with pytest.raises(KeyError, match="no condition"):
         r.members("low")
@@ -61,11 +70,20 @@ def test_task_for_concepts():
 
 def test_concept_matrix_and_diagonal():
     ones = [1.0] * 4
-    r = fake({("original", "colour"): ones, ("original", "shape"): ones,
-              ("colour", "colour"): [0.2] * 4, ("colour", "shape"): [0.9] * 4,
-              ("colour-random/0", "colour"): [0.9] * 4, ("colour-random/0", "shape"): [0.9] * 4,
-              ("shape", "colour"): ones, ("shape", "shape"): [0.5] * 4,
-              ("shape-random/0", "colour"): ones, ("shape-random/0", "shape"): [0.7] * 4})
+    r = fake(
+        {
+            ("original", "colour"): ones,
+            ("original", "shape"): ones,
+            ("colour", "colour"): [0.2] * 4,
+            ("colour", "shape"): [0.9] * 4,
+            ("colour-random/0", "colour"): [0.9] * 4,
+            ("colour-random/0", "shape"): [0.9] * 4,
+            ("shape", "colour"): ones,
+            ("shape", "shape"): [0.5] * 4,
+            ("shape-random/0", "colour"): ones,
+            ("shape-random/0", "shape"): [0.7] * 4,
+        }
+    )
     m = pruning.concept_matrix(r, ["colour", "shape"])
     assert m["change"].loc["colour", "colour"] == pytest.approx(-80)
     assert m["excess"].loc["colour", "colour"] == pytest.approx(-70)

@@ -2,6 +2,7 @@
 writes for the pipeline, no word of the cache or of the project's development (those belong in the
 README and benchmarks/README.md). Checked on what a reader sees: markdown cells and cell outputs of
 every executed page, and the prose chapters."""
+
 import json
 import re
 
@@ -10,8 +11,11 @@ import pytest
 from ccs import pipeline
 
 # what a reader should not meet: the source tree, the pipeline's JSON files, cache and workshop words
-WORKSHOP = re.compile(r"lib/ccs|ccs/data|\bsrc/|\w+\.json\b|\bcach(e|ed|ing)\b|draw\(s\)|\bflagged\b|compute_prs"
-                      r"|anchor paper|AVX|\bwrote\b|train-runs/|\.safetensors", re.IGNORECASE)
+WORKSHOP = re.compile(
+    r"lib/ccs|ccs/data|\bsrc/|\w+\.json\b|\bcach(e|ed|ing)\b|draw\(s\)|\bflagged\b|compute_prs"
+    r"|anchor paper|AVX|\bwrote\b|train-runs/|\.safetensors",
+    re.IGNORECASE,
+)
 
 
 def _reader_text(nb: dict) -> list[tuple[str, str]]:
@@ -37,8 +41,12 @@ CHAPTERS = sorted(p for p in (pipeline.ROOT / "book").rglob("*.md") if p.name no
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_executed_pages_speak_to_readers(page):
-    hits = [f"{where}: {m.group(0)!r} in …{text[max(0, m.start() - 60):m.end() + 40]!r}…"
-            for where, text in _reader_text(json.loads(page.read_text())) for m in [WORKSHOP.search(text)] if m]
+    hits = [
+        f"{where}: {m.group(0)!r} in …{text[max(0, m.start() - 60) : m.end() + 40]!r}…"
+        for where, text in _reader_text(json.loads(page.read_text()))
+        for m in [WORKSHOP.search(text)]
+        if m
+    ]
     assert not hits, "\n".join(hits)
 
 
@@ -66,7 +74,13 @@ def test_a_teacher_finds_goals_exercises_with_answers_and_how_to_cite():
     assert len(re.findall(r"^\S.*$", glossary, flags=re.M)) - 1 >= 25  # terms (the closing fence excluded)
     cff = yaml.safe_load((pipeline.ROOT / "CITATION.cff").read_text())
     assert cff["cff-version"] and "Concept Consistency" in cff["preferred-citation"]["title"]
-    for chapter in ("method", "world", "experiments/soft_pruning", "experiments/concept_pruning",
-                    "experiments/shifted_ood", "experiments/video_retrieval"):
+    for chapter in (
+        "method",
+        "world",
+        "experiments/soft_pruning",
+        "experiments/concept_pruning",
+        "experiments/shifted_ood",
+        "experiments/video_retrieval",
+    ):
         text = (book / f"{chapter}.md").read_text()
         assert "**Goals.**" in text and "## Summary" in text, chapter

@@ -1,5 +1,6 @@
 """The API key is never printed: `ccs.redact` and the `error:` line (and --debug traceback) of every
 command, here `ccs run`, whose kernel's traceback can carry a server's message that echoes the key."""
+
 import pytest
 
 from ccs.redact import redact
@@ -7,14 +8,17 @@ from ccs.redact import redact
 SECRET = "sk-test-SECRET-do-not-leak-4242"
 
 
-@pytest.mark.parametrize("text, kept", [
-    ("Incorrect API key provided: Bearer " + SECRET, "Incorrect API key provided: Bearer ***"),
-    ("{'message': 'Incorrect API key provided: " + SECRET[:20] + "...'}", "Incorrect API key provided: "),
-    ("Authorization: Bearer some-other-token-value", "Authorization: Bearer ***"),
-    ("header basic dXNlcjpwYXNz was sent", "header basic ***"),
-    ("sk-proj-abcdefghijklmnop leaked", "sk-*** leaked"),
-    ("the key ends in SECRET-do-not-leak", "the key ends in ***"),
-])
+@pytest.mark.parametrize(
+    "text, kept",
+    [
+        ("Incorrect API key provided: Bearer " + SECRET, "Incorrect API key provided: Bearer ***"),
+        ("{'message': 'Incorrect API key provided: " + SECRET[:20] + "...'}", "Incorrect API key provided: "),
+        ("Authorization: Bearer some-other-token-value", "Authorization: Bearer ***"),
+        ("header basic dXNlcjpwYXNz was sent", "header basic ***"),
+        ("sk-proj-abcdefghijklmnop leaked", "sk-*** leaked"),
+        ("the key ends in SECRET-do-not-leak", "the key ends in ***"),
+    ],
+)
 def test_redact_masks_keys_whole_cut_and_echoed(monkeypatch, text, kept):
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     out = redact(text)
@@ -39,13 +43,19 @@ def test_ccs_run_error_line_never_shows_the_key(monkeypatch, tmp_path):
     from ccs.cli import app
 
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    echoed = ("openai.AuthenticationError: Error code: 401 - "
-              f"{{'error': {{'message': 'Incorrect API key provided: Bearer {SECRET}'}}}}")
+    echoed = (
+        f"openai.AuthenticationError: Error code: 401 - {{'error': {{'message': 'Incorrect API key provided: Bearer {SECRET}'}}}}"
+    )
 
     def execute(*args, **kwargs):
-        raise PapermillExecutionError(cell_index=3, exec_count=3, source="table = scores.score_heads(...)",
-                                      ename="AuthenticationError", evalue=echoed,
-                                      traceback=["Traceback (most recent call last)", echoed])
+        raise PapermillExecutionError(
+            cell_index=3,
+            exec_count=3,
+            source="table = scores.score_heads(...)",
+            ename="AuthenticationError",
+            evalue=echoed,
+            traceback=["Traceback (most recent call last)", echoed],
+        )
 
     monkeypatch.setattr(pipeline, "execute", execute)
     for args in ([], ["--debug"]):

@@ -1,4 +1,5 @@
 """The regime study: its measures of a model, and a configuration trained and measured end to end."""
+
 import json
 
 import numpy as np
@@ -23,9 +24,14 @@ def test_specialisation_is_the_top_attribute_s_share_of_what_all_explain():
 
 
 def test_summary_counts_the_paper_s_categories():
-    heads = pd.DataFrame({"true_ccs": [5, 5, 1, 2, 3, 0], "share": [0.9, 0.7, 0.3, 0.5, 0.6, 0.1],
-                          "top": ["shape", "scene", "colour", "count", "shape", "size"],
-                          "label": ["shape", "colour", "colour", "count", "shape", "shape"]})
+    heads = pd.DataFrame(
+        {
+            "true_ccs": [5, 5, 1, 2, 3, 0],
+            "share": [0.9, 0.7, 0.3, 0.5, 0.6, 0.1],
+            "top": ["shape", "scene", "colour", "count", "shape", "size"],
+            "label": ["shape", "colour", "colour", "count", "shape", "shape"],
+        }
+    )
     s = regime.summary(heads)
     assert (s["high"], s["low"], s["heads"]) == (2, 2, 6)
     assert s["true_ccs_counts"] == {0: 1, 1: 1, 2: 1, 3: 1, 4: 0, 5: 2}
@@ -70,16 +76,27 @@ def test_a_full_length_run_is_the_zoo_s_recipe_with_the_configuration_s_levers()
     zoo = train.TrainConfig()
     assert (full.pairs, full.loader_workers, full.seed) == (zoo.pairs, zoo.loader_workers, 2)
     assert (full.world, full.config) == (short.world, short.config) and short.pairs < full.pairs
-    assert [regime.run_name("rich"), regime.run_name("rich", True), regime.run_name("rich", True, 2)] == \
-        ["rich", "rich-full", "rich-full-s2"]
+    assert [regime.run_name("rich"), regime.run_name("rich", True), regime.run_name("rich", True, 2)] == [
+        "rich",
+        "rich-full",
+        "rich-full-s2",
+    ]
 
 
 GOOD = {"shape": 0.93, "colour": 1.0, "size": 0.96, "texture": 0.88, "position": 1.0, "scene": 1.0, "count": 0.99}
 
 
 def _row(name, high, low, config="ccs-tiny", full=False, accuracy=GOOD):
-    return {"configuration": name + ("-full" if full else ""), "recipe": name, "full": full, "seed": 0,
-            "high_share": high, "low_share": low, "config": config, "accuracy": {"1": accuracy, "2": accuracy}}
+    return {
+        "configuration": name + ("-full" if full else ""),
+        "recipe": name,
+        "full": full,
+        "seed": 0,
+        "high_share": high,
+        "low_share": low,
+        "config": config,
+        "accuracy": {"1": accuracy, "2": accuracy},
+    }
 
 
 def test_the_rule_ranks_by_the_scarcer_category_or_by_ccs5_alone_and_breaks_ties_by_size():
@@ -95,13 +112,16 @@ def test_the_rule_chooses_the_first_recipe_whose_full_length_run_meets_the_targe
     chosen, why = regime.select(short)
     assert chosen is None and "rich** is first in rank and not yet trained at full length" in why
     weak = dict(GOOD, shape=0.871)
-    chosen, why = regime.select(short + [_row("rich", 0.2, 0.0, full=True, accuracy=weak),
-                                         _row("deep", 0.1, 0.0, "ccs-tiny-l8", full=True)])
+    chosen, why = regime.select(
+        short + [_row("rich", 0.2, 0.0, full=True, accuracy=weak), _row("deep", 0.1, 0.0, "ccs-tiny-l8", full=True)]
+    )
     assert chosen["configuration"] == "deep" and "shape 0.871 < 0.90" in why
     chosen, why = regime.select(short + [_row("rich", 0.03, 0.0, full=True)])  # no more CCS-5 heads than the zoo
     assert chosen is None and "no more than the zoo's 3.1 %" in why
-    assert regime.accuracy_misses(_row("x", 0, 0, accuracy=dict(GOOD, colour=0.949))) == \
-        ["colour 0.949 < 0.95 (seed 1)", "colour 0.949 < 0.95 (seed 2)"]
+    assert regime.accuracy_misses(_row("x", 0, 0, accuracy=dict(GOOD, colour=0.949))) == [
+        "colour 0.949 < 0.95 (seed 1)",
+        "colour 0.949 < 0.95 (seed 2)",
+    ]
 
 
 def test_the_committed_study_page_is_the_generated_one():

@@ -1,4 +1,5 @@
 """The generated replication page: claims per model and set source, pooled across models."""
+
 import json
 
 import numpy as np
@@ -18,8 +19,15 @@ def _claim(est, lo, hi, verdict=None, test=None):
 
 def test_rows_for_both_sources_and_every_model(tmp_path):
     runs = tmp_path / "runs"
-    _run(runs, "a", "pruning", {"this run": {"pruning-high-vs-low": _claim(0.05, 0.04, 0.06)},
-                                "ground truth": {"pruning-high-vs-low": _claim(-0.03, -0.04, -0.02)}})
+    _run(
+        runs,
+        "a",
+        "pruning",
+        {
+            "this run": {"pruning-high-vs-low": _claim(0.05, 0.04, 0.06)},
+            "ground truth": {"pruning-high-vs-low": _claim(-0.03, -0.04, -0.02)},
+        },
+    )
     _run(runs, "b", "pruning", {"this run": {"pruning-high-vs-low": _claim(0.02, -0.01, 0.05, test="ranked")}})
     text = replication.page(["a", "b"], runs)
     section = text.split("## Soft pruning: high-CCS heads cost more than low-CCS heads\n")[1].split("\n## ")[0]
@@ -27,8 +35,10 @@ def test_rows_for_both_sources_and_every_model(tmp_path):
     assert "| a | ground truth |  | \u22123.00 pp [\u22124.00, \u22122.00] | contradicted |" in section
     assert "| b | this run | ranked (secondary) | +2.00 pp [\u22121.00, 5.00] | inconclusive |" in section
     # every verdict is counted, and which rows rest on the secondary analysis is said
-    assert ("*this run* sets: supported on 1, contradicted on 0, inconclusive on 1 of 2 models (on ranked sets "
-            "for 1 of them: the paper's test cannot be formed there); pooled") in section
+    assert (
+        "*this run* sets: supported on 1, contradicted on 0, inconclusive on 1 of 2 models (on ranked sets "
+        "for 1 of them: the paper's test cannot be formed there); pooled"
+    ) in section
     assert "*ground truth* sets: supported on 0, contradicted on 1, inconclusive on 0 of 1 model; one model" in section
     assert "the paper's claim" in section
     importance = text.split("## A head's CCS predicts")[1].split("\n## ")[0]
@@ -92,16 +102,23 @@ def test_the_plain_words_answer_follows_the_verdicts(tmp_path):
     _run(runs, "a", "pruning", {"this run": {"pruning-high-vs-random": _claim(0.02, 0.01, 0.03, test="paper")}})
     _run(runs, "b", "pruning", {"this run": {"pruning-high-vs-random": _claim(0.02, 0.01, 0.03, test="paper")}})
     text = replication.answer(replication.collect(["a", "b"], runs), ["a", "b"])
-    assert "On all 2 of the book's models the paper's own test can be formed; pruning the most consistent heads " \
-           "costs more than pruning as many random heads on every one of them." in text
+    assert (
+        "On all 2 of the book's models the paper's own test can be formed; pruning the most consistent heads "
+        "costs more than pruning as many random heads on every one of them." in text
+    )
 
 
 def test_seed_agreement_counts_verdicts_and_a_claim_replicates_only_on_every_seed(tmp_path):
     import pandas as pd
 
-    by_seed = pd.DataFrame({"analysis seed": [0, 1, 2, 0, 1, 2], "sets": ["this run"] * 3 + ["function"] * 3,
-                            "high vs low verdict": ["supported"] * 3 + ["supported", "inconclusive", "supported"],
-                            "high vs random verdict": ["contradicted", "contradicted", "inconclusive"] + ["supported"] * 3})
+    by_seed = pd.DataFrame(
+        {
+            "analysis seed": [0, 1, 2, 0, 1, 2],
+            "sets": ["this run"] * 3 + ["function"] * 3,
+            "high vs low verdict": ["supported"] * 3 + ["supported", "inconclusive", "supported"],
+            "high vs random verdict": ["contradicted", "contradicted", "inconclusive"] + ["supported"] * 3,
+        }
+    )
     a = replication.seed_agreement(by_seed)
     assert a.loc[("this run", "high vs low"), "holds on every seed"] == "yes"
     assert a.loc[("function", "high vs low"), "holds on every seed"] == "no"
@@ -121,9 +138,14 @@ def test_seed_agreement_covers_every_page_s_claims_and_says_where_a_seed_could_n
     import numpy as np
     import pandas as pd
 
-    by_seed = pd.DataFrame({"analysis seed": [0, 1, 2, 0, 1, 2], "sets": ["this run"] * 3 + ["ground truth"] * 3,
-                            "shifted: high vs random verdict": ["supported"] * 6,
-                            "concept diagonal verdict": ["supported", np.nan, "supported", np.nan, np.nan, np.nan]})
+    by_seed = pd.DataFrame(
+        {
+            "analysis seed": [0, 1, 2, 0, 1, 2],
+            "sets": ["this run"] * 3 + ["ground truth"] * 3,
+            "shifted: high vs random verdict": ["supported"] * 6,
+            "concept diagonal verdict": ["supported", np.nan, "supported", np.nan, np.nan, np.nan],
+        }
+    )
     a = replication.seed_agreement(by_seed)
     assert a.loc[("this run", "concept diagonal"), "verdicts by seed"] == "0: supported, 1: no verdict, 2: supported"
     assert a.loc[("this run", "concept diagonal"), "holds on every seed"] == "no"  # one seed could not test it

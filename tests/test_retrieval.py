@@ -1,4 +1,5 @@
 """The text-to-video page's claims (ccs.retrieval) on hand-made retrieval reports."""
+
 import numpy as np
 import pytest
 
@@ -9,8 +10,13 @@ def report(ranks):
     return {"ranks": {"text_to_video": np.asarray(ranks), "video_to_text": np.asarray(ranks)}}
 
 
-REPORTS = {"original": report([1, 1, 1, 2]), "high": report([3, 2, 1, 5]), "low": report([1, 1, 1, 3]),
-           "random/0": report([1, 2, 1, 2]), "random/1": report([1, 1, 2, 2])}
+REPORTS = {
+    "original": report([1, 1, 1, 2]),
+    "high": report([3, 2, 1, 5]),
+    "low": report([1, 1, 1, 3]),
+    "random/0": report([1, 2, 1, 2]),
+    "random/1": report([1, 1, 2, 2]),
+}
 
 
 def test_hits_per_query_and_per_draw():

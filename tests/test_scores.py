@@ -1,4 +1,5 @@
 """CCS, categories, CCS@K, agreement and R^2 on hand-computed cases."""
+
 from __future__ import annotations
 
 import math
@@ -29,16 +30,29 @@ class Scripted:
 @pytest.fixture
 def table():
     # 8 heads of layers 10-11; CCS 5,5,4,3,3,1,0 and one unknown
-    rows = [(10, 0, "location", 5), (10, 1, "colour", 5), (10, 2, "animal", 4), (10, 3, "scene", 3),
-            (11, 0, "bird", 3), (11, 1, "food", 1), (11, 2, "letters", 0), (11, 3, UNKNOWN, math.nan)]
-    return pd.DataFrame([{"layer": l, "head": h, "name": scores.head_name(l, h), "label": lab, "ccs": c}
-                         for l, h, lab, c in rows])
+    rows = [
+        (10, 0, "location", 5),
+        (10, 1, "colour", 5),
+        (10, 2, "animal", 4),
+        (10, 3, "scene", 3),
+        (11, 0, "bird", 3),
+        (11, 1, "food", 1),
+        (11, 2, "letters", 0),
+        (11, 3, UNKNOWN, math.nan),
+    ]
+    return pd.DataFrame(
+        [{"layer": l, "head": h, "name": scores.head_name(l, h), "label": lab, "ccs": c} for l, h, lab, c in rows]
+    )
 
 
 def test_score_head_counts_matches():
     texts = list("abcde")
     assert scores.score_head(texts, Scripted("colour", "abd")) == {
-        "label": "colour", "judgements": [1, 1, 0, 1, 0], "ccs": 3.0, "flagged": False}
+        "label": "colour",
+        "judgements": [1, 1, 0, 1, 0],
+        "ccs": 3.0,
+        "flagged": False,
+    }
     r = scores.score_head(texts, Scripted(UNKNOWN, "abcde"))  # unknown: flagged, not judged, no CCS
     assert r["flagged"] and r["judgements"] == [0] * 5 and math.isnan(r["ccs"])
 
@@ -76,8 +90,7 @@ def test_agreement_hand_computed():
     r = scores.agreement(a, b)
     assert r["cohen_kappa"] == pytest.approx(0.5)
     assert r["spearman"] == pytest.approx(1 / math.sqrt(3))  # Pearson of the tied ranks
-    assert scores.agreement([0, 1, 2, 3], [0, 1, 2, 3]) == pytest.approx(
-        {"cohen_kappa": 1.0, "spearman": 1.0, "kendall": 1.0})
+    assert scores.agreement([0, 1, 2, 3], [0, 1, 2, 3]) == pytest.approx({"cohen_kappa": 1.0, "spearman": 1.0, "kendall": 1.0})
     with pytest.raises(ValueError):
         scores.agreement([1, 0], [1])
 
@@ -90,8 +103,10 @@ def test_accuracies():
 
 
 def test_evaluate_on_hand_made_heads():
-    heads = [{"concept": "colour", "texts": list("abcde"), "truth": [1, 1, 1, 0, 0]},
-             {"concept": "shape", "texts": list("vwxyz"), "truth": [1, 1, 1, 1, 1]}]
+    heads = [
+        {"concept": "colour", "texts": list("abcde"), "truth": [1, 1, 1, 0, 0]},
+        {"concept": "shape", "texts": list("vwxyz"), "truth": [1, 1, 1, 1, 1]},
+    ]
     r = scores.evaluate(Scripted("colour", "abcdvw"), heads)
     # labels: colour (right), colour (wrong); CCS: 4 vs 3, 2 vs 5; judge vs truth: 4 + 2 of 10 right
     assert r["label_accuracy"] == 0.5 and r["ccs_mae"] == 2.0 and r["judge_accuracy"] == 0.6
@@ -109,15 +124,16 @@ def test_attribute_r2():
     assert r2.loc[0, "colour"] == pytest.approx(1.0) and r2.loc[0, "shape"] == pytest.approx(0.0)
     assert r2.loc[1].max() < 0.1
     # hand-computed: groups {0,0} and {2,2} around mean 1: between = 4*1 = total -> 1; shape splits evenly -> 0
-    small = scores.attribute_r2(np.array([[0.0], [0.0], [2.0], [2.0]]),
-                                pd.DataFrame({"a": [0, 0, 1, 1], "b": [0, 1, 0, 1]}))
+    small = scores.attribute_r2(np.array([[0.0], [0.0], [2.0], [2.0]]), pd.DataFrame({"a": [0, 0, 1, 1], "b": [0, 1, 0, 1]}))
     assert small.loc[0].tolist() == pytest.approx([1.0, 0.0])
     assert scores.top_r2_agreement(["colours", UNKNOWN], r2) == 1.0
 
 
 def test_ground_truth_on_world_records():
-    heads = [{"layer": 3, "head": 0, "texts": list("abcde"), "concepts": ["colour"] * 4 + ["shape"]},
-             {"layer": 3, "head": 1, "texts": list("vwxyz"), "concepts": ["shape", "scene", "shape", "count", "size"]}]
+    heads = [
+        {"layer": 3, "head": 0, "texts": list("abcde"), "concepts": ["colour"] * 4 + ["shape"]},
+        {"layer": 3, "head": 1, "texts": list("vwxyz"), "concepts": ["shape", "scene", "shape", "count", "size"]},
+    ]
     t = scores.score_heads(heads, Scripted("colour", "abcdvw"))
     assert list(t["concepts"][0]) == ["colour"] * 4 + ["shape"]  # record fields ride along
     r = scores.ground_truth(t)

@@ -16,6 +16,7 @@ Without a browser these tests fail, saying how to install one; `CCS_SKIP_BROWSER
 Chromium is looked up as `$CCS_CHROMIUM`, then `chromium`, `chromium-browser`, `google-chrome` on
 PATH, then Playwright's own (`playwright install chromium`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -38,20 +39,24 @@ from ccs import pipeline
 
 ROOT = pipeline.ROOT
 VIEWPORT = {"width": 1280, "height": 900}
-SCREENSHOTS = {"intro": "book/intro.html", "pruning": "book/runs/ccs-tiny/pruning.html",
-               "model_card": "book/runs/ccs-tiny/model_card.html"}
+SCREENSHOTS = {
+    "intro": "book/intro.html",
+    "pruning": "book/runs/ccs-tiny/pruning.html",
+    "model_card": "book/runs/ccs-tiny/model_card.html",
+}
 # The main column of the sphinx-book-theme page, outermost first (pydata-sphinx-theme markup).
 COLUMNS = ("#main-content", ".bd-article-container", ".bd-article")
 # Script errors that come from the toolchain, not from this book, each with its reason.
 KNOWN_SCRIPT_ERRORS = {
-    "Identifier 'THEBE_JS_URL' has already been declared":
-        "Sphinx 7.4 writes the inline scripts that extensions add after the builder started twice "
-        "(added as None, re-read as '': its de-duplication misses them), here sphinx-thebe's "
-        "`const` config; the first one works, so nothing is lost",
+    "Identifier 'THEBE_JS_URL' has already been declared": "Sphinx 7.4 writes the inline scripts that extensions "
+    "add after the builder started twice (added as None, re-read as '': its de-duplication misses them), here sphinx-thebe's "
+    "`const` config; the first one works, so nothing is lost",
 }
-INSTALL = ("install a browser for the site tests: `apt-get install chromium` (Debian/Ubuntu; or "
-           "`playwright install chromium`) and `pip install -e '.[test]'` (Playwright); "
-           "or set CCS_SKIP_BROWSER=1 to skip them")
+INSTALL = (
+    "install a browser for the site tests: `apt-get install chromium` (Debian/Ubuntu; or "
+    "`playwright install chromium`) and `pip install -e '.[test]'` (Playwright); "
+    "or set CCS_SKIP_BROWSER=1 to skip them"
+)
 
 
 def toc_pages() -> list[str]:
@@ -85,15 +90,15 @@ def chromium():
     except ImportError:
         pytest.fail(f"Playwright is not installed: {INSTALL}", pytrace=False)
     candidates = [os.environ.get("CCS_CHROMIUM")] + [
-        shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")]
+        shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
+    ]
     executable = next((c for c in candidates if c), None)
     with sync_playwright() as p:
         try:
             browser = p.chromium.launch(executable_path=executable, headless=True)
         except Exception as exc:  # no executable, or one that does not start
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            pytest.fail(f"no usable Chromium ({executable or 'none on PATH'}: {first}): {INSTALL}",
-                        pytrace=False)
+            pytest.fail(f"no usable Chromium ({executable or 'none on PATH'}: {first}): {INSTALL}", pytrace=False)
         yield browser
         browser.close()
 
@@ -108,9 +113,12 @@ def site(tmp_path_factory) -> Path:
         return html
     out = tmp_path_factory.mktemp("site")
     jb = Path(sys.executable).with_name("jupyter-book")
-    proc = subprocess.run([str(jb), "build", str(ROOT), "--path-output", str(out),
-                           "-W", "-n", "--keep-going", "--quiet"],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [str(jb), "build", str(ROOT), "--path-output", str(out), "-W", "-n", "--keep-going", "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out / "_build" / "html"
 
@@ -123,8 +131,7 @@ def server(site):
         def log_message(self, *args):
             pass
 
-    httpd = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(site)))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(site)))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}/"
@@ -242,11 +249,16 @@ def visits(chromium, site, server):
             page.set_default_timeout(30_000)
             script_errors, missing = [], []
             page.on("pageerror", lambda exc, out=script_errors: out.append(_script_error(exc, server)))
-            page.on("requestfailed", lambda req, out=missing: out.append(
-                f"{req.url} ({req.failure})") if req.url.startswith(server) else None)
-            page.on("response", lambda resp, out=missing: out.append(
-                f"{resp.url} (HTTP {resp.status})")
-                if resp.status >= 400 and resp.url.startswith(server) else None)
+            page.on(
+                "requestfailed",
+                lambda req, out=missing: out.append(f"{req.url} ({req.failure})") if req.url.startswith(server) else None,
+            )
+            page.on(
+                "response",
+                lambda resp, out=missing: (
+                    out.append(f"{resp.url} (HTTP {resp.status})") if resp.status >= 400 and resp.url.startswith(server) else None
+                ),
+            )
             response = page.goto(server + rel, wait_until="load")
             assert response is not None and response.ok, f"{rel}: {response and response.status}"
             data = page.evaluate(MEASURE, {"columns": list(COLUMNS)})
@@ -324,11 +336,11 @@ def test_internal_links_resolve(visits, site, server):
             url = urlsplit(link["href"])
             if not link["href"].startswith(server):
                 continue  # another site, mailto:, javascript:: not the book's to check
-            path = unquote(url.path)[len(urlsplit(server).path):]
+            path = unquote(url.path)[len(urlsplit(server).path) :]
             target = site / path
             if path == "" or path.endswith("/") or target.is_dir():
                 target = target / "index.html"
-            label = f"<a href=\"{link['raw']}\"> ({link['text']!r})"
+            label = f'<a href="{link["raw"]}"> ({link["text"]!r})'
             if not target.is_file():
                 items.append(f"{label}: no file {target.relative_to(site)} in the site")
                 continue
@@ -348,8 +360,9 @@ def test_images_and_site_files_load(visits):
         items = problems.setdefault(rel, [])
         for img in data["images"]:
             if not img["naturalWidth"]:
-                items.append(f"<img src={img['src']!r} alt={img['alt'][:60]!r}> did not load "
-                             f"(complete={img['complete']}, naturalWidth=0)")
+                items.append(
+                    f"<img src={img['src']!r} alt={img['alt'][:60]!r}> did not load (complete={img['complete']}, naturalWidth=0)"
+                )
         items += [f"missing file of the site: {m}" for m in data["missing"]]
     _check(problems, "missing images or files")
 
@@ -357,10 +370,14 @@ def test_images_and_site_files_load(visits):
 def test_every_figure_has_alt_text(visits):
     """Every image of a page's content says in words what it shows: not empty, not a file name
     (what a figure pasted without a description gets)."""
-    problems = {rel: [f"<img src={img['src'].rsplit('/', 1)[-1]!r}> alt={img['alt'][:60]!r}"
-                      for img in data["images"] if img["inArticle"]
-                      and (not img["alt"].strip() or re.search(r"[/\\]|\.(png|jpe?g|svg|gif)$", img["alt"]))]
-                for rel, data in visits.items()}
+    problems = {
+        rel: [
+            f"<img src={img['src'].rsplit('/', 1)[-1]!r}> alt={img['alt'][:60]!r}"
+            for img in data["images"]
+            if img["inArticle"] and (not img["alt"].strip() or re.search(r"[/\\]|\.(png|jpe?g|svg|gif)$", img["alt"]))
+        ]
+        for rel, data in visits.items()
+    }
     _check(problems, "images without alt text")
 
 
@@ -373,8 +390,7 @@ def test_no_tracebacks_errors_or_script_errors(visits):
             if out["always"] or "Error" in out["text"]:  # stderr also holds harmless warnings
                 items.append(f"error output {out['element']}: {out['text']!r}")
         items += [f"math MathJax could not typeset: {m!r}" for m in data["mathErrors"]]
-        items += [f"script error: {e}" for e in data["script_errors"]
-                  if not any(known in e for known in KNOWN_SCRIPT_ERRORS)]
+        items += [f"script error: {e}" for e in data["script_errors"] if not any(known in e for known in KNOWN_SCRIPT_ERRORS)]
     _check(problems, "errors on pages")
 
 
@@ -387,23 +403,32 @@ def test_no_horizontal_overflow_at_desktop_width(visits):
             items.append(f"none of the main-column elements {COLUMNS} is on the page")
         for col in columns:
             if col["scrollWidth"] > col["clientWidth"] + 1:
-                culprits = "; ".join(
-                    f"{o['element']} {o['width']}px wide, {o['overshoot']}px past the column"
-                    f" ({o['text']!r})" for o in col["overflowing"]) or "?"
-                items.append(f"{col['selector']} overflows: scrollWidth {col['scrollWidth']}"
-                             f" > clientWidth {col['clientWidth']}: {culprits}")
+                culprits = (
+                    "; ".join(
+                        f"{o['element']} {o['width']}px wide, {o['overshoot']}px past the column ({o['text']!r})"
+                        for o in col["overflowing"]
+                    )
+                    or "?"
+                )
+                items.append(
+                    f"{col['selector']} overflows: scrollWidth {col['scrollWidth']}"
+                    f" > clientWidth {col['clientWidth']}: {culprits}"
+                )
         page = data["page"]
         if page["scrollWidth"] > page["innerWidth"]:
-            items.append(f"the page scrolls sideways: document scrollWidth {page['scrollWidth']}"
-                         f" > innerWidth {page['innerWidth']}")
+            items.append(
+                f"the page scrolls sideways: document scrollWidth {page['scrollWidth']} > innerWidth {page['innerWidth']}"
+            )
     _check(problems, f"horizontal overflow at {VIEWPORT['width']}x{VIEWPORT['height']}")
 
 
 def test_printed_outputs_wrap_inside_their_boxes(visits):
     """A long printed line (a verdict, a note) wraps (_css/outputs.css) instead of hiding its end
     behind a sideways scroll bar."""
-    problems = {rel: [f"output box {o['box']}px wide scrolls to {o['width']}px ({o['text']!r})"
-                      for o in data["scrollingOutputs"]] for rel, data in visits.items()}
+    problems = {
+        rel: [f"output box {o['box']}px wide scrolls to {o['width']}px ({o['text']!r})" for o in data["scrollingOutputs"]]
+        for rel, data in visits.items()
+    }
     _check(problems, "printed outputs scrolling sideways")
 
 
@@ -428,14 +453,14 @@ def test_notebook_pages_offer_launch_and_download(site):
         if (ROOT / source).is_file():
             if published:
                 assert f"https://mybinder.org/v2/gh/{repo}/{branch}?urlpath=" in html, rel
-                assert (f"https://colab.research.google.com/github/{repo}/blob/{branch}/"
-                        f"{source.as_posix()}") in html, rel
+                assert (f"https://colab.research.google.com/github/{repo}/blob/{branch}/{source.as_posix()}") in html, rel
             else:  # no button to a placeholder
                 assert "mybinder.org" not in html and "colab.research.google.com" not in html, rel
             download = site / "_sources" / source
-            assert f"_sources/{source.as_posix()}\"" in html, f"{rel}: no .ipynb download"
+            assert f'_sources/{source.as_posix()}"' in html, f"{rel}: no .ipynb download"
             assert json.loads(download.read_text())["cells"], download
         else:
             md = site / "_sources" / Path(rel).with_suffix(".md")
-            assert md.is_file() and f"_sources/{md.relative_to(site / '_sources').as_posix()}\"" \
-                in html, f"{rel}: no source download"
+            assert md.is_file() and f'_sources/{md.relative_to(site / "_sources").as_posix()}"' in html, (
+                f"{rel}: no source download"
+            )

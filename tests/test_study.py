@@ -1,4 +1,5 @@
 """One model's analysis as the set-based pages open it (ccs.study): every source of sets from one call."""
+
 import pytest
 
 from ccs import headsets, study
@@ -8,8 +9,9 @@ from ccs import headsets, study
 def st(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("CCS_CACHE", str(tmp_path_factory.mktemp("cache")))
-    yield study.load("ccs-tiny", images=64, pool="world", texts=5, seed=0, backend="embedding", calibration="pool",
-                     sets="run", seeds=6)
+    yield study.load(
+        "ccs-tiny", images=64, pool="world", texts=5, seed=0, backend="embedding", calibration="pool", sets="run", seeds=6
+    )
     mp.undo()
 
 

@@ -1,4 +1,5 @@
 """TextSpan recovers planted directions, deterministically, with orthogonal directions."""
+
 import numpy as np
 import pytest
 
@@ -42,7 +43,7 @@ def test_reconstruction_is_the_projection_onto_the_span():
     s = textspan.span(data, texts, m=3)
     rec = s.reconstruct(data)
     np.testing.assert_allclose(rec.mean(0), data.mean(0), atol=1e-5)
-    residual = (data - rec)
+    residual = data - rec
     assert residual.var(0).sum() / data.var(0).sum() == pytest.approx(1 - s.explained, abs=1e-4)
 
 
@@ -72,11 +73,19 @@ def test_all_heads_reconstruction_and_mean_ablation(tmp_path):
     rec = textspan.reconstruction(dec, spans)(heads)
     assert rec.shape == heads.shape
     np.testing.assert_allclose(rec.mean(0), heads.mean(0), atol=1e-5)
-    full = {k: textspan.Span(s.indices, s.variances, s.explained,
-                             np.linalg.qr(np.random.default_rng(1).normal(size=(dec.meta["dim"],) * 2))[0].T,
-                             s.mean) for k, s in spans.items()}
-    np.testing.assert_allclose(dec.embeddings(textspan.reconstruction(dec, full)), dec.embeddings(),
-                               atol=1e-4)  # reconstruction from a full basis changes nothing
+    full = {
+        k: textspan.Span(
+            s.indices,
+            s.variances,
+            s.explained,
+            np.linalg.qr(np.random.default_rng(1).normal(size=(dec.meta["dim"],) * 2))[0].T,
+            s.mean,
+        )
+        for k, s in spans.items()
+    }
+    np.testing.assert_allclose(
+        dec.embeddings(textspan.reconstruction(dec, full)), dec.embeddings(), atol=1e-4
+    )  # reconstruction from a full basis changes nothing
     ablated = dec.embeddings(textspan.mean_ablation(dec))
     expected = dec.embeddings() - heads.sum((1, 2)) + heads.mean(0).sum((0, 1))
     np.testing.assert_allclose(ablated, expected, atol=1e-4)
@@ -101,8 +110,7 @@ def test_cli_and_zero_shot_check_end_to_end(tmp_path, monkeypatch):
     from ccs.cli import app
 
     monkeypatch.setenv("CCS_CACHE", str(tmp_path))
-    args = ["textspan", "--model", "ccs-tiny", "--texts", "3", "--images", "48", "--layers", "2",
-            "--untrained", "--json"]
+    args = ["textspan", "--model", "ccs-tiny", "--texts", "3", "--images", "48", "--layers", "2", "--untrained", "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)

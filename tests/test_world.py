@@ -1,4 +1,5 @@
 """The concept world: determinism, ground truth in the pixels, captions, siblings, splits, clips."""
+
 import numpy as np
 import open_clip
 import pytest
@@ -77,7 +78,7 @@ def test_captions_parse_back_to_their_attributes(batch):
 def test_siblings_differ_in_exactly_one_named_attribute():
     tb = world.train_batch(64, 5)
     n_sib = 16
-    base, sib = tb.attributes.iloc[:n_sib], tb.attributes.iloc[64 - n_sib:]
+    base, sib = tb.attributes.iloc[:n_sib], tb.attributes.iloc[64 - n_sib :]
     diffs = (base.values != sib.values).sum(1)
     assert (diffs == 1).all()
     for k in range(n_sib):
@@ -87,8 +88,7 @@ def test_siblings_differ_in_exactly_one_named_attribute():
 
 
 def test_sibling_groups_tell_apart_one_concept_with_distinct_values():
-    tb = world.train_batch(64, 5, sibling_frac=0.75, sibling_group=8,
-                           sibling_weights={"shape": 1, "texture": 1})
+    tb = world.train_batch(64, 5, sibling_frac=0.75, sibling_group=8, sibling_weights={"shape": 1, "texture": 1})
     a = tb.attributes.values
     n_sib = int(64 * 0.75 * 7 / 8)
     assert len(tb) == 64
@@ -126,6 +126,7 @@ def test_captions_fit_the_context_length():
     lengths = (tok(caps) != 0).sum(1)
     import json
     from ccs import models
+
     ctx = json.loads((models.CONFIG_DIR / "ccs-tiny.json").read_text())["text_cfg"]["context_length"]
     assert int(lengths.max()) <= ctx
 

@@ -4,6 +4,7 @@ One concept of the paper per module: `models` (registry and loading), `world` (t
 world), `decompose` (per-head direct contributions), `textspan`, `pools`, `llm` (labeler and judge),
 `scores` (CCS), `ablate`, `evaluate`, `plots`, `cache`, `pipeline` and `cli`.
 """
+
 __version__ = "0.1.0"
 
 import warnings

@@ -13,6 +13,7 @@ Heads are named as in the paper, ``L<layer>.H<head>`` with 0-indexed layers of t
 or given as ``(layer, head)`` pairs. Works for every tower that ``ccs.decompose`` accepts (open_clip
 ViTs with ``nn.MultiheadAttention`` or custom ``Attention`` blocks).
 """
+
 from __future__ import annotations
 
 import operator
@@ -63,8 +64,7 @@ def parse_heads(model: nn.Module, heads) -> list[tuple[int, int]]:
     saying why."""
     blocks = _tower_blocks(model)
     L = len(blocks)
-    if isinstance(heads, str) or (isinstance(heads, tuple) and len(heads) == 2
-                                  and all(isinstance(v, int) for v in heads)):
+    if isinstance(heads, str) or (isinstance(heads, tuple) and len(heads) == 2 and all(isinstance(v, int) for v in heads)):
         heads = [heads]
     usage = "heads are named 'L<layer>.H<head>' (e.g. 'L11.H5') or given as (layer, head) pairs"
     out = set()
@@ -122,8 +122,7 @@ class _Done(Exception):
 
 
 @torch.no_grad()
-def head_means(model: nn.Module, images, layers: Iterable[int] | None = None,
-               batch_size: int = 256) -> dict[int, torch.Tensor]:
+def head_means(model: nn.Module, images, layers: Iterable[int] | None = None, batch_size: int = 256) -> dict[int, torch.Tensor]:
     """Each head's mean output z_h (the attention-weighted values as they enter the
     out-projection, i.e. after open_clip's head_scale where a tower has one) over a reference set
     of images and all token positions: ``{layer: tensor [H, head_dim]}`` (fp32) for `layers`
@@ -146,9 +145,15 @@ def head_means(model: nn.Module, images, layers: Iterable[int] | None = None,
         raise PruningError("head_means needs at least one reference image")
     batch_first = getattr(visual.transformer, "batch_first", True)
     param = visual.conv1.weight
-    sums = {i: torch.zeros(blocks[i].attn.num_heads, visual.transformer.width
-                           // blocks[i].attn.num_heads, dtype=torch.float64, device=param.device)
-            for i in layers}
+    sums = {
+        i: torch.zeros(
+            blocks[i].attn.num_heads,
+            visual.transformer.width // blocks[i].attn.num_heads,
+            dtype=torch.float64,
+            device=param.device,
+        )
+        for i in layers
+    }
     counts = {"n": 0}
 
     def hook(i):
@@ -159,6 +164,7 @@ def head_means(model: nn.Module, images, layers: Iterable[int] | None = None,
             if i == layers[-1]:
                 counts["n"] += z.shape[0] * z.shape[2]
                 raise _Done
+
         return pre
 
     modes = {m: m.training for m in visual.modules()}
@@ -184,8 +190,7 @@ def head_means(model: nn.Module, images, layers: Iterable[int] | None = None,
 
 
 @contextmanager
-def pruned(model: nn.Module, heads, mode: str = "zero", means: dict | None = None,
-           reference=None) -> Iterator[nn.Module]:
+def pruned(model: nn.Module, heads, mode: str = "zero", means: dict | None = None, reference=None) -> Iterator[nn.Module]:
     """Prune `heads` of the model's vision tower for the duration of the ``with`` block; yields
     the model. Empty `heads` is a no-op.
 
@@ -222,8 +227,7 @@ def pruned(model: nn.Module, heads, mode: str = "zero", means: dict | None = Non
             if layer not in means:
                 raise PruningError(f"`means` has no entry for layer {layer} (it has {sorted(means)})")
             if tuple(means[layer].shape) != shape:
-                raise PruningError(f"means[{layer}] has shape {tuple(means[layer].shape)}, "
-                                   f"expected {shape} (heads, head_dim)")
+                raise PruningError(f"means[{layer}] has shape {tuple(means[layer].shape)}, expected {shape} (heads, head_dim)")
             if lin.bias is None:
                 raise PruningError(f"Layer {layer}'s out-projection has no bias to hold the means")
 
@@ -241,7 +245,7 @@ def pruned(model: nn.Module, heads, mode: str = "zero", means: dict | None = Non
                         runs[-1][1] = h + 1
                     else:
                         runs.append([h, h + 1])
-                views = [lin.weight[:, a * dh:b * dh] for a, b in runs]
+                views = [lin.weight[:, a * dh : b * dh] for a, b in runs]
                 saved += [(v, v.clone()) for v in views]
                 if mode == "mean":
                     m = means[layer].to(device=lin.weight.device, dtype=torch.float32)

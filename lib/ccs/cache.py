@@ -11,6 +11,7 @@ a damaged one is reported with its path (`CacheWarning`) and recomputed. `checke
 folder too, but has no checksums: use `checked` for new steps. Files are written whole or not at all
 (`write_atomic`), and a full disk is a `DiskFullError` naming the path and the space needed.
 """
+
 from __future__ import annotations
 
 import errno
@@ -65,7 +66,8 @@ def no_space(path: str | Path, needed: int, what: str = "") -> DiskFullError:
     e = DiskFullError(
         f"not enough disk space for {what or path}{f' ({path})' if what else ''}: it needs "
         f"{size_text(needed)}, {'an unknown amount' if free is None else size_text(free)} is free "
-        f"on that disk. Free some space, or point CCS_CACHE to a larger disk.")
+        f"on that disk. Free some space, or point CCS_CACHE to a larger disk."
+    )
     e.errno, e.path = errno.ENOSPC, str(path)
     return e
 
@@ -124,7 +126,7 @@ def reserve(fd: int, size: int) -> None:
     end = os.fstat(fd).st_size  # no fallocate: write zeros past the current end
     chunk = bytes(1 << 20)
     while end < size:
-        end += os.pwrite(fd, chunk[:min(len(chunk), size - end)], end)
+        end += os.pwrite(fd, chunk[: min(len(chunk), size - end)], end)
 
 
 def cache_dir(*parts: str) -> Path:
@@ -204,8 +206,7 @@ def write_array(path: str | Path, array) -> None:
     import numpy as np
 
     array = np.ascontiguousarray(array)
-    write_atomic(path, lambda f: np.savez(f, array=array, crc32=np.uint32(_array_crc(array))),
-                 size=array.nbytes + 1024)
+    write_atomic(path, lambda f: np.savez(f, array=array, crc32=np.uint32(_array_crc(array))), size=array.nbytes + 1024)
 
 
 def checked(kind: str, key: object, compute: Callable, what: str = ""):
@@ -223,8 +224,7 @@ def checked(kind: str, key: object, compute: Callable, what: str = ""):
     if array is not None:
         return array
     if problem is not None:
-        warnings.warn(f"Damaged {what or kind} cache {path}: {problem}. Recomputing it.", CacheWarning,
-                      stacklevel=2)
+        warnings.warn(f"Damaged {what or kind} cache {path}: {problem}. Recomputing it.", CacheWarning, stacklevel=2)
     array = np.asarray(compute())
     write_array(path, array)
     return array

@@ -9,6 +9,7 @@ carried by position" instead of a bare "supported". Tasks the analysed heads can
 `pairs` maps a claim's name to the two conditions it compares, ``{"high vs low": ("low", "high")}``:
 the claim predicts that compare(a, b) = score(a pruned) - score(b pruned) > 0.
 """
+
 from __future__ import annotations
 
 from typing import Mapping
@@ -30,8 +31,14 @@ def without_conditions(high: list[str], high_name: str = "high") -> dict[str, li
     return {without(h, high_name): [x for x in high if x != h] for h in high} if len(high) > 1 else {}
 
 
-def _claims(r: Results, pairs: Mapping[str, tuple[str, str]], evalset: str, measure: str, tasks=None,
-            swap: Mapping[str, str] | None = None) -> dict[str, tuple[float, float, float]]:
+def _claims(
+    r: Results,
+    pairs: Mapping[str, tuple[str, str]],
+    evalset: str,
+    measure: str,
+    tasks=None,
+    swap: Mapping[str, str] | None = None,
+) -> dict[str, tuple[float, float, float]]:
     swap = swap or {}
     return {k: r.compare(swap.get(a, a), swap.get(b, b), evalset, measure, tasks) for k, (a, b) in pairs.items()}
 
@@ -48,8 +55,10 @@ def untestable(r: Results, evalset: str = "test", measure: str = "p_true", floor
         if d[0] * 100 < floor_pp:
             before = r.value("original", evalset, "correct", [t])
             after = r.value(ALL_ANALYSED, evalset, "correct", [t])
-            out[t] = (f"pruning every analysed head moves it by {100 * d[0]:.1f} pp (top-1 {100 * before:.1f} % "
-                      f"-> {100 * after:.1f} %): the analysed heads do not carry it")
+            out[t] = (
+                f"pruning every analysed head moves it by {100 * d[0]:.1f} pp (top-1 {100 * before:.1f} % "
+                f"-> {100 * after:.1f} %): the analysed heads do not carry it"
+            )
     return out
 
 
@@ -60,8 +69,13 @@ def per_task(r: Results, pairs, evalset: str = "test", measure: str = "p_true") 
     rows = []
     for t in r.tasks(evalset):
         c = _claims(r, pairs, evalset, measure, [t])
-        rows.append({"task": t, **{k: interval_text(v) for k, v in c.items()},
-                     "verdict": "no verdict (untestable)" if t in skip else verdict(c.values())})
+        rows.append(
+            {
+                "task": t,
+                **{k: interval_text(v) for k, v in c.items()},
+                "verdict": "no verdict (untestable)" if t in skip else verdict(c.values()),
+            }
+        )
     return pd.DataFrame(rows).set_index("task")
 
 
@@ -75,8 +89,9 @@ def leave_one_task_out(r: Results, pairs, evalset: str = "test", measure: str = 
     return pd.DataFrame(rows).set_index("left out")
 
 
-def leave_one_head_out(r: Results, pairs, high: list[str], evalset: str = "test",
-                       measure: str = "p_true", high_name: str = "high") -> pd.DataFrame:
+def leave_one_head_out(
+    r: Results, pairs, high: list[str], evalset: str = "test", measure: str = "p_true", high_name: str = "high"
+) -> pd.DataFrame:
     """One row per head of the high set put back (the conditions of `without_conditions`, measured on
     `evalset`): the claims with the high set minus that head, and their verdict."""
     rows = []
@@ -93,8 +108,10 @@ def carried(full: str, by_task: pd.DataFrame, by_head: pd.DataFrame) -> dict:
     """What carries a verdict: the tasks and heads without which it changes, and to what. {"verdict",
     "tasks", "heads", "changes", "text"}; text reads e.g. "supported; it holds without any one task
     and without any one high head" or "supported; without position it would be inconclusive"."""
-    changes = {**{t: v for t, v in by_task["verdict"].items() if v != full},
-               **{h: v for h, v in by_head["verdict"].items() if v != full}}
+    changes = {
+        **{t: v for t, v in by_task["verdict"].items() if v != full},
+        **{h: v for h, v in by_head["verdict"].items() if v != full},
+    }
     tasks = [t for t in by_task.index if t in changes]
     heads = [h for h in by_head.index if h in changes]
     if not changes:
@@ -108,12 +125,16 @@ def carried(full: str, by_task: pd.DataFrame, by_head: pd.DataFrame) -> dict:
     return {"verdict": full, "tasks": tasks, "heads": heads, "changes": changes, "text": text}
 
 
-def leave_one_concept_out(r: Results, concepts, evalset: str = "test", measure: str = "p_true",
-                          prefix: str = "") -> pd.DataFrame:
+def leave_one_concept_out(r: Results, concepts, evalset: str = "test", measure: str = "p_true", prefix: str = "") -> pd.DataFrame:
     """Concept-specific pruning's carriers: the diagonal test without each concept in turn."""
     rows = []
     for c in diagonal_test(r, concepts, evalset, measure, prefix=prefix)["concepts"]:
         d = diagonal_test(r, [x for x in concepts if x != c], evalset, measure, prefix=prefix)["difference"]
-        rows.append({"left out": c, "diagonal - off-diagonal": interval_text(d),
-                     "verdict": "no verdict (no concept left)" if d[0] != d[0] else verdict([d])})
+        rows.append(
+            {
+                "left out": c,
+                "diagonal - off-diagonal": interval_text(d),
+                "verdict": "no verdict (no concept left)" if d[0] != d[0] else verdict([d]),
+            }
+        )
     return pd.DataFrame(rows, columns=["left out", "diagonal - off-diagonal", "verdict"]).set_index("left out")

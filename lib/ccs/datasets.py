@@ -67,6 +67,7 @@ The evaluation protocol (what makes a run's "original" number the one the paper 
   all be there. The returned `VideoSet` says whether the whole split is ranked (`VideoSet.full`): only
   then is its R@K comparable with a published one.
 """
+
 from __future__ import annotations
 
 import csv
@@ -96,20 +97,54 @@ _FRAMES_FORMAT = 1  # bump when the frame sampling or resizing changes: old cach
 
 # Country-211's 211 folders (ISO 3166 codes, as torchvision's Country211 sorts them); clip-benchmark's
 # country211 class names are in this order.
-COUNTRY211_CODES = tuple("""
+COUNTRY211_CODES = tuple(
+    """
 AD AE AF AG AI AL AM AO AQ AR AT AU AW AX AZ BA BB BD BE BF BG BH BJ BM BN BO BQ BR BS BT BW BY BZ CA CD CF CH CI
 CK CL CM CN CO CR CU CV CW CY CZ DE DK DM DO DZ EC EE EG ES ET FI FJ FK FO FR GA GB GD GE GF GG GH GI GL GM GP GR
 GS GT GU GY HK HN HR HT HU ID IE IL IM IN IQ IR IS IT JE JM JO JP KE KG KH KN KP KR KW KY KZ LA LB LC LI LK LR LT
 LU LV LY MA MC MD ME MF MG MK ML MM MN MO MQ MR MT MU MV MW MX MY MZ NA NC NG NI NL NO NP NZ OM PA PE PF PG PH PK
 PL PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SS SV SX SY SZ TG TH TJ TL TM TN TO
-TR TT TW TZ UA UG US UY UZ VA VE VG VI VN VU WS XK YE ZA ZM ZW""".split())
+TR TT TW TZ UA UG US UY UZ VA VE VG VI VN VU WS XK YE ZA ZM ZW""".split()
+)
 # The paper's Oxford-Pets classes (avinashsai/CCS-CLIP, src/labels.py get_oxfordpets_labels): the first
 # token of the image file names, in the paper's order (dogs, then cats).
 PETS_PAPER_CLASSES = (
-    "american", "basset", "beagle", "boxer", "chihuahua", "english", "german", "great", "havanese", "japanese",
-    "keeshond", "leonberger", "miniature", "newfoundland", "pomeranian", "pug", "saint", "samoyed", "scottish",
-    "shiba", "staffordshire", "wheaten", "yorkshire", "Abyssinian", "Bengal", "Birman", "Bombay", "British",
-    "Egyptian", "Maine", "Persian", "Ragdoll", "Russian", "Siamese", "Sphynx")
+    "american",
+    "basset",
+    "beagle",
+    "boxer",
+    "chihuahua",
+    "english",
+    "german",
+    "great",
+    "havanese",
+    "japanese",
+    "keeshond",
+    "leonberger",
+    "miniature",
+    "newfoundland",
+    "pomeranian",
+    "pug",
+    "saint",
+    "samoyed",
+    "scottish",
+    "shiba",
+    "staffordshire",
+    "wheaten",
+    "yorkshire",
+    "Abyssinian",
+    "Bengal",
+    "Birman",
+    "Bombay",
+    "British",
+    "Egyptian",
+    "Maine",
+    "Persian",
+    "Ragdoll",
+    "Russian",
+    "Siamese",
+    "Sphynx",
+)
 
 
 class DatasetError(ValueError):
@@ -147,63 +182,135 @@ class _Spec:
 
 _CLIP4CLIP = "see the Data Preparation section of https://github.com/ArrowLuo/CLIP4Clip"
 _SPECS = [
-    _Spec("CIFAR-10", "classification", "cifar-10-batches-py",
-          (("cifar-10-batches-py/test_batch",), ("cifar-10-batches-py/batches.meta",)),
-          "cifar-10-batches-py/{test_batch,batches.meta}", "", "CIFAR10", prompts="cifar10"),
-    _Spec("CIFAR-100", "classification", "cifar-100-python",
-          (("cifar-100-python/test",), ("cifar-100-python/meta",)),
-          "cifar-100-python/{test,meta}", "", "CIFAR100", prompts="cifar100"),
-    _Spec("Food-101", "classification", "food-101",
-          (("food-101/meta/test.json",), ("food-101/images",)),
-          "food-101/meta/test.json + food-101/images/<class>/<id>.jpg", "", "Food101", prompts="food101"),
-    _Spec("Country-211", "classification", "country211", (("country211/test",),),
-          "country211/test/<ISO country code>/*.jpg", "", "Country211", prompts="country211"),
-    _Spec("Oxford-Pets", "classification", "oxford-iiit-pet",
-          (("oxford-iiit-pet/annotations/test.txt",), ("oxford-iiit-pet/images",)),
-          "oxford-iiit-pet/annotations/test.txt + oxford-iiit-pet/images/*.jpg", "", "OxfordIIITPet",
-          prompts="pets"),
-    _Spec("Oxford-Pets-paper", "classification", "oxford-iiit-pet", (("oxford-iiit-pet/images",),),
-          "oxford-iiit-pet/images/*.jpg (every image: the paper's listing)", "", "OxfordIIITPet",
-          prompts="cifar10"),
-    _Spec("ImageNet-A", "classification", "imagenet-a", (("imagenet-a",),),
-          "imagenet-a/<wnid>/*.jpg (200 WordNet-id folders)",
-          "download https://people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar (see "
-          "https://github.com/hendrycks/natural-adv-examples) and extract it into {root}"),
-    _Spec("ImageNet-R", "classification", "imagenet-r", (("imagenet-r",),),
-          "imagenet-r/<wnid>/*.jpg (200 WordNet-id folders)",
-          "download https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar (see "
-          "https://github.com/hendrycks/imagenet-r) and extract it into {root}"),
-    _Spec("MSR-VTT", "video", "msrvtt",
-          (("msrvtt/MSRVTT_JSFUSION_test.csv", "msrvtt/msrvtt_data/MSRVTT_JSFUSION_test.csv"),
-           ("msrvtt/videos/all", "msrvtt/MSRVTT/videos/all")),
-          "msrvtt/[msrvtt_data/]MSRVTT_JSFUSION_test.csv (video_id,sentence) + "
-          "msrvtt/[MSRVTT/]videos/all/<video_id>.mp4",
-          f"get the 1k-A test split file MSRVTT_JSFUSION_test.csv (in CLIP4Clip's msrvtt_data.zip; {_CLIP4CLIP}) "
-          "and the MSR-VTT videos (e.g. the MSRVTT.zip of Frozen-in-Time, which extracts to MSRVTT/videos/all/), "
-          "and put them at {root}/msrvtt/MSRVTT_JSFUSION_test.csv and {root}/msrvtt/videos/all/", frames=12,
-          split_videos=1000),
-    _Spec("MSVD", "video", "msvd",
-          (("msvd/test_list.txt",), ("msvd/raw-captions.pkl", "msvd/AllVideoDescriptions.txt"),
-           ("msvd/YouTubeClips",)),
-          "msvd/test_list.txt + msvd/raw-captions.pkl|msvd/AllVideoDescriptions.txt + "
-          "msvd/YouTubeClips/<video id>.avi",
-          f"get test_list.txt and raw-captions.pkl (CLIP4Clip's msvd_data.zip; {_CLIP4CLIP}) and the videos "
-          "(YouTubeClips.tar of the MSVD release, https://www.cs.utexas.edu/users/ml/clamp/videoDescription/), "
-          "and put them at {root}/msvd/test_list.txt, {root}/msvd/raw-captions.pkl and {root}/msvd/YouTubeClips/",
-          frames=12, split_videos=670),
-    _Spec("DiDeMo", "video", "didemo",
-          (("didemo/test_data.json",), ("didemo/videos",)),
-          "didemo/test_data.json [+ didemo/test_list.txt] + didemo/videos/**/<video>[.ext]",
-          "get test_data.json from https://github.com/LisaAnne/LocalizingMoments (data/) and the videos with "
-          f"that repository's download script ({_CLIP4CLIP}), and put them at "
-          "{root}/didemo/test_data.json and {root}/didemo/videos/", frames=32, split_videos=1004),
+    _Spec(
+        "CIFAR-10",
+        "classification",
+        "cifar-10-batches-py",
+        (("cifar-10-batches-py/test_batch",), ("cifar-10-batches-py/batches.meta",)),
+        "cifar-10-batches-py/{test_batch,batches.meta}",
+        "",
+        "CIFAR10",
+        prompts="cifar10",
+    ),
+    _Spec(
+        "CIFAR-100",
+        "classification",
+        "cifar-100-python",
+        (("cifar-100-python/test",), ("cifar-100-python/meta",)),
+        "cifar-100-python/{test,meta}",
+        "",
+        "CIFAR100",
+        prompts="cifar100",
+    ),
+    _Spec(
+        "Food-101",
+        "classification",
+        "food-101",
+        (("food-101/meta/test.json",), ("food-101/images",)),
+        "food-101/meta/test.json + food-101/images/<class>/<id>.jpg",
+        "",
+        "Food101",
+        prompts="food101",
+    ),
+    _Spec(
+        "Country-211",
+        "classification",
+        "country211",
+        (("country211/test",),),
+        "country211/test/<ISO country code>/*.jpg",
+        "",
+        "Country211",
+        prompts="country211",
+    ),
+    _Spec(
+        "Oxford-Pets",
+        "classification",
+        "oxford-iiit-pet",
+        (("oxford-iiit-pet/annotations/test.txt",), ("oxford-iiit-pet/images",)),
+        "oxford-iiit-pet/annotations/test.txt + oxford-iiit-pet/images/*.jpg",
+        "",
+        "OxfordIIITPet",
+        prompts="pets",
+    ),
+    _Spec(
+        "Oxford-Pets-paper",
+        "classification",
+        "oxford-iiit-pet",
+        (("oxford-iiit-pet/images",),),
+        "oxford-iiit-pet/images/*.jpg (every image: the paper's listing)",
+        "",
+        "OxfordIIITPet",
+        prompts="cifar10",
+    ),
+    _Spec(
+        "ImageNet-A",
+        "classification",
+        "imagenet-a",
+        (("imagenet-a",),),
+        "imagenet-a/<wnid>/*.jpg (200 WordNet-id folders)",
+        "download https://people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar (see "
+        "https://github.com/hendrycks/natural-adv-examples) and extract it into {root}",
+    ),
+    _Spec(
+        "ImageNet-R",
+        "classification",
+        "imagenet-r",
+        (("imagenet-r",),),
+        "imagenet-r/<wnid>/*.jpg (200 WordNet-id folders)",
+        "download https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar (see "
+        "https://github.com/hendrycks/imagenet-r) and extract it into {root}",
+    ),
+    _Spec(
+        "MSR-VTT",
+        "video",
+        "msrvtt",
+        (
+            ("msrvtt/MSRVTT_JSFUSION_test.csv", "msrvtt/msrvtt_data/MSRVTT_JSFUSION_test.csv"),
+            ("msrvtt/videos/all", "msrvtt/MSRVTT/videos/all"),
+        ),
+        "msrvtt/[msrvtt_data/]MSRVTT_JSFUSION_test.csv (video_id,sentence) + msrvtt/[MSRVTT/]videos/all/<video_id>.mp4",
+        f"get the 1k-A test split file MSRVTT_JSFUSION_test.csv (in CLIP4Clip's msrvtt_data.zip; {_CLIP4CLIP}) "
+        "and the MSR-VTT videos (e.g. the MSRVTT.zip of Frozen-in-Time, which extracts to MSRVTT/videos/all/), "
+        "and put them at {root}/msrvtt/MSRVTT_JSFUSION_test.csv and {root}/msrvtt/videos/all/",
+        frames=12,
+        split_videos=1000,
+    ),
+    _Spec(
+        "MSVD",
+        "video",
+        "msvd",
+        (("msvd/test_list.txt",), ("msvd/raw-captions.pkl", "msvd/AllVideoDescriptions.txt"), ("msvd/YouTubeClips",)),
+        "msvd/test_list.txt + msvd/raw-captions.pkl|msvd/AllVideoDescriptions.txt + msvd/YouTubeClips/<video id>.avi",
+        f"get test_list.txt and raw-captions.pkl (CLIP4Clip's msvd_data.zip; {_CLIP4CLIP}) and the videos "
+        "(YouTubeClips.tar of the MSVD release, https://www.cs.utexas.edu/users/ml/clamp/videoDescription/), "
+        "and put them at {root}/msvd/test_list.txt, {root}/msvd/raw-captions.pkl and {root}/msvd/YouTubeClips/",
+        frames=12,
+        split_videos=670,
+    ),
+    _Spec(
+        "DiDeMo",
+        "video",
+        "didemo",
+        (("didemo/test_data.json",), ("didemo/videos",)),
+        "didemo/test_data.json [+ didemo/test_list.txt] + didemo/videos/**/<video>[.ext]",
+        "get test_data.json from https://github.com/LisaAnne/LocalizingMoments (data/) and the videos with "
+        f"that repository's download script ({_CLIP4CLIP}), and put them at "
+        "{root}/didemo/test_data.json and {root}/didemo/videos/",
+        frames=32,
+        split_videos=1004,
+    ),
 ]
 _BY_KEY = {}
 for _s in _SPECS:
     _BY_KEY["".join(ch for ch in _s.name.lower() if ch.isalnum())] = _s
-for _alias, _target in {"pets": "Oxford-Pets", "oxfordiiitpet": "Oxford-Pets", "country211": "Country-211",
-                        "food101": "Food-101", "petspaper": "Oxford-Pets-paper",
-                        "oxfordiiitpetpaper": "Oxford-Pets-paper"}.items():
+for _alias, _target in {
+    "pets": "Oxford-Pets",
+    "oxfordiiitpet": "Oxford-Pets",
+    "country211": "Country-211",
+    "food101": "Food-101",
+    "petspaper": "Oxford-Pets-paper",
+    "oxfordiiitpetpaper": "Oxford-Pets-paper",
+}.items():
     _BY_KEY.setdefault(_alias, next(s for s in _SPECS if s.name == _target))
 
 
@@ -229,8 +336,9 @@ def spec(name: str) -> _Spec:
     key = "".join(ch for ch in str(name).lower() if ch.isalnum())
     if key in _BY_KEY:
         return _BY_KEY[key]
-    raise UnknownDatasetError(f"Unknown dataset {name!r}. Known datasets: {', '.join(names())}. "
-                              "Run `ccs data` for where each one goes.")
+    raise UnknownDatasetError(
+        f"Unknown dataset {name!r}. Known datasets: {', '.join(names())}. Run `ccs data` for where each one goes."
+    )
 
 
 def _how(s: _Spec, base: Path) -> str:
@@ -259,9 +367,17 @@ def info(name: str) -> dict:
     s = spec(name)
     base = root()
     missing = [str(base / alts[0]) for alts in s.needs if _found(base, alts) is None]
-    return {"name": s.name, "kind": s.kind, "path": str(base / s.folder), "present": not missing,
-            "missing": missing, "layout": s.layout, "frames": s.frames,
-            "fetch": f"ccs data fetch {s.name}" if s.torchvision else None, "how": _how(s, base)}
+    return {
+        "name": s.name,
+        "kind": s.kind,
+        "path": str(base / s.folder),
+        "present": not missing,
+        "missing": missing,
+        "layout": s.layout,
+        "frames": s.frames,
+        "fetch": f"ccs data fetch {s.name}" if s.torchvision else None,
+        "how": _how(s, base),
+    }
 
 
 def _require(s: _Spec) -> Path:
@@ -271,17 +387,18 @@ def _require(s: _Spec) -> Path:
         raise DatasetNotFoundError(
             f"The data root {base} does not exist (it is ${DATA_ENV}, or ~/.local/share/ccs/data when unset). "
             f"Create it and put the datasets there, or set {DATA_ENV} to where they are; `ccs data` lists the "
-            f"expected layout. For {s.name}: {_how(s, base)}.")
+            f"expected layout. For {s.name}: {_how(s, base)}."
+        )
     if not (base / s.folder).exists() and not any(_found(base, alts) for alts in s.needs):
         raise DatasetNotFoundError(
-            f"{s.name} is not in the data root: {base / s.folder} does not exist. {_fix(s, base)}"
-            f" Expected layout: {s.layout}.")
+            f"{s.name} is not in the data root: {base / s.folder} does not exist. {_fix(s, base)} Expected layout: {s.layout}."
+        )
     for alts in s.needs:
         if _found(base, alts) is None:
             which = " or ".join(str(base / a) for a in alts)
             raise DatasetNotFoundError(
-                f"{s.name} is incomplete: {which} is missing (expected layout under {base}: {s.layout}). "
-                f"{_fix(s, base)}")
+                f"{s.name} is incomplete: {which} is missing (expected layout under {base}: {s.layout}). {_fix(s, base)}"
+            )
     return base
 
 
@@ -358,8 +475,9 @@ def _open_image(path: Path, size: int) -> torch.Tensor:
         with Image.open(path) as img:
             return _pil_to_uint8(img, size)
     except OSError as e:
-        raise DatasetError(f"Cannot read image {path} ({e}); the file is damaged: download the dataset "
-                           "again or delete the file.") from None
+        raise DatasetError(
+            f"Cannot read image {path} ({e}); the file is damaged: download the dataset again or delete the file."
+        ) from None
 
 
 def _subset(total: int, n: int | None, seed: int, what: str) -> np.ndarray:
@@ -391,12 +509,17 @@ class _Refused(pickle.UnpicklingError):
 # What CIFAR's batches (dicts of numpy uint8 arrays, lists of ints and byte strings, written by
 # Python 2) and CLIP4Clip's raw-captions.pkl (a dict of lists of lists of strings) need, and nothing
 # else: a pickle naming any other callable (os.system, builtins.eval, ...) is refused before it runs.
-_PICKLE_GLOBALS = frozenset({
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("_codecs", "encode"),  # how protocol 2 writes bytes under Python 3
-})
+_PICKLE_GLOBALS = frozenset(
+    {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),  # how protocol 2 writes bytes under Python 3
+    }
+)
 
 
 class _DataUnpickler(pickle.Unpickler):
@@ -420,11 +543,14 @@ def _unpickle(path: Path, s: _Spec) -> dict:
     try:
         out = load_data_pickle(path, encoding="latin1")
     except _Refused as e:
-        raise DatasetError(f"{s.name}: refused to load {path}: {e}. It is not a CIFAR python pickle; "
-                           f"delete it. {_fix(s, root())}") from None
+        raise DatasetError(
+            f"{s.name}: refused to load {path}: {e}. It is not a CIFAR python pickle; delete it. {_fix(s, root())}"
+        ) from None
     except Exception as e:  # truncated, not a pickle, ...
-        raise DatasetError(f"{s.name}: cannot read {path} as a CIFAR python pickle ({type(e).__name__}: {e}); "
-                           f"the file is damaged. {_fix(s, root())}") from None
+        raise DatasetError(
+            f"{s.name}: cannot read {path} as a CIFAR python pickle ({type(e).__name__}: {e}); "
+            f"the file is damaged. {_fix(s, root())}"
+        ) from None
     if not isinstance(out, dict):
         raise DatasetError(f"{s.name}: {path} is not a CIFAR python pickle (no dict inside)")
     return out
@@ -442,13 +568,17 @@ def _cifar_arrays(s: _Spec, base: Path) -> tuple[np.ndarray, np.ndarray, list[st
     data = batch.get("data")
     labels = batch.get("labels", batch.get("fine_labels"))
     if classes is None or data is None or labels is None:
-        raise DatasetError(f"{s.name}: {folder} has pickles without the expected keys (data, labels, "
-                           f"{cls.meta['key']}); the files are damaged. {_fix(s, base)}")
+        raise DatasetError(
+            f"{s.name}: {folder} has pickles without the expected keys (data, labels, "
+            f"{cls.meta['key']}); the files are damaged. {_fix(s, base)}"
+        )
     data = np.asarray(data)
     labels = np.asarray(labels, dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
-        raise DatasetError(f"{s.name}: {folder / cls.test_list[0][0]} holds data of shape {data.shape} "
-                           f"({data.dtype}) for {len(labels)} labels, not uint8 [N, 3072]; the file is damaged.")
+        raise DatasetError(
+            f"{s.name}: {folder / cls.test_list[0][0]} holds data of shape {data.shape} "
+            f"({data.dtype}) for {len(labels)} labels, not uint8 [N, 3072]; the file is damaged."
+        )
     if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
         raise DatasetError(f"{s.name}: labels outside the {len(classes)} classes in {folder}")
     return data, labels, [_clean(c) for c in classes]
@@ -472,13 +602,14 @@ def _torchvision_set(s: _Spec, base: Path):
     try:
         return cls(str(base), split="test", download=False)
     except (RuntimeError, OSError, ValueError, KeyError, json.JSONDecodeError) as e:
-        raise DatasetError(f"{s.name}: torchvision cannot read {base / s.folder} ({type(e).__name__}: {e}). "
-                           f"Expected layout: {s.layout}. {_fix(s, base)}") from None
+        raise DatasetError(
+            f"{s.name}: torchvision cannot read {base / s.folder} ({type(e).__name__}: {e}). "
+            f"Expected layout: {s.layout}. {_fix(s, base)}"
+        ) from None
 
 
 def _torchvision_paths(ds) -> list:
-    return list(getattr(ds, "_image_files", None) or getattr(ds, "_images", None)
-                or [p for p, _ in getattr(ds, "samples", [])])
+    return list(getattr(ds, "_image_files", None) or getattr(ds, "_images", None) or [p for p, _ in getattr(ds, "samples", [])])
 
 
 def _global_labels(s: _Spec, base: Path, ds) -> np.ndarray | None:
@@ -488,16 +619,20 @@ def _global_labels(s: _Spec, base: Path, ds) -> np.ndarray | None:
         code_index = {c: i for i, c in enumerate(COUNTRY211_CODES)}
         stray = [c for c in ds.classes if c not in code_index]
         if stray:
-            raise DatasetError(f"{s.name}: {base / 'country211' / 'test'} has folders that are not Country-211 "
-                               f"country codes: {', '.join(stray[:5])}. Expected layout: {s.layout}.")
+            raise DatasetError(
+                f"{s.name}: {base / 'country211' / 'test'} has folders that are not Country-211 "
+                f"country codes: {', '.join(stray[:5])}. Expected layout: {s.layout}."
+            )
         return np.asarray([code_index[c] for c in ds.classes], dtype=np.int64)
     if s.name == "Oxford-Pets":  # torchvision's labels are the annotation's class ids - 1: already global
         names = classnames(s.name)
         for label, name in zip(sorted(set(ds._labels)), ds.classes):
             if label >= len(names) or names[label].lower() != name.lower():
-                raise DatasetError(f"{s.name}: class id {label + 1} of {base / s.folder / 'annotations'} is "
-                                   f"{name!r}, not {names[label] if label < len(names) else '(none)'!r} "
-                                   "as in the Oxford-IIIT Pet release; the annotation file is not the dataset's.")
+                raise DatasetError(
+                    f"{s.name}: class id {label + 1} of {base / s.folder / 'annotations'} is "
+                    f"{name!r}, not {names[label] if label < len(names) else '(none)'!r} "
+                    "as in the Oxford-IIIT Pet release; the annotation file is not the dataset's."
+                )
     return None
 
 
@@ -513,8 +648,9 @@ def _torchvision(s: _Spec, base: Path, idx_of: Callable, size: int):
             img, label = ds[int(i)]
         except OSError as e:
             where = paths[i] if i < len(paths) else f"item {i} of {base / s.folder}"
-            raise DatasetError(f"{s.name}: cannot read image {where} ({e}); the file is damaged: download "
-                               "the dataset again or delete the file.") from None
+            raise DatasetError(
+                f"{s.name}: cannot read image {where} ({e}); the file is damaged: download the dataset again or delete the file."
+            ) from None
         return _pil_to_uint8(img, size), label
 
     out = _parallel(one, list(idx))
@@ -523,8 +659,9 @@ def _torchvision(s: _Spec, base: Path, idx_of: Callable, size: int):
     if to_global is not None and len(labels):
         labels = to_global[labels]
     if len(labels) and labels.max() >= len(classes):
-        raise DatasetError(f"{s.name}: {base / s.folder} has labels beyond its {len(classes)} classes "
-                           "(a partial copy of the split?)")
+        raise DatasetError(
+            f"{s.name}: {base / s.folder} has labels beyond its {len(classes)} classes (a partial copy of the split?)"
+        )
     images = torch.stack([im for im, _ in out]) if out else torch.empty(0, 3, size, size, dtype=torch.uint8)
     return images, labels, classes
 
@@ -540,8 +677,10 @@ def _pets_paper_listing(s: _Spec, base: Path) -> list[tuple[Path, int]]:
             continue
         token = f.name.split("_")[0]
         if token not in index:
-            raise DatasetError(f"{s.name}: {f} is not an Oxford-IIIT Pet image: its first name token {token!r} "
-                               f"is none of the paper's 35 classes. Expected layout: {s.layout}.")
+            raise DatasetError(
+                f"{s.name}: {f} is not an Oxford-IIIT Pet image: its first name token {token!r} "
+                f"is none of the paper's 35 classes. Expected layout: {s.layout}."
+            )
         samples.append((f, index[token]))
     if not samples:
         raise DatasetNotFoundError(f"{s.name}: no images in {folder}. {_fix(s, base)}")
@@ -573,13 +712,15 @@ def _imagenet_samples(s: _Spec, base: Path) -> list[tuple[Path, int]]:
     present = sorted(p for p in folder.iterdir() if p.is_dir())
     stray = [p.name for p in present if p.name not in label_of]
     if stray:
-        raise DatasetError(f"{s.name}: {folder} has folders that are not classes of {s.name}: "
-                           f"{', '.join(stray[:5])}{' ...' if len(stray) > 5 else ''}. Expected layout: {s.layout}.")
-    samples = [(f, label_of[d.name]) for d in present for f in sorted(d.iterdir())
-               if f.is_file() and f.suffix in IMAGE_EXTENSIONS]
+        raise DatasetError(
+            f"{s.name}: {folder} has folders that are not classes of {s.name}: "
+            f"{', '.join(stray[:5])}{' ...' if len(stray) > 5 else ''}. Expected layout: {s.layout}."
+        )
+    samples = [
+        (f, label_of[d.name]) for d in present for f in sorted(d.iterdir()) if f.is_file() and f.suffix in IMAGE_EXTENSIONS
+    ]
     if not samples:
-        raise DatasetNotFoundError(f"{s.name}: no images in {folder} (expected layout: {s.layout}). "
-                                   f"{_fix(s, base)}")
+        raise DatasetNotFoundError(f"{s.name}: no images in {folder} (expected layout: {s.layout}). {_fix(s, base)}")
     return samples
 
 
@@ -666,8 +807,10 @@ def _msrvtt(s: _Spec, base: Path) -> _Split:
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DatasetError(f"MSR-VTT: cannot read {path} ({e})") from None
     if not rows or not {"video_id", "sentence"} <= set(rows[0]):
-        raise DatasetError(f"MSR-VTT: {path} needs the columns video_id and sentence (as CLIP4Clip's "
-                           f"MSRVTT_JSFUSION_test.csv); it has {', '.join(rows[0]) if rows else 'no rows'}")
+        raise DatasetError(
+            f"MSR-VTT: {path} needs the columns video_id and sentence (as CLIP4Clip's "
+            f"MSRVTT_JSFUSION_test.csv); it has {', '.join(rows[0]) if rows else 'no rows'}"
+        )
     by_video: dict[str, list[str]] = {}
     for r in rows:
         by_video.setdefault(r["video_id"].strip(), []).append(r["sentence"].strip())
@@ -687,11 +830,13 @@ def _msvd(s: _Spec, base: Path) -> _Split:
             for vid, caps in raw.items():
                 by_video[vid] = [" ".join(c) if isinstance(c, (list, tuple)) else str(c) for c in caps]
         except _Refused as e:
-            raise DatasetError(f"MSVD: refused to load {caption_file}: {e}. It is not CLIP4Clip's "
-                               "raw-captions.pkl; delete it.") from None
+            raise DatasetError(
+                f"MSVD: refused to load {caption_file}: {e}. It is not CLIP4Clip's raw-captions.pkl; delete it."
+            ) from None
         except Exception as e:
-            raise DatasetError(f"MSVD: cannot read {caption_file} as CLIP4Clip's raw-captions.pkl "
-                               f"({type(e).__name__}: {e})") from None
+            raise DatasetError(
+                f"MSVD: cannot read {caption_file} as CLIP4Clip's raw-captions.pkl ({type(e).__name__}: {e})"
+            ) from None
     else:
         for line in caption_file.read_text(encoding="utf-8", errors="replace").splitlines():
             line = line.strip()
@@ -701,8 +846,10 @@ def _msvd(s: _Spec, base: Path) -> _Split:
             by_video.setdefault(vid, []).append(caption.strip())
     missing = [v for v in ids if not by_video.get(v)]
     if missing:
-        raise DatasetError(f"MSVD: {len(missing)} videos of {split} have no caption in {caption_file} "
-                           f"(e.g. {missing[0]!r}); the split and caption files do not belong together")
+        raise DatasetError(
+            f"MSVD: {len(missing)} videos of {split} have no caption in {caption_file} "
+            f"(e.g. {missing[0]!r}); the split and caption files do not belong together"
+        )
     return _Split(ids, [_video_file(folder, v) for v in ids], [by_video[v] for v in ids], folder)
 
 
@@ -715,8 +862,10 @@ def _didemo(s: _Spec, base: Path) -> _Split:
             records = list(records.values())
         pairs = [(r["video"], r["description"]) for r in records]
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DatasetError(f"DiDeMo: cannot read {path} as LocalizingMoments' test_data.json (a list of "
-                           f"records with video and description) ({type(e).__name__}: {e})") from None
+        raise DatasetError(
+            f"DiDeMo: cannot read {path} as LocalizingMoments' test_data.json (a list of "
+            f"records with video and description) ({type(e).__name__}: {e})"
+        ) from None
     keep = None
     if (base / "didemo" / "test_list.txt").is_file():
         keep = {line.strip() for line in (base / "didemo" / "test_list.txt").read_text().splitlines() if line.strip()}
@@ -740,8 +889,9 @@ def _protocol_captions(s: _Spec, captions: list[str], protocol: str) -> list[str
 
 
 def _corrupt(path: Path, why: str) -> DatasetError:
-    return DatasetError(f"Cannot decode the video {path} ({why}); the file is damaged or not a video: "
-                        "download the dataset's videos again.")
+    return DatasetError(
+        f"Cannot decode the video {path} ({why}); the file is damaged or not a video: download the dataset's videos again."
+    )
 
 
 def decode_frames(path: Path, frames: int, size: int) -> np.ndarray:
@@ -832,17 +982,29 @@ def _missing_videos(s: _Spec, base: Path, split: _Split) -> list[str]:
     if missing and (s.name == "MSR-VTT" or len(missing) == len(split.ids)):
         raise DatasetNotFoundError(
             f"{s.name}: {len(missing)} of the {len(split.ids)} videos of the test split are not in {split.folder} "
-            f"(e.g. {missing[0]!r}; looked for <id>[.mp4|.avi|...]). {_fix(s, base)}")
+            f"(e.g. {missing[0]!r}; looked for <id>[.mp4|.avi|...]). {_fix(s, base)}"
+        )
     if missing:
-        warnings.warn(f"{s.name}: {len(missing)} of the {len(split.ids)} videos of the test split are not in "
-                      f"{split.folder} (e.g. {missing[0]!r}); they are left out, so {len(split.ids) - len(missing)} "
-                      "videos are ranked and R@K is not comparable with a full-split number", DatasetWarning,
-                      stacklevel=3)
+        warnings.warn(
+            f"{s.name}: {len(missing)} of the {len(split.ids)} videos of the test split are not in "
+            f"{split.folder} (e.g. {missing[0]!r}); they are left out, so {len(split.ids) - len(missing)} "
+            "videos are ranked and R@K is not comparable with a full-split number",
+            DatasetWarning,
+            stacklevel=3,
+        )
     return missing
 
 
-def load_video(name: str, n: int | None = None, seed: int = 0, *, protocol: str = "paper",
-               frames: int | None = None, size: int | None = None, progress: bool = False) -> VideoSet:
+def load_video(
+    name: str,
+    n: int | None = None,
+    seed: int = 0,
+    *,
+    protocol: str = "paper",
+    frames: int | None = None,
+    size: int | None = None,
+    progress: bool = False,
+) -> VideoSet:
     """The test split of a video-retrieval dataset as `protocol` selects its captions: a `VideoSet`,
     which unpacks as ``frames, captions, video_of_text``.
 
@@ -893,8 +1055,16 @@ def load_video(name: str, n: int | None = None, seed: int = 0, *, protocol: str 
         stacked = np.stack(_parallel(one, idx, workers=min(4, os.cpu_count() or 1)))
     finally:
         bar.close()
-    return VideoSet(s.name, torch.from_numpy(stacked), captions, np.asarray(vot, dtype=np.int64), protocol,
-                    split_videos=len(split.ids), missing=missing, subset=len(idx) < len(present))
+    return VideoSet(
+        s.name,
+        torch.from_numpy(stacked),
+        captions,
+        np.asarray(vot, dtype=np.int64),
+        protocol,
+        split_videos=len(split.ids),
+        missing=missing,
+        subset=len(idx) < len(present),
+    )
 
 
 # ------------------------------------------------------------------------------------- check
@@ -948,8 +1118,10 @@ def _listed_files(s: _Spec, base: Path) -> tuple[list[Path], list[str], int]:
     problems = []
     if missing:
         left = " (a run leaves them out)" if s.name != "MSR-VTT" else " (a run stops)"
-        problems.append(f"{len(missing)} of the {len(split.ids)} videos of the test split are not in "
-                        f"{split.folder}{left}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        problems.append(
+            f"{len(missing)} of the {len(split.ids)} videos of the test split are not in "
+            f"{split.folder}{left}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+        )
     return [f for f in split.files if f is not None], problems, 0
 
 
@@ -983,8 +1155,13 @@ def check(name: str, progress: bool = False, limit: int = 20) -> dict:
         problems += [why for why in _parallel(one, files) if why]
     finally:
         bar.close()
-    return {**out, "checked": counted + len(files), "problems": problems[:limit], "problem_count": len(problems),
-            "ok": not problems}
+    return {
+        **out,
+        "checked": counted + len(files),
+        "problems": problems[:limit],
+        "problem_count": len(problems),
+        "ok": not problems,
+    }
 
 
 # ------------------------------------------------------------------------------------- fetch
@@ -1002,17 +1179,20 @@ def fetch(name: str, timeout: float = 5.0) -> Path:
     s = spec(name)
     base = root()
     if not s.torchvision:
-        raise DatasetError(f"{s.name} cannot be downloaded by `ccs data fetch`: {s.how.format(root=base)} "
-                           f"(expected layout: {s.layout}).")
+        raise DatasetError(
+            f"{s.name} cannot be downloaded by `ccs data fetch`: {s.how.format(root=base)} (expected layout: {s.layout})."
+        )
     cls = getattr(tvd, s.torchvision)
     url = getattr(cls, "url", None) or getattr(cls, "_URL", None) or cls._RESOURCES[0][0]
     host = urlparse(url).hostname
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
     except OSError as e:
-        raise DatasetError(f"Cannot reach {host} to download {s.name} ({e}). On a machine with internet run "
-                           f"`ccs data fetch {s.name}`, or download {url} by hand and extract it into {base} "
-                           f"(expected layout: {s.layout}).") from None
+        raise DatasetError(
+            f"Cannot reach {host} to download {s.name} ({e}). On a machine with internet run "
+            f"`ccs data fetch {s.name}`, or download {url} by hand and extract it into {base} "
+            f"(expected layout: {s.layout})."
+        ) from None
     base.mkdir(parents=True, exist_ok=True)
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(60)

@@ -22,6 +22,7 @@ Two conventions split ``ln_post``'s mean and bias among the terms; both sum to t
 open_clip's blocks use ``nn.MultiheadAttention``, whose internals cannot be hooked, so the analysed
 layers are re-run here from ``in_proj_weight``/``out_proj`` (same weights, same result).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -72,22 +73,24 @@ class Components:
 
 def _blocks(model: nn.Module) -> nn.ModuleList:
     """The vision tower's residual blocks, or a DecompositionError saying why it cannot be done."""
-    from open_clip.transformer import (Attention, CustomResidualAttentionBlock,
-                                       ResidualAttentionBlock, VisionTransformer)
+    from open_clip.transformer import Attention, CustomResidualAttentionBlock, ResidualAttentionBlock, VisionTransformer
 
     visual = getattr(model, "visual", model)
     if not isinstance(visual, VisionTransformer):
         raise DecompositionError(
             f"Cannot decompose a {type(visual).__name__} image tower: only open_clip "
-            "VisionTransformer towers (ViT-*) decompose into attention heads.")
+            "VisionTransformer towers (ViT-*) decompose into attention heads."
+        )
     if visual.attn_pool is not None:
         raise DecompositionError(
             "Cannot decompose a ViT with attentional pooling (e.g. CoCa): its embedding is not a "
-            "sum of per-head class-token terms.")
+            "sum of per-head class-token terms."
+        )
     if visual.pool_type != "tok":
         raise DecompositionError(
             f"Cannot decompose a ViT with pool_type={visual.pool_type!r}: the class-token-only "
-            "decomposition needs class-token pooling ('tok').")
+            "decomposition needs class-token pooling ('tok')."
+        )
     if visual.proj is None:
         raise DecompositionError("The vision tower has no output projection (proj is None).")
     for i, blk in enumerate(visual.transformer.resblocks):
@@ -96,14 +99,18 @@ def _blocks(model: nn.Module) -> nn.ModuleList:
                 raise DecompositionError(f"Block {i} is a cross-attention block.")
         elif isinstance(blk, CustomResidualAttentionBlock):
             a = blk.attn
-            if not isinstance(a, Attention) or a.logit_scale is not None or not isinstance(
-                    a.ln_inner, nn.Identity) or not isinstance(blk.ln_attn, nn.Identity):
+            if (
+                not isinstance(a, Attention)
+                or a.logit_scale is not None
+                or not isinstance(a.ln_inner, nn.Identity)
+                or not isinstance(blk.ln_attn, nn.Identity)
+            ):
                 raise DecompositionError(
                     f"Block {i} normalises after mixing its heads (scale_attn / inner norm / "
-                    "scaled cosine attention); its heads cannot be separated exactly.")
+                    "scaled cosine attention); its heads cannot be separated exactly."
+                )
         else:
-            raise DecompositionError(f"Block {i} is a {type(blk).__name__}, not an open_clip "
-                                     "residual attention block.")
+            raise DecompositionError(f"Block {i} is a {type(blk).__name__}, not an open_clip residual attention block.")
     return visual.transformer.resblocks
 
 
@@ -152,8 +159,7 @@ def _head_terms(blk: nn.Module, z: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def components(model: nn.Module, images: torch.Tensor, layers: int = 4,
-               convention: str = "centred") -> Components:
+def components(model: nn.Module, images: torch.Tensor, layers: int = 4, convention: str = "centred") -> Components:
     """Decompose the embeddings of a batch of preprocessed images [B, 3, S, S] (fp32 results)."""
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, not {convention!r}")
@@ -209,8 +215,7 @@ def components(model: nn.Module, images: torch.Tensor, layers: int = 4,
         rest = mapped(pre, 0) + (beta @ proj) / norms.view(-1, 1)
     else:
         rest = mapped(pre, (2 * first + 1) / n_terms)
-    return Components(heads=mapped(heads, 1 / (n_terms * H)), mlps=mapped(mlps, 1 / n_terms),
-                      rest=rest, norms=norms)
+    return Components(heads=mapped(heads, 1 / (n_terms * H)), mlps=mapped(mlps, 1 / n_terms), rest=rest, norms=norms)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,8 +246,7 @@ def _dtype(name: str) -> np.dtype:
 
 
 def _shapes(n: int, layers: int, heads: int, dim: int) -> dict[str, tuple[int, ...]]:
-    return {"heads": (n, layers, heads, dim), "mlps": (n, layers, dim), "rest": (n, dim),
-            "norms": (n,)}
+    return {"heads": (n, layers, heads, dim), "mlps": (n, layers, dim), "rest": (n, dim), "norms": (n,)}
 
 
 def _crc_file(file: Path, offset: int, nbytes: int) -> int:
@@ -253,7 +257,7 @@ def _crc_file(file: Path, offset: int, nbytes: int) -> int:
     with open(file, "rb", buffering=0) as f:
         f.seek(offset)
         while nbytes > 0:
-            k = f.readinto(buf[:min(len(buf), nbytes)])
+            k = f.readinto(buf[: min(len(buf), nbytes)])
             if not k:
                 raise EOFError(f"{nbytes} bytes short")
             crc = zlib.crc32(buf[:k], crc)
@@ -292,8 +296,13 @@ def _check(path: Path, meta: dict, shapes: dict[str, tuple[int, ...]]) -> str | 
     """Why the folder does not hold what `meta` says (None if it does): the progress fields are
     valid, every array opens with its shape and dtype and its first `done` rows match their CRC-32."""
     done, crcs = meta.get("done"), meta.get("crc32")
-    if not (type(done) is int and 0 <= done <= meta["n"] and isinstance(crcs, dict)
-            and set(crcs) == set(shapes) and all(type(v) is int for v in crcs.values())):
+    if not (
+        type(done) is int
+        and 0 <= done <= meta["n"]
+        and isinstance(crcs, dict)
+        and set(crcs) == set(shapes)
+        and all(type(v) is int for v in crcs.values())
+    ):
         return f"{path / 'meta.json'}: invalid progress fields (done={done!r}, crc32={crcs!r})"
     offsets = {}
     for name, shape in shapes.items():
@@ -345,7 +354,8 @@ class Decomposition:
         except Exception as e:  # damaged after it was opened by `stream` (truncated, deleted, ...)
             raise CacheCorruptError(
                 f"Cannot read {file} ({type(e).__name__}: {e}): the decomposition folder "
-                f"{self.path} is damaged. Delete that folder and run again to recompute it.") from e
+                f"{self.path} is damaged. Delete that folder and run again to recompute it."
+            ) from e
 
     def verify(self) -> str | None:
         """What is wrong with the stored arrays (None if they are complete and match their
@@ -382,7 +392,7 @@ class Decomposition:
         heads = self.heads
         total = np.zeros(heads.shape[1:], dtype=np.float64)
         for i in range(0, len(heads), chunk):
-            total += heads[i:i + chunk].astype(np.float64).sum(0)
+            total += heads[i : i + chunk].astype(np.float64).sum(0)
         return (total / len(heads)).astype(np.float32)
 
     def embeddings(self, replace=None, chunk: int = 4096) -> np.ndarray:
@@ -393,10 +403,9 @@ class Decomposition:
         heads, mlps, rest = self.heads, self.mlps, self.rest
         out = np.empty(rest.shape, dtype=np.float32)
         for i in range(0, len(out), chunk):
-            h = heads[i:i + chunk].astype(np.float32)
+            h = heads[i : i + chunk].astype(np.float32)
             h = h if replace is None else replace(h)
-            out[i:i + chunk] = rest[i:i + chunk] + mlps[i:i + chunk].astype(np.float32).sum(1) \
-                + h.sum((1, 2))
+            out[i : i + chunk] = rest[i : i + chunk] + mlps[i : i + chunk].astype(np.float32).sum(1) + h.sum((1, 2))
         return out
 
 
@@ -451,8 +460,7 @@ def _create(out: Path, shapes: dict[str, tuple[int, ...]]) -> None:
         raise write_error(out, needed, e) from None
 
 
-def _write_rows(fds: dict[str, int], offsets: dict[str, int], out: Path, name: str, start: int,
-                rows: np.ndarray) -> bytes:
+def _write_rows(fds: dict[str, int], offsets: dict[str, int], out: Path, name: str, start: int, rows: np.ndarray) -> bytes:
     """Write `rows` (C-order, the array's dtype) as rows start.. of array `name`: plain writes to
     the file (a failure is an OSError naming it). Returns the bytes written."""
     from ccs.cache import write_error
@@ -469,9 +477,18 @@ def _write_rows(fds: dict[str, int], offsets: dict[str, int], out: Path, name: s
     return data
 
 
-def stream(model: nn.Module, images: Sequence, out: str | Path, *, layers: int = 4,
-           batch_size: int = 64, convention: str = "centred", preprocess=None,
-           progress: bool = True, key: str = "") -> Decomposition:
+def stream(
+    model: nn.Module,
+    images: Sequence,
+    out: str | Path,
+    *,
+    layers: int = 4,
+    batch_size: int = 64,
+    convention: str = "centred",
+    preprocess=None,
+    progress: bool = True,
+    key: str = "",
+) -> Decomposition:
     """Decompose `images` in batches into fp16 arrays under the folder `out`; returns them.
 
     Memory is bounded by the batch size. After every batch the arrays are flushed and the count of
@@ -497,9 +514,18 @@ def stream(model: nn.Module, images: Sequence, out: str | Path, *, layers: int =
     H = blocks[-1].attn.num_heads
     D = visual.proj.shape[1]
     shapes = _shapes(n, layers, H, D)
-    meta = {"format": FORMAT, "key": key, "n": n, "layers": list(range(L - layers, L)),
-            "heads": H, "head_dim": visual.transformer.width // H, "dim": D,
-            "convention": convention, "done": 0, "crc32": dict.fromkeys(shapes, 0)}
+    meta = {
+        "format": FORMAT,
+        "key": key,
+        "n": n,
+        "layers": list(range(L - layers, L)),
+        "heads": H,
+        "head_dim": visual.transformer.width // H,
+        "dim": D,
+        "convention": convention,
+        "done": 0,
+        "crc32": dict.fromkeys(shapes, 0),
+    }
     old, problem = _read_meta(out)
     settings = {k: v for k, v in meta.items() if k not in _PROGRESS}
     if old is not None and {k: v for k, v in old.items() if k not in _PROGRESS} == settings:
@@ -507,8 +533,7 @@ def stream(model: nn.Module, images: Sequence, out: str | Path, *, layers: int =
         if problem is None:
             meta = old
     if problem is not None:
-        warnings.warn(f"Damaged decomposition cache: {problem}. Recomputing {out} from scratch.",
-                      CacheWarning, stacklevel=2)
+        warnings.warn(f"Damaged decomposition cache: {problem}. Recomputing {out} from scratch.", CacheWarning, stacklevel=2)
     if meta is not old:
         (out / "meta.json").unlink(missing_ok=True)  # a rebuild cut short must not look resumable
         _create(out, shapes)
@@ -518,8 +543,7 @@ def stream(model: nn.Module, images: Sequence, out: str | Path, *, layers: int =
         from ccs.cache import FULL_DISK, no_space, reserve, write_error
 
         preprocess = preprocess or tensor_preprocess(model)
-        offsets = {name: _npy_problem(out / f"{name}.npy", shape, _dtype(name))[1]
-                   for name, shape in shapes.items()}
+        offsets = {name: _npy_problem(out / f"{name}.npy", shape, _dtype(name))[1] for name, shape in shapes.items()}
         fds = {}
         try:
             for name, shape in shapes.items():  # (a folder of an older version may be sparse)
@@ -580,8 +604,7 @@ def _tensor_digest(t: torch.Tensor) -> bytes:
     held = _DIGESTS.get(id(t))
     if key is not None and held is not None and held[0]() is t and held[1] == key:
         return held[2]
-    digest = hashlib.blake2b(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy(),
-                             digest_size=16).digest()
+    digest = hashlib.blake2b(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy(), digest_size=16).digest()
     if key is not None:
         _DIGESTS[id(t)] = (weakref.ref(t, lambda _, i=id(t): _DIGESTS.pop(i, None)), key, digest)
     return digest
@@ -594,8 +617,16 @@ def images_hash(images) -> str:
     return h.hexdigest()
 
 
-def cached(model: nn.Module, model_name: str, images, *, layers: int = 4,
-           convention: str = "centred", batch_size: int = 64, progress: bool = True) -> Decomposition:
+def cached(
+    model: nn.Module,
+    model_name: str,
+    images,
+    *,
+    layers: int = 4,
+    convention: str = "centred",
+    batch_size: int = 64,
+    progress: bool = True,
+) -> Decomposition:
     """`stream` into the project cache, in a folder named by the model's weights, the images and
     the settings: a repeated call returns the stored arrays once their checksums are verified, an
     interrupted one resumes, a damaged one is rebuilt with a `CacheWarning` (see `stream`)."""
@@ -605,8 +636,7 @@ def cached(model: nn.Module, model_name: str, images, *, layers: int = 4,
     key = hashlib.blake2b("/".join(parts).encode(), digest_size=8).hexdigest()
     out = cache_dir("decompose", model_name, key)
     with exclusive(out):
-        return stream(model, images, out, layers=layers, batch_size=batch_size, convention=convention,
-                      progress=progress, key=key)
+        return stream(model, images, out, layers=layers, batch_size=batch_size, convention=convention, progress=progress, key=key)
 
 
 @contextmanager

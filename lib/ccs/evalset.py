@@ -7,6 +7,7 @@ way: datasets -> evalset <- pruning.
   the protocol that selected the captions and how much of the test split is there;
 - `PROTOCOLS`: the two video-retrieval protocols (`check_protocol` says what each one means).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -19,18 +20,19 @@ import torch
 # as CLIP4Clip does (each video ranks the *videos* by the best score among each video's captions).
 PROTOCOLS = {
     "paper": "the paper's code (avinashsai/CCS-CLIP): the first caption of each video, the mean of the "
-             "normalised frame embeddings used as it is (not renormalised), the full test split",
+    "normalised frame embeddings used as it is (not renormalised), the full test split",
     "clip4clip": "CLIP4Clip's evaluation: every caption of each video (MSVD: all of them; DiDeMo: all "
-                 "descriptions joined into one paragraph), the mean of the normalised frame embeddings "
-                 "renormalised, the full test split",
+    "descriptions joined into one paragraph), the mean of the normalised frame embeddings "
+    "renormalised, the full test split",
 }
 
 
 def check_protocol(protocol: str) -> str:
     """`protocol` if it is one of `PROTOCOLS`, else a ValueError that lists them."""
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown video protocol {protocol!r}: use one of "
-                         + "; ".join(f"{k!r} ({v})" for k, v in PROTOCOLS.items()))
+        raise ValueError(
+            f"unknown video protocol {protocol!r}: use one of " + "; ".join(f"{k!r} ({v})" for k, v in PROTOCOLS.items())
+        )
     return protocol
 
 

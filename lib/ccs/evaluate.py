@@ -4,6 +4,7 @@ Generic on purpose: the functions take a model, a tokenizer and tensors (or a wo
 task), so the same code scores the tiny model on the concept world, a paper model on a real
 dataset, and any model with heads ablated.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -24,14 +25,13 @@ def text_embeddings(model, tokenizer: Callable, texts: Sequence[str], batch_size
     """Normalised text embeddings [N, D] (float32, on the CPU)."""
     out = []
     for i in range(0, len(texts), batch_size):
-        tokens = tokenizer(list(texts[i:i + batch_size])).to(_device(model))
+        tokens = tokenizer(list(texts[i : i + batch_size])).to(_device(model))
         out.append(F.normalize(model.encode_text(tokens).float(), dim=-1).cpu())
     return torch.cat(out)
 
 
 @torch.no_grad()
-def zero_shot_classifier(model, tokenizer: Callable, classnames: Sequence[str],
-                         templates: Sequence[str]) -> torch.Tensor:
+def zero_shot_classifier(model, tokenizer: Callable, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
     """The prompt-ensemble classifier [C, D]: for each class, the mean of the normalised embeddings
     of its prompts (every template filled with the class name), renormalised (as in CLIP and the
     paper)."""
@@ -41,13 +41,14 @@ def zero_shot_classifier(model, tokenizer: Callable, classnames: Sequence[str],
 
 
 @torch.no_grad()
-def image_embeddings(model, images_uint8: torch.Tensor, batch_size: int = 256,
-                     preprocess: Callable | None = None) -> torch.Tensor:
+def image_embeddings(
+    model, images_uint8: torch.Tensor, batch_size: int = 256, preprocess: Callable | None = None
+) -> torch.Tensor:
     """Normalised image embeddings [N, D] (float32, CPU) of uint8 images [N, 3, H, W]."""
     preprocess = preprocess or models.tensor_preprocess(model)
     out = []
     for i in range(0, len(images_uint8), batch_size):
-        x = preprocess(images_uint8[i:i + batch_size]).to(_device(model))
+        x = preprocess(images_uint8[i : i + batch_size]).to(_device(model))
         out.append(F.normalize(model.encode_image(x).float(), dim=-1).cpu())
     return torch.cat(out)
 
@@ -153,10 +154,11 @@ def retrieval_report(text_emb, video_emb, video_of_text, ks: Sequence[int] = (1,
     # group[i, j]: the best score of video j's captions for video i (CLIP4Clip's max over each group)
     group = np.full((len(v), len(v)), -np.inf)
     np.maximum.at(group.T, vid, sim)
-    ranks = {"text_to_video": retrieval_ranks(sim, matches),
-             "video_to_text": retrieval_ranks(group, np.eye(len(v), dtype=bool))}
-    return {**{name: {**retrieval_metrics(r, ks), "gallery": len(v), "queries": len(r)} for name, r in ranks.items()},
-            "ranks": ranks}
+    ranks = {"text_to_video": retrieval_ranks(sim, matches), "video_to_text": retrieval_ranks(group, np.eye(len(v), dtype=bool))}
+    return {
+        **{name: {**retrieval_metrics(r, ks), "gallery": len(v), "queries": len(r)} for name, r in ranks.items()},
+        "ranks": ranks,
+    }
 
 
 def recall_ci(ranks, k: int, confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
@@ -165,8 +167,7 @@ def recall_ci(ranks, k: int, confidence: float = 0.95, seed: int = 0) -> tuple[f
     return mean_ci(_numpy(ranks).ravel() <= k, confidence=confidence, seed=seed)
 
 
-def retrieval_recall(image_emb: torch.Tensor, text_emb: torch.Tensor,
-                     ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+def retrieval_recall(image_emb: torch.Tensor, text_emb: torch.Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     """Recall@K for paired embeddings (row i of each is a matching pair), both directions:
     ``{"image_to_text_R@1": ..., "text_to_image_R@1": ..., ...}``. Ranks come from
     `retrieval_ranks` with identity matches, so a tie with the true match counts against it."""
@@ -191,8 +192,7 @@ def pool_frames(frame_emb: torch.Tensor, protocol: str = "paper") -> torch.Tenso
     return F.normalize(mean, dim=-1) if check_protocol(protocol) == "clip4clip" else mean
 
 
-def video_embeddings(model, frames_uint8: torch.Tensor, batch_size: int = 256,
-                     protocol: str = "paper") -> torch.Tensor:
+def video_embeddings(model, frames_uint8: torch.Tensor, batch_size: int = 256, protocol: str = "paper") -> torch.Tensor:
     """Clip embeddings [N, D] of uint8 frames [N, F, 3, H, W]: every frame through the image tower,
     normalised, then `pool_frames` (mean pooling, renormalised only under ``clip4clip``)."""
     n, f = frames_uint8.shape[:2]
@@ -200,8 +200,9 @@ def video_embeddings(model, frames_uint8: torch.Tensor, batch_size: int = 256,
     return pool_frames(emb.view(n, f, -1), protocol)
 
 
-def zero_shot_scores(image_emb: torch.Tensor, classifier: torch.Tensor, labels,
-                     logit_scale: float = 100.0) -> dict[str, np.ndarray]:
+def zero_shot_scores(
+    image_emb: torch.Tensor, classifier: torch.Tensor, labels, logit_scale: float = 100.0
+) -> dict[str, np.ndarray]:
     """Per-image zero-shot scores over the labelled rows (label >= 0), in row order:
 
     - ``correct``: 1 if the top-1 class is right (the accuracy is its mean);
@@ -216,9 +217,11 @@ def zero_shot_scores(image_emb: torch.Tensor, classifier: torch.Tensor, labels,
     y = labels[keep]
     true = sim.gather(1, y[:, None])[:, 0]
     other = sim.scatter(1, y[:, None], float("-inf")).amax(1)
-    return {"correct": (sim.argmax(1) == y).float().numpy(),
-            "p_true": torch.softmax(logit_scale * sim, 1).gather(1, y[:, None])[:, 0].numpy(),
-            "margin": (true - other).numpy()}
+    return {
+        "correct": (sim.argmax(1) == y).float().numpy(),
+        "p_true": torch.softmax(logit_scale * sim, 1).gather(1, y[:, None])[:, 0].numpy(),
+        "margin": (true - other).numpy(),
+    }
 
 
 def _bootstrap(data: tuple, statistic, confidence: float, n_resamples: int, seed: int) -> tuple[float, float]:
@@ -227,8 +230,16 @@ def _bootstrap(data: tuple, statistic, confidence: float, n_resamples: int, seed
     if all(np.ptp(d) == 0 for d in data):  # no spread: every resample gives the same value
         v = float(statistic(*data, axis=-1))
         return v, v
-    ci = bootstrap(data, statistic, paired=len(data) > 1, vectorized=True, confidence_level=confidence,
-                   n_resamples=n_resamples, method="percentile", rng=np.random.default_rng(seed))
+    ci = bootstrap(
+        data,
+        statistic,
+        paired=len(data) > 1,
+        vectorized=True,
+        confidence_level=confidence,
+        n_resamples=n_resamples,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
     return float(ci.confidence_interval.low), float(ci.confidence_interval.high)
 
 
@@ -239,8 +250,7 @@ def mean_ci(x, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0)
     return (float(x.mean()), *_bootstrap((x,), lambda a, axis: a.mean(axis), confidence, n_resamples, seed))
 
 
-def paired_ci(a, b, confidence: float = 0.95, n_resamples: int = 2000,
-              seed: int = 0) -> tuple[float, float, float]:
+def paired_ci(a, b, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """mean(a) - mean(b) for two conditions measured on the same items (e.g. per-image correctness
     with and without pruning), with a paired bootstrap interval: items are resampled together, so
     the variation shared by both conditions (easy and hard images) cancels. (diff, low, high)."""
@@ -251,8 +261,9 @@ def paired_ci(a, b, confidence: float = 0.95, n_resamples: int = 2000,
     return (float(a.mean() - b.mean()), *_bootstrap((a, b), stat, confidence, n_resamples, seed))
 
 
-def two_level_ci(a, b, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0,
-                 paired_draws: bool = False) -> tuple[float, float, float]:
+def two_level_ci(
+    a, b, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0, paired_draws: bool = False
+) -> tuple[float, float, float]:
     """mean(a) - mean(b) when a side is a baseline drawn at random: a and b are [draws, items]
     matrices (a fixed condition is one row), e.g. per-image scores under each of 20 random head sets.
     The percentile bootstrap resamples both sources of chance: the draws (each side's rows, or the
@@ -285,8 +296,7 @@ def two_level_ci(a, b, confidence: float = 0.95, n_resamples: int = 2000, seed: 
     return float(a.mean() - b.mean()), float(lo), float(hi)
 
 
-def spearman_ci(x, y, confidence: float = 0.95, n_resamples: int = 2000,
-                seed: int = 0) -> tuple[float, float, float]:
+def spearman_ci(x, y, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Spearman's rho of paired values (e.g. each head's CCS and the cost of pruning it), with a
     percentile bootstrap interval over the pairs: (rho, low, high)."""
     from scipy.stats import bootstrap, spearmanr
@@ -294,17 +304,28 @@ def spearman_ci(x, y, confidence: float = 0.95, n_resamples: int = 2000,
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     rho = float(spearmanr(x, y).statistic)
     with np.errstate(all="ignore"):
-        ci = bootstrap((x, y), lambda a, b: spearmanr(a, b).statistic, paired=True, vectorized=False,
-                       confidence_level=confidence, n_resamples=n_resamples, method="percentile",
-                       rng=np.random.default_rng(seed))
+        ci = bootstrap(
+            (x, y),
+            lambda a, b: spearmanr(a, b).statistic,
+            paired=True,
+            vectorized=False,
+            confidence_level=confidence,
+            n_resamples=n_resamples,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
     return rho, float(ci.confidence_interval.low), float(ci.confidence_interval.high)
 
 
 def spread(values) -> dict[str, float]:
     """The spread of a measure across random seeds: mean, standard deviation (ddof 1), min and max."""
     v = np.asarray(values, dtype=float)
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-            "min": float(v.min()), "max": float(v.max())}
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+        "min": float(v.min()),
+        "max": float(v.max()),
+    }
 
 
 def bootstrap_ci(correct, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
@@ -316,8 +337,7 @@ def bootstrap_ci(correct, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
 MCM_TEMPERATURE = 1.0
 
 
-def mcm_scores(image_emb: torch.Tensor, classifier: torch.Tensor,
-               temperature: float = MCM_TEMPERATURE) -> torch.Tensor:
+def mcm_scores(image_emb: torch.Tensor, classifier: torch.Tensor, temperature: float = MCM_TEMPERATURE) -> torch.Tensor:
     """Maximum concept matching score (Ming et al., NeurIPS 2022): the largest softmax probability
     over the classes of the cosine similarities divided by a temperature, ``max_i exp(s_i / T) /
     sum_j exp(s_j / T)``. Low scores flag out-of-distribution images.
@@ -367,8 +387,7 @@ def ood_metrics(scores_in, scores_out) -> dict[str, float]:
     return {"auroc": auroc(scores_in, scores_out), "fpr95": fpr_at_tpr(scores_in, scores_out, 0.95)}
 
 
-def world_report(model, tokenizer: Callable, seed: int = 1, n: int = 1000,
-                 splits: Sequence[str] = ("test",)) -> dict:
+def world_report(model, tokenizer: Callable, seed: int = 1, n: int = 1000, splits: Sequence[str] = ("test",)) -> dict:
     """Zero-shot accuracy per concept and image<->text retrieval (captions naming every attribute)
     on freshly generated concept-world images, per split. For "novel-shapes" the shape accuracy is
     undefined (NaN: those shapes have no class) and `ood_auroc` says how well the shape prompts'

@@ -18,6 +18,7 @@ The sets come from a CCS table (this run's, or the ground truth on the concept w
 `truth_table`) or from the paper's published lists (`published`). Heads are named as in the paper,
 ``L{layer}.H{head}``, 0-indexed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -72,9 +73,11 @@ class HeadSets:
         if self.paper_test:
             return ""
         h, lo = self.counts.get("high", 0), self.counts.get("low", 0)
-        return (f"the paper's test cannot be formed on these heads: {whose(self.source)} sets hold {h} "
-                f"head{'' if h == 1 else 's'} with CCS 5 and {lo} with CCS \u2264 1, and it needs at least "
-                f"{min_size} of each")
+        return (
+            f"the paper's test cannot be formed on these heads: {whose(self.source)} sets hold {h} "
+            f"head{'' if h == 1 else 's'} with CCS 5 and {lo} with CCS \u2264 1, and it needs at least "
+            f"{min_size} of each"
+        )
 
     def conditions(self) -> dict[str, list[str]]:
         """Every pruning condition by name: original, high, low (high/s and low/s, one per tie draw,
@@ -98,8 +101,10 @@ class HeadSets:
         if self.random:
             rows.append((f"random ({len(self.random)} draws, e.g.)", self.random[0]))
         if self.equal:
-            rows += [(f"equal-count high ({len(self.equal)} draws, e.g.)", self.equal[0][0]),
-                     (f"equal-count low ({len(self.equal)} draws, e.g.)", self.equal[0][1])]
+            rows += [
+                (f"equal-count high ({len(self.equal)} draws, e.g.)", self.equal[0][0]),
+                (f"equal-count low ({len(self.equal)} draws, e.g.)", self.equal[0][1]),
+            ]
         return pd.DataFrame([{"set": n, "heads": len(h), "names": " ".join(h)} for n, h in rows])
 
 
@@ -164,9 +169,11 @@ def tie_draws(table: pd.DataFrame, k: int, draws: int) -> tuple[list[tuple[list[
         if j == 0:
             for side, sure, tied, cut in (("high", sure_high, tied_high, cut_high), ("low", sure_low, tied_low, cut_low)):
                 if len(sure) < k < len(sure) + len(tied):
-                    notes.append(f"The {side} set is cut through {len(tied)} heads tied at CCS {cut:g}: "
-                                 f"{k - len(sure)} of them are drawn at random in each of {draws} draws, "
-                                 "and the intervals resample the draws.")
+                    notes.append(
+                        f"The {side} set is cut through {len(tied)} heads tied at CCS {cut:g}: "
+                        f"{k - len(sure)} of them are drawn at random in each of {draws} draws, "
+                        "and the intervals resample the draws."
+                    )
         if draw in out and len(notes) == 0:
             break  # no tie: every draw is the same
         out.append(draw)
@@ -180,17 +187,26 @@ def _draws(pools: list[list[str]], sizes: list[int], n: int) -> list[tuple[list[
     out, seed = [], 0
     while len(out) < min(n, possible):
         rng = np.random.default_rng(seed)
-        draw = tuple(sorted((p[i] for i in rng.choice(len(p), k, replace=False)), key=order)
-                     for p, k in zip(pools, sizes))
+        draw = tuple(sorted((p[i] for i in rng.choice(len(p), k, replace=False)), key=order) for p, k in zip(pools, sizes))
         if draw not in out:
             out.append(draw)
         seed += 1
     return out
 
 
-def build(table: pd.DataFrame | None = None, *, every_head: list[str], analysed: list[str] | None = None,
-          seeds: int = 5, min_size: int = 2, k: int | None = None, categories: Categories = PAPER,
-          high: list[str] | None = None, low: list[str] | None = None, source: str = "this run") -> HeadSets:
+def build(
+    table: pd.DataFrame | None = None,
+    *,
+    every_head: list[str],
+    analysed: list[str] | None = None,
+    seeds: int = 5,
+    min_size: int = 2,
+    k: int | None = None,
+    categories: Categories = PAPER,
+    high: list[str] | None = None,
+    low: list[str] | None = None,
+    source: str = "this run",
+) -> HeadSets:
     """The high / low / random / equal-count sets of a CCS table (or of given `high` and `low` lists,
     e.g. the paper's). `every_head`: the names of all heads of the model (the fallback pool of the
     random baseline); `analysed`: the analysed heads (default: the table's). `k` is the size of ranked
@@ -204,15 +220,16 @@ def build(table: pd.DataFrame | None = None, *, every_head: list[str], analysed:
         counts = {"high": len(high), "low": len(low)}
         flagged = int(table["ccs"].isna().sum())
         if flagged:
-            notes.append(f"{flagged} heads are unknown (the labeler's answers failed validation): "
-                         "they are in no set.")
+            notes.append(f"{flagged} heads are unknown (the labeler's answers failed validation): they are in no set.")
         if len(high) < min_size or len(low) < min_size:
             scored = int(table["ccs"].notna().sum())
             k = k or max(min_size, scored // 4)
-            notes.append(f"The paper's test cannot be formed: {len(high)} heads have CCS 5 and {len(low)} have "
-                         f"CCS ≤ 1 (at least {min_size} of each are needed). As a secondary analysis, the "
-                         f"sets are ranked instead: the {k} highest and the {k} lowest CCS of the {scored} "
-                         "scored heads.")
+            notes.append(
+                f"The paper's test cannot be formed: {len(high)} heads have CCS 5 and {len(low)} have "
+                f"CCS ≤ 1 (at least {min_size} of each are needed). As a secondary analysis, the "
+                f"sets are ranked instead: the {k} highest and the {k} lowest CCS of the {scored} "
+                "scored heads."
+            )
             ties, tie_notes = tie_draws(table, k, min(seeds, TIE_DRAWS))
             notes += tie_notes
             high, low = ties[0]
@@ -228,26 +245,33 @@ def build(table: pd.DataFrame | None = None, *, every_head: list[str], analysed:
     pool = [h for h in sorted(analysed, key=order) if h not in set(high)]
     random_pool = "analysed layers"
     if comb(len(pool), len(high)) < seeds:
-        notes.append(f"Random sets of {len(high)} heads drawn from the {len(pool)} other analysed heads "
-                     f"could not differ across {seeds} seeds: they are drawn from the heads of all layers "
-                     "instead (excluding the high set), as the paper's code does for ViT-B-32-OpenAI.")
+        notes.append(
+            f"Random sets of {len(high)} heads drawn from the {len(pool)} other analysed heads "
+            f"could not differ across {seeds} seeds: they are drawn from the heads of all layers "
+            "instead (excluding the high set), as the paper's code does for ViT-B-32-OpenAI."
+        )
         pool = [h for h in sorted(every_head, key=order) if h not in set(high)]
         random_pool = "all layers"
     if len(pool) < len(high):
         raise ValueError(f"only {len(pool)} heads are eligible for a random set of {len(high)}")
     if len(ties) > 1:  # random draw s avoids the high heads of tie draw s (the two are compared draw by draw)
-        random = [sorted((p[i] for i in np.random.default_rng(s).choice(len(p), len(high), replace=False)), key=order)
-                  for s in range(seeds) for p in [[h for h in pool + high if h not in set(ties[s % len(ties)][0])]]]
+        random = [
+            sorted((p[i] for i in np.random.default_rng(s).choice(len(p), len(high), replace=False)), key=order)
+            for s in range(seeds)
+            for p in [[h for h in pool + high if h not in set(ties[s % len(ties)][0])]]
+        ]
     else:
         random = [r for (r,) in _draws([pool], [len(high)], seeds)]
 
     m = min(len(high), len(low))
     equal = _draws([high, low], [m, m], seeds)
     if len(equal) < seeds:
-        notes.append(f"Equal-count sets: {m} heads of each; only {len(equal)} distinct "
-                     + ("pair of sets exists, so it is" if len(equal) == 1 else "pairs of sets exist, so they are")
-                     + f" compared instead of {seeds}"
-                     + (" (the high and low sets themselves)." if equal == [(high, low)] else "."))
+        notes.append(
+            f"Equal-count sets: {m} heads of each; only {len(equal)} distinct "
+            + ("pair of sets exists, so it is" if len(equal) == 1 else "pairs of sets exist, so they are")
+            + f" compared instead of {seeds}"
+            + (" (the high and low sets themselves)." if equal == [(high, low)] else ".")
+        )
     return HeadSets(high, low, random, equal, rule, random_pool, source, notes, ties if len(ties) > 1 else [], counts)
 
 
@@ -290,8 +314,14 @@ def label_table(labels: str, table: pd.DataFrame, model: str) -> pd.DataFrame:
     if labels == "truth":
         return truth_table(table)
     if labels == "paper":
-        return pd.DataFrame([{"name": n, "label": c, "ccs": 5.0} for c, heads in published(model).items()
-                             if c not in ("high", "low") for n in heads])
+        return pd.DataFrame(
+            [
+                {"name": n, "label": c, "ccs": 5.0}
+                for c, heads in published(model).items()
+                if c not in ("high", "low")
+                for n in heads
+            ]
+        )
     raise ValueError(f"labels must be 'run', 'truth' or 'paper', not {labels!r}")
 
 
@@ -323,22 +353,27 @@ def function_sets(function: pd.DataFrame, *, every_head: list[str], seeds: int =
     ranked_names = sorted(share.index, key=lambda h: (-share[h], order(h)))
     high, low = ranked_names[:k_high], ranked_names[::-1][:k_low]
     hs = build(high=high, low=low, analysed=list(share.index), every_head=every_head, seeds=seeds, source="function")
-    hs.notes.insert(0, f"Function sets: the {k_high} heads whose top world attribute owns the largest share of "
-                    f"what all attributes explain of their output, against the {k_low} with the smallest (the "
-                    "paper's proportions, 8 high and 4 low of 48 heads).")
+    hs.notes.insert(
+        0,
+        f"Function sets: the {k_high} heads whose top world attribute owns the largest share of "
+        f"what all attributes explain of their output, against the {k_low} with the smallest (the "
+        "paper's proportions, 8 high and 4 low of 48 heads).",
+    )
     return hs
 
 
-def from_source(source: str, table: pd.DataFrame, *, model: str, every_head: list[str],
-                seeds: int = 5, function: pd.DataFrame | None = None) -> HeadSets:
+def from_source(
+    source: str, table: pd.DataFrame, *, model: str, every_head: list[str], seeds: int = 5, function: pd.DataFrame | None = None
+) -> HeadSets:
     """The sets of a notebook's ``sets`` parameter: ``run`` (this run's CCS table), ``truth`` (the
     concept world's true CCS, see `truth_table`), ``function`` (what the heads compute, see
     `function_sets`; give `function`) or ``paper`` (the published lists of a paper model, with the
     table's heads as the analysed ones)."""
     if source == "function":
         if function is None:
-            raise ValueError("sets='function' needs the heads' function (scores.head_function), which only "
-                             "the concept world's images give")
+            raise ValueError(
+                "sets='function' needs the heads' function (scores.head_function), which only the concept world's images give"
+            )
         return function_sets(function, every_head=every_head, seeds=seeds)
     if source == "run":
         return build(table, every_head=every_head, seeds=seeds)
@@ -348,13 +383,13 @@ def from_source(source: str, table: pd.DataFrame, *, model: str, every_head: lis
         return build(truth_table(table), every_head=every_head, seeds=seeds, source="ground truth")
     if source == "paper":
         pub = published(model)
-        return build(high=pub["high"], low=pub["low"], analysed=list(table["name"]), every_head=every_head,
-                     seeds=seeds, source="paper")
+        return build(
+            high=pub["high"], low=pub["low"], analysed=list(table["name"]), every_head=every_head, seeds=seeds, source="paper"
+        )
     raise ValueError(f"sets must be 'run', 'truth', 'function' or 'paper', not {source!r}")
 
 
-def other_source(sets: str, table: pd.DataFrame, *, model: str, every_head: list[str],
-                 seeds: int = 5) -> HeadSets | None:
+def other_source(sets: str, table: pd.DataFrame, *, model: str, every_head: list[str], seeds: int = 5) -> HeadSets | None:
     """The sets a page shows beside those of its ``sets`` parameter: the ground truth's beside this
     run's and this run's beside the ground truth's; None when the pool carries no ground truth or the
     sets are the paper's."""
@@ -368,13 +403,22 @@ def beside_paper(sets: list[HeadSets], heads: int) -> pd.DataFrame:
     paper's six models (paper.yaml's head_counts), with the share of the analysed heads."""
     from ccs.models import paper
 
-    rows = [{"source": f"this model, {whose(s.source)} sets", "analysed heads": heads, "CCS 5": s.counts.get("high", 0),
-             "CCS \u2264 1": s.counts.get("low", 0), "paper's test": "yes" if s.paper_test else "cannot be formed"}
-            for s in sets if s.source != "function"]
+    rows = [
+        {
+            "source": f"this model, {whose(s.source)} sets",
+            "analysed heads": heads,
+            "CCS 5": s.counts.get("high", 0),
+            "CCS \u2264 1": s.counts.get("low", 0),
+            "paper's test": "yes" if s.paper_test else "cannot be formed",
+        }
+        for s in sets
+        if s.source != "function"
+    ]
     for name, c in paper()["head_counts"].items():
         n = paper()["models"][name]["heads"] * len(paper()["models"][name]["analysed_layers"])
-        rows.append({"source": f"paper, {name}", "analysed heads": n, "CCS 5": c["high"], "CCS \u2264 1": c["low"],
-                     "paper's test": "yes"})
+        rows.append(
+            {"source": f"paper, {name}", "analysed heads": n, "CCS 5": c["high"], "CCS \u2264 1": c["low"], "paper's test": "yes"}
+        )
     out = pd.DataFrame(rows)
     out["CCS 5 %"] = 100 * out["CCS 5"] / out["analysed heads"]
     out["CCS \u2264 1 %"] = 100 * out["CCS \u2264 1"] / out["analysed heads"]
@@ -384,11 +428,15 @@ def beside_paper(sets: list[HeadSets], heads: int) -> pd.DataFrame:
 def headline(s: HeadSets) -> str:
     """Which comparison a page's verdict is about, in words."""
     if s.paper_test:
-        return (f"the paper's test: all {len(s.high)} CCS-5 heads against all {len(s.low)} CCS \u2264 1 heads "
-                f"({whose(s.source)} sets)")
+        return (
+            f"the paper's test: all {len(s.high)} CCS-5 heads against all {len(s.low)} CCS \u2264 1 heads "
+            f"({whose(s.source)} sets)"
+        )
     drawn = f", tied heads drawn in {len(s.ties)} draws" if s.ties else ""
-    return (f"{s.why_not_paper()}; a secondary analysis instead: the {len(s.high)} highest- against the "
-            f"{len(s.low)} lowest-CCS heads{drawn}")
+    return (
+        f"{s.why_not_paper()}; a secondary analysis instead: the {len(s.high)} highest- against the "
+        f"{len(s.low)} lowest-CCS heads{drawn}"
+    )
 
 
 def verdict_text(s: HeadSets, verdict: str) -> str:

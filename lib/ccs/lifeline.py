@@ -16,6 +16,7 @@ survives exec): the Makefile starts Snakemake this way, PARENT being make's pid 
 it (``$(shell echo $$PPID)``, expanded by make before it starts the recipe). This module imports only the
 standard library, so the launcher starts in milliseconds.
 """
+
 from __future__ import annotations
 
 import os
@@ -58,6 +59,7 @@ def preexec(signum: int = signal.SIGKILL):
             exit_with_parent(signum, parent)
         except ParentGone:
             os._exit(1)
+
     return child
 
 

@@ -5,6 +5,7 @@ through open_clip from weights already on disk; nothing here downloads behind yo
 `ccs fetch NAME`), so an offline machine fails at once with a message that says what to do, instead
 of retrying a hub for a minute. Nothing falls back from a paper model to the tiny one.
 """
+
 from __future__ import annotations
 
 import json
@@ -79,11 +80,17 @@ def registry() -> dict[str, ModelSpec]:
     for name, z in zoo().items():
         cfg = json.loads((CONFIG_DIR / f"{z['config']}.json").read_text())["vision_cfg"]
         layers = cfg["layers"]
-        specs[name] = ModelSpec(name, z["config"], None, layers, cfg["width"] // cfg["head_width"],
-                                tuple(range(max(0, layers - 4), layers)), z.get("world", "base"))
+        specs[name] = ModelSpec(
+            name,
+            z["config"],
+            None,
+            layers,
+            cfg["width"] // cfg["head_width"],
+            tuple(range(max(0, layers - 4), layers)),
+            z.get("world", "base"),
+        )
     for name, m in paper()["models"].items():
-        specs[name] = ModelSpec(name, m["open_clip"], m["pretrained"], m["layers"], m["heads"],
-                                tuple(m["analysed_layers"]))
+        specs[name] = ModelSpec(name, m["open_clip"], m["pretrained"], m["layers"], m["heads"], tuple(m["analysed_layers"]))
     return specs
 
 
@@ -97,8 +104,8 @@ def spec(name: str) -> ModelSpec:
         return registry()[name]
     except KeyError:
         raise UnknownModelError(
-            f"Unknown model {name!r}. Known models: {', '.join(names())}. "
-            "Run `ccs models` for details.") from None
+            f"Unknown model {name!r}. Known models: {', '.join(names())}. Run `ccs models` for details."
+        ) from None
 
 
 @cache
@@ -135,7 +142,8 @@ def weights_path(name: str) -> Path:
         raise WeightsNotFoundError(
             f"The trained weights of {name} are missing ({path}). Trained models ship with the repository "
             f"(restore them with `git checkout -- lib/ccs/weights`); train this one with "
-            f"`make train-tiny MODEL={name}`.")
+            f"`make train-tiny MODEL={name}`."
+        )
     searched = []
     if os.environ.get("CCS_WEIGHTS"):
         for ext in ("safetensors", "bin", "pt"):
@@ -158,7 +166,8 @@ def weights_path(name: str) -> Path:
         f"No weights for {name} (open_clip {s.open_clip!r}, pretrained={s.pretrained!r}) on this "
         f"machine. Looked in: {'; '.join(searched)}. On a machine with internet run "
         f"`ccs fetch {name}` (it downloads into the Hugging Face cache), or put the checkpoint at "
-        f"$CCS_WEIGHTS/{name}.safetensors.")
+        f"$CCS_WEIGHTS/{name}.safetensors."
+    )
 
 
 def fetch(name: str, timeout: float = 3.0) -> Path:
@@ -181,12 +190,14 @@ def fetch(name: str, timeout: float = 3.0) -> Path:
     if s.embedded:
         return weights_path(name)
     hub = _hub_file(s)
-    for filename in (hub[1] if hub else []):
+    for filename in hub[1] if hub else []:
         found = try_to_load_from_cache(hub[0], filename)
         if isinstance(found, str) and Path(found).is_file():
             return Path(found)
-    todo = (f"run `ccs fetch {name}` on a machine with internet (it downloads into the Hugging Face "
-            f"cache, which you can copy here), or put the checkpoint at $CCS_WEIGHTS/{name}.safetensors.")
+    todo = (
+        f"run `ccs fetch {name}` on a machine with internet (it downloads into the Hugging Face "
+        f"cache, which you can copy here), or put the checkpoint at $CCS_WEIGHTS/{name}.safetensors."
+    )
     if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         raise ConnectionError(f"HF_HUB_OFFLINE is set, so {name} cannot be downloaded: unset it, or {todo}")
     endpoint = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
@@ -237,8 +248,11 @@ def weights_problem(path: Path) -> str | None:
                     meta = json.loads(f.read(n))
                 except ValueError:
                     return "its header is not the JSON a safetensors file starts with"
-                ends = [v["data_offsets"][1] for k, v in meta.items()
-                        if k != "__metadata__" and isinstance(v, dict) and len(v.get("data_offsets") or ()) == 2]
+                ends = [
+                    v["data_offsets"][1]
+                    for k, v in meta.items()
+                    if k != "__metadata__" and isinstance(v, dict) and len(v.get("data_offsets") or ()) == 2
+                ]
                 needed = 8 + n + max(ends, default=0)
                 if not isinstance(meta, dict) or needed > size:
                     return f"truncated: {size} bytes of the {needed} its header describes"
@@ -260,8 +274,10 @@ def check_weights(name: str) -> Path:
     why = weights_problem(path)
     if why:
         if spec(name).embedded:
-            fix = (f"restore it with `git checkout -- {path.name}` in lib/ccs/weights, or retrain it "
-                   f"(`make train-tiny MODEL={name}`)")
+            fix = (
+                f"restore it with `git checkout -- {path.name}` in lib/ccs/weights, or retrain it "
+                f"(`make train-tiny MODEL={name}`)"
+            )
         else:
             fix = f"delete it and run `ccs fetch {name}`, or put a whole checkpoint at $CCS_WEIGHTS/{name}.safetensors"
         raise WeightsDamagedError(f"The weights of {name} at {path} are damaged ({why}): {fix}.")
@@ -295,12 +311,14 @@ def load(name: str, *, device: str | torch.device = "cpu", untrained: bool = Fal
         from open_clip.pretrained import get_pretrained_cfg
 
         pcfg = get_pretrained_cfg(s.open_clip, s.pretrained)
-        kwargs = {"image_mean": pcfg["mean"], "image_std": pcfg["std"],
-                  "image_interpolation": pcfg.get("interpolation"),
-                  "image_resize_mode": pcfg.get("resize_mode")}
+        kwargs = {
+            "image_mean": pcfg["mean"],
+            "image_std": pcfg["std"],
+            "image_interpolation": pcfg.get("interpolation"),
+            "image_resize_mode": pcfg.get("resize_mode"),
+        }
     pretrained = None if untrained else str(check_weights(name))
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        s.open_clip, pretrained=pretrained, device=device, **kwargs)
+    model, _, preprocess = open_clip.create_model_and_transforms(s.open_clip, pretrained=pretrained, device=device, **kwargs)
     model.eval()
     return Loaded(model, preprocess, open_clip.get_tokenizer(s.open_clip))
 
@@ -309,8 +327,10 @@ def banner(name: str, weights: str = "trained") -> str:
     """The line a page opens with: which model, and whether its weights are real."""
     s = spec(name)
     if weights == "random":
-        return (f"{name} ({s.open_clip}) with RANDOM WEIGHTS: the same architecture untrained, to test "
-                "that the path runs; its numbers say nothing about the model")
+        return (
+            f"{name} ({s.open_clip}) with RANDOM WEIGHTS: the same architecture untrained, to test "
+            "that the path runs; its numbers say nothing about the model"
+        )
     return f"{name} ({s.open_clip}) with its {'packaged' if s.embedded else s.pretrained} weights"
 
 
@@ -328,8 +348,7 @@ def tensor_preprocess(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.
     def preprocess(images: torch.Tensor) -> torch.Tensor:
         x = images.float().div_(255)
         if x.shape[-1] != size or x.shape[-2] != size:
-            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic",
-                                                align_corners=False).clamp_(0, 1)
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp_(0, 1)
         return (x - mean.to(x.device)) / std.to(x.device)
 
     return preprocess
@@ -343,10 +362,16 @@ def describe(name: str) -> dict:
         weights, state = str(path), "damaged" if weights_problem(path) else "on disk"
     except WeightsNotFoundError:
         weights, state = "", "missing"
-    return {"name": s.name, "open_clip": s.open_clip, "pretrained": s.pretrained or "(packaged)",
-            "layers": s.layers, "heads": s.heads,
-            "analysed_layers": f"{s.analysed_layers[0]}-{s.analysed_layers[-1]}",
-            "weights": state, "path": weights}
+    return {
+        "name": s.name,
+        "open_clip": s.open_clip,
+        "pretrained": s.pretrained or "(packaged)",
+        "layers": s.layers,
+        "heads": s.heads,
+        "analysed_layers": f"{s.analysed_layers[0]}-{s.analysed_layers[-1]}",
+        "weights": state,
+        "path": weights,
+    }
 
 
 def architecture(name: str, model: torch.nn.Module) -> dict:
@@ -372,20 +397,18 @@ def architecture(name: str, model: torch.nn.Module) -> dict:
 
 def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
     """Parameters per part of a CLIP: where the weights (and the heads) are."""
+
     def n(*modules) -> int:
-        return sum(p.numel() for m in modules for p in
-                   (m.parameters() if isinstance(m, torch.nn.Module) else [m]))
+        return sum(p.numel() for m in modules for p in (m.parameters() if isinstance(m, torch.nn.Module) else [m]))
 
     v, blocks = model.visual, model.visual.transformer.resblocks
     return {
         "vision: patch + position embedding": n(v.conv1, v.positional_embedding, v.class_embedding),
         "vision: attention": n(*(b.attn for b in blocks)),
         "vision: MLP": n(*(b.mlp for b in blocks)),
-        "vision: norms + projection": n(v.ln_pre, v.ln_post, v.proj,
-                                        *(b.ln_1 for b in blocks), *(b.ln_2 for b in blocks)),
+        "vision: norms + projection": n(v.ln_pre, v.ln_post, v.proj, *(b.ln_1 for b in blocks), *(b.ln_2 for b in blocks)),
         "text: token embedding": n(model.token_embedding),
         "text: transformer": n(model.transformer),
-        "text: norms + projection": n(model.ln_final, model.text_projection,
-                                      model.positional_embedding),
+        "text: norms + projection": n(model.ln_final, model.text_projection, model.positional_embedding),
         "logit scale": n(model.logit_scale),
     }

@@ -1,6 +1,7 @@
 """The shifted-data and out-of-distribution page's claims (notebooks/ood.py) on a pruning run
 (`ccs.pruning.Results`): extra drops on the shifted twins of the test images, the high set against
 the low and random sets over the shifted splits, and the MCM detector's AUROC with and without it."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,9 @@ def extra_drop(r: Results, name: str, split: str, measure: str = "p_true") -> tu
     return evaluate.paired_ci(shift[keep], base[keep])
 
 
-def high_vs(r: Results, splits: list[str], base: str = "random", measure: str = "p_true",
-            prefix: str = "") -> tuple[float, float, float]:
+def high_vs(
+    r: Results, splits: list[str], base: str = "random", measure: str = "p_true", prefix: str = ""
+) -> tuple[float, float, float]:
     """The high set against `base` (random or low) over the shifted splits together: per image and
     draw, the base's score minus the high set's, averaged over the splits (the same objects drawn
     several ways); the interval resamples the images and the draws."""
@@ -40,12 +42,16 @@ def detection(r: Results, name: str, out: str, task: str, n_boot: int = 300, see
     s_out = np.concatenate([_scores(r, c, out, task) for c in r.members(name)])
     rng = np.random.default_rng(seed)
     boot = [evaluate.auroc(rng.choice(s_in, len(s_in)), rng.choice(s_out, len(s_out))) for _ in range(n_boot)]
-    return {**evaluate.ood_metrics(s_in, s_out), "auroc_lo": float(np.quantile(boot, 0.025)),
-            "auroc_hi": float(np.quantile(boot, 0.975))}
+    return {
+        **evaluate.ood_metrics(s_in, s_out),
+        "auroc_lo": float(np.quantile(boot, 0.025)),
+        "auroc_hi": float(np.quantile(boot, 0.975)),
+    }
 
 
-def auroc_drop(r: Results, task: str, out: str = "novel-shapes", prefix: str = "", n_boot: int = 1000,
-               seed: int = 0) -> tuple[float, float, float]:
+def auroc_drop(
+    r: Results, task: str, out: str = "novel-shapes", prefix: str = "", n_boot: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
     """AUROC unpruned minus AUROC with the high set pruned (the mean over its tie draws, if any); the
     bootstrap resamples the in- and out-of-distribution images together for both conditions (paired)
     and the tie draws with them."""
@@ -53,11 +59,12 @@ def auroc_drop(r: Results, task: str, out: str = "novel-shapes", prefix: str = "
     high = [(_scores(r, c, "test", task), _scores(r, c, out, task)) for c in r.members(prefix + "high")]
 
     def diff(i, o, members):
-        return evaluate.auroc(orig[0][i], orig[1][o]) - np.mean([evaluate.auroc(high[m][0][i], high[m][1][o])
-                                                                 for m in members])
+        return evaluate.auroc(orig[0][i], orig[1][o]) - np.mean([evaluate.auroc(high[m][0][i], high[m][1][o]) for m in members])
 
     rng = np.random.default_rng(seed)
     n_in, n_out, k = len(orig[0]), len(orig[1]), len(high)
-    boot = [diff(rng.integers(0, n_in, n_in), rng.integers(0, n_out, n_out), rng.integers(0, k, k) if k > 1 else [0])
-            for _ in range(n_boot)]
+    boot = [
+        diff(rng.integers(0, n_in, n_in), rng.integers(0, n_out, n_out), rng.integers(0, k, k) if k > 1 else [0])
+        for _ in range(n_boot)
+    ]
     return diff(np.arange(n_in), np.arange(n_out), range(k)), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))

@@ -17,6 +17,7 @@ that table (`ccs.pruning.run_values` builds it). The CCS head counts come from t
 its code, which `ccs.datasets` and `ccs.evaluate` follow), and per run what its pages record (images
 per test split, the video protocol: `run_protocol`).
 """
+
 from __future__ import annotations
 
 import json
@@ -38,20 +39,31 @@ class Table:
 
 
 TABLES = (
-    Table("head_counts", "Heads per CCS category (of the analysed heads)", ("high", "moderate", "low"), "ccs",
-          "counts"),
+    Table("head_counts", "Heads per CCS category (of the analysed heads)", ("high", "moderate", "low"), "ccs", "counts"),
     Table("pruning_high_low", "Soft pruning, zero-shot top-1 %", ("original", "high", "low"), "pruning"),
-    Table("pruning_high_random", "High against random pruning, zero-shot top-1 %", ("high", "random"), "pruning",
-          "dataset"),
+    Table("pruning_high_random", "High against random pruning, zero-shot top-1 %", ("high", "random"), "pruning", "dataset"),
     Table("ood_datasets", "Shifted datasets, zero-shot top-1 %", ("original", "high", "low"), "ood"),
-    Table("concept_location_country211", "Concept-specific pruning, Country-211 top-1 %",
-          ("original", "locations", "animals"), "concepts", "single:Country-211"),
-    Table("concept_objects_cifar10", "Concept-specific pruning, CIFAR-10 objects subset top-1 %",
-          ("original", "objects", "locations", "animals"), "concepts", "single:CIFAR-10 objects"),
-    Table("video_t2v_r1", "Text-to-video retrieval R@1 %", ("original", "high", "low", "random"), "video",
-          "dataset"),
-    Table("fairface_maxskew", "Bias: FairFace MaxSkew (lower is better; not measured by this book)",
-          ("original", "high", "low"), None),
+    Table(
+        "concept_location_country211",
+        "Concept-specific pruning, Country-211 top-1 %",
+        ("original", "locations", "animals"),
+        "concepts",
+        "single:Country-211",
+    ),
+    Table(
+        "concept_objects_cifar10",
+        "Concept-specific pruning, CIFAR-10 objects subset top-1 %",
+        ("original", "objects", "locations", "animals"),
+        "concepts",
+        "single:CIFAR-10 objects",
+    ),
+    Table("video_t2v_r1", "Text-to-video retrieval R@1 %", ("original", "high", "low", "random"), "video", "dataset"),
+    Table(
+        "fairface_maxskew",
+        "Bias: FairFace MaxSkew (lower is better; not measured by this book)",
+        ("original", "high", "low"),
+        None,
+    ),
 )
 COUNT_NAMES = {"high": "high", "moderate": "medium", "low": "low"}  # this book's names -> paper.yaml's
 PROTOCOL = [
@@ -62,7 +74,7 @@ PROTOCOL = [
     "  per-dataset prompt templates and class names, as the clip-benchmark package lists them and the",
     "  paper's code uses them (18 templates for CIFAR-10/100, one for Food-101, five for Country-211,",
     "  CLIP's 80 ImageNet templates for ImageNet-A/-R; the paper's code writes 20 of the 211 country",
-    "  names in ISO style, e.g. \"Viet Nam\", where the book uses CLIP's), each class the mean of its",
+    '  names in ISO style, e.g. "Viet Nam", where the book uses CLIP\'s), each class the mean of its',
     "  prompts' normalised embeddings, top-1 over the test split (a run: the number of its images given",
     "  below, drawn at random). Oxford-Pets is the paper's listing: every image of the release,",
     "  labelled by the first word of its file name (35 classes), with the CIFAR templates",
@@ -84,8 +96,11 @@ def run_protocol(summaries: dict[str, dict]) -> str | None:
         parts.append(f"zero-shot numbers on {' / '.join(map(str, images))} images of each test split")
     if "video" in summaries:
         protocol = summaries["video"].get("protocol")
-        parts.append(f"video retrieval by the `{protocol}` protocol" if protocol else
-                     "video retrieval by a page older than the protocol parameter (every caption, the mean renormalised)")
+        parts.append(
+            f"video retrieval by the `{protocol}` protocol"
+            if protocol
+            else "video retrieval by a page older than the protocol parameter (every caption, the mean renormalised)"
+        )
     return f"How this run measured: {'; '.join(parts)}." if parts else None
 
 
@@ -129,10 +144,15 @@ def _cell(v, decimals: int) -> str:
 
 
 # The claim of the replication page that measures, on the concept-world models, what a paper table measures
-ANALOGUE = {"head_counts": "ccs-high-share", "pruning_high_low": "pruning-high-vs-low",
-            "pruning_high_random": "pruning-high-vs-random", "ood_datasets": "shifted-high-vs-low",
-            "concept_location_country211": "concept-scene-vs-shape", "concept_objects_cifar10": "concept-shape-vs-scene",
-            "video_t2v_r1": "video-high-vs-random"}
+ANALOGUE = {
+    "head_counts": "ccs-high-share",
+    "pruning_high_low": "pruning-high-vs-low",
+    "pruning_high_random": "pruning-high-vs-random",
+    "ood_datasets": "shifted-high-vs-low",
+    "concept_location_country211": "concept-scene-vs-shape",
+    "concept_objects_cifar10": "concept-shape-vs-scene",
+    "video_t2v_r1": "video-high-vs-random",
+}
 
 
 def markdown_table(frame, first: str = "dataset", decimals: int = 2, runs: bool = True) -> list[str]:
@@ -143,8 +163,9 @@ def markdown_table(frame, first: str = "dataset", decimals: int = 2, runs: bool 
     header = ["model", first] + [f"{n}: {who}" for n in names for who in whos]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":--", ":--"] + ["--:"] * (len(header) - 2)) + "|"]
     for (model, ds), row in frame.iterrows():
-        cells = [model, ds] + [_cell(row.get(f"{who}: {n}"), decimals) for n in names
-                               for who in ("paper", "this run")[:len(whos)]]
+        cells = [model, ds] + [
+            _cell(row.get(f"{who}: {n}"), decimals) for n in names for who in ("paper", "this run")[: len(whos)]
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -161,9 +182,12 @@ def analogue_table(table: Table, trained: list[str], runs_dir: Path) -> list[str
     rows = [r for r in replication.collect(trained, runs_dir) if r["claim"] == key]
     if not rows:
         return ["*This book's trained models:* no run records this claim yet.", ""]
-    out = [f"*This book's trained models* (concept world; {claim.effect}; see {{doc}}`replication`):", "",
-           "| model | " + " | ".join(f"{s} sets | verdict" for s in replication.SOURCES) + " |",
-           "|:--|" + "--:|:--|" * len(replication.SOURCES)]
+    out = [
+        f"*This book's trained models* (concept world; {claim.effect}; see {{doc}}`replication`):",
+        "",
+        "| model | " + " | ".join(f"{s} sets | verdict" for s in replication.SOURCES) + " |",
+        "|:--|" + "--:|:--|" * len(replication.SOURCES),
+    ]
     for model in trained:
         cells = []
         for source in replication.SOURCES:
@@ -188,17 +212,25 @@ def category_table(trained: list[str], runs_dir: Path) -> list[str]:
         cells = []
         for source in ("this run", "ground truth"):
             c = by.get(source)
-            cells += [f"{c['high']} ({100 * c['high'] / heads:.0f} %)", f"{c['low']} ({100 * c['low'] / heads:.0f} %)"] \
-                if c else ["", ""]
+            cells += (
+                [f"{c['high']} ({100 * c['high'] / heads:.0f} %)", f"{c['low']} ({100 * c['low'] / heads:.0f} %)"]
+                if c
+                else ["", ""]
+            )
         formed = all(c["high"] >= 2 and c["low"] >= 2 for c in by.values())
         rows.append(f"| {model} | {heads} | " + " | ".join(cells) + f" | {'yes' if formed else 'cannot be formed'} |")
     if not rows:
         return []
-    return ["*This book's trained models*, heads in the paper's categories (of the analysed heads; the paper's",
-            "high and low columns above are the same categories):", "",
-            "| model | analysed heads | CCS 5, this run | CCS \u2264 1, this run | CCS 5, ground truth | "
-            "CCS \u2264 1, ground truth | the paper's test |",
-            "|:--|--:|--:|--:|--:|--:|:--|", *rows, ""]
+    return [
+        "*This book's trained models*, heads in the paper's categories (of the analysed heads; the paper's",
+        "high and low columns above are the same categories):",
+        "",
+        "| model | analysed heads | CCS 5, this run | CCS \u2264 1, this run | CCS 5, ground truth | "
+        "CCS \u2264 1, ground truth | the paper's test |",
+        "|:--|--:|--:|--:|--:|--:|:--|",
+        *rows,
+        "",
+    ]
 
 
 def page(runs_dir: Path | None = None, paper: dict | None = None) -> str:
@@ -224,8 +256,11 @@ def page(runs_dir: Path | None = None, paper: dict | None = None) -> str:
         "sets (this run's CCS and the concept world's ground truth). A paper model's *run* column fills in",
         "once that model is added to the book's grid and its pages are executed, which needs its weights",
         "and datasets ({doc}`reproduce` says how). "
-        + (f"Paper models run in this book: {', '.join(ran)}." if ran else
-           "This book runs none of the paper's models: their columns hold the paper's numbers only."),
+        + (
+            f"Paper models run in this book: {', '.join(ran)}."
+            if ran
+            else "This book runs none of the paper's models: their columns hold the paper's numbers only."
+        ),
         "",
         *PROTOCOL,
         "",
@@ -233,16 +268,29 @@ def page(runs_dir: Path | None = None, paper: dict | None = None) -> str:
     for model in ran:
         random = sorted(e for e, s in summaries[model].items() if s.get("weights") == "random")
         how = run_protocol(summaries[model])
-        out += [f"*{model}*: " + " ".join(x for x in (
-            f"**random weights** in {', '.join(random)}: those numbers test the code, not the model." if random else "",
-            how or "") if x), ""]
+        out += [
+            f"*{model}*: "
+            + " ".join(
+                x
+                for x in (
+                    f"**random weights** in {', '.join(random)}: those numbers test the code, not the model." if random else "",
+                    how or "",
+                )
+                if x
+            ),
+            "",
+        ]
     for table in TABLES:
         pub = published(table, paper)
         frame = beside(pub, {m: run_numbers(table, summaries[m]) for m in pub} if ran else None, table.names)
-        out += [f"## {table.title}", "",
-                *markdown_table(frame, *(("", 0) if table.shape == "counts" else ("dataset", 2)), runs=bool(ran)), "",
-                *(category_table(trained, runs_dir) if table.key == "head_counts" else []),
-                *analogue_table(table, trained, runs_dir)]
+        out += [
+            f"## {table.title}",
+            "",
+            *markdown_table(frame, *(("", 0) if table.shape == "counts" else ("dataset", 2)), runs=bool(ran)),
+            "",
+            *(category_table(trained, runs_dir) if table.key == "head_counts" else []),
+            *analogue_table(table, trained, runs_dir),
+        ]
     return "\n".join(out).rstrip() + "\n"
 
 

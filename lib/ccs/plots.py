@@ -1,4 +1,5 @@
 """One look for every figure of the book."""
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -29,8 +30,9 @@ def _tables_without_row_numbers() -> None:
         return isinstance(df.index, pd.RangeIndex) and df.index.name is None
 
     formatters = shell.display_formatter.formatters
-    formatters["text/html"].for_type(pd.DataFrame, lambda df: df.to_html(index=not numbered(df),
-                                                                          max_rows=pd.get_option("display.max_rows")))
+    formatters["text/html"].for_type(
+        pd.DataFrame, lambda df: df.to_html(index=not numbered(df), max_rows=pd.get_option("display.max_rows"))
+    )
     formatters["text/plain"].for_type(pd.DataFrame, lambda df, p, cycle: p.text(df.to_string(index=not numbered(df))))
 
 

@@ -15,6 +15,7 @@ also holds their CRC-32; a downloaded pool file gets a ``.crc32`` sidecar. Both 
 a damaged file is reported (a ``ccs.cache.CacheWarning`` naming it) and recomputed or, for a
 download that may not reach the network, named in an error that says to delete and fetch it again.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,8 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-TEXTSPAN_URL = ("https://raw.githubusercontent.com/yossigandelsman/clip_text_span/main/"
-                "text_descriptions/google_3498_english.txt")
+TEXTSPAN_URL = "https://raw.githubusercontent.com/yossigandelsman/clip_text_span/main/text_descriptions/google_3498_english.txt"
 ALIASES = {"textspan": TEXTSPAN_URL}
 
 
@@ -71,83 +71,355 @@ class Pool:
 
 # Phrasings per concept; "{}" is the value word. A concept missing here gets GENERIC.
 PHRASINGS = {
-    "shape": ["{}", "a {}", "a {} shape", "the shape of a {}", "a photo of a {}", "a drawing of a {}",
-              "a simple {}", "an outline of a {}", "a {} symbol", "a {} icon", "a {}-shaped object",
-              "a {} figure", "an image of a {}", "a flat {}", "something shaped like a {}"],
-    "colour": ["{}", "the colour {}", "a {} object", "something {}", "a {} shape", "mostly {}",
-               "painted {}", "a photo of something {}", "bright {}", "a {} thing", "{} tones",
-               "an image with {} in it", "a {} figure", "{} paint", "coloured {}"],
-    "size": ["{}", "a {} object", "something {}", "a {} shape", "{} in size", "a {} thing",
-             "an object that is {}", "a {} figure", "a photo of something {}", "a {} item",
-             "very {}", "{}-sized", "a {} version"],
-    "texture": ["{}", "a {} pattern", "a {} texture", "a {} surface", "something {}",
-                "a {} object", "covered in a {} pattern", "a {} design", "a photo of a {} pattern",
-                "{} fabric", "a {} shape", "a {} print", "with a {} finish"],
-    "position": ["{}", "in the {}", "an object in the {}", "something at the {}",
-                 "placed at the {}", "located at the {} of the image", "the {} of the frame",
-                 "positioned {}", "a shape in the {}", "a photo with something in the {}",
-                 "off to the {}", "sitting in the {}"],
-    "scene": ["{}", "a {} background", "on {}", "a scene with {}", "against a {} backdrop",
-              "set on {}", "a photo taken on {}", "a {} setting", "{} in the background",
-              "a picture of {}", "a {} surface", "surrounded by {}", "a {} landscape"],
-    "count": ["{} objects", "{} shapes", "a group of {}", "exactly {} things", "{} items",
-              "{} of them", "a picture of {} objects", "{} figures", "a set of {}", "{} copies",
-              "there are {}"],
-    "motion": ["moving {}", "an object moving {}", "heading {}", "drifting {}", "sliding {}",
-               "travelling {}", "a shape going {}", "motion {}"],
+    "shape": [
+        "{}",
+        "a {}",
+        "a {} shape",
+        "the shape of a {}",
+        "a photo of a {}",
+        "a drawing of a {}",
+        "a simple {}",
+        "an outline of a {}",
+        "a {} symbol",
+        "a {} icon",
+        "a {}-shaped object",
+        "a {} figure",
+        "an image of a {}",
+        "a flat {}",
+        "something shaped like a {}",
+    ],
+    "colour": [
+        "{}",
+        "the colour {}",
+        "a {} object",
+        "something {}",
+        "a {} shape",
+        "mostly {}",
+        "painted {}",
+        "a photo of something {}",
+        "bright {}",
+        "a {} thing",
+        "{} tones",
+        "an image with {} in it",
+        "a {} figure",
+        "{} paint",
+        "coloured {}",
+    ],
+    "size": [
+        "{}",
+        "a {} object",
+        "something {}",
+        "a {} shape",
+        "{} in size",
+        "a {} thing",
+        "an object that is {}",
+        "a {} figure",
+        "a photo of something {}",
+        "a {} item",
+        "very {}",
+        "{}-sized",
+        "a {} version",
+    ],
+    "texture": [
+        "{}",
+        "a {} pattern",
+        "a {} texture",
+        "a {} surface",
+        "something {}",
+        "a {} object",
+        "covered in a {} pattern",
+        "a {} design",
+        "a photo of a {} pattern",
+        "{} fabric",
+        "a {} shape",
+        "a {} print",
+        "with a {} finish",
+    ],
+    "position": [
+        "{}",
+        "in the {}",
+        "an object in the {}",
+        "something at the {}",
+        "placed at the {}",
+        "located at the {} of the image",
+        "the {} of the frame",
+        "positioned {}",
+        "a shape in the {}",
+        "a photo with something in the {}",
+        "off to the {}",
+        "sitting in the {}",
+    ],
+    "scene": [
+        "{}",
+        "a {} background",
+        "on {}",
+        "a scene with {}",
+        "against a {} backdrop",
+        "set on {}",
+        "a photo taken on {}",
+        "a {} setting",
+        "{} in the background",
+        "a picture of {}",
+        "a {} surface",
+        "surrounded by {}",
+        "a {} landscape",
+    ],
+    "count": [
+        "{} objects",
+        "{} shapes",
+        "a group of {}",
+        "exactly {} things",
+        "{} items",
+        "{} of them",
+        "a picture of {} objects",
+        "{} figures",
+        "a set of {}",
+        "{} copies",
+        "there are {}",
+    ],
+    "motion": [
+        "moving {}",
+        "an object moving {}",
+        "heading {}",
+        "drifting {}",
+        "sliding {}",
+        "travelling {}",
+        "a shape going {}",
+        "motion {}",
+    ],
 }
-SINGULAR = {"objects": "object", "shapes": "shape", "things": "thing", "items": "item",
-            "figures": "figure", "copies": "copy", "there are": "there is", "a group of": "just"}
+SINGULAR = {
+    "objects": "object",
+    "shapes": "shape",
+    "things": "thing",
+    "items": "item",
+    "figures": "figure",
+    "copies": "copy",
+    "there are": "there is",
+    "a group of": "just",
+}
 GENERIC = ["{}", "a {} thing", "something {}", "a photo of something {}", "an image showing {}"]
 
 # Things the world does not contain (distractors), by category, with their phrasings.
 ABSENT = {
-    "animal": (["dog", "cat", "horse", "bird", "elephant", "fish", "lion", "tiger", "rabbit",
-                "cow", "sheep", "monkey", "bear", "giraffe", "zebra", "owl", "frog", "snake",
-                "butterfly", "dolphin", "penguin", "duck"],
-               ["a {}", "a photo of a {}", "a close-up of a {}", "a cute {}", "a wild {}"]),
-    "vehicle": (["car", "bus", "bicycle", "motorcycle", "truck", "train", "airplane", "boat",
-                 "helicopter", "tractor", "scooter", "taxi", "submarine", "rocket", "van"],
-                ["a {}", "a photo of a {}", "a parked {}", "an old {}", "a {} on the road"]),
-    "food": (["pizza", "apple", "banana", "sandwich", "cake", "burger", "salad", "sushi", "bread",
-              "soup", "pasta", "ice cream", "coffee", "cheese", "orange juice", "cookie", "taco",
-              "noodles", "egg", "steak"],
-             ["a {}", "a plate of {}", "a photo of {}", "fresh {}", "a bowl of {}"]),
-    "person": (["woman", "man", "child", "baby", "doctor", "chef", "soldier", "dancer",
-                "football player", "old man", "teenager", "police officer", "farmer", "singer",
-                "nurse"],
-               ["a {}", "a photo of a {}", "a portrait of a {}", "a smiling {}", "a {} walking"]),
-    "object": (["chair", "table", "lamp", "clock", "phone", "laptop", "book", "cup", "bottle",
-                "umbrella", "guitar", "piano", "key", "shoe", "hat", "backpack", "camera",
-                "television", "sofa", "mirror", "pencil", "scissors"],
-               ["a {}", "a photo of a {}", "an old {}", "a {} on a table", "a broken {}"]),
-    "building": (["house", "church", "castle", "skyscraper", "bridge", "tower", "barn", "temple",
-                  "lighthouse", "stadium", "factory", "hospital", "school", "museum"],
-                 ["a {}", "a photo of a {}", "an old {}", "a tall {}", "the front of a {}"]),
-    "plant": (["tree", "flower", "rose", "cactus", "sunflower", "palm tree", "mushroom", "fern",
-               "tulip", "bamboo", "oak tree", "vine"],
-              ["a {}", "a photo of a {}", "a blooming {}", "a potted {}", "a wild {}"]),
-    "emotion": (["happiness", "sadness", "anger", "fear", "surprise", "calm", "love", "boredom",
-                 "excitement", "loneliness", "joy", "anxiety"],
-                ["{}", "a feeling of {}", "an expression of {}", "a face showing {}",
-                 "a photo that evokes {}"]),
-    "art style": (["watercolor painting", "oil painting", "pencil sketch", "cartoon", "comic strip",
-                   "mosaic", "graffiti", "pixel art", "engraving", "sculpture", "collage",
-                   "charcoal drawing", "anime illustration", "stained glass window"],
-                  ["a {}", "a {} of a landscape", "an image in the style of a {}",
-                   "a detailed {}", "a modern {}"]),
-    "activity": (["running", "swimming", "cooking", "reading", "dancing", "playing football",
-                  "skiing", "surfing", "painting", "singing", "climbing", "sleeping", "shopping",
-                  "fishing"],
-                 ["people {}", "a person {}", "a photo of someone {}", "a child {}",
-                  "a group of friends {}"]),
-    "text": (["a street sign", "handwritten text", "a newspaper page", "a logo", "a barcode",
-              "a license plate", "a menu", "a poster with text", "a map", "a diagram", "a chart",
-              "a receipt"],
-             ["{}", "a photo of {}", "a close-up of {}", "an image containing {}", "a blurry photo of {}"]),
-    "weather": (["rain", "fog", "a thunderstorm", "a rainbow", "lightning", "a tornado", "hail",
-                 "a heat wave", "wind"],
-                ["{}", "a photo of {}", "a city in {}", "a landscape during {}", "a sky with {}"]),
+    "animal": (
+        [
+            "dog",
+            "cat",
+            "horse",
+            "bird",
+            "elephant",
+            "fish",
+            "lion",
+            "tiger",
+            "rabbit",
+            "cow",
+            "sheep",
+            "monkey",
+            "bear",
+            "giraffe",
+            "zebra",
+            "owl",
+            "frog",
+            "snake",
+            "butterfly",
+            "dolphin",
+            "penguin",
+            "duck",
+        ],
+        ["a {}", "a photo of a {}", "a close-up of a {}", "a cute {}", "a wild {}"],
+    ),
+    "vehicle": (
+        [
+            "car",
+            "bus",
+            "bicycle",
+            "motorcycle",
+            "truck",
+            "train",
+            "airplane",
+            "boat",
+            "helicopter",
+            "tractor",
+            "scooter",
+            "taxi",
+            "submarine",
+            "rocket",
+            "van",
+        ],
+        ["a {}", "a photo of a {}", "a parked {}", "an old {}", "a {} on the road"],
+    ),
+    "food": (
+        [
+            "pizza",
+            "apple",
+            "banana",
+            "sandwich",
+            "cake",
+            "burger",
+            "salad",
+            "sushi",
+            "bread",
+            "soup",
+            "pasta",
+            "ice cream",
+            "coffee",
+            "cheese",
+            "orange juice",
+            "cookie",
+            "taco",
+            "noodles",
+            "egg",
+            "steak",
+        ],
+        ["a {}", "a plate of {}", "a photo of {}", "fresh {}", "a bowl of {}"],
+    ),
+    "person": (
+        [
+            "woman",
+            "man",
+            "child",
+            "baby",
+            "doctor",
+            "chef",
+            "soldier",
+            "dancer",
+            "football player",
+            "old man",
+            "teenager",
+            "police officer",
+            "farmer",
+            "singer",
+            "nurse",
+        ],
+        ["a {}", "a photo of a {}", "a portrait of a {}", "a smiling {}", "a {} walking"],
+    ),
+    "object": (
+        [
+            "chair",
+            "table",
+            "lamp",
+            "clock",
+            "phone",
+            "laptop",
+            "book",
+            "cup",
+            "bottle",
+            "umbrella",
+            "guitar",
+            "piano",
+            "key",
+            "shoe",
+            "hat",
+            "backpack",
+            "camera",
+            "television",
+            "sofa",
+            "mirror",
+            "pencil",
+            "scissors",
+        ],
+        ["a {}", "a photo of a {}", "an old {}", "a {} on a table", "a broken {}"],
+    ),
+    "building": (
+        [
+            "house",
+            "church",
+            "castle",
+            "skyscraper",
+            "bridge",
+            "tower",
+            "barn",
+            "temple",
+            "lighthouse",
+            "stadium",
+            "factory",
+            "hospital",
+            "school",
+            "museum",
+        ],
+        ["a {}", "a photo of a {}", "an old {}", "a tall {}", "the front of a {}"],
+    ),
+    "plant": (
+        ["tree", "flower", "rose", "cactus", "sunflower", "palm tree", "mushroom", "fern", "tulip", "bamboo", "oak tree", "vine"],
+        ["a {}", "a photo of a {}", "a blooming {}", "a potted {}", "a wild {}"],
+    ),
+    "emotion": (
+        [
+            "happiness",
+            "sadness",
+            "anger",
+            "fear",
+            "surprise",
+            "calm",
+            "love",
+            "boredom",
+            "excitement",
+            "loneliness",
+            "joy",
+            "anxiety",
+        ],
+        ["{}", "a feeling of {}", "an expression of {}", "a face showing {}", "a photo that evokes {}"],
+    ),
+    "art style": (
+        [
+            "watercolor painting",
+            "oil painting",
+            "pencil sketch",
+            "cartoon",
+            "comic strip",
+            "mosaic",
+            "graffiti",
+            "pixel art",
+            "engraving",
+            "sculpture",
+            "collage",
+            "charcoal drawing",
+            "anime illustration",
+            "stained glass window",
+        ],
+        ["a {}", "a {} of a landscape", "an image in the style of a {}", "a detailed {}", "a modern {}"],
+    ),
+    "activity": (
+        [
+            "running",
+            "swimming",
+            "cooking",
+            "reading",
+            "dancing",
+            "playing football",
+            "skiing",
+            "surfing",
+            "painting",
+            "singing",
+            "climbing",
+            "sleeping",
+            "shopping",
+            "fishing",
+        ],
+        ["people {}", "a person {}", "a photo of someone {}", "a child {}", "a group of friends {}"],
+    ),
+    "text": (
+        [
+            "a street sign",
+            "handwritten text",
+            "a newspaper page",
+            "a logo",
+            "a barcode",
+            "a license plate",
+            "a menu",
+            "a poster with text",
+            "a map",
+            "a diagram",
+            "a chart",
+            "a receipt",
+        ],
+        ["{}", "a photo of {}", "a close-up of {}", "an image containing {}", "a blurry photo of {}"],
+    ),
+    "weather": (
+        ["rain", "fog", "a thunderstorm", "a rainbow", "lightning", "a tornado", "hail", "a heat wave", "wind"],
+        ["{}", "a photo of {}", "a city in {}", "a landscape during {}", "a sky with {}"],
+    ),
 }
 
 
@@ -155,8 +427,7 @@ def _words(text: str) -> set[str]:
     return set(re.findall(r"[a-z]+", text.lower()))
 
 
-def world(vocab: dict[str, list[str]] | None = None, *, absent: bool = True, combos: int = 0,
-          seed: int = 0) -> Pool:
+def world(vocab: dict[str, list[str]] | None = None, *, absent: bool = True, combos: int = 0, seed: int = 0) -> Pool:
     """The concept-world pool: every value of every concept of `vocab` (default: the world's) in
     each phrasing of its concept, then (if `absent`) descriptions of things outside the world
     (lines that mention a world value are left out, so their ground truth stays clean), then
@@ -187,11 +458,12 @@ def world(vocab: dict[str, list[str]] | None = None, *, absent: bool = True, com
                         add(text, category, item, False)
     if combos:
         rng = np.random.default_rng(seed)
-        concepts = [c for c in vocab if c in ("shape", "colour", "size", "texture", "scene",
-                                              "position")] or list(vocab)
+        concepts = [c for c in vocab if c in ("shape", "colour", "size", "texture", "scene", "position")] or list(vocab)
         while sum(r[3] and "+" in r[1] for r in rows) < combos:
-            cs = sorted(rng.choice(concepts, size=min(len(concepts), rng.integers(2, 4)), replace=False),
-                        key=["size", "colour", "texture", "shape", "position", "scene"].index)
+            cs = sorted(
+                rng.choice(concepts, size=min(len(concepts), rng.integers(2, 4)), replace=False),
+                key=["size", "colour", "texture", "shape", "position", "scene"].index,
+            )
             vals = {c: vocab[c][rng.integers(len(vocab[c]))] for c in cs}
             text = _combo(vals)
             add(text, "+".join(cs), "+".join(vals[c] for c in cs), True)
@@ -297,9 +569,9 @@ def fetch(url: str, timeout: float = 30) -> Path:
     except (urllib.error.URLError, OSError) as e:
         raise PoolNotAvailableError(
             f"Could not download the pool {url} ({e}). Offline? Download the file on a machine "
-            f"with internet and pass its path instead, or put it at {path}.") from None
-    _write_atomic(_sidecar(path), json.dumps({"url": url, "bytes": len(data),
-                                              "crc32": zlib.crc32(data)}).encode())
+            f"with internet and pass its path instead, or put it at {path}."
+        ) from None
+    _write_atomic(_sidecar(path), json.dumps({"url": url, "bytes": len(data), "crc32": zlib.crc32(data)}).encode())
     _write_atomic(path, data)
     return path
 
@@ -339,20 +611,22 @@ def load(spec: str = "world", *, download: bool = False) -> Pool:
             if not download:
                 raise PoolNotAvailableError(
                     f"The pool {spec!r} ({url}) is not downloaded. Fetch it once with "
-                    f"`ccs pool fetch {spec}` (or load(..., download=True)), which needs the network.")
+                    f"`ccs pool fetch {spec}` (or load(..., download=True)), which needs the network."
+                )
             path = fetch(url)
         elif problem := _download_problem(path):
             if not download:
                 raise PoolNotAvailableError(
                     f"The downloaded pool {spec!r} at {path} is damaged ({problem}). Delete that "
                     f"file and fetch it again with `ccs pool fetch {spec}` (or load(..., "
-                    "download=True)), which needs the network.")
+                    "download=True)), which needs the network."
+                )
             path = fetch(url)
         return read(path, name=spec if spec in ALIASES else None)
     if not Path(spec).exists():
         raise PoolNotAvailableError(
-            f"Unknown pool {spec!r}: not 'world', not one of {', '.join(ALIASES)}, not a URL and "
-            "not a file on this machine.")
+            f"Unknown pool {spec!r}: not 'world', not one of {', '.join(ALIASES)}, not a URL and not a file on this machine."
+        )
     return read(spec)
 
 
@@ -396,7 +670,8 @@ def embed(pool: Pool, model_name: str, model, tokenizer, batch_size: int = 256) 
         _warn(f"Damaged text-embedding cache {path}: {problem}. Recomputing it.")
     emb = text_embeddings(model, tokenizer, list(pool.texts), batch_size=batch_size).numpy()
     emb = np.ascontiguousarray(emb, dtype=np.float32)
-    write_atomic(path, lambda f: np.savez(f, embeddings=emb, crc32=np.uint32(zlib.crc32(emb))),
-                 size=emb.nbytes + 1024)  # a full disk: an error naming the file, no temporary file
+    write_atomic(
+        path, lambda f: np.savez(f, embeddings=emb, crc32=np.uint32(zlib.crc32(emb))), size=emb.nbytes + 1024
+    )  # a full disk: an error naming the file, no temporary file
     (folder / f"{stem}.npy").unlink(missing_ok=True)  # the previous format: no checksum
     return emb

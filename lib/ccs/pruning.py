@@ -11,6 +11,7 @@ Image embeddings are cached on disk by the weights the model has *as pruned* (it
 the ``with ablate.pruned(...)`` block) and the images, text classifiers by the model and the prompts:
 the pruning and concept pages share the unpruned work, and a re-run costs seconds.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -41,9 +42,15 @@ def world_sets(n: int, seed: int, splits=("test",)) -> dict[str, EvalSet]:
     out = {}
     for split in splits:
         batch = world.sample(n, seed, split)
-        out[split] = EvalSet(split, batch.images, {
-            name: task.labels(batch.attributes) for name, task in world.tasks().items()
-            if name not in NOT_APPLICABLE.get(split, ())})
+        out[split] = EvalSet(
+            split,
+            batch.images,
+            {
+                name: task.labels(batch.attributes)
+                for name, task in world.tasks().items()
+                if name not in NOT_APPLICABLE.get(split, ())
+            },
+        )
     return out
 
 
@@ -87,8 +94,14 @@ def beside(published: dict, run: dict | None, names) -> pd.DataFrame:
             row = {"model": m, "dataset": ds, **{f"paper: {n}": v for n, v in zip(names, values)}}
             if run is not None:
                 mine = (run.get(m) or {}).get(ds)
-                row.update({f"this run: {n}": (float(mine[i]) if mine is not None and i < len(mine) and mine[i] is not None
-                                               else float("nan")) for i, n in enumerate(names)})
+                row.update(
+                    {
+                        f"this run: {n}": (
+                            float(mine[i]) if mine is not None and i < len(mine) and mine[i] is not None else float("nan")
+                        )
+                        for i, n in enumerate(names)
+                    }
+                )
             rows.append(row)
     return pd.DataFrame(rows).set_index(["model", "dataset"])
 
@@ -99,8 +112,9 @@ def run_values(r: Results, measured, names=("original", "high", "low")) -> dict[
     return {ds: [100 * r.value(n, ds, "correct") for n in names] for ds in measured}
 
 
-def beside_paper(published: dict, model: str, r: Results, measured, names=("original", "high", "low"),
-                 embedded: bool = False) -> pd.DataFrame:
+def beside_paper(
+    published: dict, model: str, r: Results, measured, names=("original", "high", "low"), embedded: bool = False
+) -> pd.DataFrame:
     """The paper's table {model: {dataset: [values per condition]}} (top-1 %), with this run's top-1 %
     of the same conditions beside it for `model` on the datasets it `measured`, blank elsewhere."""
     mine = run_values(r, [d for d in measured if d in published.get(model, {})], names)
@@ -126,18 +140,21 @@ def _embeddings(model_name: str, fingerprint: str, images_key: str, model, image
 def _cached_tensor(kind: str, key: list, compute) -> torch.Tensor:
     """`compute()` (a tensor) through the checked array cache (`ccs.cache.checked`): stored with its
     checksum, and a damaged file is reported (CacheWarning with its path) and recomputed, never used."""
-    return torch.from_numpy(checked(kind, key, lambda: compute().detach().cpu().numpy(),
-                                    f"pruning {kind.replace('-', ' ')}"))
+    return torch.from_numpy(checked(kind, key, lambda: compute().detach().cpu().numpy(), f"pruning {kind.replace('-', ' ')}"))
 
 
 def classifiers(model_name: str, model, tokenizer, tasks: Mapping) -> dict[str, torch.Tensor]:
     """The zero-shot classifier of every task (cached by the model's weights and the prompts). The text
     tower is never pruned, so one set of classifiers serves every condition."""
     fp = decompose.fingerprint(model)
-    return {name: _cached_tensor("classifiers", [model_name, fp, list(t.classnames), list(t.templates)],
-                                 lambda t=t: _classifier(model_name, fp, tuple(t.classnames), tuple(t.templates),
-                                                         model, tokenizer))
-            for name, t in tasks.items()}
+    return {
+        name: _cached_tensor(
+            "classifiers",
+            [model_name, fp, list(t.classnames), list(t.templates)],
+            lambda t=t: _classifier(model_name, fp, tuple(t.classnames), tuple(t.templates), model, tokenizer),
+        )
+        for name, t in tasks.items()
+    }
 
 
 def embeddings(model_name: str, model, images: torch.Tensor) -> torch.Tensor:
@@ -145,8 +162,9 @@ def embeddings(model_name: str, model, images: torch.Tensor) -> torch.Tensor:
     weights and the images (checked when read, see `_cached_tensor`)."""
     visual = decompose.fingerprint(getattr(model, "visual", model))  # pruning edits the image tower only
     key = decompose.images_hash(images)
-    return _cached_tensor("image-embeddings", [model_name, visual, key],
-                          lambda: _embeddings(model_name, visual, key, model, images))
+    return _cached_tensor(
+        "image-embeddings", [model_name, visual, key], lambda: _embeddings(model_name, visual, key, model, images)
+    )
 
 
 def clip_embeddings(model_name: str, model, frames: torch.Tensor, protocol: str = "paper") -> torch.Tensor:
@@ -192,8 +210,7 @@ class Results:
         tasks = list(tasks or self.tasks(evalset))
         with warnings.catch_warnings():  # an image no task applies to is NaN, and says so no louder
             warnings.simplefilter("ignore", RuntimeWarning)
-            per = [np.nanmean(np.stack([self.scores[c, evalset, t][measure] for t in tasks]), 0)
-                   for c in self.members(name)]
+            per = [np.nanmean(np.stack([self.scores[c, evalset, t][measure] for t in tasks]), 0) for c in self.members(name)]
         return np.mean(per, 0)
 
     def value(self, name: str, evalset: str, measure: str = "p_true", tasks=None) -> float:
@@ -207,26 +224,39 @@ class Results:
         """[members, images]: the per-image score of each member of a group (one row for a condition)."""
         return np.stack([self.per_image(c, evalset, measure, tasks) for c in self.members(name)])
 
-    def compare(self, a: str, b: str, evalset: str, measure: str = "p_true", tasks=None,
-                seed: int = 0) -> tuple[float, float, float]:
+    def compare(
+        self, a: str, b: str, evalset: str, measure: str = "p_true", tasks=None, seed: int = 0
+    ) -> tuple[float, float, float]:
         """mean(a) - mean(b) over the same images, with its paired bootstrap interval; where a side is
         a group of random draws, the interval resamples the draws too (`evaluate.two_level_ci`; the
         draws of two groups made together, as equal-count ones, are resampled together)."""
         x, y = self.per_draw(a, evalset, measure, tasks), self.per_draw(b, evalset, measure, tasks)
         keep = ~(np.isnan(x).any(0) | np.isnan(y).any(0))
-        paired = len(x) == len(y) > 1 and [c.split("/")[-1] for c in self.members(a)] == \
-            [c.split("/")[-1] for c in self.members(b)]
+        paired = len(x) == len(y) > 1 and [c.split("/")[-1] for c in self.members(a)] == [
+            c.split("/")[-1] for c in self.members(b)
+        ]
         return evaluate.two_level_ci(x[:, keep], y[:, keep], seed=seed, paired_draws=paired)
 
-    def drop(self, name: str, evalset: str, measure: str = "p_true", tasks=None,
-             baseline: str = "original") -> tuple[float, float, float]:
+    def drop(
+        self, name: str, evalset: str, measure: str = "p_true", tasks=None, baseline: str = "original"
+    ) -> tuple[float, float, float]:
         """How much pruning costs: baseline - condition, with its paired interval (> 0: it hurts)."""
         return self.compare(baseline, name, evalset, measure, tasks)
 
 
-def run(model, model_name: str, sets: Mapping[str, EvalSet], clfs: Mapping[str, torch.Tensor],
-        conditions: Mapping[str, list], *, mode: str = "zero", means: dict | None = None,
-        only: Mapping[str, list] | None = None, progress: bool = True, results: Results | None = None) -> Results:
+def run(
+    model,
+    model_name: str,
+    sets: Mapping[str, EvalSet],
+    clfs: Mapping[str, torch.Tensor],
+    conditions: Mapping[str, list],
+    *,
+    mode: str = "zero",
+    means: dict | None = None,
+    only: Mapping[str, list] | None = None,
+    progress: bool = True,
+    results: Results | None = None,
+) -> Results:
     """Measure every task of every set under every condition (`only` limits a condition to some sets).
     `mode` and `means`: see ccs.ablate.pruned."""
     from tqdm.auto import tqdm
@@ -244,7 +274,8 @@ def run(model, model_name: str, sets: Mapping[str, EvalSet], clfs: Mapping[str, 
             keep = np.asarray(labels) >= 0
             results.scores[condition, name, task] = {
                 **{m: _fill(s[m], keep) for m in MEASURES},
-                DETECTION: evaluate.mcm_scores(emb, clfs[task]).numpy()}
+                DETECTION: evaluate.mcm_scores(emb, clfs[task]).numpy(),
+            }
     return results
 
 
@@ -275,8 +306,10 @@ def verdict(intervals) -> str:
 def central_claims(r: Results, evalset: str = "test", measure: str = "p_true", prefix: str = "") -> dict:
     """The soft-pruning page's two claims on one evaluation set: the extra drop from pruning the high
     set against the low set and against the random sets (conditions named ``prefix + high`` etc.)."""
-    return {"high vs low": r.compare(prefix + "low", prefix + "high", evalset, measure),
-            "high vs random": r.compare(prefix + "random", prefix + "high", evalset, measure)}
+    return {
+        "high vs low": r.compare(prefix + "low", prefix + "high", evalset, measure),
+        "high vs random": r.compare(prefix + "random", prefix + "high", evalset, measure),
+    }
 
 
 def interval_text(d: tuple[float, float, float], scale: float = 100, unit: str = " pp") -> str:
@@ -335,8 +368,7 @@ def concept_matrix(r: Results, concepts, evalset: str = "test", measure: str = "
     return out
 
 
-def diagonal_test(r: Results, concepts, evalset: str = "test", measure: str = "p_true",
-                  seed: int = 0, prefix: str = "") -> dict:
+def diagonal_test(r: Results, concepts, evalset: str = "test", measure: str = "p_true", seed: int = 0, prefix: str = "") -> dict:
     """Does pruning a concept's heads cost its own task more than the other tasks? Per image and per
     draw of the random controls, the excess cost (random control - pruned) averaged over the diagonal
     cells (concept, its task) minus its average over the off-diagonal cells; its mean with an interval
@@ -346,25 +378,30 @@ def diagonal_test(r: Results, concepts, evalset: str = "test", measure: str = "p
     rows = {c: task_for(c, tasks) for c in concepts}
     rows = {c: t for c, t in rows.items() if t is not None}
     if not rows:
-        return {"concepts": [], "diagonal": float("nan"), "off_diagonal": float("nan"),
-                "difference": (float("nan"),) * 3}
+        return {"concepts": [], "diagonal": float("nan"), "off_diagonal": float("nan"), "difference": (float("nan"),) * 3}
     draws = min(len(r.members(f"{prefix}{c}-random")) for c in rows)
 
     def excess(c, t):  # [draws, images]
-        return r.per_draw(f"{prefix}{c}-random", evalset, measure, [t])[:draws] - \
-            r.per_image(f"{prefix}{c}", evalset, measure, [t])
+        return r.per_draw(f"{prefix}{c}-random", evalset, measure, [t])[:draws] - r.per_image(
+            f"{prefix}{c}", evalset, measure, [t]
+        )
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # images no diagonal cell applies to
         diag = np.nanmean([excess(c, t) for c, t in rows.items()], 0)
         off = np.nanmean([excess(c, t) for c, own in rows.items() for t in tasks if t != own], 0)
     keep = ~(np.isnan(diag).any(0) | np.isnan(off).any(0))
-    return {"concepts": list(rows), "diagonal": float(np.mean(diag[:, keep])), "off_diagonal": float(np.mean(off[:, keep])),
-            "difference": evaluate.two_level_ci(diag[:, keep], off[:, keep], seed=seed, paired_draws=True)}
+    return {
+        "concepts": list(rows),
+        "diagonal": float(np.mean(diag[:, keep])),
+        "off_diagonal": float(np.mean(off[:, keep])),
+        "difference": evaluate.two_level_ci(diag[:, keep], off[:, keep], seed=seed, paired_draws=True),
+    }
 
 
-def cross_test(r: Results, concept: str, other: str, evalset: str = "test", measure: str = "p_true",
-               seed: int = 0, prefix: str = "") -> tuple[float, float, float]:
+def cross_test(
+    r: Results, concept: str, other: str, evalset: str = "test", measure: str = "p_true", seed: int = 0, prefix: str = ""
+) -> tuple[float, float, float]:
     """The paper's concept tables as one comparison (Country-211: the location heads against the
     animal heads; CIFAR-10 objects: the object heads against the location heads): on `concept`'s own
     task, the excess cost (random control - pruned) of pruning `concept`'s heads minus that of pruning

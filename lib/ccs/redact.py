@@ -7,6 +7,7 @@ warnings, and the one-line `error:` (and the --debug traceback) of every `ccs` c
 echoed inside a notebook run's traceback is scrubbed too. Light on purpose (no third-party import):
 the CLI imports it at start-up.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,11 @@ def redact(text: str, keys=()) -> str:
     text = str(text)
     secrets = known_keys(keys)
     for key in secrets:  # a short placeholder key ('EMPTY', 'x') only as a word of its own
-        text = text.replace(key, MASK) if len(key) >= MIN_PIECE else re.sub(
-            rf"(?<![A-Za-z0-9]){re.escape(key)}(?![A-Za-z0-9])", MASK, text)
+        text = (
+            text.replace(key, MASK)
+            if len(key) >= MIN_PIECE
+            else re.sub(rf"(?<![A-Za-z0-9]){re.escape(key)}(?![A-Za-z0-9])", MASK, text)
+        )
     text = _SCHEMES.sub(lambda m: f"{m[1]}{m[2]}{MASK}", text)
     text = _SK.sub("sk-" + MASK, text)
     if secrets:  # a truncated or partly masked echo of a key ("sk-test-SECRET-do-no...")

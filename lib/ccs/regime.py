@@ -17,6 +17,7 @@ concept world's three ground truths:
 and by its concept accuracies on two fresh evaluation seeds. The numbers go to
 ``book/regime/<name>.json``; `page` writes the study's page from them.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,8 +56,7 @@ def run_name(name: str, full: bool = False, seed: int | None = None) -> str:
     return name + ("-full" if full else "") + (f"-s{seed}" if seed != study()["seed"] else "")
 
 
-def train_config(name: str, pairs: int | None = None, threads: int = 1, *, full: bool = False,
-                 seed: int | None = None):
+def train_config(name: str, pairs: int | None = None, threads: int = 1, *, full: bool = False, seed: int | None = None):
     """The TrainConfig of a configuration: the zoo's recipe with the configuration's levers. A short
     run (the study's budget) renders its batches in one worker process (inline, the allocator
     setting that keeps the renderer's heap from fragmenting would send the training's own tensors
@@ -66,11 +66,16 @@ def train_config(name: str, pairs: int | None = None, threads: int = 1, *, full:
 
     c, s = configuration(name), study()
     zoo = train.TrainConfig()
-    return train.TrainConfig(pairs=pairs or (zoo.pairs if full else s["pairs"]),
-                             seed=s["seed"] if seed is None else seed, threads=threads,
-                             model=f"regime-{run_name(name, full, seed)}", config=c["config"],
-                             world=c.get("world", "base"), single=c.get("single", 0.15),
-                             loader_workers=zoo.loader_workers if full else 1)
+    return train.TrainConfig(
+        pairs=pairs or (zoo.pairs if full else s["pairs"]),
+        seed=s["seed"] if seed is None else seed,
+        threads=threads,
+        model=f"regime-{run_name(name, full, seed)}",
+        config=c["config"],
+        world=c.get("world", "base"),
+        single=c.get("single", 0.15),
+        loader_workers=zoo.loader_workers if full else 1,
+    )
 
 
 def true_ccs(concepts: list[str]) -> int:
@@ -82,12 +87,17 @@ def summary(heads: pd.DataFrame, texts: int = 5) -> dict:
     """The study's numbers from a per-head table (columns true_ccs, share, top, label)."""
     n = len(heads)
     at = {k: int((heads["true_ccs"] == k).sum()) for k in range(texts + 1)}
-    return {"heads": n, "true_ccs_counts": at,
-            "high": at[texts], "low": at[0] + at[1],
-            "high_share": at[texts] / n, "low_share": (at[0] + at[1]) / n,
-            "specialised_share": float((heads["share"] >= scores.SPECIALISED).mean()),
-            "label_names_top": float((heads["label"] == heads["top"]).mean()),
-            "top_attributes": dict(Counter(heads["top"]).most_common())}
+    return {
+        "heads": n,
+        "true_ccs_counts": at,
+        "high": at[texts],
+        "low": at[0] + at[1],
+        "high_share": at[texts] / n,
+        "low_share": (at[0] + at[1]) / n,
+        "specialised_share": float((heads["share"] >= scores.SPECIALISED).mean()),
+        "label_names_top": float((heads["label"] == heads["top"]).mean()),
+        "top_attributes": dict(Counter(heads["top"]).most_common()),
+    }
 
 
 def measure(model, tokenizer, name: str, *, images: int = 1000, seed: int = 0, progress: bool = False) -> dict:
@@ -104,17 +114,31 @@ def measure(model, tokenizer, name: str, *, images: int = 1000, seed: int = 0, p
     recs = textspan.records(spans, pool)
     function = scores.head_function(dec, batch.attributes, [scores.head_name(r["layer"], r["head"]) for r in recs])
     table = scores.score_heads(recs, llm.make("embedding", calibration="world"))
-    heads = pd.concat([pd.DataFrame({"layer": [r["layer"] for r in recs], "head": [r["head"] for r in recs],
-                                     "true_ccs": [true_ccs(r["concepts"]) for r in recs],
-                                     "label": list(table["label"]), "judged_ccs": list(table["ccs"]),
-                                     "texts": [r["texts"] for r in recs]}),
-                       function[["top", "top_r2", "share"]].reset_index(drop=True)], axis=1)
+    heads = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "layer": [r["layer"] for r in recs],
+                    "head": [r["head"] for r in recs],
+                    "true_ccs": [true_ccs(r["concepts"]) for r in recs],
+                    "label": list(table["label"]),
+                    "judged_ccs": list(table["ccs"]),
+                    "texts": [r["texts"] for r in recs],
+                }
+            ),
+            function[["top", "top_r2", "share"]].reset_index(drop=True),
+        ],
+        axis=1,
+    )
     with torch.no_grad():
-        accuracy = {str(s): evaluate.zero_shot_report(model, tokenizer, world.sample(1000, s), world.tasks())
-                    for s in EVAL_SEEDS}
-    return {"world": world.current(), **summary(heads),
-            "accuracy": accuracy, "mean_accuracy": float(np.mean([np.mean(list(a.values())) for a in accuracy.values()])),
-            "per_head": heads.assign(share=heads["share"].round(4), top_r2=heads["top_r2"].round(4)).to_dict("records")}
+        accuracy = {str(s): evaluate.zero_shot_report(model, tokenizer, world.sample(1000, s), world.tasks()) for s in EVAL_SEEDS}
+    return {
+        "world": world.current(),
+        **summary(heads),
+        "accuracy": accuracy,
+        "mean_accuracy": float(np.mean([np.mean(list(a.values())) for a in accuracy.values()])),
+        "per_head": heads.assign(share=heads["share"].round(4), top_r2=heads["top_r2"].round(4)).to_dict("records"),
+    }
 
 
 def load_run(run_dir: Path, which: str = "best"):
@@ -132,8 +156,17 @@ def load_run(run_dir: Path, which: str = "best"):
     return model, open_clip.get_tokenizer(cfg["config"]), cfg
 
 
-def run(name: str, *, pairs: int | None = None, threads: int = 1, full: bool = False, seed: int | None = None,
-        runs: Path = RUNS, results: Path = RESULTS, progress: bool = True) -> dict:
+def run(
+    name: str,
+    *,
+    pairs: int | None = None,
+    threads: int = 1,
+    full: bool = False,
+    seed: int | None = None,
+    runs: Path = RUNS,
+    results: Path = RESULTS,
+    progress: bool = True,
+) -> dict:
     """Train configuration `name` for the study's budget, or at the zoo's length (`full`), from the
     study's seed or `seed` (resuming an interrupted run), measure its best checkpoint and write
     ``results/<run name>.json``."""
@@ -149,12 +182,21 @@ def run(name: str, *, pairs: int | None = None, threads: int = 1, full: bool = F
     world.use(cfg["world"])
     flags = (" --full" if full else "") + (f" --seed {cfg['seed']}" if label != name and seed is not None else "")
     default_pairs = train.TrainConfig().pairs if full else study()["pairs"]
-    out = {"configuration": label, **configuration(name), "recipe": name, "full": full, "seed": cfg["seed"],
-           "pairs": cfg["pairs"], "steps": state.step,
-           "best_step": state.best_step, "train_wall_s": round(state.wall), "hardware": train.hardware(),
-           "threads": cfg["threads"],
-           "command": f"ccs regime run {name}{flags}" + (f" --pairs {cfg['pairs']}" if cfg["pairs"] != default_pairs else ""),
-           **measure(model, tokenizer, f"regime-{label}")}
+    out = {
+        "configuration": label,
+        **configuration(name),
+        "recipe": name,
+        "full": full,
+        "seed": cfg["seed"],
+        "pairs": cfg["pairs"],
+        "steps": state.step,
+        "best_step": state.best_step,
+        "train_wall_s": round(state.wall),
+        "hardware": train.hardware(),
+        "threads": cfg["threads"],
+        "command": f"ccs regime run {name}{flags}" + (f" --pairs {cfg['pairs']}" if cfg["pairs"] != default_pairs else ""),
+        **measure(model, tokenizer, f"regime-{label}"),
+    }
     results.mkdir(parents=True, exist_ok=True)
     (results / f"{label}.json").write_text(json.dumps(out, indent=1, default=float))
     return out
@@ -169,10 +211,19 @@ def measure_zoo(name: str, *, results: Path = RESULTS) -> dict:
     record = json.loads((models.WEIGHTS_DIR / f"{name}.record.json").read_text())
     world.use(z.get("world", "base"))
     model, _, tokenizer = models.load(name)
-    out = {"configuration": f"zoo:{name}", "config": z["config"], "lever": z["about"],
-           "pairs": record["pairs_seen"], "steps": record["weights_from_step"], "best_step": record["weights_from_step"],
-           "train_wall_s": record["wall_time_s"], "hardware": record["hardware"], "threads": record["threads"],
-           "command": f"make train-tiny MODEL={name}", **measure(model, tokenizer, name)}
+    out = {
+        "configuration": f"zoo:{name}",
+        "config": z["config"],
+        "lever": z["about"],
+        "pairs": record["pairs_seen"],
+        "steps": record["weights_from_step"],
+        "best_step": record["weights_from_step"],
+        "train_wall_s": record["wall_time_s"],
+        "hardware": record["hardware"],
+        "threads": record["threads"],
+        "command": f"make train-tiny MODEL={name}",
+        **measure(model, tokenizer, name),
+    }
     results.mkdir(parents=True, exist_ok=True)
     (results / f"zoo-{name}.json").write_text(json.dumps(out, indent=1, default=float))
     return out
@@ -191,9 +242,12 @@ def results(folder: Path = RESULTS) -> list[dict]:
     """Every measured run: each configuration of regime.yaml in its order (the short run, then its
     full-length and other-seed runs), then the zoo's shipped models at full length."""
     found = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
-    order = [n for c in study()["configurations"]
-             for n in [c, *sorted(n for n in found if n.startswith(c + "-") and found[n].get("recipe") == c)]
-             if n in found]
+    order = [
+        n
+        for c in study()["configurations"]
+        for n in [c, *sorted(n for n in found if n.startswith(c + "-") and found[n].get("recipe") == c)]
+        if n in found
+    ]
     return [found[n] for n in order + sorted(n for n in found if n.startswith("zoo-"))]
 
 
@@ -230,8 +284,12 @@ def rank(rows: list[dict]) -> list[dict]:
 
 def accuracy_misses(r: dict) -> list[str]:
     """The zoo's concept targets a run misses, e.g. ``["shape 0.871 < 0.90 (seed 2468)"]``."""
-    return [f"{c} {a:.3f} < {ACCURACY_TARGETS.get(c, ACCURACY_TARGET):.2f} (seed {s})"
-            for s, acc in r["accuracy"].items() for c, a in acc.items() if a < ACCURACY_TARGETS.get(c, ACCURACY_TARGET)]
+    return [
+        f"{c} {a:.3f} < {ACCURACY_TARGETS.get(c, ACCURACY_TARGET):.2f} (seed {s})"
+        for s, acc in r["accuracy"].items()
+        for c, a in acc.items()
+        if a < ACCURACY_TARGETS.get(c, ACCURACY_TARGET)
+    ]
 
 
 def select(rows: list[dict]) -> tuple[dict | None, str]:
@@ -245,15 +303,27 @@ def select(rows: list[dict]) -> tuple[dict | None, str]:
         seed = r.get("seed", study()["seed"])
         full = next((f for f in rows if f.get("recipe") == name and f.get("full") and f["seed"] == seed), None)
         if full is None:
-            return None, "; ".join([*why, f"**{name}** is first in rank and not yet trained at full length "
-                                    f"(`ccs regime run {name} --full`)"])
+            return None, "; ".join(
+                [*why, f"**{name}** is first in rank and not yet trained at full length (`ccs regime run {name} --full`)"]
+            )
         misses = accuracy_misses(full)
         if misses or full["high_share"] <= zoo_high:
-            why.append(f"{name} at full length " + (f"misses the concept targets ({', '.join(misses)})" if misses else
-                       f"keeps {100 * full['high_share']:.1f} % CCS-5 heads, no more than the zoo's {100 * zoo_high:.1f} %"))
+            why.append(
+                f"{name} at full length "
+                + (
+                    f"misses the concept targets ({', '.join(misses)})"
+                    if misses
+                    else f"keeps {100 * full['high_share']:.1f} % CCS-5 heads, no more than the zoo's {100 * zoo_high:.1f} %"
+                )
+            )
             continue
-        return r, "; ".join([*why, f"**{name}** at full length meets the concept targets and has "
-                             f"{100 * full['high_share']:.1f} % CCS-5 heads (the zoo's best: {100 * zoo_high:.1f} %)"])
+        return r, "; ".join(
+            [
+                *why,
+                f"**{name}** at full length meets the concept targets and has "
+                f"{100 * full['high_share']:.1f} % CCS-5 heads (the zoo's best: {100 * zoo_high:.1f} %)",
+            ]
+        )
     return None, "; ".join(why) or "no short run is measured"
 
 
@@ -263,14 +333,24 @@ def table(rows: list[dict]) -> pd.DataFrame:
     out, order = [], {r["configuration"]: i + 1 for i, r in enumerate(rank(rows))}
     for r in rows:
         acc = pd.DataFrame(r["accuracy"]).mean(axis=1)
-        out.append({"configuration": r["configuration"], "lever": r["lever"], "pairs": r["pairs"],
-                    **{f"CCS {k}": r["true_ccs_counts"][str(k)] for k in range(6)},
-                    "CCS 5 %": 100 * r["high_share"], "CCS \u2264 1 %": 100 * r["low_share"],
-                    "specialised %": 100 * r["specialised_share"], "label = top attribute %": 100 * r["label_names_top"],
-                    "mean accuracy": r["mean_accuracy"], "hardest concept": f"{acc.idxmin()} {acc.min():.3f}",
-                    "rank": order.get(r["configuration"], ""), "train min": r["train_wall_s"] / 60,
-                    "hardware": "GPU" if "NVIDIA" in r["hardware"] else f"CPU \u00d7 {r['threads']}",
-                    "command": r["command"]})
+        out.append(
+            {
+                "configuration": r["configuration"],
+                "lever": r["lever"],
+                "pairs": r["pairs"],
+                **{f"CCS {k}": r["true_ccs_counts"][str(k)] for k in range(6)},
+                "CCS 5 %": 100 * r["high_share"],
+                "CCS \u2264 1 %": 100 * r["low_share"],
+                "specialised %": 100 * r["specialised_share"],
+                "label = top attribute %": 100 * r["label_names_top"],
+                "mean accuracy": r["mean_accuracy"],
+                "hardest concept": f"{acc.idxmin()} {acc.min():.3f}",
+                "rank": order.get(r["configuration"], ""),
+                "train min": r["train_wall_s"] / 60,
+                "hardware": "GPU" if "NVIDIA" in r["hardware"] else f"CPU \u00d7 {r['threads']}",
+                "command": r["command"],
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -290,14 +370,24 @@ def figure(rows: list[dict], path: Path) -> None:
     left = np.zeros(len(rows))
     colours = plt.get_cmap("viridis")(np.linspace(0, 1, 6))
     for k in range(6):
-        ax.barh(names, shares[:, k], left=left, color=colours[k], label=f"CCS {k}",
-                hatch="//" if k in (0, 1) else None, edgecolor="white")
+        ax.barh(
+            names,
+            shares[:, k],
+            left=left,
+            color=colours[k],
+            label=f"CCS {k}",
+            hatch="//" if k in (0, 1) else None,
+            edgecolor="white",
+        )
         left += shares[:, k]
     ax.axvline(TARGETS["low_share"], color="0.2", ls=":", lw=1)
     ax.axvline(1 - TARGETS["high_share"], color="0.2", ls="--", lw=1)
     ax.invert_yaxis()
-    ax.set(xlabel="share of the analysed heads (true CCS)", xlim=(0, 1),
-           title="CCS@K per configuration (dotted: the CCS \u2264 1 target; dashed: the CCS 5 target)")
+    ax.set(
+        xlabel="share of the analysed heads (true CCS)",
+        xlim=(0, 1),
+        title="CCS@K per configuration (dotted: the CCS \u2264 1 target; dashed: the CCS 5 target)",
+    )
     ax.legend(ncols=6, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -309,12 +399,34 @@ def page_text(rows: list[dict], figure_name: str = "regime/ccs-at-k.png") -> str
     s = study()
     missing = [n for n in s["configurations"] if n not in {r["configuration"] for r in rows}]
     t = table(rows)
-    cols = ["configuration", "lever", "pairs", *[f"CCS {k}" for k in range(6)], "CCS 5 %", "CCS \u2264 1 %",
-            "specialised %", "label = top attribute %", "mean accuracy", "hardest concept", "rank", "train min", "hardware"]
-    fmt = {"CCS 5 %": "{:.1f}", "CCS \u2264 1 %": "{:.1f}", "specialised %": "{:.0f}", "label = top attribute %": "{:.0f}",
-           "mean accuracy": "{:.3f}", "train min": "{:.0f}", "pairs": "{:,}"}
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(":--" if c in ("configuration", "lever", "hardest concept", "hardware")
-                                                             else "--:" for c in cols) + "|"]
+    cols = [
+        "configuration",
+        "lever",
+        "pairs",
+        *[f"CCS {k}" for k in range(6)],
+        "CCS 5 %",
+        "CCS \u2264 1 %",
+        "specialised %",
+        "label = top attribute %",
+        "mean accuracy",
+        "hardest concept",
+        "rank",
+        "train min",
+        "hardware",
+    ]
+    fmt = {
+        "CCS 5 %": "{:.1f}",
+        "CCS \u2264 1 %": "{:.1f}",
+        "specialised %": "{:.0f}",
+        "label = top attribute %": "{:.0f}",
+        "mean accuracy": "{:.3f}",
+        "train min": "{:.0f}",
+        "pairs": "{:,}",
+    }
+    lines = [
+        "| " + " | ".join(cols) + " |",
+        "|" + "|".join(":--" if c in ("configuration", "lever", "hardest concept", "hardware") else "--:" for c in cols) + "|",
+    ]
     for _, row in t.iterrows():
         lines.append("| " + " | ".join(fmt.get(c, "{}").format(row[c]) for c in cols) + " |")
     order = [r["configuration"] for r in rank(rows)]
@@ -323,52 +435,83 @@ def page_text(rows: list[dict], figure_name: str = "regime/ccs-at-k.png") -> str
     else:
         chosen, why = select(rows)
         ranked = ", ".join(f"{i + 1}. {n}" for i, n in enumerate(order))
-        verdict = (f"**The rule's rank** of the short runs: {ranked}. " + why + ". "
-                   + (f"The rule chooses **{chosen['configuration']}** ({chosen['lever']})." if chosen else
-                      "The rule has not chosen a recipe yet."))
+        verdict = (
+            f"**The rule's rank** of the short runs: {ranked}. "
+            + why
+            + ". "
+            + (
+                f"The rule chooses **{chosen['configuration']}** ({chosen['lever']})."
+                if chosen
+                else "The rule has not chosen a recipe yet."
+            )
+        )
     hw = sorted({r["hardware"] for r in rows})
     heads = sum(r["heads"] for r in rows)
     low = sum(r["true_ccs_counts"].get(str(k), 0) for r in rows for k in (0, 1))
-    why_low = (f"**Why CCS \u2264 1 is rare here.** A head's true CCS counts the texts of the concept that gave most "
-               "of its five; it is at most 1 only when the five texts come from five different concepts (the world "
-               "has seven attributes, the pool's distractors a few categories more) or carry none. Across the "
-               f"{heads} heads of the rows above, {low} do. The paper's judge counts the texts that fit a label an LLM "
-               "gave, and a head whose texts share no concept gets a label that fits one or none of them; the "
-               "ground truth has no such vague label to fall back on, so the low category needs heads whose "
-               "texts scatter over the whole pool.") if heads else ""
-    return "\n".join([
-        "# Appendix: which models grow the paper's categories?", "",
-        "<!-- Written by `ccs regime page` (ccs.regime) from book/regime/*.json; do not edit. -->", "",
-        "The paper prunes **every** head with CCS 5 against **every** head with CCS \u2264 1 (ViT-B-32-OpenAI: 8 and "
-        "4 of its 48 analysed heads). The concept-world models of this book grow one CCS-5 head each and at most "
-        "one CCS \u2264 1 head, so their pages cannot form the paper's test and compare ranked sets instead. This "
-        "study asks which training recipe grows heads in both categories. Each configuration changes one lever of "
-        "the zoo's recipe (or two), is trained from the same seed for the same short budget, and is described by "
-        "the concept world's ground truths: the **true CCS** of each analysed head (how many of its five TextSpan "
-        "texts come from one concept), its **specialisation** (the share of what all world attributes explain of "
-        "its output that its top attribute explains; *specialised* at 0.6 or more), how often **the label names "
-        "that top attribute**, and the **concept accuracies** (zero-shot, two fresh evaluation seeds of 1,000 "
-        "images). The zoo's shipped models are the reference rows, at their full training length; the recipe "
-        "first in the rule's rank is trained at that length too (its row `NAME-full`), because a short run only "
-        "ranks: the zoo's rows show how much a model's heads and accuracies still change after 1,500 steps.", "",
-        "**The selection rule**, written before any pruning page ran on a model of the study:", "",
-        f"> {s['selection']}", "",
-        "Its first version chose nothing, since no short run reached the accuracy it asked of them (1,500 steps "
-        "are far from converged: compare the zoo's rows), and was replaced before any model of the study was "
-        "trained at full length:", "",
-        f"> {s['first_rule']}", "",
-        f"```{{figure}} {figure_name}", ":name: fig-regime-ccs-at-k",
-        ":alt: Stacked horizontal bars of the share of heads at each true CCS from 0 to 5, one bar per configuration.", "",
-        "The true CCS of the analysed heads per configuration (CCS@K, hatched: the paper's low category).", "```", "",
-        *lines, "",
-        verdict, "",
-        *([why_low, ""] if why_low else []),
-        *([f"Not measured yet: {', '.join(missing)} (each is `ccs regime run NAME`, resumable)."] if missing else []), "",
-        f"Budget of a short run: {s['pairs']:,} image-caption pairs; the zoo's models saw 3,000,000. Hardware: "
-        f"{'; '.join(hw)}. *train min* is wall time, including any time a run was paused while other work had "
-        "the machine, so it ranks nothing. Every row is reproduced by its command: `ccs regime run NAME` for a "
-        "short run of `lib/ccs/data/regime.yaml`, `ccs regime run NAME --full` at full length, `make train-tiny "
-        "MODEL=NAME` for a zoo model, then `ccs regime measure NAME`.", ""])
+    why_low = (
+        (
+            f"**Why CCS \u2264 1 is rare here.** A head's true CCS counts the texts of the concept that gave most "
+            "of its five; it is at most 1 only when the five texts come from five different concepts (the world "
+            "has seven attributes, the pool's distractors a few categories more) or carry none. Across the "
+            f"{heads} heads of the rows above, {low} do. The paper's judge counts the texts that fit a label an LLM "
+            "gave, and a head whose texts share no concept gets a label that fits one or none of them; the "
+            "ground truth has no such vague label to fall back on, so the low category needs heads whose "
+            "texts scatter over the whole pool."
+        )
+        if heads
+        else ""
+    )
+    return "\n".join(
+        [
+            "# Appendix: which models grow the paper's categories?",
+            "",
+            "<!-- Written by `ccs regime page` (ccs.regime) from book/regime/*.json; do not edit. -->",
+            "",
+            "The paper prunes **every** head with CCS 5 against **every** head with CCS \u2264 1 (ViT-B-32-OpenAI: 8 and "
+            "4 of its 48 analysed heads). The concept-world models of this book grow one CCS-5 head each and at most "
+            "one CCS \u2264 1 head, so their pages cannot form the paper's test and compare ranked sets instead. This "
+            "study asks which training recipe grows heads in both categories. Each configuration changes one lever of "
+            "the zoo's recipe (or two), is trained from the same seed for the same short budget, and is described by "
+            "the concept world's ground truths: the **true CCS** of each analysed head (how many of its five TextSpan "
+            "texts come from one concept), its **specialisation** (the share of what all world attributes explain of "
+            "its output that its top attribute explains; *specialised* at 0.6 or more), how often **the label names "
+            "that top attribute**, and the **concept accuracies** (zero-shot, two fresh evaluation seeds of 1,000 "
+            "images). The zoo's shipped models are the reference rows, at their full training length; the recipe "
+            "first in the rule's rank is trained at that length too (its row `NAME-full`), because a short run only "
+            "ranks: the zoo's rows show how much a model's heads and accuracies still change after 1,500 steps.",
+            "",
+            "**The selection rule**, written before any pruning page ran on a model of the study:",
+            "",
+            f"> {s['selection']}",
+            "",
+            "Its first version chose nothing, since no short run reached the accuracy it asked of them (1,500 steps "
+            "are far from converged: compare the zoo's rows), and was replaced before any model of the study was "
+            "trained at full length:",
+            "",
+            f"> {s['first_rule']}",
+            "",
+            f"```{{figure}} {figure_name}",
+            ":name: fig-regime-ccs-at-k",
+            ":alt: Stacked horizontal bars of the share of heads at each true CCS from 0 to 5, one bar per configuration.",
+            "",
+            "The true CCS of the analysed heads per configuration (CCS@K, hatched: the paper's low category).",
+            "```",
+            "",
+            *lines,
+            "",
+            verdict,
+            "",
+            *([why_low, ""] if why_low else []),
+            *([f"Not measured yet: {', '.join(missing)} (each is `ccs regime run NAME`, resumable)."] if missing else []),
+            "",
+            f"Budget of a short run: {s['pairs']:,} image-caption pairs; the zoo's models saw 3,000,000. Hardware: "
+            f"{'; '.join(hw)}. *train min* is wall time, including any time a run was paused while other work had "
+            "the machine, so it ranks nothing. Every row is reproduced by its command: `ccs regime run NAME` for a "
+            "short run of `lib/ccs/data/regime.yaml`, `ccs regime run NAME --full` at full length, `make train-tiny "
+            "MODEL=NAME` for a zoo model, then `ccs regime measure NAME`.",
+            "",
+        ]
+    )
 
 
 def page(out: Path = Path("book") / "regime.md") -> Path:

@@ -10,6 +10,7 @@ DerSimonian-Laird lets the between-model variance go negative, which narrows the
 forest plot. Like the paper-tables page, the page is generated, never hand-written, and rewritten
 (with its figures) only when its content changes; the Snakefile calls `write` before and after a run.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,30 +36,86 @@ class Claim:
 
 
 CLAIMS = (
-    Claim("ccs-high-share", "ccs", "Fully consistent heads exist", "share of the analysed heads with CCS = 5 "
-          "(Wilson interval)", unit=" %", bounded=True),
-    Claim("pruning-high-vs-low", "pruning", "Soft pruning: high-CCS heads cost more than low-CCS heads",
-          "extra drop in the probability of the true class, high minus low set"),
-    Claim("pruning-high-vs-random", "pruning", "Soft pruning: high-CCS heads cost more than random heads",
-          "extra drop, high set minus random sets (interval over images and draws)"),
-    Claim("importance-rho", "pruning", "A head's CCS predicts the cost of pruning it alone",
-          "Spearman's rho of CCS and single-head drop", scale=1.0, unit="", origin="book"),
-    Claim("concept-diagonal", "concepts", "Concept pruning hits the concept's own task",
-          "excess cost on the own task minus on the other tasks"),
-    Claim("concept-scene-vs-shape", "concepts", "Scene heads cost the scene task more than shape heads do",
-          "excess cost on the scene task, scene heads minus shape heads (Country-211: location against animal heads)"),
-    Claim("concept-shape-vs-scene", "concepts", "Shape heads cost the shape task more than scene heads do",
-          "excess cost on the shape task, shape heads minus scene heads (CIFAR-10 objects: object against location heads)"),
-    Claim("shifted-high-vs-low", "ood", "Shifted data: high-CCS heads cost more than low-CCS heads",
-          "extra drop, high minus low, mean over the sketch, noisy and novel-shades splits"),
-    Claim("shifted-high-vs-random", "ood", "Shifted data: high-CCS heads cost more than random heads",
-          "extra drop, high minus random, mean over the sketch, noisy and novel-shades splits"),
-    Claim("ood-auroc-drop", "ood", "Pruning high-CCS heads hurts OOD detection",
-          "AUROC of the novel-shapes detector (MCM), unpruned minus high set pruned", scale=1.0, unit="", origin="book"),
-    Claim("video-high-vs-low", "video", "Text-to-video retrieval: high-CCS heads cost more than low-CCS heads",
-          "extra drop in text-to-video R@1, high minus low"),
-    Claim("video-high-vs-random", "video", "Text-to-video retrieval: high-CCS heads cost more than random heads",
-          "extra drop in text-to-video R@1, high minus random"),
+    Claim(
+        "ccs-high-share",
+        "ccs",
+        "Fully consistent heads exist",
+        "share of the analysed heads with CCS = 5 (Wilson interval)",
+        unit=" %",
+        bounded=True,
+    ),
+    Claim(
+        "pruning-high-vs-low",
+        "pruning",
+        "Soft pruning: high-CCS heads cost more than low-CCS heads",
+        "extra drop in the probability of the true class, high minus low set",
+    ),
+    Claim(
+        "pruning-high-vs-random",
+        "pruning",
+        "Soft pruning: high-CCS heads cost more than random heads",
+        "extra drop, high set minus random sets (interval over images and draws)",
+    ),
+    Claim(
+        "importance-rho",
+        "pruning",
+        "A head's CCS predicts the cost of pruning it alone",
+        "Spearman's rho of CCS and single-head drop",
+        scale=1.0,
+        unit="",
+        origin="book",
+    ),
+    Claim(
+        "concept-diagonal",
+        "concepts",
+        "Concept pruning hits the concept's own task",
+        "excess cost on the own task minus on the other tasks",
+    ),
+    Claim(
+        "concept-scene-vs-shape",
+        "concepts",
+        "Scene heads cost the scene task more than shape heads do",
+        "excess cost on the scene task, scene heads minus shape heads (Country-211: location against animal heads)",
+    ),
+    Claim(
+        "concept-shape-vs-scene",
+        "concepts",
+        "Shape heads cost the shape task more than scene heads do",
+        "excess cost on the shape task, shape heads minus scene heads (CIFAR-10 objects: object against location heads)",
+    ),
+    Claim(
+        "shifted-high-vs-low",
+        "ood",
+        "Shifted data: high-CCS heads cost more than low-CCS heads",
+        "extra drop, high minus low, mean over the sketch, noisy and novel-shades splits",
+    ),
+    Claim(
+        "shifted-high-vs-random",
+        "ood",
+        "Shifted data: high-CCS heads cost more than random heads",
+        "extra drop, high minus random, mean over the sketch, noisy and novel-shades splits",
+    ),
+    Claim(
+        "ood-auroc-drop",
+        "ood",
+        "Pruning high-CCS heads hurts OOD detection",
+        "AUROC of the novel-shapes detector (MCM), unpruned minus high set pruned",
+        scale=1.0,
+        unit="",
+        origin="book",
+    ),
+    Claim(
+        "video-high-vs-low",
+        "video",
+        "Text-to-video retrieval: high-CCS heads cost more than low-CCS heads",
+        "extra drop in text-to-video R@1, high minus low",
+    ),
+    Claim(
+        "video-high-vs-random",
+        "video",
+        "Text-to-video retrieval: high-CCS heads cost more than random heads",
+        "extra drop in text-to-video R@1, high minus random",
+    ),
 )
 CENTRAL = ("pruning-high-vs-low", "pruning-high-vs-random")  # the introduction's figure
 TESTS = {"paper": "the paper's", "ranked": "ranked (secondary)", "function": "most vs least specialised"}
@@ -71,13 +128,22 @@ def row(d, verdict: str | None = None, test: str | None = None) -> dict:
     from ccs.pruning import verdict as from_intervals
 
     est, lo, hi = (float(x) for x in d)
-    return {"estimate": est, "low": lo, "high": hi, "verdict": verdict or from_intervals([(est, lo, hi)]),
-            **({"test": test} if test else {})}
+    return {
+        "estimate": est,
+        "low": lo,
+        "high": hi,
+        "verdict": verdict or from_intervals([(est, lo, hi)]),
+        **({"test": test} if test else {}),
+    }
 
 
-SEED_CLAIMS = {"high vs low": "pruning-high-vs-low", "high vs random": "pruning-high-vs-random",
-               "shifted: high vs low": "shifted-high-vs-low", "shifted: high vs random": "shifted-high-vs-random",
-               "concept diagonal": "concept-diagonal"}  # the seeds page's claims -> the replication page's keys
+SEED_CLAIMS = {
+    "high vs low": "pruning-high-vs-low",
+    "high vs random": "pruning-high-vs-random",
+    "shifted: high vs low": "shifted-high-vs-low",
+    "shifted: high vs random": "shifted-high-vs-random",
+    "concept diagonal": "concept-diagonal",
+}  # the seeds page's claims -> the replication page's keys
 
 
 def seed_agreement(by_seed, claims=tuple(SEED_CLAIMS)):
@@ -98,10 +164,15 @@ def seed_agreement(by_seed, claims=tuple(SEED_CLAIMS)):
                 continue
             verdicts = [v if isinstance(v, str) else NO_VERDICT for v in sub[col]]
             common = max(set(verdicts), key=verdicts.count)
-            rows.append({"sets": source, "claim": claim,
-                         "verdicts by seed": ", ".join(f"{s}: {v}" for s, v in zip(sub["analysis seed"], verdicts)),
-                         "agree": f"{verdicts.count(common)} of {len(verdicts)} {common}",
-                         "holds on every seed": "yes" if all(v == "supported" for v in verdicts) else "no"})
+            rows.append(
+                {
+                    "sets": source,
+                    "claim": claim,
+                    "verdicts by seed": ", ".join(f"{s}: {v}" for s, v in zip(sub["analysis seed"], verdicts)),
+                    "agree": f"{verdicts.count(common)} of {len(verdicts)} {common}",
+                    "holds on every seed": "yes" if all(v == "supported" for v in verdicts) else "no",
+                }
+            )
     return pd.DataFrame(rows).set_index(["sets", "claim"])
 
 
@@ -110,7 +181,9 @@ def agreement_record(agreement) -> dict:
     out: dict = {}
     for (source, claim), row in agreement.iterrows():
         out.setdefault(source, {})[SEED_CLAIMS.get(claim, claim)] = {
-            "agree": row["agree"], "replicated": row["holds on every seed"] == "yes"}
+            "agree": row["agree"],
+            "replicated": row["holds on every seed"] == "yes",
+        }
     return out
 
 
@@ -134,9 +207,16 @@ def collect(models: list[str], runs_dir: Path) -> list[dict]:
             for source in SOURCES:
                 r = (rec.get("replication") or {}).get(source, {}).get(claim.key)
                 if r:
-                    rows.append({"claim": claim.key, "model": model, "source": source,
-                                 "weights": rec.get("weights", "trained"), **r,
-                                 **({"seeds": seeds[source][claim.key]} if claim.key in seeds.get(source, {}) else {})})
+                    rows.append(
+                        {
+                            "claim": claim.key,
+                            "model": model,
+                            "source": source,
+                            "weights": rec.get("weights", "trained"),
+                            **r,
+                            **({"seeds": seeds[source][claim.key]} if claim.key in seeds.get(source, {}) else {}),
+                        }
+                    )
     return rows
 
 
@@ -170,8 +250,13 @@ def pooled(rows: list[dict], bounded: bool = False) -> dict | None:
         return {"estimate": use[0]["estimate"], "low": use[0]["low"], "high": use[0]["high"], "models": 1, "tau2": 0.0}
     res = combine_effects(eff, var, method_re="iterated")
     lo, hi = res.conf_int(alpha=0.05)[1]  # row 1: the random-effects estimate
-    return {"estimate": back(float(res.mean_effect_re)), "low": back(float(lo)), "high": back(float(hi)),
-            "models": len(use), "tau2": float(res.tau2)}
+    return {
+        "estimate": back(float(res.mean_effect_re)),
+        "low": back(float(lo)),
+        "high": back(float(hi)),
+        "models": len(use),
+        "tau2": float(res.tau2),
+    }
 
 
 def _fmt(claim: Claim, est, lo, hi) -> str:
@@ -197,8 +282,14 @@ def forest(claim: Claim, rows: list[dict], pools: dict, path: Path) -> None:
     for source in SOURCES:
         for r in (r for r in rows if r["source"] == source):
             if _finite(r["estimate"], r["low"], r["high"]):
-                ax.errorbar(r["estimate"] * claim.scale, -y, xerr=[[(r["estimate"] - r["low"]) * claim.scale],
-                            [(r["high"] - r["estimate"]) * claim.scale]], fmt="o", color=colours[source], capsize=3)
+                ax.errorbar(
+                    r["estimate"] * claim.scale,
+                    -y,
+                    xerr=[[(r["estimate"] - r["low"]) * claim.scale], [(r["high"] - r["estimate"]) * claim.scale]],
+                    fmt="o",
+                    color=colours[source],
+                    capsize=3,
+                )
             labels.append(f"{r['model']} ({source})")
             ys.append(-y)
             y += 1
@@ -211,8 +302,7 @@ def forest(claim: Claim, rows: list[dict], pools: dict, path: Path) -> None:
             y += 1
     ax.axvline(0, color="0.3", lw=0.8)
     ax.set_yticks(ys, labels, fontsize=8)
-    ax.set(xlabel=f"{claim.effect}" + (f" ({claim.unit.strip()})" if claim.unit.strip() else ""),
-           title=claim.title)
+    ax.set(xlabel=f"{claim.effect}" + (f" ({claim.unit.strip()})" if claim.unit.strip() else ""), title=claim.title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, metadata={"Software": None})
@@ -242,13 +332,19 @@ def summary(claim: Claim, sub: list[dict], pools: dict) -> list[str]:
         if not srows:
             continue
         p = pools[s]
-        pooled_text = (f"pooled {_fmt(claim, p['estimate'], p['low'], p['high'])} over {p['models']} models"
-                       if p and p["models"] > 1 else "one model: no pooled estimate")
+        pooled_text = (
+            f"pooled {_fmt(claim, p['estimate'], p['low'], p['high'])} over {p['models']} models"
+            if p and p["models"] > 1
+            else "one model: no pooled estimate"
+        )
         ranked = _ranked(srows)
-        on = (f" (on ranked sets for {ranked} of them: the paper's test cannot be formed there)" if ranked else "")
+        on = f" (on ranked sets for {ranked} of them: the paper's test cannot be formed there)" if ranked else ""
         seeded = [r for r in srows if "seeds" in r]
-        every = (f"; it holds on every analysis seed on {sum(r['seeds']['replicated'] for r in seeded)} of "
-                 f"{len(seeded)} models" if seeded else "")
+        every = (
+            f"; it holds on every analysis seed on {sum(r['seeds']['replicated'] for r in seeded)} of {len(seeded)} models"
+            if seeded
+            else ""
+        )
         out.append(f"- *{s}* sets: {tally(srows)}{on}{every}; {pooled_text}.")
     return out
 
@@ -273,27 +369,35 @@ def answer(rows: list[dict], models: list[str]) -> str:
     if paper_test == len(central):
         first = f"On all {n} of the book's models the paper's own test can be formed"
     elif paper_test == 0:
-        first = (f"On none of the book's {n} models can the paper's own test be formed (too few heads have CCS 5 "
-                 "or CCS \u2264 1), so they compare the highest- against the lowest-CCS heads instead")
+        first = (
+            f"On none of the book's {n} models can the paper's own test be formed (too few heads have CCS 5 "
+            "or CCS \u2264 1), so they compare the highest- against the lowest-CCS heads instead"
+        )
     else:
         first = f"On {paper_test} of the book's {n} models the paper's own test can be formed"
     if c["supported"] == len(central):
         second = "pruning the most consistent heads costs more than pruning as many random heads on every one of them"
     elif c["supported"] == 0:
-        second = ("pruning the most consistent heads costs no more than pruning as many random heads: "
-                  f"less on {c['contradicted']}, and no detectable difference on {c['inconclusive']} of the {len(central)}")
+        second = (
+            "pruning the most consistent heads costs no more than pruning as many random heads: "
+            f"less on {c['contradicted']}, and no detectable difference on {c['inconclusive']} of the {len(central)}"
+        )
     else:
-        second = (f"pruning the most consistent heads costs more than pruning as many random heads on {c['supported']} "
-                  f"of the {len(central)} models, less on {c['contradicted']}, and no detectable difference on "
-                  f"{c['inconclusive']}")
+        second = (
+            f"pruning the most consistent heads costs more than pruning as many random heads on {c['supported']} "
+            f"of the {len(central)} models, less on {c['contradicted']}, and no detectable difference on "
+            f"{c['inconclusive']}"
+        )
     out = f"{first}; {second}."
     diag = [r for r in run if r["claim"] == "concept-diagonal"]
     if diag:
         d = _counts(diag)
-        out += (" Pruning the heads labelled with one concept costs that concept's own task more than the other "
-                f"tasks on {d['supported']} of {len(diag)} models"
-                + (f" (less on {d['contradicted']})" if d["contradicted"] else "")
-                + ".")
+        out += (
+            " Pruning the heads labelled with one concept costs that concept's own task more than the other "
+            f"tasks on {d['supported']} of {len(diag)} models"
+            + (f" (less on {d['contradicted']})" if d["contradicted"] else "")
+            + "."
+        )
     return out + " (This run's head sets; the chapters give the ground truth's and the function's beside them.)"
 
 
@@ -301,16 +405,20 @@ def fragments(models: list[str], runs_dir: Path) -> dict[str, str]:
     """Per claim, the summary lines the chapters include (``{include}``) from the page's folder, and
     the book's answer in plain words (``summary-answer.md``)."""
     rows = collect(models, runs_dir)
-    out = {"summary-answer.md": "<!-- Written by ccs.replication from book/runs/*/*.json; do not edit. -->\n"
-                                + answer(rows, models) + "\n"}
+    out = {
+        "summary-answer.md": "<!-- Written by ccs.replication from book/runs/*/*.json; do not edit. -->\n"
+        + answer(rows, models)
+        + "\n"
+    }
     for claim in CLAIMS:
         sub = [r for r in rows if r["claim"] == claim.key]
         pools = {s: pooled([r for r in sub if r["source"] == s], claim.bounded) for s in SOURCES}
         lines = summary(claim, sub, pools) or ["- no run records this claim yet."]
         plural = "s" if len(models) != 1 else ""
-        out[f"summary-{claim.key}.md"] = ("<!-- Written by ccs.replication from book/runs/*/*.json; do not edit. -->\n"
-                                          f"{claim.title}, across {len(models)} trained model{plural}:\n\n"
-                                          + "\n".join(lines) + "\n")
+        out[f"summary-{claim.key}.md"] = (
+            "<!-- Written by ccs.replication from book/runs/*/*.json; do not edit. -->\n"
+            f"{claim.title}, across {len(models)} trained model{plural}:\n\n" + "\n".join(lines) + "\n"
+        )
     return out
 
 
@@ -318,22 +426,28 @@ def page(models: list[str], runs_dir: Path, figures: Path | None = None, draw: b
     """The page's Markdown, its forest plots in the folder `figures` (none: no figures), drawn there
     when `draw`."""
     rows = collect(models, runs_dir)
-    out = ["# Do the claims replicate?", "",
-           "<!-- Written by `ccs replication` (ccs.replication) from book/runs/*/*.json; do not edit. -->", "",
-           "Each claim of the paper (and two questions this book adds, marked as such), measured on every "
-           "trained model of this book, with **three sources of head sets**: the sets this run's labeler and "
-           "judge pick (*this run*), the sets the concept world's text ground truth picks (*ground truth*: a "
-           "head's true CCS is how many of its texts come from one concept), and the sets of what heads "
-           "compute (*function*: the most against the least specialised heads). A claim that holds for one "
-           "source only rests on that source, not on the model. The *test* column says whether a row is the "
-           "paper's test (every CCS-5 head against every CCS \u2264 1 head) or, where a model has too few "
-           "heads in those categories, the ranked sets of the secondary analysis. Verdicts: *supported* "
-           "(the interval lies above zero), *contradicted* (wholly below), *inconclusive* (it straddles "
-           "zero), *no verdict* (nothing could show). Per claim: one row per model and source, every "
-           "verdict counted, and a random-effects pooled estimate across models, whose interval widens "
-           "with the spread between them (Paule-Mandel, statsmodels' `combine_effects`; shares on the "
-           "logit scale).", "",
-           f"Models: {', '.join(f'`{m}`' for m in models)}.", ""]
+    out = [
+        "# Do the claims replicate?",
+        "",
+        "<!-- Written by `ccs replication` (ccs.replication) from book/runs/*/*.json; do not edit. -->",
+        "",
+        "Each claim of the paper (and two questions this book adds, marked as such), measured on every "
+        "trained model of this book, with **three sources of head sets**: the sets this run's labeler and "
+        "judge pick (*this run*), the sets the concept world's text ground truth picks (*ground truth*: a "
+        "head's true CCS is how many of its texts come from one concept), and the sets of what heads "
+        "compute (*function*: the most against the least specialised heads). A claim that holds for one "
+        "source only rests on that source, not on the model. The *test* column says whether a row is the "
+        "paper's test (every CCS-5 head against every CCS \u2264 1 head) or, where a model has too few "
+        "heads in those categories, the ranked sets of the secondary analysis. Verdicts: *supported* "
+        "(the interval lies above zero), *contradicted* (wholly below), *inconclusive* (it straddles "
+        "zero), *no verdict* (nothing could show). Per claim: one row per model and source, every "
+        "verdict counted, and a random-effects pooled estimate across models, whose interval widens "
+        "with the spread between them (Paule-Mandel, statsmodels' `combine_effects`; shares on the "
+        "logit scale).",
+        "",
+        f"Models: {', '.join(f'`{m}`' for m in models)}.",
+        "",
+    ]
     for claim in CLAIMS:
         sub = [r for r in rows if r["claim"] == claim.key]
         origin = "the paper's claim" if claim.origin == "paper" else "a question this book adds (not in the paper)"
@@ -343,23 +457,32 @@ def page(models: list[str], runs_dir: Path, figures: Path | None = None, draw: b
             continue
         pools = {s: pooled([r for r in sub if r["source"] == s], claim.bounded) for s in SOURCES}
         with_seeds = any("seeds" in r for r in sub)
-        out += ["| model | sets | test | effect [95 % CI] | verdict |" + (" analysis seeds |" if with_seeds else ""),
-                "|---|---|---|---|---|" + ("---|" if with_seeds else "")]
+        out += [
+            "| model | sets | test | effect [95 % CI] | verdict |" + (" analysis seeds |" if with_seeds else ""),
+            "|---|---|---|---|---|" + ("---|" if with_seeds else ""),
+        ]
         for r in sub:
             flag = " (random weights)" if r["weights"] == "random" else ""
             seeds_cell = f" {r['seeds']['agree']} |" if "seeds" in r else (" |" if with_seeds else "")
-            out.append(f"| {r['model']}{flag} | {r['source']} | {TESTS.get(r.get('test'), '')} "
-                       f"| {_fmt(claim, r['estimate'], r['low'], r['high'])} | {r['verdict']} |{seeds_cell}")
+            out.append(
+                f"| {r['model']}{flag} | {r['source']} | {TESTS.get(r.get('test'), '')} "
+                f"| {_fmt(claim, r['estimate'], r['low'], r['high'])} | {r['verdict']} |{seeds_cell}"
+            )
         out += ["", *summary(claim, sub, pools), ""]
         if figures is not None:
             name = f"replication-{claim.key}.png"
             if draw:
                 forest(claim, sub, pools, figures / name)
-            out += [f"```{{figure}} {figures.name}/{name}", f":name: fig-replication-{claim.key}",
-                    f":alt: Forest plot of {claim.effect}: one interval per model and set source"
-                    + (", with pooled estimates as diamonds." if any(p and p["models"] > 1 for p in pools.values())
-                       else "."), "",
-                    f"{claim.title}: {claim.effect}, per model and set source, with 95 % intervals.", "```", ""]
+            out += [
+                f"```{{figure}} {figures.name}/{name}",
+                f":name: fig-replication-{claim.key}",
+                f":alt: Forest plot of {claim.effect}: one interval per model and set source"
+                + (", with pooled estimates as diamonds." if any(p and p["models"] > 1 for p in pools.values()) else "."),
+                "",
+                f"{claim.title}: {claim.effect}, per model and set source, with 95 % intervals.",
+                "```",
+                "",
+            ]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -385,8 +508,12 @@ def write(out: Path | None = None, runs_dir: Path | None = None, models: list[st
     text = page(models, runs_dir, figures=folder)
     drawn = all((folder / f"replication-{c.key}.png").is_file() for c in CLAIMS if f"replication-{c.key}.png" in text)
     parts = fragments(models, runs_dir)
-    if out.is_file() and out.read_text() == text and drawn and all(
-            (folder / n).is_file() and (folder / n).read_text() == t for n, t in parts.items()):
+    if (
+        out.is_file()
+        and out.read_text() == text
+        and drawn
+        and all((folder / n).is_file() and (folder / n).read_text() == t for n, t in parts.items())
+    ):
         return out
     folder.mkdir(parents=True, exist_ok=True)
     page(models, runs_dir, figures=folder, draw=True)

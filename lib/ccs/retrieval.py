@@ -1,6 +1,7 @@
 """The text-to-video page's claims (notebooks/video.py) on its retrieval reports: per condition, the
 ranks `evaluate.retrieval_report` gives each query; a group's draws ("random/0", "random/1" ...)
 stand together under the group's name."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,9 +28,10 @@ def hits(reports: dict, name: str, k: int, direction: str = "text_to_video") -> 
 def claims(reports: dict, prefix: str = "") -> dict[str, tuple[float, float, float]]:
     """High against low and against random on text-to-video R@1, per caption: the extra R@1 lost by
     pruning the high set; the random sets' interval resamples the captions and the draws."""
-    return {f"high vs {base}": evaluate.two_level_ci(draw_hits(reports, prefix + base, 1),
-                                                     draw_hits(reports, prefix + "high", 1))
-            for base in ("low", "random")}
+    return {
+        f"high vs {base}": evaluate.two_level_ci(draw_hits(reports, prefix + base, 1), draw_hits(reports, prefix + "high", 1))
+        for base in ("low", "random")
+    }
 
 
 def at_ceiling(reports: dict) -> bool:

@@ -2,6 +2,7 @@
 TextSpan decomposition, the labels and the judge's CCS, what each head computes, and every source of
 head sets, built by one call (`load`) with the model's name, module and tokenizer travelling together.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -48,8 +49,11 @@ class Study:
         when `equal` is False. "original" once."""
         out = {}
         for prefix, s in self.sources():
-            out |= {prefix + k: v for k, v in s.conditions().items()
-                    if (equal or not k.startswith("equal")) and not (prefix and k == "original")}
+            out |= {
+                prefix + k: v
+                for k, v in s.conditions().items()
+                if (equal or not k.startswith("equal")) and not (prefix and k == "original")
+            }
         return out
 
     def beside_paper(self) -> pd.DataFrame:
@@ -64,8 +68,9 @@ class Study:
         if "concepts" in self.table:
             other = {"run": "truth", "truth": "run"}.get(labels)
             if other:
-                out.append((other, f"{other}: ", headsets.concept_sets(headsets.label_table(other, self.table, self.model),
-                                                                       seeds=seeds)))
+                out.append(
+                    (other, f"{other}: ", headsets.concept_sets(headsets.label_table(other, self.table, self.model), seeds=seeds))
+                )
             by_function = self.table.assign(label=self.function["top"].reindex(self.table["name"]).to_numpy())
             out.append(("function", "function: ", headsets.concept_sets(by_function, seeds=seeds)))
         return out
@@ -73,15 +78,20 @@ class Study:
     def describe(self) -> str:
         """The sets in words: which test they run, their heads, and those of the sources beside them."""
         s = self.sets
-        lines = [f"sets from: {s.source} ({headsets.headline(s)}); high: {' '.join(s.high)}; low: {' '.join(s.low)}; "
-                 f"{len(s.random)} random draws from the {s.random_pool}"]
+        lines = [
+            f"sets from: {s.source} ({headsets.headline(s)}); high: {' '.join(s.high)}; low: {' '.join(s.low)}; "
+            f"{len(s.random)} random draws from the {s.random_pool}"
+        ]
         if self.other is not None:
             o = self.other
-            lines.append(f"beside them, {headsets.whose(o.source)} sets ({o.rule}): high {' '.join(o.high)}; "
-                         f"low {' '.join(o.low)}")
+            lines.append(
+                f"beside them, {headsets.whose(o.source)} sets ({o.rule}): high {' '.join(o.high)}; low {' '.join(o.low)}"
+            )
         if self.fn is not None:
-            lines.append(f"and the function sets: the {len(self.fn.high)} most specialised heads {' '.join(self.fn.high)}; "
-                         f"the {len(self.fn.low)} least {' '.join(self.fn.low)}")
+            lines.append(
+                f"and the function sets: the {len(self.fn.high)} most specialised heads {' '.join(self.fn.high)}; "
+                f"the {len(self.fn.low)} least {' '.join(self.fn.low)}"
+            )
         return "\n".join(lines)
 
 
@@ -96,22 +106,35 @@ def concept_conditions(sources: list[tuple[str, str, dict]]) -> dict[str, list[s
     return out
 
 
-def load(model: str, *, weights: str = "trained", images: int, pool: str, texts: int, seed: int, backend: str,
-         calibration: str, sets: str = "run", seeds: int = 20, side: int | None = None) -> Study:
+def load(
+    model: str,
+    *,
+    weights: str = "trained",
+    images: int,
+    pool: str,
+    texts: int,
+    seed: int,
+    backend: str,
+    calibration: str,
+    sets: str = "run",
+    seeds: int = 20,
+    side: int | None = None,
+) -> Study:
     """Analyse `model` (cached), label and judge its heads, and build the page's sets (`sets`: run,
     truth, function or paper, with `seeds` random draws) and those beside them (`side` draws, at
     most `headsets.SECONDARY_DRAWS`)."""
-    analysis = textspan.analyse(model, images=images, pool=pool, texts=texts, seed=seed, progress=False,
-                                untrained=weights == "random")
+    analysis = textspan.analyse(
+        model, images=images, pool=pool, texts=texts, seed=seed, progress=False, untrained=weights == "random"
+    )
     labeler = llm.make(backend, pool=pool, calibration=calibration, scored=model)
     table = scores.score_heads(analysis.records(), labeler)
     spec = models.spec(model)
     every = headsets.all_heads(spec.layers, spec.heads)
-    function = (scores.head_function(analysis.decomposition, analysis.batch.attributes, table["name"])
-                if "concepts" in table else None)  # what each head computes, by the world's ground truth
+    function = (
+        scores.head_function(analysis.decomposition, analysis.batch.attributes, table["name"]) if "concepts" in table else None
+    )  # what each head computes, by the world's ground truth
     own = headsets.from_source(sets, table, model=model, every_head=every, seeds=seeds, function=function)
     side = min(seeds, headsets.SECONDARY_DRAWS) if side is None else side
     other = headsets.other_source(sets, table, model=model, every_head=every, seeds=side)
-    fn = (headsets.function_sets(function, every_head=every, seeds=side)
-          if function is not None and sets != "function" else None)
+    fn = headsets.function_sets(function, every_head=every, seeds=side) if function is not None and sets != "function" else None
     return Study(model, weights, analysis, labeler, table, function, every, own, other, fn, spec)

@@ -11,6 +11,7 @@ Everything is done on the D x D covariance of X, which gives the same picks as t
 (that works on X itself) at a fraction of the memory. The chosen directions are mutually
 orthogonal, so a head's reconstruction from its texts is a projection onto their span.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -72,8 +73,9 @@ def span(data: np.ndarray, texts: np.ndarray, m: int = 5, rank: int | None = Non
     return Span(indices, variances, float(sum(variances)), directions, mean)
 
 
-def heads(decomposition, texts: np.ndarray, m: int = 5, rank: int | None = None,
-          progress: bool = True) -> dict[tuple[int, int], Span]:
+def heads(
+    decomposition, texts: np.ndarray, m: int = 5, rank: int | None = None, progress: bool = True
+) -> dict[tuple[int, int], Span]:
     """TextSpan for every head of a stored decomposition: {(layer, head): Span}. `rank` defaults to
     the head dimension (residual width / heads, read from the decomposition's metadata)."""
     from threadpoolctl import threadpool_limits
@@ -86,14 +88,14 @@ def heads(decomposition, texts: np.ndarray, m: int = 5, rank: int | None = None,
     # D x D matrices are too small for threaded BLAS: threads only contend (10x slower on 2 busy cores)
     with threadpool_limits(1, user_api="blas"):
         for k, h in tqdm(cells, desc="textspan", unit="head", disable=not progress):
-            out[decomposition.layers[k], h] = span(np.asarray(arr[:, k, h], dtype=np.float32),
-                                                   texts, m, rank)
+            out[decomposition.layers[k], h] = span(np.asarray(arr[:, k, h], dtype=np.float32), texts, m, rank)
     return out
 
 
 def reconstruction(decomposition, spans: dict[tuple[int, int], Span]):
     """A `replace` function for `Decomposition.embeddings`: every analysed head replaced by its
     TextSpan reconstruction (its mean plus its projection onto its texts' directions)."""
+
     def replace(h: np.ndarray) -> np.ndarray:
         out = np.empty_like(h)
         for k, layer in enumerate(decomposition.layers):
@@ -117,9 +119,14 @@ def records(spans: dict[tuple[int, int], Span], pool) -> list[dict]:
     (for pools that have them), the variance each explained and in all."""
     rows = []
     for (layer, head), s in sorted(spans.items()):
-        row = {"layer": layer, "head": head, "texts": [pool.texts[i] for i in s.indices],
-               "indices": s.indices, "variance": [round(v, 6) for v in s.variances],
-               "explained": round(s.explained, 6)}
+        row = {
+            "layer": layer,
+            "head": head,
+            "texts": [pool.texts[i] for i in s.indices],
+            "indices": s.indices,
+            "variance": [round(v, 6) for v in s.variances],
+            "explained": round(s.explained, 6),
+        }
         if pool.concepts is not None:
             row["concepts"] = [pool.concepts[i] for i in s.indices]
         rows.append(row)
@@ -145,10 +152,22 @@ class Analysis:
         return [{"model": self.model_name, **r} for r in records(self.spans, self.pool)]
 
 
-def analyse(model_name: str, *, images: int = 1000, pool: str = "world", layers: int = 4,
-            texts: int = 5, rank: int | None = None, seed: int = 0, split: str = "test",
-            untrained: bool = False, batch_size: int = 64, download: bool = False,
-            convention: str = "centred", progress: bool = True) -> Analysis:
+def analyse(
+    model_name: str,
+    *,
+    images: int = 1000,
+    pool: str = "world",
+    layers: int = 4,
+    texts: int = 5,
+    rank: int | None = None,
+    seed: int = 0,
+    split: str = "test",
+    untrained: bool = False,
+    batch_size: int = 64,
+    download: bool = False,
+    convention: str = "centred",
+    progress: bool = True,
+) -> Analysis:
     """TextSpan for the heads of the last `layers` layers of a registered model, on `images` images
     of the concept world and the description pool `pool` (see ccs.pools.load). `convention` splits
     ln_post among the terms (see ccs.decompose). The decomposition and the text embeddings are
@@ -161,8 +180,9 @@ def analyse(model_name: str, *, images: int = 1000, pool: str = "world", layers:
         torch.manual_seed(seed)  # the same random model each time (and so the same cache entries)
     model, _, tokenizer = models.load(model_name, untrained=untrained)
     batch = world.sample(images, seed, split=split)
-    dec = decompose.cached(model, model_name, batch.images, layers=layers, batch_size=batch_size,
-                           convention=convention, progress=progress)
+    dec = decompose.cached(
+        model, model_name, batch.images, layers=layers, batch_size=batch_size, convention=convention, progress=progress
+    )
     p = pools.load(pool, download=download)
     emb = pools.embed(p, model_name, model, tokenizer)
     spans = heads(dec, emb, m=texts, rank=rank, progress=progress)
@@ -179,14 +199,20 @@ def zero_shot_check(a: Analysis) -> pd.DataFrame:
     from ccs import evaluate, world
 
     dec = a.decomposition
-    variants = {"original": dec.embeddings(),
-                "textspan": dec.embeddings(reconstruction(dec, a.spans)),
-                "mean-ablated": dec.embeddings(mean_ablation(dec))}
+    variants = {
+        "original": dec.embeddings(),
+        "textspan": dec.embeddings(reconstruction(dec, a.spans)),
+        "mean-ablated": dec.embeddings(mean_ablation(dec)),
+    }
     rows = []
     for name, task in world.tasks().items():
         clf = evaluate.zero_shot_classifier(a.model, a.tokenizer, task.classnames, task.templates)
         labels = task.labels(a.batch.attributes)
-        rows.append({"task": name, "classes": len(task.classnames),
-                     **{k: evaluate.accuracy(torch.from_numpy(v), clf, labels)
-                        for k, v in variants.items()}})
+        rows.append(
+            {
+                "task": name,
+                "classes": len(task.classnames),
+                **{k: evaluate.accuracy(torch.from_numpy(v), clf, labels) for k, v in variants.items()},
+            }
+        )
     return pd.DataFrame(rows)

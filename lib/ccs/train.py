@@ -8,6 +8,7 @@ atomically every few steps). Zero-shot accuracy per concept is measured every `e
 fixed fresh test images, and the best checkpoint (mean accuracy) is kept as ``best.pt``.
 `export` writes the best weights (fp16 safetensors) and the training record into the package.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,7 @@ EVAL_SEED = 90_001  # the fixed evaluation images seen during training (eval-tin
 # make least salient (colour, scene, size and count are learned from the independent images alone).
 # The second run was steered by hand through several mixes (its notes); position rose only while it
 # had about a third of the groups. Since issue #13 one mix holds from the first step.
-SIBLING_MIX = {"shape": 0.37, "position": 0.28, "texture": 0.2, "size": 0.12, "count": 0.01,
-               "colour": 0.01, "scene": 0.01}
+SIBLING_MIX = {"shape": 0.37, "position": 0.28, "texture": 0.2, "size": 0.12, "count": 0.01, "colour": 0.01, "scene": 0.01}
 
 
 @dataclass
@@ -89,16 +89,18 @@ def open_clip_config(cfg) -> str:
     return cfg.get("config") or models.spec(cfg["model"]).open_clip
 
 
-def build_model(name: str = models.TINY, seed: int = 0, mean=models.TINY_MEAN,
-                std=models.TINY_STD, config: str | None = None) -> torch.nn.Module:
+def build_model(
+    name: str = models.TINY, seed: int = 0, mean=models.TINY_MEAN, std=models.TINY_STD, config: str | None = None
+) -> torch.nn.Module:
     """A freshly initialised open_clip model of the registered model `name`'s config, or of the
     open_clip config `config` (same seed, same init)."""
     import open_clip
 
     models._register_configs()
     torch.manual_seed(seed)
-    return open_clip.create_model(config or models.spec(name).open_clip, pretrained=None,
-                                  force_preprocess_cfg={"mean": tuple(mean), "std": tuple(std)})
+    return open_clip.create_model(
+        config or models.spec(name).open_clip, pretrained=None, force_preprocess_cfg={"mean": tuple(mean), "std": tuple(std)}
+    )
 
 
 def fold_normalisation(state: dict, mean, std, new_mean=models.TINY_MEAN, new_std=models.TINY_STD) -> dict:
@@ -133,9 +135,12 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
         if not p.requires_grad:
             continue
         (no_decay if p.ndim < 2 or "ln" in n or "bias" in n or "logit_scale" in n else decay).append(p)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}],
-                             lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
 
 
 def _save(obj, path: Path) -> None:
@@ -150,13 +155,11 @@ def eval_concepts(model, tokenizer, batch) -> dict:
     model.eval()
     tasks = world.tasks()
     acc = evaluate.zero_shot_report(model, tokenizer, batch, tasks)
-    clf = evaluate.zero_shot_classifier(model, tokenizer, tasks["position"].classnames,
-                                        tasks["position"].templates)
+    clf = evaluate.zero_shot_classifier(model, tokenizer, tasks["position"].classnames, tasks["position"].templates)
     cos = clf @ clf.T
     k = len(cos)
     model.train()
-    return {"zero_shot": acc, "mean": sum(acc.values()) / len(acc),
-            "position_cos": float((cos.sum() - k) / (k * k - k))}
+    return {"zero_shot": acc, "mean": sum(acc.values()) / len(acc), "position_cos": float((cos.sum() - k) / (k * k - k))}
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -168,8 +171,11 @@ def resolve_precision(precision: str, device: str) -> torch.dtype | None:
         raise ValueError(f"precision {precision!r}: use {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}")
     if precision == "fp32":
         return None
-    native = (torch.cuda.is_bf16_supported() if device == "cuda"
-              else torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    native = (
+        torch.cuda.is_bf16_supported()
+        if device == "cuda"
+        else torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    )
     if precision == "auto" and not native:
         return None
     return torch.bfloat16
@@ -211,8 +217,9 @@ class Batches(torch.utils.data.IterableDataset):
         tokenizer, ids = open_clip.get_tokenizer(open_clip_config(c)), {}
         first, stride = (0, 1) if info is None else (info.id, info.num_workers)
         for step in range(self.start + first, self.end, stride):
-            b = world.train_batch(c.batch_size, step, c.seed, c.sibling_frac, c.position_share,
-                                  c.sibling_weights, c.sibling_group, c.single)
+            b = world.train_batch(
+                c.batch_size, step, c.seed, c.sibling_frac, c.position_share, c.sibling_weights, c.sibling_group, c.single
+            )
             new = [t for t in dict.fromkeys(b.captions) if t not in ids]
             if new:
                 ids.update(zip(new, tokenizer(new)))
@@ -224,8 +231,9 @@ def batches(cfg: TrainConfig, start: int, end: int):
     ds = Batches(cfg, start, end)
     if cfg.loader_workers == 0:
         return iter(ds)
-    return iter(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=cfg.loader_workers,
-                                            prefetch_factor=4, in_order=True))
+    return iter(
+        torch.utils.data.DataLoader(ds, batch_size=None, num_workers=cfg.loader_workers, prefetch_factor=4, in_order=True)
+    )
 
 
 def make_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
@@ -240,8 +248,13 @@ def make_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.opti
     return [dense, sparse]
 
 
-def train(run_dir: str | Path, cfg: TrainConfig | None = None, max_steps: int | None = None,
-          progress: bool = True, device: str | None = None) -> State:
+def train(
+    run_dir: str | Path,
+    cfg: TrainConfig | None = None,
+    max_steps: int | None = None,
+    progress: bool = True,
+    device: str | None = None,
+) -> State:
     """Train (or resume) a run in `run_dir`; stop after cfg.steps, or after `max_steps` more steps."""
     import open_clip
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -267,10 +280,12 @@ def train(run_dir: str | Path, cfg: TrainConfig | None = None, max_steps: int | 
             for o, sd in zip(opts, ck["opt"], strict=True):
                 o.load_state_dict(sd)
         except (RuntimeError, ValueError, TypeError, KeyError) as e:  # e.g. an older ccs-tiny run
-            raise RuntimeError(f"{last} does not fit the current {cfg.model} config "
-                               f"(lib/ccs/model_configs/{open_clip_config(cfg)}.json) and training code: it was "
-                               f"trained by another version. Train into a new --out folder, or delete "
-                               f"{run_dir}.") from e
+            raise RuntimeError(
+                f"{last} does not fit the current {cfg.model} config "
+                f"(lib/ccs/model_configs/{open_clip_config(cfg)}.json) and training code: it was "
+                f"trained by another version. Train into a new --out folder, or delete "
+                f"{run_dir}."
+            ) from e
         state = State(**ck["state"])
     tokenizer = open_clip.get_tokenizer(open_clip_config(cfg))
     preprocess = models.tensor_preprocess(model)
@@ -281,8 +296,10 @@ def train(run_dir: str | Path, cfg: TrainConfig | None = None, max_steps: int | 
     bar = tqdm(total=end, initial=state.step, disable=not progress, desc=f"train {cfg.model}", unit="step")
 
     def checkpoint():
-        _save({"model": model.state_dict(), "opt": [o.state_dict() for o in opts], "state": asdict(state),
-               "config": asdict(cfg)}, last)
+        _save(
+            {"model": model.state_dict(), "opt": [o.state_dict() for o in opts], "state": asdict(state), "config": asdict(cfg)},
+            last,
+        )
 
     t0 = time.time()
     for step, images, texts in batches(cfg, state.step, end):
@@ -292,8 +309,7 @@ def train(run_dir: str | Path, cfg: TrainConfig | None = None, max_steps: int | 
             for g in o.param_groups:
                 g["lr"] = lr_at(state.step, cfg)
         # the math attention kernel: with 10 image and 26 text tokens, the fused CPU kernels are slower
-        with torch.autocast(device, dtype=amp or torch.float32, enabled=amp is not None), \
-                sdpa_kernel([SDPBackend.MATH]):
+        with torch.autocast(device, dtype=amp or torch.float32, enabled=amp is not None), sdpa_kernel([SDPBackend.MATH]):
             img, txt, scale = model(images, texts)[:3]
             loss = loss_fn(img.float(), txt.float(), scale.float())
         for o in opts:
@@ -314,8 +330,10 @@ def train(run_dir: str | Path, cfg: TrainConfig | None = None, max_steps: int | 
         if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
             ev = eval_concepts(model, tokenizer, eval_batch) | {"step": state.step, "wall": round(state.wall)}
             state.evals.append(ev)
-            bar.write(f"step {state.step}: mean {ev['mean']:.3f} pos_cos {ev['position_cos']:.3f} "
-                      + " ".join(f"{k} {v:.2f}" for k, v in ev["zero_shot"].items()))
+            bar.write(
+                f"step {state.step}: mean {ev['mean']:.3f} pos_cos {ev['position_cos']:.3f} "
+                + " ".join(f"{k} {v:.2f}" for k, v in ev["zero_shot"].items())
+            )
             if ev["mean"] > state.best:
                 state.best, state.best_step = ev["mean"], state.step
                 _save({"model": model.state_dict(), "eval": ev, "step": state.step}, run_dir / "best.pt")
@@ -335,22 +353,35 @@ def restart_from_export(run_dir: str | Path, weights: str | Path, record: str | 
     run_dir, rec = Path(run_dir), json.loads(Path(record).read_text())
     cfg = TrainConfig(**rec["train_config"])
     step = rec["weights_from_step"]
-    state_dict = fold_normalisation({k: v.float() for k, v in load_file(weights).items()}, models.TINY_MEAN,
-                                    models.TINY_STD, cfg.image_mean, cfg.image_std)  # undo export's fold
+    state_dict = fold_normalisation(
+        {k: v.float() for k, v in load_file(weights).items()}, models.TINY_MEAN, models.TINY_STD, cfg.image_mean, cfg.image_std
+    )  # undo export's fold
     model = build_model(cfg.model, cfg.seed, cfg.image_mean, cfg.image_std, cfg.config)
     model.load_state_dict(state_dict)
     evals = [e for e in rec["evals"] if e["step"] <= step]
     best = max(evals, key=lambda e: e["mean"])
     curve = rec["loss_curve"]
-    state = State(step=step, wall=float(evals[-1]["wall"]),
-                  losses=[list(c) for c in zip(curve["step"], curve["loss"], curve["logit_scale"]) if c[0] <= step],
-                  evals=evals, best=best["mean"], best_step=best["step"])
+    state = State(
+        step=step,
+        wall=float(evals[-1]["wall"]),
+        losses=[list(c) for c in zip(curve["step"], curve["loss"], curve["logit_scale"]) if c[0] <= step],
+        evals=evals,
+        best=best["mean"],
+        best_step=best["step"],
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     notes = [rec.get("notes", ""), f"Restarted at step {step} from its export, optimizer moments reset: {why}"]
     (run_dir / "notes.txt").write_text("\n".join(n for n in notes if n) + "\n")
-    _save({"model": model.state_dict(), "opt": [o.state_dict() for o in make_optimizers(model, cfg)],
-           "state": asdict(state), "config": asdict(cfg)}, run_dir / "last.pt")
+    _save(
+        {
+            "model": model.state_dict(),
+            "opt": [o.state_dict() for o in make_optimizers(model, cfg)],
+            "state": asdict(state),
+            "config": asdict(cfg),
+        },
+        run_dir / "last.pt",
+    )
     if best["step"] == step:
         _save({"model": model.state_dict(), "eval": best, "step": step}, run_dir / "best.pt")
     return state
@@ -372,11 +403,13 @@ def hardware() -> str:
 
 def retrain_command(cfg: dict, out: str) -> str:
     """The `ccs train-tiny` command line that repeats a run of config `cfg` (then its export)."""
-    cmd = f"ccs train-tiny --model {cfg.get('model', models.TINY)} --out {out} --pairs {cfg['pairs']} " \
-          f"--batch-size {cfg['batch_size']} " \
-          f"--lr {cfg['lr']} --seed {cfg['seed']} --threads {cfg['threads']} " \
-          f"--sibling-frac {cfg['sibling_frac']} --sibling-group {cfg.get('sibling_group', 2)} " \
-          f"--precision {cfg.get('precision', 'fp32')} --loader-workers {cfg.get('loader_workers', 0)}"
+    cmd = (
+        f"ccs train-tiny --model {cfg.get('model', models.TINY)} --out {out} --pairs {cfg['pairs']} "
+        f"--batch-size {cfg['batch_size']} "
+        f"--lr {cfg['lr']} --seed {cfg['seed']} --threads {cfg['threads']} "
+        f"--sibling-frac {cfg['sibling_frac']} --sibling-group {cfg.get('sibling_group', 2)} "
+        f"--precision {cfg.get('precision', 'fp32')} --loader-workers {cfg.get('loader_workers', 0)}"
+    )
     if cfg.get("sibling_weights"):
         cmd += " --sibling-weights " + ",".join(f"{k}={v}" for k, v in cfg["sibling_weights"].items())
     return f"{cmd}  # resumable; then: ccs train-tiny --out {out} --export"
@@ -395,21 +428,28 @@ def export(run_dir: str | Path, out_dir: str | Path | None = None, which: str = 
     if (run_dir / "config.json").exists():  # the run's own record of its config wins
         cfg = json.loads((run_dir / "config.json").read_text())
     src = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False) if which == "best" else last
-    state_dict = fold_normalisation(src["model"], cfg.get("image_mean", models.TINY_MEAN),
-                                    cfg.get("image_std", models.TINY_STD))
+    state_dict = fold_normalisation(src["model"], cfg.get("image_mean", models.TINY_MEAN), cfg.get("image_std", models.TINY_STD))
     weights = {k: v.detach().to(torch.float16).contiguous() for k, v in state_dict.items()}
     name = cfg["model"]
     save_file(weights, out_dir / f"{name}.safetensors")
     step = src.get("step", state.step)
     curve = state.losses[:: max(1, len(state.losses) // 400)]  # ~400 points of the loss curve
     record = {
-        "model": name, "config": json.loads((models.CONFIG_DIR / f"{open_clip_config(cfg)}.json").read_text()),
-        "train_config": cfg, "weights_from_step": step, "steps_run": state.step,
-        "pairs_seen": step * cfg["batch_size"], "pairs_seen_total": state.step * cfg["batch_size"],
-        "wall_time_s": round(state.wall), "hardware": hardware(), "threads": cfg["threads"],
-        "torch": torch.__version__, "loss_curve": {"step": [c[0] for c in curve], "loss": [c[1] for c in curve],
-                                                 "logit_scale": [c[2] for c in curve]},
-        "evals": state.evals, "eval_seed": EVAL_SEED, "eval_n": cfg["eval_n"],
+        "model": name,
+        "config": json.loads((models.CONFIG_DIR / f"{open_clip_config(cfg)}.json").read_text()),
+        "train_config": cfg,
+        "weights_from_step": step,
+        "steps_run": state.step,
+        "pairs_seen": step * cfg["batch_size"],
+        "pairs_seen_total": state.step * cfg["batch_size"],
+        "wall_time_s": round(state.wall),
+        "hardware": hardware(),
+        "threads": cfg["threads"],
+        "torch": torch.__version__,
+        "loss_curve": {"step": [c[0] for c in curve], "loss": [c[1] for c in curve], "logit_scale": [c[2] for c in curve]},
+        "evals": state.evals,
+        "eval_seed": EVAL_SEED,
+        "eval_n": cfg["eval_n"],
         "best_eval": src.get("eval"),
         "notes": (run_dir / "notes.txt").read_text().strip() if (run_dir / "notes.txt").exists() else "",
         "retrain": retrain_command(cfg, f"train-runs/{run_dir.name}"),

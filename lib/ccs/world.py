@@ -26,6 +26,7 @@ the two concepts whose values are categorical rather than points on a line or a 
 16 scenes), for the regime study (ccs.regime): a head can only give five consistent TextSpan texts
 about a concept that offers five distinct, well-separated directions.
 """
+
 from __future__ import annotations
 
 import re
@@ -46,14 +47,28 @@ SHAPES = ["circle", "square", "triangle", "diamond", "cross", "star", "heart", "
 EXTRA_SHAPES = ["pentagon", "hexagon", "oval", "dome", "trapezoid", "chevron", "hourglass", "tee"]
 NOVEL_SHAPES = ["ring", "crescent", "arrow"]
 COLOURS = {
-    "red": (220, 35, 35), "orange": (245, 140, 20), "yellow": (240, 220, 30),
-    "green": (40, 180, 60), "cyan": (30, 205, 215), "blue": (40, 70, 225),
-    "purple": (145, 50, 205), "pink": (250, 125, 195),
+    "red": (220, 35, 35),
+    "orange": (245, 140, 20),
+    "yellow": (240, 220, 30),
+    "green": (40, 180, 60),
+    "cyan": (30, 205, 215),
+    "blue": (40, 70, 225),
+    "purple": (145, 50, 205),
+    "pink": (250, 125, 195),
 }
 SIZES = {"large": 7.0, "small": 5.0}  # radius in pixels
 TEXTURES = ["plain", "striped", "dotted"]
-POSITIONS = ["top left", "top center", "top right", "middle left", "center", "middle right",
-             "bottom left", "bottom center", "bottom right"]
+POSITIONS = [
+    "top left",
+    "top center",
+    "top right",
+    "middle left",
+    "center",
+    "middle right",
+    "bottom left",
+    "bottom center",
+    "bottom right",
+]
 SCENES = ["grass", "sand", "water", "snow", "brick", "night", "wood", "stone"]
 EXTRA_SCENES = ["leaves", "clouds", "tiles", "gravel", "lava", "carpet", "ice", "rust"]
 _BASE = {"shape": list(SHAPES), "scene": list(SCENES)}
@@ -64,8 +79,14 @@ MOTIONS = ["left", "right", "up", "down"]
 CONCEPTS = ["shape", "colour", "size", "texture", "position", "scene", "count"]
 CLIP_CONCEPTS = CONCEPTS + ["motion"]
 VOCAB: dict[str, list[str]] = {
-    "shape": SHAPES, "colour": list(COLOURS), "size": list(SIZES), "texture": TEXTURES,
-    "position": POSITIONS, "scene": SCENES, "count": COUNTS, "motion": MOTIONS,
+    "shape": SHAPES,
+    "colour": list(COLOURS),
+    "size": list(SIZES),
+    "texture": TEXTURES,
+    "position": POSITIONS,
+    "scene": SCENES,
+    "count": COUNTS,
+    "motion": MOTIONS,
 }
 SPLITS = {
     "train": "training distribution",
@@ -98,6 +119,7 @@ def current() -> str:
     """The world variant this process uses."""
     return _current[0]
 
+
 # Zero-shot prompt templates per concept; training captions use them too ("single-concept"
 # captions), so the prompts are in distribution.
 TEMPLATES: dict[str, list[str]] = {
@@ -105,19 +127,15 @@ TEMPLATES: dict[str, list[str]] = {
     "colour": ["a photo of a {} object.", "something {}.", "a {} shape.", "a {} thing."],
     "size": ["a photo of a {} object.", "something {}.", "a {} shape.", "a {} thing."],
     "texture": ["a photo of a {} object.", "something {}.", "a {} shape.", "a {} thing."],
-    "position": ["an object in the {}.", "something at the {}.", "a shape in the {} of the picture.",
-                 "in the {}."],
-    "scene": ["a photo on a {} background.", "a {} background.", "something in front of {}.",
-              "an object on {}."],
+    "position": ["an object in the {}.", "something at the {}.", "a shape in the {} of the picture.", "in the {}."],
+    "scene": ["a photo on a {} background.", "a {} background.", "something in front of {}.", "an object on {}."],
     "count": ["{} objects.", "a photo of {} shapes.", "{} things.", "a picture of {} objects."],
-    "motion": ["something moving {}.", "an object moving {}.", "a shape that moves {}.",
-               "a video of a shape moving {}."],
+    "motion": ["something moving {}.", "an object moving {}.", "a shape that moves {}.", "a video of a shape moving {}."],
 }
 _PLURAL = {"cross": "crosses"}
 _PREFIXES = ["", "", "a photo of ", "an image of ", "a picture of ", "there is "]
 # probability that a full caption names each concept (shape almost always: prototype lesson)
-_P_NAME = {"shape": 0.95, "colour": 0.8, "size": 0.75, "texture": 0.75, "position": 0.8,
-           "scene": 0.7, "count": 0.75}
+_P_NAME = {"shape": 0.95, "colour": 0.8, "size": 0.75, "texture": 0.75, "position": 0.8, "scene": 0.7, "count": 0.75}
 
 
 # ----------------------------------------------------------------------------- scenes
@@ -203,7 +221,7 @@ def _shape_mask(kind: str, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return r <= 0.5 + 0.5 * torch.cos(5 * th).clamp(min=0) ** 2
     if kind == "heart":
         x, y = u * 1.15, -v * 1.15 + 0.25
-        return (x * x + y * y - 1) ** 3 - x * x * y ** 3 <= 0
+        return (x * x + y * y - 1) ** 3 - x * x * y**3 <= 0
     if kind == "bar":
         return (u.abs() <= 1) & (v.abs() <= 0.42)
     if kind in ("pentagon", "hexagon"):
@@ -279,8 +297,11 @@ def _offsets(count: np.ndarray, radius: np.ndarray, layout: np.ndarray) -> np.nd
     d = 2 * radius + 2.0
     off = np.zeros((len(count), 3, 2), np.float32)
     two = {0: [(-0.5, 0), (0.5, 0)], 1: [(0, -0.5), (0, 0.5)], 2: [(-0.5, -0.5), (0.5, 0.5)]}
-    three = {0: [(-0.5, 0.43), (0.5, 0.43), (0, -0.43)], 1: [(-0.5, -0.43), (0.5, -0.43), (0, 0.43)],
-             2: [(-0.43, -0.5), (-0.43, 0.5), (0.43, 0)]}
+    three = {
+        0: [(-0.5, 0.43), (0.5, 0.43), (0, -0.43)],
+        1: [(-0.5, -0.43), (0.5, -0.43), (0, 0.43)],
+        2: [(-0.43, -0.5), (-0.43, 0.5), (0.43, 0)],
+    }
     for i in range(len(count)):
         if count[i] == 2:
             off[i, :2] = two[layout[i]]
@@ -349,8 +370,12 @@ def _render(sp: dict, split: str, rng: np.random.Generator, centres=None) -> tor
     flip = torch.from_numpy(sp["flip"])[:, None]
     cols = torch.from_numpy(sp["bg"][:, :1]) + torch.where(flip, SIZE - 1 - i, i)  # [N, W]
     rows = torch.from_numpy(sp["bg"][:, 1:]) + i  # [N, H]
-    img = tex[torch.from_numpy(sp["scene"])[:, None, None, None], torch.arange(3)[None, :, None, None],
-              rows[:, None, :, None], cols[:, None, None, :]]
+    img = tex[
+        torch.from_numpy(sp["scene"])[:, None, None, None],
+        torch.arange(3)[None, :, None, None],
+        rows[:, None, :, None],
+        cols[:, None, None, :],
+    ]
     img = img * torch.from_numpy(sp["bright"])[:, None, None, None]
 
     # object colours: base colour + small tint (train/test); novel-shades: lighter or darker
@@ -398,8 +423,8 @@ def _render(sp: dict, split: str, rng: np.random.Generator, centres=None) -> tor
         idx = (on[:, None, None], ys[:, :, None], xs[:, None, :])
         alpha.index_put_(idx, a, accumulate=True)
         dark.index_put_(idx, d, accumulate=True)
-    alpha = alpha[:, half:half + SIZE, half:half + SIZE].clamp(max=1)[:, None]
-    dark = dark[:, half:half + SIZE, half:half + SIZE][:, None]
+    alpha = alpha[:, half : half + SIZE, half : half + SIZE].clamp(max=1)[:, None]
+    dark = dark[:, half : half + SIZE, half : half + SIZE][:, None]
     img = img * (1 - alpha) + col[:, :, None, None] * (alpha - 0.55 * dark)
     if split == "noisy":
         img = F.avg_pool2d(F.pad(img, (1, 1, 1, 1), mode="replicate"), 3, 1)
@@ -410,14 +435,18 @@ def _render(sp: dict, split: str, rng: np.random.Generator, centres=None) -> tor
 
 # ----------------------------------------------------------------------------- captions
 def _words(sp: dict, i: int) -> dict[str, str]:
-    return {"shape": _ALL_SHAPES[sp["shape"][i]], "colour": list(COLOURS)[sp["colour"][i]],
-            "size": list(SIZES)[sp["size"][i]], "texture": TEXTURES[sp["texture"][i]],
-            "position": POSITIONS[sp["position"][i]], "scene": SCENES[sp["scene"][i]],
-            "count": COUNTS[sp["count"][i]]}
+    return {
+        "shape": _ALL_SHAPES[sp["shape"][i]],
+        "colour": list(COLOURS)[sp["colour"][i]],
+        "size": list(SIZES)[sp["size"][i]],
+        "texture": TEXTURES[sp["texture"][i]],
+        "position": POSITIONS[sp["position"][i]],
+        "scene": SCENES[sp["scene"][i]],
+        "count": COUNTS[sp["count"][i]],
+    }
 
 
-def _caption(w: dict, rng: np.random.Generator, must: str | None = None,
-             motion: str | None = None, single: float = 0.15) -> str:
+def _caption(w: dict, rng: np.random.Generator, must: str | None = None, motion: str | None = None, single: float = 0.15) -> str:
     """A caption naming a random subset of the attributes (always `must`, when given); in `single` of
     them one concept alone, in a zero-shot prompt's form."""
     if motion is None and rng.random() < single:  # single-concept caption in the zero-shot prompt form
@@ -433,8 +462,11 @@ def _caption(w: dict, rng: np.random.Generator, must: str | None = None,
         det = w["count"] if (n > 1 or rng.random() < 0.5) else "a"
     else:
         det = "a" if n == 1 else "some"
-    adj = [w[c] for c in ("size", "colour", "texture") if name[c]
-           and not (c == "texture" and w[c] == "plain" and rng.random() < 0.5 and c != must)]
+    adj = [
+        w[c]
+        for c in ("size", "colour", "texture")
+        if name[c] and not (c == "texture" and w[c] == "plain" and rng.random() < 0.5 and c != must)
+    ]
     if det == "a" and adj and adj[0][0] in "aeiou" or det == "a" and not adj and noun[0] in "aeiou":
         det = "an"
     parts = [" ".join([det, *adj, noun])]
@@ -458,14 +490,18 @@ def full_caption(attrs) -> str:
     noun = w["shape"] if n == 1 else _PLURAL.get(w["shape"], w["shape"] + "s")
     tex = "" if w["texture"] == "plain" else w["texture"] + " "
     motion = f" moving {attrs['motion']}" if "motion" in attrs else ""
-    return (f"{w['count']} {w['size']} {w['colour']} {tex}{noun}{motion} in the {w['position']} "
-            f"on a {w['scene']} background.")
+    return f"{w['count']} {w['size']} {w['colour']} {tex}{noun}{motion} in the {w['position']} on a {w['scene']} background."
 
 
 _PARSE_PATTERNS = {
-    "position": r"\b{}\b", "motion": r"\bmov(?:es|ing) {}\b",
-    "scene": r"\b{} background\b|\bfront of {}\b|\bon {}\b", "shape": r"\b{}(?:e?s)?\b",
-    "colour": r"\b{}\b", "size": r"\b{}\b", "texture": r"\b{}\b", "count": r"\b{}\b",
+    "position": r"\b{}\b",
+    "motion": r"\bmov(?:es|ing) {}\b",
+    "scene": r"\b{} background\b|\bfront of {}\b|\bon {}\b",
+    "shape": r"\b{}(?:e?s)?\b",
+    "colour": r"\b{}\b",
+    "size": r"\b{}\b",
+    "texture": r"\b{}\b",
+    "count": r"\b{}\b",
 }
 
 
@@ -507,9 +543,16 @@ def sample(n: int, seed: int, split: str = "test") -> WorldBatch:
     return WorldBatch(images, caps, _attributes(sp))
 
 
-def train_batch(batch_size: int, step: int, seed: int = 0, sibling_frac: float = 0.5,
-                position_share: float = 0.5, sibling_weights: dict | None = None,
-                sibling_group: int = 2, single: float = 0.15) -> WorldBatch:
+def train_batch(
+    batch_size: int,
+    step: int,
+    seed: int = 0,
+    sibling_frac: float = 0.5,
+    position_share: float = 0.5,
+    sibling_weights: dict | None = None,
+    sibling_group: int = 2,
+    single: float = 0.15,
+) -> WorldBatch:
     """The training batch of a step: independent images, and in `sibling_frac` of the batch groups
     of `sibling_group` images that differ in exactly one attribute, each with a different value of
     it (fewer when the concept has fewer values). The attribute is position in `position_share`
@@ -531,7 +574,7 @@ def train_batch(batch_size: int, step: int, seed: int = 0, sibling_frac: float =
     else:
         diff = np.where(rng.random(n_sib) < position_share, "position", rng.choice(others, n_sib))
     parent, offset, must = [], [], [None] * len(base["shape"])
-    for g, c in enumerate(diff[:len(must)]):
+    for g, c in enumerate(diff[: len(must)]):
         k = len(VOCAB[c])
         m = min(sibling_group, k) - 1
         offs = [rng.integers(1, k)] if m == 1 else rng.choice(np.arange(1, k), m, replace=False)
@@ -577,8 +620,12 @@ def clips(n: int, seed: int, frames: int = 8, split: str = "test") -> ClipBatch:
         out.append(_render(sp, split, rng, centres=c[:, None] + off))
     attrs = _attributes(sp)
     attrs["motion"] = [MOTIONS[m] for m in motion]
-    caps = [_caption(_words(sp, i), rng, must="shape", motion=MOTIONS[motion[i]]) if rng.random() > 0.1
-            else TEMPLATES["motion"][0].format(MOTIONS[motion[i]]) for i in range(n)]
+    caps = [
+        _caption(_words(sp, i), rng, must="shape", motion=MOTIONS[motion[i]])
+        if rng.random() > 0.1
+        else TEMPLATES["motion"][0].format(MOTIONS[motion[i]])
+        for i in range(n)
+    ]
     return ClipBatch(torch.stack(out, 1), caps, attrs)
 
 
@@ -611,5 +658,5 @@ def grid(images: torch.Tensor, nrow: int = 8, scale: int = 3) -> np.ndarray:
     out = torch.full((3, rows * (h + 2), nrow * (w + 2)), 255, dtype=torch.uint8)
     for i in range(n):
         r, c = divmod(i, nrow)
-        out[:, r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w] = x[i]
+        out[:, r * (h + 2) : r * (h + 2) + h, c * (w + 2) : c * (w + 2) + w] = x[i]
     return out.permute(1, 2, 0).numpy()

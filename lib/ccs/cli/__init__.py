@@ -14,6 +14,7 @@ whatever the terminal's width.
 library inside their commands, and a default that the library defines is read from its source
 (`constant`, `dataclass_defaults`) instead of importing it. tests/test_cli.py checks the import graph.
 """
+
 from __future__ import annotations
 
 import ast
@@ -60,8 +61,11 @@ def error_message(e: BaseException) -> str:
     """
     text = f"missing key {e}" if type(e) is KeyError else str(e)
     text = redact(" ".join(text.split()))  # one line, without the API key (a server may echo it)
-    meant = (isinstance(e, OSError) or type(e).__module__.split(".")[0] == "ccs"
-             or (isinstance(e, (ValueError, RuntimeError)) and _raised_in_ccs(e)))
+    meant = (
+        isinstance(e, OSError)
+        or type(e).__module__.split(".")[0] == "ccs"
+        or (isinstance(e, (ValueError, RuntimeError)) and _raised_in_ccs(e))
+    )
     if meant and text:
         return text
     return f"{type(e).__name__}: {text or '(no message)'} (unexpected; rerun with `ccs --debug ...` for the traceback)"
@@ -100,14 +104,21 @@ class _App(typer.Typer):
             sys.exit(_interrupted().exit_code)
 
 
-app = _App(cls=_Group, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-           rich_markup_mode=None, help="Concept Consistency in CLIP: models, heads, scores and the book's pipeline.")
+app = _App(
+    cls=_Group,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Concept Consistency in CLIP: models, heads, scores and the book's pipeline.",
+)
 
 
 @app.callback()
-def _main(ctx: typer.Context,
-          debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error "
-                                     "(also: CCS_DEBUG=1).")) -> None:
+def _main(
+    ctx: typer.Context,
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error (also: CCS_DEBUG=1)."),
+) -> None:
     ctx.meta[_DEBUG_KEY] = debug
 
 
@@ -121,7 +132,7 @@ def _module_tree(module: str) -> ast.Module:
     top, *parts = module.split(".")
     spec = importlib.util.find_spec(top)  # imports the top package (ccs: light), not the module
     for i in range(len(parts)):  # a module of a subpackage (ccs.llm.endpoint): found without importing
-        name = ".".join([top, *parts[:i + 1]])  # the subpackage (ccs.llm), whose __init__ imports a lot
+        name = ".".join([top, *parts[: i + 1]])  # the subpackage (ccs.llm), whose __init__ imports a lot
         spec = importlib.machinery.PathFinder.find_spec(name, spec.submodule_search_locations)
     return ast.parse(Path(spec.origin).read_text())
 

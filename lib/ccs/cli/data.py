@@ -1,5 +1,6 @@
 """`ccs data` (which of the paper's datasets are on this machine, and where each one goes), `ccs data
 --check` (open every file they list) and `ccs data fetch NAME` (download what torchvision can download)."""
+
 from __future__ import annotations
 
 import json
@@ -8,18 +9,28 @@ import typer
 
 from ccs.cli import app
 
-data_app = typer.Typer(invoke_without_command=True, no_args_is_help=False, rich_markup_mode=None,
-                       help="The paper's datasets: where each one goes under the data root ($CCS_DATA), "
-                            "whether it is present, and `fetch` for those torchvision can download.")
+data_app = typer.Typer(
+    invoke_without_command=True,
+    no_args_is_help=False,
+    rich_markup_mode=None,
+    help="The paper's datasets: where each one goes under the data root ($CCS_DATA), "
+    "whether it is present, and `fetch` for those torchvision can download.",
+)
 app.add_typer(data_app, name="data")
 
 
 @data_app.callback()
-def list_data(ctx: typer.Context,
-              as_json: bool = typer.Option(False, "--json", help="Print JSON records."),
-              check: bool = typer.Option(False, "--check", help="Open every file each present dataset lists "
-                                         "(decode its images, find and open its videos): slower; exit 1 if any "
-                                         "is missing or damaged.")) -> None:
+def list_data(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON records."),
+    check: bool = typer.Option(
+        False,
+        "--check",
+        help="Open every file each present dataset lists "
+        "(decode its images, find and open its videos): slower; exit 1 if any "
+        "is missing or damaged.",
+    ),
+) -> None:
     """List every dataset, its expected path under the data root and whether it is present (its
     required files exist; with --check, every file it lists opens)."""
     if ctx.invoked_subcommand is not None:
@@ -45,8 +56,10 @@ def list_data(ctx: typer.Context,
             return "yes"
         return f"yes, {r['check']['checked']} checked" if r["check"]["ok"] else "DAMAGED"
 
-    table = [{"name": r["name"], "kind": r["kind"], "present": status(r),
-              "get": r["fetch"] or "by hand", "layout": r["layout"]} for r in rows]
+    table = [
+        {"name": r["name"], "kind": r["kind"], "present": status(r), "get": r["fetch"] or "by hand", "layout": r["layout"]}
+        for r in rows
+    ]
     cols = list(table[0])
     widths = {c: max(len(c), *(len(str(r[c])) for r in table)) for c in cols}
     typer.echo("  ".join(c.ljust(widths[c]) for c in cols).rstrip())
@@ -70,8 +83,7 @@ def list_data(ctx: typer.Context,
         raise typer.Exit(1)
     if check:
         checked = [r["name"] for r in rows if r.get("check")]
-        typer.echo(f"\nEvery file of {', '.join(checked)} opened." if checked else
-                   "\nNo dataset is present: nothing to check.")
+        typer.echo(f"\nEvery file of {', '.join(checked)} opened." if checked else "\nNo dataset is present: nothing to check.")
 
 
 @data_app.command("fetch")

@@ -1,4 +1,5 @@
 """`ccs textspan` (describe each head by texts) and `ccs pool ...` (description pools)."""
+
 from __future__ import annotations
 
 import json
@@ -16,11 +17,9 @@ app.add_typer(pool_app, name="pool")
 def textspan(
     model: str = typer.Option("ccs-tiny", help="Registered model name (see `ccs models`)."),
     texts: int = typer.Option(5, min=1, help="Texts per head."),
-    images: int = typer.Option(1000, min=2, help="Concept-world images to decompose (at least 2: "
-                               "TextSpan explains a variance)."),
+    images: int = typer.Option(1000, min=2, help="Concept-world images to decompose (at least 2: TextSpan explains a variance)."),
     pool: str = typer.Option("world", help="'world', 'world+N', 'textspan', a pool file or a URL."),
-    layers: int = typer.Option(4, min=1, help="Analyse the heads of the last LAYERS layers (at most "
-                               "the model's layer count)."),
+    layers: int = typer.Option(4, min=1, help="Analyse the heads of the last LAYERS layers (at most the model's layer count)."),
     rank: int = typer.Option(0, min=0, help="Rank of the text projection (0: the head dimension)."),
     seed: int = typer.Option(0, min=0, help="World sample seed."),
     convention: str = typer.Option("centred", help="How ln_post is split: centred | textspan."),
@@ -39,9 +38,19 @@ def textspan(
     if convention not in decompose.CONVENTIONS:
         raise bad("--convention", f"{convention!r} is not one of {', '.join(decompose.CONVENTIONS)}.")
     _check_pool(pool, download)
-    a = ts.analyse(model, images=images, pool=pool, layers=layers, texts=texts,
-                   rank=rank or None, seed=seed, untrained=untrained, download=download,
-                   convention=convention, progress=not as_json)
+    a = ts.analyse(
+        model,
+        images=images,
+        pool=pool,
+        layers=layers,
+        texts=texts,
+        rank=rank or None,
+        seed=seed,
+        untrained=untrained,
+        download=download,
+        convention=convention,
+        progress=not as_json,
+    )
     records = a.records()
     if as_json:
         typer.echo(json.dumps(records, indent=1))
@@ -63,8 +72,11 @@ def _check_pool(spec: str, download: bool, param: str = "--pool"):
 
     m = re.fullmatch(r"world\+(.*)", spec)
     if m and not (m[1].isdigit() and 0 < int(m[1]) <= _MAX_COMBOS):
-        raise bad(param, f"{spec!r}: 'world+N' needs a whole number N of combinations in 1..{_MAX_COMBOS} "
-                  "(generating them takes time quadratic in N).")
+        raise bad(
+            param,
+            f"{spec!r}: 'world+N' needs a whole number N of combinations in 1..{_MAX_COMBOS} "
+            "(generating them takes time quadratic in N).",
+        )
     pool = pools.load(spec, download=download)  # unknown or not downloaded: says what to do
     if not len(pool):
         raise bad(param, f"the pool {spec!r} has no descriptions.")
@@ -79,15 +91,20 @@ def pool_fetch(spec: str = typer.Argument(..., help="'textspan' or a URL.")) -> 
     from ccs import pools
 
     if spec not in pools.ALIASES and not re.match(r"https?://", spec):
-        raise bad("SPEC", f"{spec!r} is neither {', '.join(map(repr, pools.ALIASES))} nor an http(s) URL "
-                  "(a pool file on this machine needs no fetching: pass its path to --pool).")
+        raise bad(
+            "SPEC",
+            f"{spec!r} is neither {', '.join(map(repr, pools.ALIASES))} nor an http(s) URL "
+            "(a pool file on this machine needs no fetching: pass its path to --pool).",
+        )
     pool = pools.load(spec, download=True)
     typer.echo(f"{spec}: {len(pool)} descriptions")
 
 
 @pool_app.command("show")
-def pool_show(spec: str = typer.Argument("world", help="'world', 'world+N', 'textspan', a file or a URL."),
-              out: Path = typer.Option(None, dir_okay=False, help="Write the pool (.txt or .tsv) here.")) -> None:
+def pool_show(
+    spec: str = typer.Argument("world", help="'world', 'world+N', 'textspan', a file or a URL."),
+    out: Path = typer.Option(None, dir_okay=False, help="Write the pool (.txt or .tsv) here."),
+) -> None:
     """Summarise a pool (count per concept when it has ground truth), optionally save it."""
     from ccs import pools
 
@@ -100,7 +117,8 @@ def pool_show(spec: str = typer.Argument("world", help="'world', 'world+N', 'tex
     typer.echo(f"{pool.name}: {len(pool)} descriptions")
     if pool.concepts is not None:
         df = pool.frame()
-        typer.echo(df.groupby(["in_world", "concept"]).size().to_string() if "in_world" in df
-                   else df.concept.value_counts().to_string())
+        typer.echo(
+            df.groupby(["in_world", "concept"]).size().to_string() if "in_world" in df else df.concept.value_counts().to_string()
+        )
     if out:
         typer.echo(f"wrote {pools.write(pool, out)}")

@@ -1,4 +1,5 @@
 """`ccs models` and `ccs fetch`."""
+
 from __future__ import annotations
 
 import json

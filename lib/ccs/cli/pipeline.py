@@ -1,4 +1,5 @@
 """`ccs run` (one notebook, any parameters), `ccs toc` and `ccs paper-tables`."""
+
 from __future__ import annotations
 
 import typer
@@ -10,12 +11,20 @@ from ccs.cli import app, bad
 def run_notebook(
     model: str,
     experiment: str,
-    param: list[str] = typer.Option([], "-p", "--param", help="KEY=VALUE (YAML value); repeatable. The keys "
-                                    "and their ranges are the notebook's parameters cell."),
-    exit_with_parent: bool = typer.Option(False, "--exit-with-parent", help="Stop (leaving the page as it "
-                                          "was) when the process that started this one dies, even by "
-                                          "SIGKILL (the Snakefile passes it, with that process's id in "
-                                          "CCS_PARENT_PID)."),
+    param: list[str] = typer.Option(
+        [],
+        "-p",
+        "--param",
+        help="KEY=VALUE (YAML value); repeatable. The keys and their ranges are the notebook's parameters cell.",
+    ),
+    exit_with_parent: bool = typer.Option(
+        False,
+        "--exit-with-parent",
+        help="Stop (leaving the page as it "
+        "was) when the process that started this one dies, even by "
+        "SIGKILL (the Snakefile passes it, with that process's id in "
+        "CCS_PARENT_PID).",
+    ),
 ) -> None:
     """Execute notebooks/EXPERIMENT.py for MODEL. With the parameters of pipeline.yaml the result is
     the book's page, book/runs/MODEL/EXPERIMENT.ipynb; with any other parameters it goes to a folder of
@@ -38,14 +47,17 @@ def run_notebook(
         if not sep or not key:
             raise bad("-p", f"expected KEY=VALUE, got {item!r}.")
         if key == "model":
-            raise bad("-p", f"model: the model is the first argument, not a parameter "
-                      f"(`ccs run {value.strip() or 'MODEL'} {experiment}`).")
+            raise bad(
+                "-p",
+                f"model: the model is the first argument, not a parameter (`ccs run {value.strip() or 'MODEL'} {experiment}`).",
+            )
         try:
             extra[key] = yaml.safe_load(value)
         except yaml.YAMLError as e:
             problem = " ".join(str(getattr(e, "problem", None) or e).split())
-            raise bad("-p", f"{key}: {value!r} is not a YAML value ({problem}); quote a string, write a "
-                      "list as [a, b].") from None
+            raise bad(
+                "-p", f"{key}: {value!r} is not a YAML value ({problem}); quote a string, write a list as [a, b]."
+            ) from None
     try:
         run = pipeline.find(model, experiment)
     except KeyError:  # not in the grid: still runnable, with the notebook's own defaults

@@ -1,13 +1,13 @@
 """`ccs regime`: the regime study (lib/ccs/data/regime.yaml): train and measure its configurations,
 and write its page."""
+
 from __future__ import annotations
 
 import typer
 
 from ccs.cli import app, bad
 
-regime_app = typer.Typer(help="The regime study: which recipe grows heads in the paper's categories.",
-                         no_args_is_help=True)
+regime_app = typer.Typer(help="The regime study: which recipe grows heads in the paper's categories.", no_args_is_help=True)
 app.add_typer(regime_app, name="regime")
 
 
@@ -16,8 +16,11 @@ def run(
     name: str = typer.Argument(..., help="A configuration of lib/ccs/data/regime.yaml."),
     pairs: int = typer.Option(None, min=1, help="Image-caption pairs (default: the study's budget)."),
     threads: int = typer.Option(None, min=1, help="torch CPU threads (default: 1, or 2 with --full)."),
-    full: bool = typer.Option(False, "--full", help="Train at the zoo's length (its 3,000,000 pairs, "
-                              "as `make train-tiny` does) instead of the study's short budget."),
+    full: bool = typer.Option(
+        False,
+        "--full",
+        help="Train at the zoo's length (its 3,000,000 pairs, as `make train-tiny` does) instead of the study's short budget.",
+    ),
     seed: int = typer.Option(None, min=0, help="Training seed (default: the study's)."),
 ) -> None:
     """Train a configuration for the study's budget or at full length (resuming an interrupted run
@@ -26,11 +29,12 @@ def run(
     from ccs import regime
 
     if name not in regime.study()["configurations"]:
-        raise bad("NAME", f"{name!r} is not a configuration of the study; it has: "
-                  f"{', '.join(regime.study()['configurations'])}.")
+        raise bad("NAME", f"{name!r} is not a configuration of the study; it has: {', '.join(regime.study()['configurations'])}.")
     out = regime.run(name, pairs=pairs, threads=threads or (2 if full else 1), full=full, seed=seed)
-    typer.echo(f"{out['configuration']}: {out['high']} of {out['heads']} heads with true CCS 5, {out['low']} with CCS <= 1, "
-               f"mean accuracy {out['mean_accuracy']:.3f} -> book/regime/{out['configuration']}.json")
+    typer.echo(
+        f"{out['configuration']}: {out['high']} of {out['heads']} heads with true CCS 5, {out['low']} with CCS <= 1, "
+        f"mean accuracy {out['mean_accuracy']:.3f} -> book/regime/{out['configuration']}.json"
+    )
 
 
 @regime_app.command("page")

@@ -1,4 +1,5 @@
 """`ccs world ...`: look at the concept world."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +8,9 @@ import typer
 
 from ccs.cli import app, bad
 
-world_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
-                        help="The generated concept world (images, captions, splits).")
+world_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None, help="The generated concept world (images, captions, splits)."
+)
 app.add_typer(world_app, name="world")
 
 
@@ -17,8 +19,9 @@ def preview(
     n: int = typer.Option(16, min=1, help="Number of images."),
     out: Path = typer.Option(Path("grid.png"), dir_okay=False, help="PNG file to write."),
     seed: int = typer.Option(0, min=0),
-    split: str = typer.Option("test", help="World split: " + ", ".join(["train", "test", "sketch", "noisy",
-                                                                        "novel-shades", "novel-shapes"])),
+    split: str = typer.Option(
+        "test", help="World split: " + ", ".join(["train", "test", "sketch", "noisy", "novel-shades", "novel-shapes"])
+    ),
     scale: int = typer.Option(3, min=1, max=32, help="Pixel magnification."),
 ) -> None:
     """Draw `n` samples of a split into a grid image and print their captions."""

@@ -38,29 +38,90 @@ The package, one job a module:
 - here: the `Backend` protocol and the one factory of the command line and the pages (`backend`,
   `make`, `describe`), and every public name of the modules above, as ``ccs.llm.NAME``.
 """
+
 from __future__ import annotations
 
 from typing import Protocol, Sequence
 
-from ccs.llm.calibration import (CALIBRATIONS, calibration_for, calibrations, concept_examples, load_heads,
-                                 model_calibrations, stored_calibration)
+from ccs.llm.calibration import (
+    CALIBRATIONS,
+    calibration_for,
+    calibrations,
+    concept_examples,
+    load_heads,
+    model_calibrations,
+    stored_calibration,
+)
 from ccs.llm.concepts import DATA, UNKNOWN, Concept, group, normalise, same, vocabulary
 from ccs.llm.embedding import EmbeddingBackend, concept_text, embed
-from ccs.llm.endpoint import (BACKOFF, CONNECT_TIMEOUT, JUDGE_EXAMPLES, JUDGE_SYSTEM, LABEL_EXAMPLES, LABEL_SYSTEM,
-                              MAX_BACKOFF, MAX_INVALID, MAX_RETRY_AFTER, RETRIES, ROLES, TIMEOUT, EndpointError,
-                              EndpointRejected, InvalidAnswer, OpenAIBackend, ResponseCache, TooManyInvalid)
+from ccs.llm.endpoint import (
+    BACKOFF,
+    CONNECT_TIMEOUT,
+    JUDGE_EXAMPLES,
+    JUDGE_SYSTEM,
+    LABEL_EXAMPLES,
+    LABEL_SYSTEM,
+    MAX_BACKOFF,
+    MAX_INVALID,
+    MAX_RETRY_AFTER,
+    RETRIES,
+    ROLES,
+    TIMEOUT,
+    EndpointError,
+    EndpointRejected,
+    InvalidAnswer,
+    OpenAIBackend,
+    ResponseCache,
+    TooManyInvalid,
+)
 from ccs.llm.fitting import RECIPES, calibrate, fit_calibrations, fit_offsets, line_checks, without_lines
 
 __all__ = [
-    "Backend", "backend", "make", "describe",
-    "DATA", "UNKNOWN", "Concept", "vocabulary", "normalise", "same", "group",
-    "CALIBRATIONS", "calibration_for", "model_calibrations", "calibrations", "stored_calibration",
-    "concept_examples", "load_heads",
-    "embed", "concept_text", "EmbeddingBackend",
-    "RECIPES", "calibrate", "fit_offsets", "without_lines", "line_checks", "fit_calibrations",
-    "LABEL_SYSTEM", "LABEL_EXAMPLES", "JUDGE_SYSTEM", "JUDGE_EXAMPLES", "InvalidAnswer", "EndpointError",
-    "EndpointRejected", "TooManyInvalid", "ROLES", "MAX_INVALID", "TIMEOUT", "RETRIES", "BACKOFF",
-    "CONNECT_TIMEOUT", "MAX_BACKOFF", "MAX_RETRY_AFTER", "ResponseCache", "OpenAIBackend",
+    "Backend",
+    "backend",
+    "make",
+    "describe",
+    "DATA",
+    "UNKNOWN",
+    "Concept",
+    "vocabulary",
+    "normalise",
+    "same",
+    "group",
+    "CALIBRATIONS",
+    "calibration_for",
+    "model_calibrations",
+    "calibrations",
+    "stored_calibration",
+    "concept_examples",
+    "load_heads",
+    "embed",
+    "concept_text",
+    "EmbeddingBackend",
+    "RECIPES",
+    "calibrate",
+    "fit_offsets",
+    "without_lines",
+    "line_checks",
+    "fit_calibrations",
+    "LABEL_SYSTEM",
+    "LABEL_EXAMPLES",
+    "JUDGE_SYSTEM",
+    "JUDGE_EXAMPLES",
+    "InvalidAnswer",
+    "EndpointError",
+    "EndpointRejected",
+    "TooManyInvalid",
+    "ROLES",
+    "MAX_INVALID",
+    "TIMEOUT",
+    "RETRIES",
+    "BACKOFF",
+    "CONNECT_TIMEOUT",
+    "MAX_BACKOFF",
+    "MAX_RETRY_AFTER",
+    "ResponseCache",
+    "OpenAIBackend",
 ]
 
 # The names of ccs.llm.model_fit, which imports ccs.scores: loaded on first use (see `__getattr__`).
@@ -98,8 +159,9 @@ def backend(name: str = "embedding", **options) -> Backend:
     raise ValueError(f"unknown backend {name!r}: use 'embedding' or 'openai'")
 
 
-def make(name: str = "embedding", *, pool: str = "world", calibration: str = "pool", scored: str | None = None,
-         **options) -> Backend:
+def make(
+    name: str = "embedding", *, pool: str = "world", calibration: str = "pool", scored: str | None = None, **options
+) -> Backend:
     """The labeler/judge of a page: `backend(name)`, and for the embedding backend the calibration
     for `pool` and the `scored` model (``calibration="pool"``, see `calibration_for`) or the named one."""
     if name == "embedding":

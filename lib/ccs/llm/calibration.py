@@ -2,6 +2,7 @@
 which calibration a pool is judged with, the stored constants (``data/embedding_calibration.yaml``,
 ``data/world_model_calibrations.yaml``), the hand-written heads and the concepts' example lines.
 Fitting them is `ccs.llm.fitting`'s job (and `ccs.llm.model_fit`'s for the trained models)."""
+
 from __future__ import annotations
 
 from functools import cache
@@ -19,8 +20,7 @@ def load_heads(split: str) -> list[dict]:
     Each record: ``{"concept": str, "texts": [str]*5, "truth": [0|1]*5}``.
     """
     raw = yaml.safe_load((DATA / f"heads_{split}.yaml").read_text())
-    return [{"concept": h["concept"], "texts": list(h["texts"]), "truth": [int(v) for v in h["texts"].values()]}
-            for h in raw]
+    return [{"concept": h["concept"], "texts": list(h["texts"]), "truth": [int(v) for v in h["texts"].values()]} for h in raw]
 
 
 # The named calibrations of the embedding backend, in data/embedding_calibration.yaml: each fitted by

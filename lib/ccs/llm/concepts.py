@@ -1,5 +1,6 @@
 """The concept vocabulary of the labeler and the judge (``data/concepts.yaml``): its concepts, and
 which concept a word or label names (synonyms, plurals, a narrow concept's family, its group)."""
+
 from __future__ import annotations
 
 import re
@@ -26,8 +27,10 @@ class Concept:
 def vocabulary() -> dict[str, Concept]:
     """The curated concepts, by name, in file order."""
     raw = yaml.safe_load((DATA / "concepts.yaml").read_text())["concepts"]
-    return {name: Concept(name, c["description"], tuple(c.get("synonyms", ())), c.get("group"),
-                          c.get("family")) for name, c in raw.items()}
+    return {
+        name: Concept(name, c["description"], tuple(c.get("synonyms", ())), c.get("group"), c.get("family"))
+        for name, c in raw.items()
+    }
 
 
 @cache

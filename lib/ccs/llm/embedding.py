@@ -1,5 +1,6 @@
 """The offline ``embedding`` backend: sentence embeddings (all-MiniLM-L6-v2, cached on disk per
 text) and `EmbeddingBackend`, the labeler and judge over the curated vocabulary."""
+
 from __future__ import annotations
 
 import hashlib
@@ -66,12 +67,12 @@ def embed(texts: Sequence[str]) -> np.ndarray:
                     continue
             from ccs.cache import CacheWarning
 
-            warnings.warn(f"Damaged sentence-embedding cache {path}: {problem}. Recomputing it.",
-                          CacheWarning, stacklevel=2)
+            warnings.warn(f"Damaged sentence-embedding cache {path}: {problem}. Recomputing it.", CacheWarning, stacklevel=2)
             new[t] = path
         if new:
-            vectors = _sentence_model().encode(list(new), batch_size=64, normalize_embeddings=True,
-                                               convert_to_numpy=True, show_progress_bar=False)
+            vectors = _sentence_model().encode(
+                list(new), batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            )
             for (t, path), v in zip(new.items(), vectors.astype(np.float32)):
                 # whole or not at all; a full disk names the file and leaves no temporary file
                 write_atomic(path, lambda f, v=v: np.save(f, v), fsync=False, size=v.nbytes + 128)
@@ -95,8 +96,15 @@ class EmbeddingBackend:
 
     name = "embedding"
 
-    def __init__(self, threshold: float | None = None, background: Sequence[str] | None = None, *,
-                 calibration: str = "real", margin: float | None = None, labeler: str | None = None):
+    def __init__(
+        self,
+        threshold: float | None = None,
+        background: Sequence[str] | None = None,
+        *,
+        calibration: str = "real",
+        margin: float | None = None,
+        labeler: str | None = None,
+    ):
         cal = stored_calibration(calibration)
         self.calibration = calibration
         self.fitted_on = cal.get("fitted_on")
@@ -128,9 +136,17 @@ class EmbeddingBackend:
 
     def settings(self) -> dict:
         """What judged: for the run's record."""
-        return {"backend": self.name, "calibration": self.calibration, "threshold": self.threshold,
-                "margin": self.margin, "labeler": self.labeler, "examples": self.examples,
-                "offsets": len(self.offsets), "fitted_on": self.fitted_on, "held_out_lines": self.held_out_lines}
+        return {
+            "backend": self.name,
+            "calibration": self.calibration,
+            "threshold": self.threshold,
+            "margin": self.margin,
+            "labeler": self.labeler,
+            "examples": self.examples,
+            "offsets": len(self.offsets),
+            "fitted_on": self.fitted_on,
+            "held_out_lines": self.held_out_lines,
+        }
 
     def _concept_vectors(self, concept: str) -> tuple[np.ndarray, float]:
         name = normalise(concept)

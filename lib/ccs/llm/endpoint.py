@@ -3,6 +3,7 @@ with its few-shot prompts, answer validation, retries with backoff, errors (Inva
 EndpointError, EndpointRejected, TooManyInvalid) and on-disk `ResponseCache`.
 
 Named ``endpoint``, not ``openai``, so that it never shadows the ``openai`` client package."""
+
 from __future__ import annotations
 
 import datetime
@@ -34,12 +35,30 @@ LABEL_SYSTEM = (
     "share. Answer with the word only."
 )
 LABEL_EXAMPLES = [
-    (["Photo taken in Rio de Janeiro", "Picture captured in the Swiss Alps", "Image taken in Cyprus",
-      "Photo shot in downtown Tokyo", "A snapshot from Marrakech"], "location"),
-    (["A bright orange hue", "Vibrant shades of teal", "Image with a red color", "Pastel pink tones",
-      "A charcoal gray color"], "colour"),
-    (["A photo of a dog", "Cat sleeping on a sofa", "Majestic lion in the savanna", "Photo of a horse",
-      "Detailed illustration of a spaceship"], "animal"),
+    (
+        [
+            "Photo taken in Rio de Janeiro",
+            "Picture captured in the Swiss Alps",
+            "Image taken in Cyprus",
+            "Photo shot in downtown Tokyo",
+            "A snapshot from Marrakech",
+        ],
+        "location",
+    ),
+    (
+        ["A bright orange hue", "Vibrant shades of teal", "Image with a red color", "Pastel pink tones", "A charcoal gray color"],
+        "colour",
+    ),
+    (
+        [
+            "A photo of a dog",
+            "Cat sleeping on a sofa",
+            "Majestic lion in the savanna",
+            "Photo of a horse",
+            "Detailed illustration of a spaceship",
+        ],
+        "animal",
+    ),
 ]
 JUDGE_SYSTEM = (
     "You check concept labels of attention heads of a CLIP vision model. Given a concept and one "
@@ -57,8 +76,11 @@ JUDGE_EXAMPLES = [
 def _label_prompt(texts: Sequence[str], vocab: bool) -> list[dict]:
     words = ", ".join(vocabulary())
     system = LABEL_SYSTEM.format(vocab=f"Choose it from this list: {words}. " if vocab else "")
-    shots = [m for texts_, answer in LABEL_EXAMPLES for m in (
-        {"role": "user", "content": _head_message(texts_)}, {"role": "assistant", "content": answer})]
+    shots = [
+        m
+        for texts_, answer in LABEL_EXAMPLES
+        for m in ({"role": "user", "content": _head_message(texts_)}, {"role": "assistant", "content": answer})
+    ]
     return [{"role": "system", "content": system}, *shots, {"role": "user", "content": _head_message(texts)}]
 
 
@@ -67,10 +89,12 @@ def _head_message(texts: Sequence[str]) -> str:
 
 
 def _judge_prompt(text: str, concept: str) -> list[dict]:
-    shots = [m for c, t, a in JUDGE_EXAMPLES for m in (
-        {"role": "user", "content": _judge_message(t, c)}, {"role": "assistant", "content": str(a)})]
-    return [{"role": "system", "content": JUDGE_SYSTEM}, *shots,
-            {"role": "user", "content": _judge_message(text, concept)}]
+    shots = [
+        m
+        for c, t, a in JUDGE_EXAMPLES
+        for m in ({"role": "user", "content": _judge_message(t, c)}, {"role": "assistant", "content": str(a)})
+    ]
+    return [{"role": "system", "content": JUDGE_SYSTEM}, *shots, {"role": "user", "content": _judge_message(text, concept)}]
 
 
 def _judge_message(text: str, concept: str) -> str:
@@ -153,7 +177,7 @@ def _retry_after(response) -> float | None:
 
 def _one_line(text: str, limit: int = 80) -> str:
     text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _cause(e: BaseException) -> str:
@@ -173,8 +197,11 @@ def _content(reply, scrub: Callable[[str], str]) -> str:
     message = getattr(choices[0], "message", None) if isinstance(choices, list) and choices else None
     content = getattr(message, "content", None)
     if message is None or not isinstance(content, (str, type(None))):
-        shown = reply if isinstance(reply, str) else (
-            "a chat completion without choices" if isinstance(reply, ChatCompletion) else type(reply).__name__)
+        shown = (
+            reply
+            if isinstance(reply, str)
+            else ("a chat completion without choices" if isinstance(reply, ChatCompletion) else type(reply).__name__)
+        )
         raise _Transient(f"a reply that is not a chat completion: {_one_line(scrub(shown), 60)!r}")
     return content or ""
 
@@ -249,25 +276,42 @@ class OpenAIBackend:
 
     name = "openai"
 
-    def __init__(self, model: str = "gpt-4o-mini", base_url: str | None = None, *, vocab: bool = True,
-                 timeout: float = TIMEOUT, retries: int = RETRIES, backoff: float = BACKOFF,
-                 cache: str | Path | None = None, max_invalid: float = MAX_INVALID):
+    def __init__(
+        self,
+        model: str = "gpt-4o-mini",
+        base_url: str | None = None,
+        *,
+        vocab: bool = True,
+        timeout: float = TIMEOUT,
+        retries: int = RETRIES,
+        backoff: float = BACKOFF,
+        cache: str | Path | None = None,
+        max_invalid: float = MAX_INVALID,
+    ):
         import openai
 
         self.timeout, self.retries, self.backoff = _check_retrying(timeout, retries, backoff)
-        if isinstance(max_invalid, bool) or not isinstance(max_invalid, (int, float, np.integer, np.floating)) \
-                or not 0 <= max_invalid <= 1:
+        if (
+            isinstance(max_invalid, bool)
+            or not isinstance(max_invalid, (int, float, np.integer, np.floating))
+            or not 0 <= max_invalid <= 1
+        ):
             raise ValueError(f"the LLM max_invalid must be a share between 0 and 1, not {max_invalid!r}")
         self.max_invalid = float(max_invalid)
         key = os.environ.get("OPENAI_API_KEY")
         if not key:
-            raise RuntimeError("the openai backend needs an API key in the environment variable "
-                               "OPENAI_API_KEY (any placeholder for a local server without keys)")
+            raise RuntimeError(
+                "the openai backend needs an API key in the environment variable "
+                "OPENAI_API_KEY (any placeholder for a local server without keys)"
+            )
         self.model, self.vocab = model, vocab
         # retries are ours (also on invalid answers), so the client's own are off
-        self._client = openai.OpenAI(api_key=key, base_url=base_url or os.environ.get("OPENAI_BASE_URL"),
-                                     timeout=openai.Timeout(self.timeout, connect=min(self.timeout, CONNECT_TIMEOUT)),
-                                     max_retries=0)
+        self._client = openai.OpenAI(
+            api_key=key,
+            base_url=base_url or os.environ.get("OPENAI_BASE_URL"),
+            timeout=openai.Timeout(self.timeout, connect=min(self.timeout, CONNECT_TIMEOUT)),
+            max_retries=0,
+        )
         # the endpoint, normalised by the client; credentials in the URL are never shown nor stored
         url = self._client.base_url.copy_with(username=None, password=None)
         self._endpoint_key = str(url)  # the cache key keeps the query (e.g. an api-version)
@@ -284,7 +328,7 @@ class OpenAIBackend:
     def worst_case(timeout: float = TIMEOUT, retries: int = RETRIES, backoff: float = BACKOFF) -> float:
         """The longest one question waits on a dead endpoint (hung, or refusing connections) before
         EndpointError: every attempt times out, every pause is its longest backoff."""
-        return timeout * (retries + 1) + sum(min(backoff * 2 ** i, MAX_BACKOFF) for i in range(retries))
+        return timeout * (retries + 1) + sum(min(backoff * 2**i, MAX_BACKOFF) for i in range(retries))
 
     def _scrub(self, text: str) -> str:
         """`text` without the API key (or a piece of it, or any Bearer credential): ccs.redact."""
@@ -301,8 +345,9 @@ class OpenAIBackend:
 
     def answer_summary(self) -> str:
         """'labeler: 1 of 12 questions without a valid answer; judge: 0 of 50' for this backend."""
-        return "; ".join(f"{role}: {self.invalid[role]} of {self.questions[role]} questions without a "
-                         "valid answer" for role in ROLES.values())
+        return "; ".join(
+            f"{role}: {self.invalid[role]} of {self.questions[role]} questions without a valid answer" for role in ROLES.values()
+        )
 
     def _too_many(self, role: str, final: bool) -> TooManyInvalid | None:
         bad, asked = self.invalid[role], self.questions[role]
@@ -312,13 +357,19 @@ class OpenAIBackend:
         if not bad or not total or bad <= self.max_invalid * total:
             return None
         example = f" (the last: {self._example[role]!r})" if role in self._example else ""
-        of = f"{bad} of {asked} questions" if final or total == asked else \
-            f"{bad} of the {total} questions of this run ({asked} asked so far)"
-        return TooManyInvalid(self._scrub(
-            f"{self._who(role)}: {of} got no valid answer in {self.retries + 1} attempts{example}, more "
-            f"than the {self.max_invalid:.0%} allowed (the backend's max_invalid, `ccs heads --max-invalid`). "
-            "Try another model or endpoint; the valid answers are cached in "
-            f"{self.cache.folder}"))
+        of = (
+            f"{bad} of {asked} questions"
+            if final or total == asked
+            else f"{bad} of the {total} questions of this run ({asked} asked so far)"
+        )
+        return TooManyInvalid(
+            self._scrub(
+                f"{self._who(role)}: {of} got no valid answer in {self.retries + 1} attempts{example}, more "
+                f"than the {self.max_invalid:.0%} allowed (the backend's max_invalid, `ccs heads --max-invalid`). "
+                "Try another model or endpoint; the valid answers are cached in "
+                f"{self.cache.folder}"
+            )
+        )
 
     def check_answers(self) -> None:
         """The rule at the end of a run: raise TooManyInvalid if more than ``max_invalid`` of a role's
@@ -327,14 +378,18 @@ class OpenAIBackend:
             if (error := self._too_many(role, final=True)) is not None:
                 raise error
         if any(self.invalid.values()):
-            log.warning("%s", self._scrub(f"{self.model} at {self.endpoint}: {self.answer_summary()} "
-                                          f"(those heads are flagged, not scored; up to {self.max_invalid:.0%} allowed)"))
+            log.warning(
+                "%s",
+                self._scrub(
+                    f"{self.model} at {self.endpoint}: {self.answer_summary()} "
+                    f"(those heads are flagged, not scored; up to {self.max_invalid:.0%} allowed)"
+                ),
+            )
 
     def _check_cached(self, record: dict, messages: list[dict], parse: Callable[[str], object]):
         """(answer, None) if a cached record answers this question validly, else (None, why not): the
         same validation as an answer on receipt, and the record must be of this question."""
-        if record.get("model") != self.model or record.get("endpoint") != self.endpoint \
-                or record.get("messages") != messages:
+        if record.get("model") != self.model or record.get("endpoint") != self.endpoint or record.get("messages") != messages:
             return None, "the record of another question (endpoint, model or prompt differ)"
         answer = record["answer"]
         parsed = None if isinstance(answer, bool) or not isinstance(answer, (str, int)) else parse(str(answer))
@@ -373,11 +428,17 @@ class OpenAIBackend:
         said = body.get("message") if isinstance(body, dict) and isinstance(body.get("message"), str) else None
         said = said or getattr(e, "message", "") or str(e)
         reason = getattr(e.response, "reason_phrase", "") or ""
-        advice = {401: " Check the key in OPENAI_API_KEY.", 403: " Check the key's permissions.",
-                  404: " Check the model name and the endpoint URL (OPENAI_BASE_URL)."}.get(e.status_code, "")
-        return EndpointRejected(self._scrub(
-            f"the LLM endpoint {self.endpoint} (model {self.model}) refused the request: HTTP "
-            f"{e.status_code} {reason}: {_one_line(self._scrub(said), 200)}.{advice}"))
+        advice = {
+            401: " Check the key in OPENAI_API_KEY.",
+            403: " Check the key's permissions.",
+            404: " Check the model name and the endpoint URL (OPENAI_BASE_URL).",
+        }.get(e.status_code, "")
+        return EndpointRejected(
+            self._scrub(
+                f"the LLM endpoint {self.endpoint} (model {self.model}) refused the request: HTTP "
+                f"{e.status_code} {reason}: {_one_line(self._scrub(said), 200)}.{advice}"
+            )
+        )
 
     def _ask(self, messages: list[dict], parse: Callable[[str], object], hint: str, role: str):
         self.questions[role] += 1
@@ -388,41 +449,59 @@ class OpenAIBackend:
         convo, attempts, failure = list(messages), self.retries + 1, None
         for attempt in range(attempts):
             if attempt:
-                time.sleep(failure.retry_after if failure is not None and failure.retry_after is not None
-                           else min(self.backoff * 2 ** (attempt - 1), MAX_BACKOFF) * (0.5 + random.random() / 2))
+                time.sleep(
+                    failure.retry_after
+                    if failure is not None and failure.retry_after is not None
+                    else min(self.backoff * 2 ** (attempt - 1), MAX_BACKOFF) * (0.5 + random.random() / 2)
+                )
             try:
                 self.requests += 1
                 content, failure = self._complete(convo), None
             except _Transient as e:
                 failure = e
                 wait = "" if e.retry_after is None else f", the server asks to wait {e.retry_after:g} s"
-                log.warning("%s", self._scrub(f"{self.model} at {self.endpoint}: {e.what}{wait} "
-                                              f"(attempt {attempt + 1} of {attempts})"))
+                log.warning(
+                    "%s", self._scrub(f"{self.model} at {self.endpoint}: {e.what}{wait} (attempt {attempt + 1} of {attempts})")
+                )
                 continue
             answer = parse(content)
             if answer is not None:
-                self.cache.put(key, {"endpoint": self.endpoint, "model": self.model, "messages": messages,
-                                     "answer": answer})
+                self.cache.put(key, {"endpoint": self.endpoint, "model": self.model, "messages": messages, "answer": answer})
                 self.answers += 1
                 return answer
-            log.warning("%s: invalid answer %r (attempt %d of %d)", self._scrub(self._who(role)),
-                        self._scrub(content)[:80], attempt + 1, attempts)
+            log.warning(
+                "%s: invalid answer %r (attempt %d of %d)",
+                self._scrub(self._who(role)),
+                self._scrub(content)[:80],
+                attempt + 1,
+                attempts,
+            )
             # show the model its answer and the rule again; the cache key stays the original prompt
-            convo = [*messages, {"role": "assistant", "content": content[:200]},
-                     {"role": "user", "content": f"Answer with {hint} only."}]
+            convo = [
+                *messages,
+                {"role": "assistant", "content": content[:200]},
+                {"role": "user", "content": f"Answer with {hint} only."},
+            ]
         if failure is not None:  # the last attempt could not get an answer at all
-            advice = (" (a slow endpoint needs a longer timeout: `ccs heads --timeout`, or the notebook "
-                      "parameter llm_timeout)" if failure.what.startswith("no reply") else "")
-            raise EndpointError(self._scrub(
-                f"the LLM endpoint {self.endpoint} (model {self.model}) failed {attempts} attempts, the "
-                f"last with: {failure.what}{advice}. Every answer received ({self.answers} in this run) is "
-                f"cached in {self.cache.folder}, so a rerun continues where this one stopped")) from failure
+            advice = (
+                " (a slow endpoint needs a longer timeout: `ccs heads --timeout`, or the notebook parameter llm_timeout)"
+                if failure.what.startswith("no reply")
+                else ""
+            )
+            raise EndpointError(
+                self._scrub(
+                    f"the LLM endpoint {self.endpoint} (model {self.model}) failed {attempts} attempts, the "
+                    f"last with: {failure.what}{advice}. Every answer received ({self.answers} in this run) is "
+                    f"cached in {self.cache.folder}, so a rerun continues where this one stopped"
+                )
+            ) from failure
         self.invalid[role] += 1
         self._example[role] = _one_line(self._scrub(content), 40)
         if (error := self._too_many(role, final=False)) is not None:
             raise error
-        raise InvalidAnswer(self._scrub(f"{self._who(role)}: no valid answer after {attempts} attempts "
-                                        f"(the last: {self._example[role]!r})"))
+        raise InvalidAnswer(
+            self._scrub(f"{self._who(role)}: no valid answer after {attempts} attempts (the last: {self._example[role]!r})")
+        )
 
     def _parse_label(self, content: str) -> str | None:
         words = content.strip().strip(".'\"`*").split()
@@ -452,6 +531,7 @@ class OpenAIBackend:
 
 def _check_retrying(timeout, retries, backoff) -> tuple[float, int, float]:
     """Validated timeout (seconds > 0), retries (an integer >= 0) and backoff (seconds >= 0)."""
+
     def number(x):
         return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
 

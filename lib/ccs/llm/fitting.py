@@ -1,6 +1,7 @@
 """Fitting the embedding backend's calibrations on hand-written heads (`calibrate`, `fit_offsets`,
 `fit_calibrations`), and the checks that go with them (`without_lines`, `line_checks`). The
 per-model world calibrations, which are chosen by the scores they give, are in `ccs.llm.model_fit`."""
+
 from __future__ import annotations
 
 import math
@@ -14,12 +15,15 @@ from ccs.llm.embedding import EmbeddingBackend
 
 # How `fit_calibrations` refits the stored ones: on which hand-written heads, with which margins tried
 # (real pools keep the single threshold they always had; lenient is fixed, never refitted).
-RECIPES = {"real": {"heads": "dev", "margins": (None,)},
-           "world": {"heads": "world_dev", "margins": (None, *np.round(np.arange(0, 0.205, 0.01), 2))}}
+RECIPES = {
+    "real": {"heads": "dev", "margins": (None,)},
+    "world": {"heads": "world_dev", "margins": (None, *np.round(np.arange(0, 0.205, 0.01), 2))},
+}
 
 
-def calibrate(heads: Sequence[dict], background: Sequence[str] | None = None, *, margins=(None,),
-              labeler: str = "vote", base: str = "real") -> dict:
+def calibrate(
+    heads: Sequence[dict], background: Sequence[str] | None = None, *, margins=(None,), labeler: str = "vote", base: str = "real"
+) -> dict:
     """Fit the judge on labelled heads (a dev set): the threshold (and, among `margins`, the margin)
     that maximise Cohen's kappa of judge(text, intended concept) against the per-text truth. Also
     reports the label accuracy on the heads that have a concept."""
@@ -33,13 +37,18 @@ def calibrate(heads: Sequence[dict], background: Sequence[str] | None = None, *,
     s = np.array([b.score(t, h["concept"]) for h in named for t in h["texts"]])
     gap = b.scores(texts).max(1) - s  # how far each text's score for the concept lies below its best
     grid = np.round(np.arange(-0.3, 0.5, 0.005), 3)
-    fits = [(cohen_kappa_score(y, (s >= g) & (m is None or gap <= m)), -(m or 0), g, m)
-            for m in margins for g in grid]
+    fits = [(cohen_kappa_score(y, (s >= g) & (m is None or gap <= m)), -(m or 0), g, m) for m in margins for g in grid]
     kappa, _, threshold, margin = max(fits, key=lambda f: f[:2])  # ties: the larger margin
     acc = np.mean([same(b.label(h["texts"]), h["concept"]) for h in named])
-    return {"threshold": float(threshold), "margin": None if margin is None else float(margin),
-            "labeler": labeler, "examples": b.examples, "dev_judge_kappa": round(float(kappa), 3),
-            "dev_label_accuracy": round(float(acc), 3), "dev_heads": len(heads)}
+    return {
+        "threshold": float(threshold),
+        "margin": None if margin is None else float(margin),
+        "labeler": labeler,
+        "examples": b.examples,
+        "dev_judge_kappa": round(float(kappa), 3),
+        "dev_label_accuracy": round(float(acc), 3),
+        "dev_heads": len(heads),
+    }
 
 
 def fit_offsets(b: EmbeddingBackend, heads: Sequence[dict], strength: float) -> dict[str, float]:
@@ -89,9 +98,13 @@ def line_checks(b: "EmbeddingBackend", pool, picked: set[str], seed: int = 0) ->
             other.append(b.judge(text, str(rng.choice([c for c in concepts if c != concept]))) == 0)
         else:
             distract.append(all(b.judge(text, c) == 0 for c in concepts))
-    return {"unpicked_own_concept": float(np.mean(own)), "unpicked_other_concept": float(np.mean(other)),
-            "unpicked_lines": len(own), "distractors_rejected": float(np.mean(distract)) if distract else float("nan"),
-            "distractor_lines": len(distract)}
+    return {
+        "unpicked_own_concept": float(np.mean(own)),
+        "unpicked_other_concept": float(np.mean(other)),
+        "unpicked_lines": len(own),
+        "distractors_rejected": float(np.mean(distract)) if distract else float("nan"),
+        "distractor_lines": len(distract),
+    }
 
 
 def fit_calibrations() -> dict[str, dict]:

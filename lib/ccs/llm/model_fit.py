@@ -6,6 +6,7 @@ Backend protocol, InvalidAnswer): nothing in the package imports it, so `import 
 `ccs.scores` and the two have no import cycle. `ccs.llm.fit_model_calibrations` (and
 `ccs.llm.OFFSET_STRENGTHS`) still name its functions: the package loads this module when they are
 first asked for."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -32,8 +33,15 @@ def _fit_world_model(heads: Sequence[dict], strength: float) -> dict:
     s = np.array([b.score(t, lab) for h, lab in zip(heads, labels) for t in h["texts"]])
     gap = b.scores(texts).max(1) - s
     kappa, _, margin = max((cohen_kappa_score(y, gap <= m), -m, m) for m in np.round(np.arange(0.005, 0.205, 0.005), 3))
-    return {"threshold": -1.0, "margin": float(margin), "labeler": "vote", "examples": True,
-            "offsets": offsets, "strength": strength, "fit_judge_kappa": round(float(kappa), 3)}
+    return {
+        "threshold": -1.0,
+        "margin": float(margin),
+        "labeler": "vote",
+        "examples": True,
+        "offsets": offsets,
+        "strength": strength,
+        "fit_judge_kappa": round(float(kappa), 3),
+    }
 
 
 # penalties tried for the offsets; each model's is chosen by leave-one-model-out within its fitting models
@@ -46,6 +54,7 @@ def fit_model_calibrations(records: dict[str, list[dict]], strengths=OFFSET_STRE
     the offset penalty chosen by leaving out each of those in turn (mean of label accuracy, judge
     kappa and CCS Spearman against the truth), so that a model's page never judges with constants
     fitted on its own heads."""
+
     def quality(cal: dict, heads: Sequence[dict]) -> float:
         b = EmbeddingBackend(calibration="world", margin=cal["margin"], threshold=cal["threshold"]).shift(cal["offsets"])
         g = scores.ground_truth(scores.score_heads(heads, b))
@@ -58,10 +67,18 @@ def fit_model_calibrations(records: dict[str, list[dict]], strengths=OFFSET_STRE
         train = {o: without_lines(records[o], held) for o in others}
 
         def inner(strength: float) -> float:
-            return float(np.mean([quality(_fit_world_model([h for o in others if o != m for h in train[o]], strength),
-                                          train[m]) for m in others]))
+            return float(
+                np.mean(
+                    [
+                        quality(_fit_world_model([h for o in others if o != m for h in train[o]], strength), train[m])
+                        for m in others
+                    ]
+                )
+            )
 
         strength = max(strengths, key=inner) if len(others) > 1 else strengths[0]
         out[model] = _fit_world_model([h for o in others for h in train[o]], strength) | {
-            "fitted_on": others, "held_out_lines": len(held)}
+            "fitted_on": others,
+            "held_out_lines": len(held),
+        }
     return out

@@ -31,6 +31,7 @@ One module a job:
 `pipeline.NAME` is the NAME of the module that owns it, read at each use; setting `pipeline.NAME`
 (a test's monkeypatch) sets it in that module, where the code that uses it looks it up.
 """
+
 from __future__ import annotations
 
 import sys
@@ -42,15 +43,41 @@ from ccs.pipeline import book, execution, freshness, gridfile, locks, params, pa
 _OWNERS = {
     paths: ("ROOT", "GRID", "TOC"),
     gridfile: ("Run", "grid", "runs", "find"),
-    params: ("ParameterError", "Declaration", "KINDS", "declarations", "notebook_parameters", "check_parameters",
-             "_is_text", "_is_model", "_is_pool", "_world", "_bound", "_clause"),
+    params: (
+        "ParameterError",
+        "Declaration",
+        "KINDS",
+        "declarations",
+        "notebook_parameters",
+        "check_parameters",
+        "_is_text",
+        "_is_model",
+        "_is_pool",
+        "_world",
+        "_bound",
+        "_clause",
+    ),
     freshness: ("library_digest", "weights_digest", "digest", "stored_digest", "is_current", "stale", "stamp"),
-    locks: ("record_lock_owner", "forget_lock_owner", "clear_stale_lock", "_owner_file", "_process", "_alive",
-            "_snakemakes"),
+    locks: ("record_lock_owner", "forget_lock_owner", "clear_stale_lock", "_owner_file", "_process", "_alive", "_snakemakes"),
     book: ("toc", "toc_text", "write_toc", "install_static"),
-    execution: ("output_path", "NotebookError", "library_errors", "exit_with_parent", "execute", "PATH_VARIABLES",
-                "check_destination", "tidy", "TINY_MODEL", "_ANSI", "_notebook_error", "_ipc_kernel_manager",
-                "_Signals", "_absolute_paths_for_the_kernel", "_move", "_suffix_figure_labels"),
+    execution: (
+        "output_path",
+        "NotebookError",
+        "library_errors",
+        "exit_with_parent",
+        "execute",
+        "PATH_VARIABLES",
+        "check_destination",
+        "tidy",
+        "TINY_MODEL",
+        "_ANSI",
+        "_notebook_error",
+        "_ipc_kernel_manager",
+        "_Signals",
+        "_absolute_paths_for_the_kernel",
+        "_move",
+        "_suffix_figure_labels",
+    ),
 }
 _HOME = {name: module for module, names in _OWNERS.items() for name in names}
 
@@ -60,8 +87,9 @@ __all__ = sorted(name for name in _HOME if not name.startswith("_") and name != 
 def _owned(module: types.ModuleType, name: str) -> property:
     """`pipeline.NAME` as a view of NAME in `module`: read there at each use, and set there (a data
     descriptor, so that pytest's monkeypatch sets and restores it through the view)."""
-    return property(lambda self: getattr(module, name), lambda self, value: setattr(module, name, value),
-                    doc=f"{module.__name__}.{name}")
+    return property(
+        lambda self: getattr(module, name), lambda self, value: setattr(module, name, value), doc=f"{module.__name__}.{name}"
+    )
 
 
 class _Package(types.ModuleType):

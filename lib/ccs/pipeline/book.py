@@ -1,5 +1,6 @@
 """The Jupyter Book's own files: the table of contents `_toc.yml`, written from the grid, and the
 book's copy of MathJax."""
+
 from __future__ import annotations
 
 import shutil
@@ -25,12 +26,12 @@ def toc(path: Path | None = None) -> dict:
 
     parts = [part(p) for p in prose.get("before") or []]
     for model in g["models"]:
-        chapters = [{"file": str(r.notebook.relative_to(paths.ROOT).with_suffix(""))}
-                    for r in gridfile.runs(path) if r.model == model]
+        chapters = [
+            {"file": str(r.notebook.relative_to(paths.ROOT).with_suffix(""))} for r in gridfile.runs(path) if r.model == model
+        ]
         parts.append({"caption": f"Runs: {model}", "chapters": chapters})
     parts += [part(p) for p in prose.get("after") or []]
-    return {"format": "jb-book", "root": g.get("root", "book/intro"),
-            "parts": [p for p in parts if p["chapters"]]}
+    return {"format": "jb-book", "root": g.get("root", "book/intro"), "parts": [p for p in parts if p["chapters"]]}
 
 
 def toc_text(path: Path | None = None) -> str:

@@ -7,6 +7,7 @@ at any moment leaves the previous page as it was. A run with parameters other th
 `outputs/<model>/<experiment>-<digest>/`, never over a committed page. Parameters are checked against
 the notebook's parameters cell (`ccs.pipeline.params`) before a kernel starts.
 """
+
 from __future__ import annotations
 
 import ast
@@ -51,7 +52,8 @@ def library_errors() -> frozenset[str]:
     for path in paths.library_modules():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ClassDef) and any(
-                    getattr(b, "id", getattr(b, "attr", "")).endswith(("Error", "Exception")) for b in node.bases):
+                getattr(b, "id", getattr(b, "attr", "")).endswith(("Error", "Exception")) for b in node.bases
+            ):
                 names.add(node.name)
     return frozenset(names - {"_Done", "_Transient"})
 
@@ -73,10 +75,12 @@ def _notebook_error(run: Run, e) -> NotebookError:
         text, cell = run.source.read_text(), (e.source or "").strip()
         if cell and cell in text:  # the line of the notebook's source (the cell's start + the line in it)
             m = re.search(r"Cell In\[\d+\], line (\d+)", tb)
-            line = text[:text.index(cell)].count("\n") + (int(m[1]) if m else 1)
+            line = text[: text.index(cell)].count("\n") + (int(m[1]) if m else 1)
             where = f"{run.source.relative_to(run.source.parents[1]).as_posix()} line {line}"
-        message = (f"{run.experiment} page ({run.model}), {where}: {e.ename}: {evalue or '(no message)'} "
-                   f"(unexpected; rerun with `ccs --debug run ...` for the traceback)")
+        message = (
+            f"{run.experiment} page ({run.model}), {where}: {e.ename}: {evalue or '(no message)'} "
+            f"(unexpected; rerun with `ccs --debug run ...` for the traceback)"
+        )
     return NotebookError(message, tb)
 
 
@@ -161,6 +165,7 @@ class _Signals:
                 yield
             finally:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
         return held()
 
 
@@ -190,8 +195,11 @@ def execute(run: Run, *, progress: bool = True, extra: dict | None = None, out_d
 
     extra = dict(extra or {})
     if extra.get("model", run.model) != run.model:
-        raise params.ParameterError(f"the model of a run is not a parameter: run {extra['model']} as the run's model "
-                             f"(`ccs run {extra['model']} {run.experiment}`)", "model")
+        raise params.ParameterError(
+            f"the model of a run is not a parameter: run {extra['model']} as the run's model "
+            f"(`ccs run {extra['model']} {run.experiment}`)",
+            "model",
+        )
     extra.pop("model", None)
     parameters = {"model": run.model, **run.parameters, **extra}
     params.check_parameters(run.source, parameters)
@@ -205,15 +213,21 @@ def execute(run: Run, *, progress: bool = True, extra: dict | None = None, out_d
     _absolute_paths_for_the_kernel()
     scratch = paths.scratch()
     scratch.mkdir(exist_ok=True)
-    with _Signals() as signals, \
-            tempfile.TemporaryDirectory(dir=scratch, prefix=f"{run.model}-{run.experiment}-") as tmp:
+    with _Signals() as signals, tempfile.TemporaryDirectory(dir=scratch, prefix=f"{run.model}-{run.experiment}-") as tmp:
         work = Path(tmp) / "work"
         work.mkdir()
         src, dst = Path(tmp) / "source.ipynb", Path(tmp) / "executed.ipynb"
         nbformat.write(nb, src)
         try:
-            papermill.execute_notebook(src, dst, parameters=parameters, cwd=str(work), kernel_name="python3",
-                                       progress_bar=progress, kernel_manager_class=_ipc_kernel_manager())
+            papermill.execute_notebook(
+                src,
+                dst,
+                parameters=parameters,
+                cwd=str(work),
+                kernel_name="python3",
+                progress_bar=progress,
+                kernel_manager_class=_ipc_kernel_manager(),
+            )
         except papermill.PapermillExecutionError as e:
             raise _notebook_error(run, e) from e
         executed = nbformat.read(dst, as_version=4)
@@ -251,15 +265,20 @@ def check_destination(folder: Path) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise NotADirectoryError(f"cannot write the run's results into {folder}: {existing} is not a folder; "
-                                 "move it away, or run with other parameters")
+        raise NotADirectoryError(
+            f"cannot write the run's results into {folder}: {existing} is not a folder; "
+            "move it away, or run with other parameters"
+        )
     try:
         fd, probe = tempfile.mkstemp(dir=existing, prefix=".ccs-probe-")
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise type(e)(e.errno, f"cannot write the run's results into {folder}: {existing} is not writable "
-                      f"({e.strerror}); make it writable (or mount it read-write) and run again") from None
+        raise type(e)(
+            e.errno,
+            f"cannot write the run's results into {folder}: {existing} is not writable "
+            f"({e.strerror}); make it writable (or mount it read-write) and run again",
+        ) from None
 
 
 def _move(src: Path, dst: Path) -> None:
@@ -314,6 +333,8 @@ def _suffix_figure_labels(nb, model: str) -> None:
         if fig.get("name") and not fig["name"].endswith(f"-{model}"):
             fig["name"] = f"{fig['name']}-{model}"
         if cell.cell_type == "markdown" and "{numref}`fig-" in cell.source:
-            cell.source = re.sub(r"\{numref\}`(fig-[a-z0-9-]+?)`", lambda m: m.group(0) if m.group(1).endswith(model)
-                                 else "{numref}`" + m.group(1) + f"-{model}`", cell.source)
-
+            cell.source = re.sub(
+                r"\{numref\}`(fig-[a-z0-9-]+?)`",
+                lambda m: m.group(0) if m.group(1).endswith(model) else "{numref}`" + m.group(1) + f"-{model}`",
+                cell.source,
+            )

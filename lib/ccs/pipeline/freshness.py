@@ -6,6 +6,7 @@ stored digest matches is current, so a fresh clone (where every file has the sam
 nothing, and a changed parameter re-runs exactly the pages it feeds. The Snakefile sees this through a
 stamp file per page (`stamp`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,8 +39,12 @@ def digest(run: Run, parameters: dict | None = None) -> str:
     """The digest of everything that produces the page of `run` (with `parameters` on top)."""
     params = {"model": run.model, **run.parameters, **(parameters or {})}
     h = hashlib.sha256()
-    for part in (run.source.read_bytes(), library_digest().encode(), json.dumps(params, sort_keys=True).encode(),
-                 weights_digest(run.model).encode()):
+    for part in (
+        run.source.read_bytes(),
+        library_digest().encode(),
+        json.dumps(params, sort_keys=True).encode(),
+        weights_digest(run.model).encode(),
+    ):
         h.update(hashlib.sha256(part).digest())
     return h.hexdigest()[:32]
 
@@ -79,4 +84,3 @@ def stamp(run: Run) -> tuple[Path, Path]:
     else:
         path.write_text(digest(run))  # written now: newer than the done file
     return path, done
-

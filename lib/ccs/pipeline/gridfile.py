@@ -1,5 +1,6 @@
 """The grid: `pipeline.yaml`, the only list of models and experiments, read into the runs
 (model, experiment, parameters) of the book, in book order."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -32,9 +33,12 @@ def grid(path: Path | None = None) -> dict:
 def runs(path: Path | None = None) -> list[Run]:
     """Every (model, experiment) notebook the book contains, in book order."""
     g = grid(path)
-    return [Run(model, exp, dict((cfg or {}).get("parameters") or {}))
-            for model in g["models"] for exp, cfg in g["experiments"].items()
-            if model in (cfg or {}).get("models", g["models"])]
+    return [
+        Run(model, exp, dict((cfg or {}).get("parameters") or {}))
+        for model in g["models"]
+        for exp, cfg in g["experiments"].items()
+        if model in (cfg or {}).get("models", g["models"])
+    ]
 
 
 def find(model: str, experiment: str, path: Path | None = None) -> Run:
@@ -42,4 +46,3 @@ def find(model: str, experiment: str, path: Path | None = None) -> Run:
         if (run.model, run.experiment) == (model, experiment):
             return run
     raise KeyError(f"({model}, {experiment}) is not in {(path or paths.GRID).name}; add it there first.")
-

@@ -9,6 +9,7 @@ and recording it leaves a lock without a record: that one is cleared when no Sna
 running in the repository (read from /proc). A lock held on another machine is left to Snakemake
 (`snakemake --unlock` clears it by hand).
 """
+
 from __future__ import annotations
 
 import json
@@ -117,6 +118,7 @@ def clear_stale_lock(root: Path | None = None) -> str | None:
         f.unlink(missing_ok=True)
     _owner_file(root).unlink(missing_ok=True)
     who = f"process {owner['pid']}" if owner else "it had not recorded its process yet"
-    return (f"cleared the lock of a Snakemake run that is no longer running ({who}; "
-            "it was killed): its pages are as they were before it")
-
+    return (
+        f"cleared the lock of a Snakemake run that is no longer running ({who}; "
+        "it was killed): its pages are as they were before it"
+    )

@@ -15,6 +15,7 @@ N`, `at most N`, `less than N`, `N .. M`; N may be `layers`, the model's layer c
 these (a non-empty list of distinct items). `check_parameters` holds every value to it before a
 kernel starts. (Words, not `>=`: papermill skips a parameter line with a second `=`.)
 """
+
 from __future__ import annotations
 
 import ast
@@ -77,8 +78,11 @@ def _world(attr: str):
 KINDS = {
     "text": (_is_text, "a non-empty string"),
     "model": (_is_model, "a registered model (`ccs models`)"),
-    "pool": (_is_pool, "a pool that is here: 'world', 'world+N' (N <= 9999), 'world:N', 'textspan' or a URL "
-                       "once fetched (`ccs pool fetch`), or a pool file"),
+    "pool": (
+        _is_pool,
+        "a pool that is here: 'world', 'world+N' (N <= 9999), 'world:N', 'textspan' or a URL "
+        "once fetched (`ccs pool fetch`), or a pool file",
+    ),
     "concept": (lambda v: v in _world("CONCEPTS"), "a concept of the world"),
     "split": (lambda v: v in _world("SPLITS"), "a split of the world"),
 }
@@ -100,10 +104,11 @@ def _clause(clause: str, context: dict):
 
     clause = clause.strip()
     if clause.startswith("list of "):
-        test, what = _clause(clause[len("list of "):], context)
-        return ((lambda v: isinstance(v, list) and len(v) > 0 and len(set(map(repr, v))) == len(v)
-                 and all(test(x) for x in v)),
-                f"a non-empty list of distinct items, each {what}")
+        test, what = _clause(clause[len("list of ") :], context)
+        return (
+            (lambda v: isinstance(v, list) and len(v) > 0 and len(set(map(repr, v))) == len(v) and all(test(x) for x in v)),
+            f"a non-empty list of distinct items, each {what}",
+        )
     if clause in KINDS:
         test, what = KINDS[clause]
         if clause in ("concept", "split"):
@@ -115,8 +120,7 @@ def _clause(clause: str, context: dict):
         return (lambda v: lo <= v <= hi), f"in {m[1]}..{m[2]}" + (f" (= {hi:g})" if m[2] == "layers" else "")
     m = re.fullmatch(r"(at least|more than|at most|less than)\s+(\S+)", clause)
     if m:
-        op = {"at least": operator.ge, "more than": operator.gt, "at most": operator.le,
-              "less than": operator.lt}[m[1]]
+        op = {"at least": operator.ge, "more than": operator.gt, "at most": operator.le, "less than": operator.lt}[m[1]]
         bound = _bound(m[2], context)
         return (lambda v: op(v, bound)), f"{m[1]} {m[2]}"
     choices = [c.strip().strip("'\"") for c in clause.split("|")]
@@ -137,8 +141,11 @@ def declarations(source: Path) -> dict[str, Declaration]:
     if len(cells) != 1:
         raise ParameterError(f"{source.name} needs exactly one cell tagged 'parameters'")
     text = cells[0].source
-    comments = {tok.start[0]: tok.string.lstrip("#").strip()
-                for tok in tokenize.generate_tokens(io.StringIO(text).readline) if tok.type == tokenize.COMMENT}
+    comments = {
+        tok.start[0]: tok.string.lstrip("#").strip()
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline)
+        if tok.type == tokenize.COMMENT
+    }
     out = {}
     for node in ast.parse(text).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
@@ -147,7 +154,7 @@ def declarations(source: Path) -> dict[str, Declaration]:
             for line in range(node.lineno, node.end_lineno + 1):
                 comment = comments.get(line, "")
                 if comment.startswith("[") and "]" in comment:
-                    spec = comment[1:comment.index("]")].strip()
+                    spec = comment[1 : comment.index("]")].strip()
                     break
             out[name] = Declaration(name, ast.literal_eval(node.value), spec)
     return out
@@ -167,16 +174,18 @@ def check_parameters(source: Path, parameters: dict) -> None:
         parameters = {"model": context["model"], **parameters}
     for name, value in parameters.items():
         if name not in declared:
-            raise ParameterError(f"{source.stem} has no parameter {name!r}; its parameters: "
-                                 f"{', '.join(declared)}", name)
+            raise ParameterError(f"{source.stem} has no parameter {name!r}; its parameters: {', '.join(declared)}", name)
         d = declared[name]
         expected = d.type
         ok = isinstance(value, expected) and not (isinstance(value, bool) and expected is not bool)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             ok = True
         if not ok:
-            raise ParameterError(f"{source.stem}: {name} must be {'an' if expected.__name__[0] in 'aeiou' else 'a'} "
-                                 f"{expected.__name__} (like its default {d.default!r}), not {value!r}", name)
+            raise ParameterError(
+                f"{source.stem}: {name} must be {'an' if expected.__name__[0] in 'aeiou' else 'a'} "
+                f"{expected.__name__} (like its default {d.default!r}), not {value!r}",
+                name,
+            )
         if expected is float and not math.isfinite(value):  # .inf passes "more than 0", then hangs or fails later
             raise ParameterError(f"{source.stem}: {name} must be a finite number, not {value!r}", name)
         for clause in filter(None, (c.strip() for c in d.range.split(","))):
@@ -187,4 +196,3 @@ def check_parameters(source: Path, parameters: dict) -> None:
                 raise ParameterError(f"{source.stem}: {name} = {value!r}: {' '.join(str(e).split())}", name) from None
             if not ok:
                 raise ParameterError(f"{source.stem}: {name} must be {what}, not {value!r}", name)
-

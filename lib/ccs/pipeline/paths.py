@@ -8,6 +8,7 @@ parameters of their own, `runs-tmp/` the scratch folders papermill works in (the
 the pages, for atomic moves), `.snakemake/` Snakemake's lock and the stamps it reads, `_mathjax/` the
 book's copy of MathJax (all but the first four git-ignored).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
