@@ -41,9 +41,9 @@ def pytest_collection_modifyitems(items):
 # card and its CCS), which are quick: their experiment pages are as expensive as the default's and
 # would not fit the 20-minute budget of `make test` (README, "The two commands").
 NBVAL_OTHER_MODELS = ("model_card", "ccs")
-# The seeds page repeats the pruning page's central test on three analysis seeds for three sources of
-# sets: the pruning page is regression-tested, the seeds pages' agreement reaches the replication page,
-# and all of them together would not fit the 20-minute budget.
+# The seeds page repeats the pruning, shifted-data and concept pages' claims on three analysis seeds for
+# three sources of sets (about 10 minutes a model): those pages are regression-tested, the seeds pages'
+# agreement reaches the replication page, and all of them together would not fit the 20-minute budget.
 NBVAL_SKIPPED = ("seeds",)
 
 
