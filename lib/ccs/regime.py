@@ -57,24 +57,24 @@ def run_name(name: str, full: bool = False, seed: int | None = None) -> str:
 
 
 def train_config(name: str, pairs: int | None = None, threads: int = 1, *, full: bool = False, seed: int | None = None):
-    """The TrainConfig of a configuration: the zoo's recipe with the configuration's levers. A short
-    run (the study's budget) renders its batches in one worker process (inline, the allocator
-    setting that keeps the renderer's heap from fragmenting would send the training's own tensors
-    through mmap: half the time in the kernel); a `full` run is the zoo's recipe exactly (its pairs,
-    rendering inline), so that it compares with the shipped models."""
+    """The TrainConfig of a configuration: the zoo's recipe with the configuration's levers, for the
+    study's budget or (`full`) the zoo's pairs. Batches are rendered by one worker process (inline, the
+    allocator setting that keeps the renderer's heap from fragmenting would send the training's own
+    tensors through mmap, half the time in the kernel; without it an inline run's heap grows about 5 MB
+    a step, which a full-length run on CPU cannot afford). A batch depends only on its step, so the
+    data are the zoo's."""
     from ccs import train
 
     c, s = configuration(name), study()
-    zoo = train.TrainConfig()
     return train.TrainConfig(
-        pairs=pairs or (zoo.pairs if full else s["pairs"]),
+        pairs=pairs or (train.TrainConfig().pairs if full else s["pairs"]),
         seed=s["seed"] if seed is None else seed,
         threads=threads,
         model=f"regime-{run_name(name, full, seed)}",
         config=c["config"],
         world=c.get("world", "base"),
         single=c.get("single", 0.15),
-        loader_workers=zoo.loader_workers if full else 1,
+        loader_workers=1,
     )
 
 

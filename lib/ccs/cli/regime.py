@@ -15,7 +15,7 @@ app.add_typer(regime_app, name="regime")
 def run(
     name: str = typer.Argument(..., help="A configuration of lib/ccs/data/regime.yaml."),
     pairs: int = typer.Option(None, min=1, help="Image-caption pairs (default: the study's budget)."),
-    threads: int = typer.Option(None, min=1, help="torch CPU threads (default: 1, or 2 with --full)."),
+    threads: int = typer.Option(None, min=1, help="torch CPU threads."),
     full: bool = typer.Option(
         False,
         "--full",
@@ -30,7 +30,7 @@ def run(
 
     if name not in regime.study()["configurations"]:
         raise bad("NAME", f"{name!r} is not a configuration of the study; it has: {', '.join(regime.study()['configurations'])}.")
-    out = regime.run(name, pairs=pairs, threads=threads or (2 if full else 1), full=full, seed=seed)
+    out = regime.run(name, pairs=pairs, threads=threads or 1, full=full, seed=seed)
     typer.echo(
         f"{out['configuration']}: {out['high']} of {out['heads']} heads with true CCS 5, {out['low']} with CCS <= 1, "
         f"mean accuracy {out['mean_accuracy']:.3f} -> book/regime/{out['configuration']}.json"
