@@ -11,7 +11,7 @@ import numpy as np
 
 from ccs.llm.calibration import calibrations, load_heads
 from ccs.llm.concepts import UNKNOWN, normalise, same
-from ccs.llm.embedding import EmbeddingBackend
+from ccs.llm.embedding import EmbeddingBackend, embed
 
 # How `fit_calibrations` refits the stored ones: on which hand-written heads, with which margins tried
 # (real pools keep the single threshold they always had; lenient is fixed, never refitted).
@@ -33,6 +33,7 @@ def calibrate(
     b.margin = None
     named = [h for h in heads if h["concept"] != UNKNOWN]
     texts = [t for h in named for t in h["texts"]]
+    embed(texts)  # one batched pass before the per-text scores
     y = np.array([v for h in named for v in h["truth"]])
     s = np.array([b.score(t, h["concept"]) for h in named for t in h["texts"]])
     gap = b.scores(texts).max(1) - s  # how far each text's score for the concept lies below its best
@@ -89,6 +90,8 @@ def line_checks(b: "EmbeddingBackend", pool, picked: set[str], seed: int = 0) ->
     no world concept. Accuracies, and how many lines each rests on."""
     rng = np.random.default_rng(seed)
     concepts = sorted({c for c, w in zip(pool.concepts, pool.in_world) if w})
+    if isinstance(b, EmbeddingBackend):  # one batched pass: the judge below embeds one line at a time
+        embed([t for t in pool.texts if t not in picked])
     own, other, distract = [], [], []
     for text, concept, in_world in zip(pool.texts, pool.concepts, pool.in_world):
         if text in picked:
