@@ -5,6 +5,7 @@
     python benchmarks/llm_embedding.py --calibrate-models  # refit each trained model's world calibration
     python benchmarks/llm_embedding.py --world      # also 180 heads simulated from the world pool
     python benchmarks/llm_embedding.py --backend openai --judge-model gpt-4o  # an LLM, same sets
+    python benchmarks/llm_embedding.py --line-checks  # the judge's line check on a cold cache: batched / per line
 
 Prints label accuracy (heads with a concept), the share of concept-less heads scored low (CCS <= 1),
 the judge's accuracy and Cohen's kappa (judging each text against the head's
@@ -36,8 +37,15 @@ def main() -> None:
         action="store_true",
         help="refit and store each trained concept-world model's calibration, leave-one-model-out on the others' heads",
     )
+    parser.add_argument(
+        "--line-checks",
+        action="store_true",
+        help="time the judge's check on unpicked lines from a cold sentence-embedding cache, batched against per line",
+    )
     args = parser.parse_args()
     t0 = time.perf_counter()
+    if args.line_checks:
+        return line_checks_speed()
     if args.calibrate_models:
         calibrate_models()
     if args.calibrate:
@@ -136,6 +144,39 @@ def world_heads(seed: int = 0, repeats: int = 3) -> list[dict]:
                     }
                 )
     return heads
+
+
+def line_checks_speed() -> None:
+    """`llm.line_checks` (the CCS page's judge check on the pool lines no head picked) from an empty
+    sentence-embedding cache, as a fresh clone meets it: with its one batched embedding pass, against
+    the judge embedding each line alone as it is asked about it (what it did before the pass), in the
+    same run; both give the same result."""
+    import os
+    import tempfile
+
+    from ccs import pools
+    from ccs.llm import embedding
+
+    pool = pools.world()
+    b = llm.make("embedding", pool="world", calibration="world")
+    picked = set(pool.texts[::3])
+    lines = [t for t in pool.texts if t not in picked]
+    timings, results = {}, {}
+    for way in ("per line", "batched"):
+        with tempfile.TemporaryDirectory() as cold:
+            os.environ["CCS_CACHE"] = cold
+            embedding._EMBEDDINGS.clear()
+            t = time.perf_counter()
+            if way == "per line":
+                for line in lines:
+                    embedding.embed([line])
+            results[way] = llm.line_checks(b, pool, picked)
+            timings[way] = time.perf_counter() - t
+    assert results["per line"] == results["batched"], results
+    print(
+        f"line checks on {len(lines)} lines from a cold cache: per line {timings['per line']:.1f} s, "
+        f"batched {timings['batched']:.1f} s, ratio {timings['per line'] / timings['batched']:.1f}x (same result)"
+    )
 
 
 if __name__ == "__main__":

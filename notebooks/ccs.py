@@ -417,19 +417,11 @@ summary = {
 }
 
 
-def high_share(counts_: dict) -> dict:
-    """The share of scored heads with CCS = 5, with its Wilson 95 % interval (statsmodels)."""
-    from statsmodels.stats.proportion import proportion_confint
-
-    n = int(table["ccs"].notna().sum())
-    lo, hi = proportion_confint(counts_["high"], n, method="wilson")
-    return replication.row((counts_["high"] / n, lo, hi))
-
-
-summary["replication"] = {"this run": {"ccs-high-share": high_share(counts)}}
+scored = int(table["ccs"].notna().sum())
+summary["replication"] = {"this run": {"ccs-high-share": replication.row(replication.share(counts["high"], scored))}}
 if "concepts" in table:
     truth_counts = scores.category_counts(headsets.truth_table(table))
     summary["truth_category_counts"] = truth_counts
-    summary["replication"]["ground truth"] = {"ccs-high-share": high_share(truth_counts)}
+    summary["replication"]["ground truth"] = {"ccs-high-share": replication.row(replication.share(truth_counts["high"], scored))}
 with open("ccs.json", "w") as f:  # NaN (an undefined statistic) is written as null
     json.dump(json.loads(json.dumps(summary).replace("NaN", "null")), f, indent=1)

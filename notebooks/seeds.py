@@ -16,16 +16,20 @@
 # A page's interval covers the images it evaluates on, the random draws and the choice among tied
 # heads. One more source of chance is fixed on every page: the **analysis seed**, which draws the
 # images TextSpan decomposes, and so each head's five texts, its label, its CCS and the sets pruned.
-# This page runs the claims of the set-based pages once per analysis seed and for each source of sets
-# (the soft-pruning page's central test on the test split, the shifted-data page's on the shifted
-# splits, and the concept-pruning page's diagonal), and counts in how many seeds each verdict comes
-# out the same. A claim replicates on a model only if it holds on every seed. (The video page's
-# claims are not repeated here: its retrieval sits at its ceiling on every model, see its page.)
+# This page runs the claims of the CCS and set-based pages once per analysis seed and for each source
+# of sets: the share of heads with CCS 5 (the CCS page), the soft-pruning page's central tests on the
+# test split and whether a head's CCS predicts the cost of pruning it alone, the shifted-data page's
+# tests on the shifted splits and its OOD-detection claim, and the concept-pruning page's diagonal and
+# its two concept tables. It counts in how many seeds each verdict comes out the same; a claim
+# replicates on a model only if it holds on every seed. (The video page's claims are not repeated
+# here: its retrieval sits at its ceiling on every model, see its page. The function sets have no
+# CCS, so the CCS share and the importance correlation are claims of the two text sources only.)
 
 # %% tags=["hide-input"]
 import json
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
@@ -50,6 +54,7 @@ seeds = 5  # [at least 1] random (and tie) draws per set
 eval_images = 1000  # [at least 2] fresh concept-world test images
 eval_seed = 1  # [at least 0]
 measure = "p_true"  # [p_true | correct] "p_true" (probability of the true class) or "correct" (top-1)
+detect_task = "shape"  # [concept] the class prompts whose MCM score detects OOD images (novel shapes have no class)
 
 # %% [markdown]
 # ## The sets of every seed, and the test on each
@@ -58,8 +63,10 @@ measure = "p_true"  # [p_true | correct] "p_true" (probability of the true class
 print(models.banner(model, weights))
 shifted = ["sketch", "noisy", "novel-shades"]
 label_source = {"run": "this run", "truth": "ground truth", "function": "function"}  # concept labels -> sets
-eval_sets = pruning.world_sets(eval_images, eval_seed, ["test", *shifted])
+eval_sets = pruning.world_sets(eval_images, eval_seed, ["test", *shifted, "novel-shapes"])
 clfs, rows, heads, points = None, [], {}, []
+scale = {"CCS-5 share": (100, " %"), "importance rho": (1, ""), "OOD AUROC drop": (100, " AUROC pts")}  # else pp
+
 for s in analysis_seeds:
     st = study.load(
         model,
@@ -75,19 +82,47 @@ for s in analysis_seeds:
     )
     clfs = clfs or pruning.classifiers(model, st.module, st.tokenizer, world.tasks())
     concept_sources = [(label_source.get(l, l), "concepts: " + p, c) for l, p, c in st.concept_sets("run", seeds)]
-    conditions = st.conditions(equal=False) | study.concept_conditions(concept_sources)
-    only = {k: ["test"] for k in conditions if k.startswith("concepts: ")}  # the diagonal is a test-split claim
+    singles = {f"head/{n}": [n] for n in st.table["name"]}  # the same on every seed: computed once, then cached
+    conditions = st.conditions(equal=False) | study.concept_conditions(concept_sources) | singles
+    # the concept and single-head claims are test-split claims; detection needs the novel shapes only
+    # unpruned and with the high sets pruned
+    only = {
+        k: ["test"]
+        if k.startswith("concepts: ") or k in singles
+        else [*eval_sets]
+        if pruning.group(k.split(": ")[-1]) in ("original", "high")
+        else ["test", *shifted]
+        for k in conditions
+    }
     r = pruning.run(st.module, model, eval_sets, clfs, conditions, only=only, progress=False)
-    concept_claims = {src: pruning.diagonal_test(r, list(c), "test", measure, prefix=p) for src, p, c in concept_sources}
+    at_chance = ood.detector_at_chance(r, detect_task)
+    ccs_tables = {"this run": st.table, "ground truth": st.truth}
     for prefix, src in st.sources():
         claims = pruning.central_claims(r, "test", measure, prefix=prefix)
         claims |= {f"shifted: high vs {b}": ood.high_vs(r, shifted, b, measure, prefix) for b in ("low", "random")}
-        diag = concept_claims.get(src.source)
-        if diag is not None and diag["concepts"]:
-            claims["concept diagonal"] = diag["difference"]
+        claims["OOD AUROC drop"] = ood.auroc_drop(r, detect_task, prefix=prefix)
+        verdicts = {"OOD AUROC drop": pruning.NO_VERDICT} if at_chance else {}  # nothing detects: nothing to lose
+        t = ccs_tables.get(src.source)
+        if t is not None:
+            claims["CCS-5 share"] = replication.share(int((t["ccs"] == 5).sum()), int(t["ccs"].notna().sum()))
+            claims["importance rho"] = pruning.importance_rho(r, t.set_index("name")["ccs"], "test", measure)
+        for label, p, c in concept_sources:
+            if label == src.source:
+                diag = pruning.diagonal_test(r, list(c), "test", measure, prefix=p)
+                if diag["concepts"]:
+                    claims["concept diagonal"] = diag["difference"]
+                for own, other in (("scene", "shape"), ("shape", "scene")):
+                    d = pruning.cross_test(r, own, other, "test", measure, prefix=p)
+                    if np.isfinite(d[0]):  # only where both concepts have heads
+                        claims[f"concepts: {own} vs {other}"] = d
         heads[f"{s}/{src.source}"] = src.high
         points += [
-            {"analysis seed": s, "sets": src.source, "claim": k, "estimate": 100 * v[0], "lo": 100 * v[1], "hi": 100 * v[2]}
+            {
+                "analysis seed": s,
+                "sets": src.source,
+                "claim": k,
+                **dict(zip(("estimate", "lo", "hi"), np.multiply(v, scale.get(k, (100,))[0]))),
+            }
             for k, v in claims.items()
         ]
         rows.append(
@@ -95,15 +130,15 @@ for s in analysis_seeds:
                 "analysis seed": s,
                 "sets": src.source,
                 "test": src.test,
-                **{k: pruning.interval_text(v) for k, v in claims.items()},
-                **{f"{k} verdict": pruning.verdict([v]) for k, v in claims.items()},
+                **{k: pruning.interval_text(v, *scale.get(k, (100, " pp"))) for k, v in claims.items()},
+                **{f"{k} verdict": verdicts.get(k) or pruning.verdict([v]) for k, v in claims.items()},
                 "high heads": " ".join(src.high),
             }
         )
 by_seed = pd.DataFrame(rows)
 by_seed.set_index(["sets", "analysis seed"]).sort_index(level=0, sort_remaining=False)
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Every claim on every analysis seed: per panel one claim (the extra cost, in the page's measure, of pruning the high set against the low or random sets, on the test or the shifted splits; for the concept diagonal, the excess cost of a concept's heads on its own task minus on the other tasks), per source of sets and seed, with 95 % intervals in percentage points; each claim predicts its intervals above zero.", "name": "fig-seeds"}, "image": {"alt": "Panels of intervals, one per claim, one row per source of sets and analysis seed."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Every claim on every analysis seed: per panel one claim (the share of heads with CCS 5; the extra cost, in the page's measure, of pruning the high set against the low or random sets, on the test or the shifted splits; Spearman's ρ between a head's CCS and the cost of pruning it alone; the novel-shapes AUROC lost by pruning the high set; for the concept diagonal, the excess cost of a concept's heads on its own task minus on the other tasks, and for the two concept tables the excess cost of one concept's heads on its task minus another's), per source of sets and seed, with 95 % intervals (percentage points unless the panel says otherwise); each claim predicts its intervals above zero.", "name": "fig-seeds"}, "image": {"alt": "Panels of intervals, one per claim, one row per source of sets and analysis seed."}}
 pts = pd.DataFrame(points)
 pts["row"] = pts["sets"] + ", seed " + pts["analysis seed"].astype(str)
 claims = list(dict.fromkeys(pts["claim"]))
@@ -120,7 +155,8 @@ for ax, claim in zip(axes.flat, claims):
     ax.set_yticks(range(len(sub)), sub["row"], fontsize=8)
     ax.axvline(0, color="0.3", lw=0.8)
     ax.invert_yaxis()
-    ax.set(title=claim, xlabel="extra cost of the pruned set (pp)")
+    unit = scale.get(claim, (100, " pp"))[1].strip()
+    ax.set(title=claim, xlabel={"%": "share of the heads (%)", "": "Spearman's ρ"}.get(unit, f"estimate ({unit})"))
 for ax in axes.flat[len(claims) :]:
     ax.axis("off")
 fig.suptitle(f"{model}: every claim on {len(analysis_seeds)} analysis seeds", y=1.01)

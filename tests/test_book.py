@@ -1,22 +1,10 @@
 """The book builds with warnings as errors, and its pages render offline."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 from ccs import pipeline
 
 
-def test_book_builds_strictly_and_serves_its_own_mathjax(tmp_path):
-    jb = Path(sys.executable).with_name("jupyter-book")
-    proc = subprocess.run(
-        [str(jb), "build", str(pipeline.ROOT), "--path-output", str(tmp_path), "-W", "-n", "--keep-going", "--quiet"],
-        capture_output=True,
-        text=True,
-        cwd=pipeline.ROOT,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    html = tmp_path / "_build" / "html"
+def test_book_builds_strictly_and_serves_its_own_mathjax(built_book):
+    html = built_book
     intro = (html / "book" / "intro.html").read_text()
     assert "Concept Consistency" in intro
     assert "_static/mathjax/tex-svg.js" in intro and "cdn.jsdelivr.net" not in intro

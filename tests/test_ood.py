@@ -68,3 +68,6 @@ def test_the_detector_and_its_auroc_drop():
     est, lo, hi = ood.auroc_drop(r, "shape", n_boot=200)
     assert est == pytest.approx(evaluate.auroc(inside, outside) - evaluate.auroc(blurred, outside))
     assert 0 < lo <= est <= hi  # pruning made the detector worse, beyond the images' chance
+    assert not ood.detector_at_chance(r, "shape")
+    same = results({("original", "test"): inside, ("original", "novel-shapes"): rng.normal(1, 0.3, 200)})
+    assert ood.detector_at_chance(same, "shape")  # OOD images scored like the test images: AUROC near 0.5

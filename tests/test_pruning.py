@@ -99,6 +99,20 @@ def test_concept_matrix_and_diagonal():
     assert all(np.isnan(pruning.cross_test(r, "colour", "shape", prefix="truth: ")))
 
 
+def test_importance_rho_ranks_heads_by_ccs_against_the_cost_of_pruning_each_alone():
+    import pandas as pd
+
+    base = [1.0, 0.8, 0.6, 0.9]
+    cost = dict(zip("abcdefghij", [0.05, 0.1, 0.08, 0.2, 0.3, 0.25, 0.4, 0.45, 0.35, 0.5]))  # each head's drop
+    r = fake({("original", "t"): base, **{(f"head/{h}", "t"): [v - c for v in base] for h, c in cost.items()}})
+    rising = pd.Series([1, 1, 2, 2, 3, 3, 4, 4, 5, 5], index=list(cost), dtype=float)
+    rho, lo, hi = pruning.importance_rho(r, rising)
+    assert rho > 0.8 and 0 < lo <= rho <= hi  # higher CCS, costlier heads
+    assert pruning.importance_rho(r, -rising)[0] == pytest.approx(-rho)
+    with pytest.raises(KeyError, match="head/z"):
+        pruning.importance_rho(r, pd.Series([1.0], index=["z"]))
+
+
 def test_a_real_run_matches_plain_embeddings_and_prunes(one_thread, tmp_path, monkeypatch):
     monkeypatch.setenv("CCS_CACHE", str(tmp_path))
     from ccs import cache

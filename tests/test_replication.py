@@ -153,3 +153,11 @@ def test_seed_agreement_covers_every_page_s_claims_and_says_where_a_seed_could_n
     assert ("this run", "high vs low") not in a.index  # a claim the page did not run
     record = replication.agreement_record(a)
     assert record["ground truth"]["shifted-high-vs-random"] == {"agree": "3 of 3 supported", "replicated": True}
+
+
+def test_a_share_s_interval_stays_inside_zero_and_one():
+    est, lo, hi = replication.share(3, 32)
+    assert est == 3 / 32 and 0 < lo < est < hi < 1
+    assert replication.share(0, 32)[1] == 0 and replication.share(32, 32)[2] == pytest.approx(1)
+    assert replication.row(replication.share(0, 32))["verdict"] == "inconclusive"  # none found: not shown to exist
+    assert replication.row(replication.share(1, 32))["verdict"] == "supported"

@@ -8,9 +8,10 @@ content wider than its column at a desktop width (1280x900). Wide tables or equa
 own scrolling box are fine: what is measured is the main column itself and the page.
 Screenshots of the introduction and of one experiment page are saved under the build folder.
 
-The book is built once for the module, into a temporary folder, as `make html` builds it
-(`CCS_SITE_HTML=_build/html` checks a site already built instead). The site is served over HTTP on
-127.0.0.1; any other address is blocked (the book renders offline).
+The book is built once per session (conftest `built_book`, which test_book checks too), into a
+temporary folder, as `make html` builds it (`CCS_SITE_HTML=_build/html` checks a site already built
+instead). The site is served over HTTP on 127.0.0.1; any other address is blocked (the book renders
+offline).
 
 Without a browser these tests fail, saying how to install one; `CCS_SKIP_BROWSER=1` skips them.
 Chromium is looked up as `$CCS_CHROMIUM`, then `chromium`, `chromium-browser`, `google-chrome` on
@@ -25,8 +26,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import threading
 from html.parser import HTMLParser
 from pathlib import Path
@@ -104,23 +103,15 @@ def chromium():
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    """The book built strictly (warnings are errors), as `make html` builds it, into a tmp folder;
-    or, with CCS_SITE_HTML=_build/html, a site already built (by `make book`), checked as it is."""
+def site(request) -> Path:
+    """The book built strictly (warnings are errors), as `make html` builds it, into a tmp folder (the
+    session's `built_book`); or, with CCS_SITE_HTML=_build/html, a site already built (by `make book`),
+    checked as it is."""
     if os.environ.get("CCS_SITE_HTML"):
         html = Path(os.environ["CCS_SITE_HTML"]).resolve()
         assert (html / "index.html").is_file(), f"CCS_SITE_HTML={html}: no index.html there"
         return html
-    out = tmp_path_factory.mktemp("site")
-    jb = Path(sys.executable).with_name("jupyter-book")
-    proc = subprocess.run(
-        [str(jb), "build", str(ROOT), "--path-output", str(out), "-W", "-n", "--keep-going", "--quiet"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out / "_build" / "html"
+    return request.getfixturevalue("built_book")
 
 
 @pytest.fixture(scope="module")

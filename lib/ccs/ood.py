@@ -49,6 +49,13 @@ def detection(r: Results, name: str, out: str, task: str, n_boot: int = 300, see
     }
 
 
+def detector_at_chance(r: Results, task: str, out: str = "novel-shapes") -> bool:
+    """Whether the unpruned MCM detector's AUROC interval on `out` includes 0.5: then pruning cannot
+    show anything about detection, and `auroc_drop` gets no verdict."""
+    d = detection(r, "original", out, task)
+    return d["auroc_lo"] <= 0.5 <= d["auroc_hi"]
+
+
 def auroc_drop(
     r: Results, task: str, out: str = "novel-shapes", prefix: str = "", n_boot: int = 1000, seed: int = 0
 ) -> tuple[float, float, float]:

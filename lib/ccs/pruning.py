@@ -399,6 +399,15 @@ def diagonal_test(r: Results, concepts, evalset: str = "test", measure: str = "p
     }
 
 
+def importance_rho(r: Results, ccs, evalset: str = "test", measure: str = "p_true") -> tuple[float, float, float]:
+    """Does a head's CCS predict what pruning it alone costs? Spearman's rho between each head's CCS
+    (`ccs`: a Series indexed by head name) and the drop of its ``head/NAME`` condition, with the
+    bootstrap interval over the heads (`evaluate.spearman_ci`); > 0: higher-CCS heads cost more."""
+    base = r.per_image("original", evalset, measure)
+    drops = [np.nanmean(base - r.per_image(f"head/{n}", evalset, measure)) for n in ccs.index]  # `drop`'s estimates
+    return evaluate.spearman_ci(ccs.to_numpy(), drops)
+
+
 def cross_test(
     r: Results, concept: str, other: str, evalset: str = "test", measure: str = "p_true", seed: int = 0, prefix: str = ""
 ) -> tuple[float, float, float]:
