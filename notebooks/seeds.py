@@ -65,7 +65,7 @@ shifted = ["sketch", "noisy", "novel-shades"]
 label_source = {"run": "this run", "truth": "ground truth", "function": "function"}  # concept labels -> sets
 eval_sets = pruning.world_sets(eval_images, eval_seed, ["test", *shifted, "novel-shapes"])
 clfs, rows, heads, points = None, [], {}, []
-scale = {"CCS-5 share": (100, " %"), "importance rho": (1, ""), "OOD AUROC drop": (100, " AUROC pts")}  # else pp
+scale = {"CCS-5 share": (100, " %"), "importance rho": (1, "", 2), "OOD AUROC drop": (100, " AUROC pts")}  # else pp
 
 for s in analysis_seeds:
     st = study.load(

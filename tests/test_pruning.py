@@ -59,6 +59,7 @@ def test_verdict_from_intervals():
     assert pruning.verdict([]) == pruning.NO_VERDICT
     assert set(pruning.VERDICTS) == {"supported", "contradicted", "inconclusive"}
     assert pruning.interval_text((0.041, 0.029, 0.053)) == "4.1 pp [2.9, 5.3]"
+    assert pruning.interval_text((0.314, -0.02, 0.55), 1, "", digits=2) == "0.31 [-0.02, 0.55]"
 
 
 def test_task_for_concepts():

@@ -312,9 +312,9 @@ def central_claims(r: Results, evalset: str = "test", measure: str = "p_true", p
     }
 
 
-def interval_text(d: tuple[float, float, float], scale: float = 100, unit: str = " pp") -> str:
+def interval_text(d: tuple[float, float, float], scale: float = 100, unit: str = " pp", digits: int = 1) -> str:
     """'4.1 pp [2.9, 5.3]' for an (estimate, low, high) triple."""
-    return f"{d[0] * scale:.1f}{unit} [{d[1] * scale:.1f}, {d[2] * scale:.1f}]"
+    return f"{d[0] * scale:.{digits}f}{unit} [{d[1] * scale:.{digits}f}, {d[2] * scale:.{digits}f}]"
 
 
 def drop_table(r: Results, names, evalset: str, tasks=None) -> pd.DataFrame:
