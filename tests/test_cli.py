@@ -271,6 +271,26 @@ def test_help_imports_no_heavy_module():
     assert "ccs" in imported and not set(HEAVY) & imported, sorted(set(HEAVY) & imported)
 
 
+def test_train_tiny_trains_a_zoo_model_in_its_own_world(tmp_path, monkeypatch):
+    """A zoo entry's `world` (the variant the registry analyses it in) reaches the training config."""
+    from ccs import train
+
+    zoo = {"rich-model": {"config": "ccs-tiny", "seed": 3, "world": "rich"}, "plain": {"config": "ccs-tiny", "seed": 0}}
+    monkeypatch.setattr(models, "zoo", lambda: zoo)
+    seen = {}
+
+    def fake_train(out, cfg, max_steps=None):
+        seen[out.name] = cfg
+        return train.State()
+
+    monkeypatch.setattr(train, "train", fake_train)
+    for name in zoo:
+        result = CliRunner().invoke(app, ["train-tiny", "--model", name, "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+    assert seen["rich-model"].world == "rich" and seen["rich-model"].seed == 3
+    assert seen["plain"].world == "base"
+
+
 def test_cli_defaults_are_the_library_defaults():
     """The defaults --help shows are read from the library's source without importing it: the same
     values the library holds."""

@@ -104,6 +104,7 @@ def train_tiny(
             precision=precision,
             loader_workers=loader_workers,
             model=model,
+            world=zoo[model].get("world", "base"),  # the variant the model is registered (and analysed) in
         )
     )
     state = train.train(out, cfg, max_steps=max_steps)
