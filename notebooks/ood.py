@@ -256,7 +256,7 @@ glue("ood-verdict", verdict, display=False)  # shifted data hurt more than test 
 
 
 novel = det[(det["OOD set"] == "novel-shapes") & (det.pruned == "original")].iloc[0]
-detector_at_chance = novel.auroc_lo <= 0.5 <= novel.auroc_hi
+detector_at_chance = ood.detector_at_chance(r, detect_task)
 if detector_at_chance:
     print(
         f"the unpruned detector is at chance on novel shapes (AUROC {novel['AUROC [95 % CI]']}): "

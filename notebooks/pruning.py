@@ -39,7 +39,7 @@ import torch
 from IPython.display import display
 from myst_nb import glue
 
-from ccs import ablate, carriers, evaluate, headsets, llm, models, plots, pruning, replication, scores, study, world
+from ccs import ablate, carriers, headsets, llm, models, plots, pruning, replication, scores, study, world
 
 plots.style()
 pd.set_option("display.width", 200, "display.max_colwidth", 120, "display.precision", 2)
@@ -485,7 +485,7 @@ single = pd.DataFrame(
         for n, c, lab in zip(table["name"], table["ccs"], table["label"])
     ]
 )
-rho, lo, hi = evaluate.spearman_ci(single["CCS"], single["drop"])
+rho, lo, hi = pruning.importance_rho(r, table.set_index("name")["ccs"], "test", measure)
 fig, ax = plt.subplots(figsize=(6.5, 4))
 np.random.seed(seed)  # seaborn's jitter draws from numpy's global generator: the same figure every run
 sns.stripplot(single, x="CCS", y="drop", hue="label", ax=ax, size=7, jitter=0.15, native_scale=True)
@@ -512,7 +512,7 @@ def importance_answer(lo, hi):
 
 
 print(f"Spearman's rho (CCS, drop) = {rho:.2f} [{lo:.2f}, {hi:.2f}] over {len(single)} heads -> {importance_answer(lo, hi)}")
-truth_rho = evaluate.spearman_ci(truth["ccs"], single["drop"]) if truth is not None else None
+truth_rho = pruning.importance_rho(r, truth.set_index("name")["ccs"], "test", measure) if truth is not None else None
 glue(
     "pruning-importance", f"ρ = {rho:.2f} [{lo:.2f}, {hi:.2f}], {importance_answer(lo, hi)}".replace("-", "\u2212"), display=False
 )

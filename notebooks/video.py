@@ -33,7 +33,8 @@
 # clip has one caption, so only that difference remains.
 #
 # A teaching point comes at the end: what mean pooling cannot see. The code is folded away except
-# the pruned retrieval itself (`ablate.pruned` around `evaluate.retrieval_report`).
+# the pruned retrieval itself (`retrieval.reports`: per condition, `ablate.pruned` around
+# `evaluate.retrieval_report`).
 
 # %% tags=["hide-input"]
 import json
@@ -121,15 +122,9 @@ conditions = st.conditions(equal=False)  # every source's sets; the page's own u
 means = None
 if ablation == "mean":
     means = ablate.head_means(model_, batch.frames[:, 0], layers=spec.analysed_layers)
-video_of_text = np.arange(clips)
 
 # %%
-reports = {}
-for name, heads in conditions.items():
-    with ablate.pruned(model_, heads, ablation, means=means):
-        reports[name] = evaluate.retrieval_report(
-            text, pruning.clip_embeddings(model, model_, batch.frames, protocol), video_of_text
-        )
+reports = retrieval.reports(model, model_, text, batch.frames, conditions, protocol, ablation, means)
 
 
 # %% tags=["hide-input"]
@@ -346,10 +341,9 @@ for name in ("MSR-VTT", "MSVD", "DiDeMo"):
         continue
     vs = datasets.load_video(name, protocol=protocol)  # the whole test split
     vtext = evaluate.text_embeddings(model_, tokenizer, vs.captions)
+    reps = retrieval.reports(model, model_, vtext, vs.frames, conditions, protocol, ablation, means, vs.video_of_text)
     recall = {}
-    for name_, heads in conditions.items():
-        with ablate.pruned(model_, heads, ablation, means=means):
-            rep = evaluate.retrieval_report(vtext, pruning.clip_embeddings(model, model_, vs.frames, protocol), vs.video_of_text)
+    for name_, rep in reps.items():
         recall.setdefault(pruning.group(name_), []).append(100 * rep["text_to_video"]["R@1"])
     galleries[name] = vs.gallery
     standard = datasets.spec(name).split_videos

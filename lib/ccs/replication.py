@@ -157,8 +157,9 @@ SEED_CLAIMS = {
     "concept diagonal": "concept-diagonal",
     "concepts: scene vs shape": "concept-scene-vs-shape",
     "concepts: shape vs scene": "concept-shape-vs-scene",
-}  # the seeds page's claims -> the replication page's keys (every claim of the set-based pages but the
-# video page's, whose retrieval sits at its ceiling on every model)
+    "video: high vs low": "video-high-vs-low",
+    "video: high vs random": "video-high-vs-random",
+}  # the seeds page's claims -> the replication page's keys: every claim of the CCS and set-based pages
 
 
 def seed_agreement(by_seed, claims=tuple(SEED_CLAIMS)):

@@ -1,15 +1,38 @@
-"""The text-to-video page's claims (notebooks/video.py) on its retrieval reports: per condition, the
-ranks `evaluate.retrieval_report` gives each query; a group's draws ("random/0", "random/1" ...)
-stand together under the group's name."""
+"""The text-to-video page's claims (notebooks/video.py, and the seeds page's repeat of them) on its
+retrieval reports: per condition, the ranks `evaluate.retrieval_report` gives each query; a group's
+draws ("random/0", "random/1" ...) stand together under the group's name."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ccs import evaluate
-from ccs.pruning import group
+from ccs import ablate, evaluate
+from ccs.pruning import clip_embeddings, group
 
 CEILING = 0.99  # unpruned R@1 at or above this leaves nothing to lose: no verdict
+
+
+def reports(
+    model_name: str,
+    module,
+    text,
+    frames,
+    conditions: dict,
+    protocol: str = "paper",
+    ablation: str = "zero",
+    means=None,
+    video_of_text=None,
+) -> dict:
+    """Per condition (name -> heads to prune): the retrieval report (`evaluate.retrieval_report`) of
+    the captions' embeddings `text` against the clips `frames` [N, F, 3, H, W] with the condition's
+    heads pruned (`ablation`: "zero" or "mean", then with the heads' `means`); caption i describes clip
+    `video_of_text[i]` (default: clip i)."""
+    video_of_text = np.arange(len(frames)) if video_of_text is None else video_of_text
+    out = {}
+    for name, heads in conditions.items():
+        with ablate.pruned(module, heads, ablation, means=means):
+            out[name] = evaluate.retrieval_report(text, clip_embeddings(model_name, module, frames, protocol), video_of_text)
+    return out
 
 
 def draw_hits(reports: dict, name: str, k: int, direction: str = "text_to_video") -> np.ndarray:
