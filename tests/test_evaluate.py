@@ -56,6 +56,22 @@ def test_classifier_and_embeddings_are_normalised(tiny):
         evaluate.pool_frames(frame_emb, "CLIP4Clip")
 
 
+@pytest.mark.parametrize("name", ["ccs-tiny", "ViT-B-32-OpenAI"])
+def test_encoding_up_to_the_last_end_of_text_token_is_open_clip_s_encoding(name):
+    """Prompts of different lengths in one batch (the longest sets the cut): the same embeddings as
+    open_clip's full-context encode_text, with the trained tiny model and the paper's architecture; a
+    tower that does not pool at the end-of-text token is run as it is."""
+    torch.manual_seed(0)
+    model, _, tok = models.load(name, untrained=name != "ccs-tiny")
+    tokens = tok(["red", "a photo of a cat.", "three small striped triangles on the left of a beach scene"])
+    assert int(tokens.argmax(-1).max()) + 1 < tokens.shape[1]  # there is padding to cut
+    with torch.no_grad():
+        full, cut = model.encode_text(tokens), evaluate.encode_text(model, tokens)
+        assert torch.allclose(cut, full, atol=2e-5) and not torch.allclose(full[0], full[1], atol=1e-3)
+        model.text_pool_type = "last"  # the last position is padding: now the cut would change it
+        assert torch.equal(evaluate.encode_text(model, tokens), model.encode_text(tokens))
+
+
 def test_bootstrap_interval_brackets_the_mean():
     lo, hi = evaluate.bootstrap_ci([1, 0, 1, 1, 0, 1, 1, 1] * 10)
     assert lo < 0.75 < hi

@@ -38,24 +38,16 @@ MODEL = "ViT-B-32-OpenAI"
 
 
 class _Text:
-    """The model's ``encode_text``, memoised per prompt (token row) and run only over the tokens up to
-    each prompt's end-of-text token (the argmax of the row, as open_clip pools): with the causal mask
-    the padding after it cannot change that token's feature."""
+    """The model's ``encode_text`` for clip_benchmark's code, memoised per prompt (token row) and run
+    only over the tokens up to each prompt's end-of-text token (`evaluate.encode_text`, which our own
+    code calls directly)."""
 
     def __init__(self, model):
-        self.model, self.full, self.memo = model, model.encode_text, {}
+        self.model, self.memo = model, {}
 
     @torch.no_grad()
     def short(self, tokens: torch.Tensor) -> torch.Tensor:
-        m = self.model
-        length = int(tokens.argmax(-1).max()) + 1
-        pos, mask = m.positional_embedding, m.attn_mask
-        try:
-            m.positional_embedding = torch.nn.Parameter(pos.data[:length], requires_grad=False)
-            m.attn_mask = mask[:length, :length]
-            return self.full(tokens[:, :length])
-        finally:
-            m.positional_embedding, m.attn_mask = pos, mask
+        return evaluate.encode_text(self.model, tokens)
 
     def __call__(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         keys = [row.numpy().tobytes() for row in tokens]
