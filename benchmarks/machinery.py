@@ -1,12 +1,12 @@
 """Per-page machinery: what `ccs run` costs beyond the page's own code.
 
     python benchmarks/machinery.py                          # ccs-tiny's TextSpan and CCS pages
-    python benchmarks/machinery.py --pages ccs-tiny/ood --repeat 3
+    python benchmarks/machinery.py --pages ccs-tiny/ood:eval_seed=2 --repeat 3
 
 For each page, alternately and `--repeat` times: the page's code cells as one plain Python script
 (jupytext's reading of notebooks/EXPERIMENT.py, the parameters a run would inject, in a fresh
 interpreter in an empty folder: imports included, no kernel, no notebook written), and `ccs run
-MODEL EXPERIMENT -p texts=4` (another parameter than the book's, so the page goes under outputs/
+MODEL EXPERIMENT -p KEY=VALUE` (a parameter other than the book's, so the page goes under outputs/
 and the book is left alone; the decompositions and embeddings come from the warm cache either way).
 The machinery is the difference of the medians: checking the parameters, starting the kernel,
 papermill's cell protocol, writing and stamping the page. Run it with the cache warm (run each
@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 import jupytext
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PARAM = ("texts", 4)
 
 
 def script(experiment: str, params: dict) -> str:
@@ -50,20 +50,28 @@ def timed(cmd: list[str], cwd: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pages", nargs="+", default=["ccs-tiny/textspan", "ccs-tiny/ccs"], help="MODEL/EXPERIMENT")
+    parser.add_argument(
+        "--pages",
+        nargs="+",
+        default=["ccs-tiny/textspan:texts_per_head=4", "ccs-tiny/ccs:texts=4"],
+        help="MODEL/EXPERIMENT:KEY=VALUE, the parameter that keeps the run off the book's page",
+    )
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     for page in args.pages:
-        model, experiment = page.split("/")
+        name, param = page.split(":")
+        model, experiment = name.split("/")
+        key, value = param.split("=")
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "page.py"
-            path.write_text(script(experiment, {"model": model, PARAM[0]: PARAM[1]}))
+            path.write_text(script(experiment, {"model": model, key: yaml.safe_load(value)}))
             cells, run = [], []
             for _ in range(args.repeat):
                 cells.append(timed([sys.executable, str(path)], Path(tmp)))
-                run.append(timed(["ccs", "run", model, experiment, "-p", f"{PARAM[0]}={PARAM[1]}"], ROOT))
+                run.append(timed(["ccs", "run", model, experiment, "-p", param], ROOT))
         c, r = statistics.median(cells), statistics.median(run)
-        print(f"{page}: cells as a script {c:.1f} s, `ccs run` {r:.1f} s, machinery {r - c:.1f} s (medians of {args.repeat})")
+        print(f"{name} ({param}): cells as a script {c:.1f} s, `ccs run` {r:.1f} s", end="")
+        print(f", machinery {r - c:.1f} s (medians of {args.repeat})")
 
 
 if __name__ == "__main__":
