@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
-import torch
 import yaml
+
+if TYPE_CHECKING:  # torch is imported where a model is built or used: naming one (`ccs run`) needs none
+    import torch
 
 TINY = "ccs-tiny"
 PACKAGE = resources.files("ccs")
@@ -340,6 +342,8 @@ def tensor_preprocess(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.
     Resizes to the model's input size when needed and normalises with the model's mean and std,
     as open_clip's PIL pipeline does, but on whole batches.
     """
+    import torch
+
     cfg = model.visual.preprocess_cfg
     size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
     mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1)
@@ -397,6 +401,7 @@ def architecture(name: str, model: torch.nn.Module) -> dict:
 
 def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
     """Parameters per part of a CLIP: where the weights (and the heads) are."""
+    import torch
 
     def n(*modules) -> int:
         return sum(p.numel() for m in modules for p in (m.parameters() if isinstance(m, torch.nn.Module) else [m]))

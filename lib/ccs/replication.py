@@ -459,7 +459,10 @@ def page(models: list[str], runs_dir: Path, figures: Path | None = None, draw: b
         "zero), *no verdict* (nothing could show). Per claim: one row per model and source, every "
         "verdict counted, and a random-effects pooled estimate across models, whose interval widens "
         "with the spread between them (Paule-Mandel, statsmodels' `combine_effects`; shares on the "
-        "logit scale).",
+        "logit scale). The *analysis seeds* column comes from the model's seeds page, which runs the "
+        "claim again on each analysis seed (the images TextSpan decomposes, and so each head's texts, "
+        "label, CCS and the sets): the most common verdict and on how many seeds it comes out. A claim "
+        "*holds on every analysis seed* of a model only if it is supported on each.",
         "",
         f"Models: {', '.join(f'`{m}`' for m in models)}.",
         "",
