@@ -24,7 +24,9 @@
 # where the unpruned model already finds nearly every clip first). It counts in how many seeds each
 # verdict comes out the same; a claim replicates on a model only if it holds on every seed. (The
 # function sets have no CCS, so the CCS share and the importance correlation are claims of the two
-# text sources only.)
+# text sources only.) Each set gets the `seeds` parameter's random (and tie) draws, which the book
+# keeps smaller here than on the set-based pages (`pipeline.yaml`): seed 0 repeats a page's analysis
+# with other draws, so its intervals are wider and its estimates need not equal the page's.
 
 # %% tags=["hide-input"]
 import json
@@ -66,6 +68,7 @@ protocol = "paper"  # [paper | clip4clip] video protocol (see the video page)
 
 # %% tags=["hide-input"]
 print(models.banner(model, weights))
+print(f"analysis seeds {', '.join(map(str, analysis_seeds))}; {seeds} random (and tie) draws per set")
 shifted = ["sketch", "noisy", "novel-shades"]
 label_source = {"run": "this run", "truth": "ground truth", "function": "function"}  # concept labels -> sets
 eval_sets = pruning.world_sets(eval_images, eval_seed, ["test", *shifted, "novel-shapes"])
