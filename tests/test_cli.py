@@ -243,11 +243,20 @@ def test_heads_records_are_checked_before_any_work(tmp_path, content, message):
 HEAVY = ("torch", "scipy", "sklearn", "pandas", "open_clip", "joblib", "papermill", "jupytext", "openai")
 
 
+def _imported_by(code: str) -> list[str]:
+    """Run `code` in a fresh interpreter: the words of its last printed line (what `code` printed
+    there without a newline), then the top-level modules it imported."""
+    code = f"import sys\n{code}\nprint(*sorted(m.split('.')[0] for m in sys.modules))\n"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.splitlines()[-1].split()
+
+
 def test_help_imports_no_heavy_module():
     """`ccs --help` and every command's --help stay fast (was 5-10 s): the command modules import the
     library inside their commands. Checked on the import graph, not on a clock."""
-    code = (
-        "import sys\nimport typer.main\nfrom ccs.cli import app\n"
+    helped, *loaded = _imported_by(
+        "import typer.main\nfrom ccs.cli import app\n"
         "root = typer.main.get_command(app)\n"
         "def walk(cmd, path):\n"
         "    yield path\n"
@@ -257,11 +266,8 @@ def test_help_imports_no_heavy_module():
         "for args in walk(root, []):\n"
         "    root.main([*args, '--help'], prog_name='ccs', standalone_mode=False)\n"
         "    helped += 1\n"
-        "print(helped, *sorted(m.split('.')[0] for m in sys.modules))\n"
+        "print(helped, end=' ')"
     )
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    helped, *loaded = p.stdout.split("\n")[-2].split()
     assert int(helped) >= 20  # the root, every command and every sub-command
     assert "typer" in loaded and not set(HEAVY) & set(loaded), sorted(set(HEAVY) & set(loaded))
     # the installed script, as a user runs it
@@ -276,15 +282,13 @@ def test_checking_a_run_before_its_kernel_imports_no_torch():
     imports torch anyway, so the parent importing it too cost every page about 1.7 s (measured with
     py-spy on `ccs run ccs-tiny textspan`). Checked on the import graph, for a page without a world
     parameter (a [concept] parameter reads the world's vocabulary, which imports torch)."""
-    code = (
-        "import sys\nfrom ccs import models, pipeline\n"
-        "models.spec('ccs-tiny')\nrun = pipeline.find('ccs-tiny', 'textspan')\n"
-        "pipeline.check_parameters(run.source, {'model': 'ccs-tiny', **run.parameters, 'texts_per_head': 4})\n"
-        "print(*sorted(m.split('.')[0] for m in sys.modules))\n"
+    loaded = set(
+        _imported_by(
+            "from ccs import models, pipeline\n"
+            "models.spec('ccs-tiny')\nrun = pipeline.find('ccs-tiny', 'textspan')\n"
+            "pipeline.check_parameters(run.source, {'model': 'ccs-tiny', **run.parameters, 'texts_per_head': 4})"
+        )
     )
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    loaded = set(p.stdout.split())
     assert "ccs" in loaded and not {"torch", "open_clip"} & loaded, sorted({"torch", "open_clip"} & loaded)
 
 
