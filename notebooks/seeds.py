@@ -93,7 +93,8 @@ for s in analysis_seeds:
     clfs = clfs or pruning.classifiers(model, st.module, st.tokenizer, world.tasks())
     concept_sources = [(label_source.get(l, l), "concepts: " + p, c) for l, p, c in st.concept_sets("run", seeds)]
     singles = {f"head/{n}": [n] for n in st.table["name"]}  # the same on every seed: computed once, then cached
-    conditions = st.conditions(equal=False) | study.concept_conditions(concept_sources) | singles
+    set_conditions = st.conditions(equal=False)  # every source's high, low and random sets
+    conditions = set_conditions | study.concept_conditions(concept_sources) | singles
     # the concept and single-head claims are test-split claims; detection needs the novel shapes only
     # unpruned and with the high sets pruned
     only = {
@@ -107,7 +108,7 @@ for s in analysis_seeds:
     r = pruning.run(st.module, model, eval_sets, clfs, conditions, only=only, progress=False)
     at_chance = ood.detector_at_chance(r, detect_task)
     text = text if text is not None else evaluate.text_embeddings(st.module, st.tokenizer, captions)
-    videos = retrieval.reports(model, st.module, text, batch.frames, st.conditions(equal=False), protocol)
+    videos = retrieval.reports(model, st.module, text, batch.frames, set_conditions, protocol)
     video_ceiling = retrieval.at_ceiling(videos)  # nothing left to lose at R@1
     ccs_tables = {"this run": st.table, "ground truth": st.truth}
     for prefix, src in st.sources():
