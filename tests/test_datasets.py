@@ -189,7 +189,7 @@ def test_oxford_pets_the_papers_listing(env):
 
 
 def test_imagenet_r_wnid_folders(env):
-    wnids, names = datasets._imagenet_subset("r")
+    wnids, names = datasets.prompts._imagenet_subset("r")
     assert len(wnids) == 200 and names[:2] == ["goldfish", "great white shark"]
     pick = [wnids[0], wnids[5], wnids[199]]
     for k, w in enumerate(pick):
@@ -261,7 +261,7 @@ def test_frames_cache(env, tmp_path, monkeypatch):
     def fail(*a, **k):
         raise AssertionError("decoded again instead of read from the cache")
 
-    monkeypatch.setattr(datasets, "decode_frames", fail)
+    monkeypatch.setattr(datasets.frames, "decode_frames", fail)  # where cached_frames looks it up
     again, _, _ = datasets.load_video("MSR-VTT", size=16, frames=4)
     assert np.array_equal(first.numpy(), again.numpy())
     with pytest.raises(AssertionError, match="decoded again"):  # another frame count: another key
