@@ -397,3 +397,37 @@ def test_modes(custom):
     for mode in ablate.MODES:  # empty heads: a no-op, even without means
         with ablate.pruned(model, [], mode):
             assert torch.equal(_encode(model, x), plain)
+
+
+@pytest.mark.parametrize("fixture", ["tiny", "b32"])
+def test_an_unpruned_stream_gives_the_embeddings_of_a_full_pruned_forward_bit_exactly(fixture, request):
+    """Each pruning starts at its first pruned layer from the kept unpruned stream: the embeddings are
+    those of `evaluate.image_embeddings` inside `pruned`, bit for bit, in any order of first layers
+    (later ones advance the stream, an earlier one restarts it), in zero and mean mode."""
+    from ccs import evaluate
+
+    model, x = request.getfixturevalue(fixture)
+    L = len(model.visual.transformer.resblocks)
+    images = _uint8(6, x.shape[-1], seed=3)
+    stream = ablate.UnprunedStream(model, images, batch_size=4)  # two batches, the last one short
+    assert ablate.UnprunedStream.supported(model, len(images))
+    means = ablate.head_means(model, images)
+    sets = [[f"L{L - 3}.H1", f"L{L - 1}.H2"], [f"L{L - 1}.H0"], [], [f"L{L - 4}.H0"], ["L0.H3", f"L{L - 2}.H5"]]
+    for mode in ("zero", "mean"):
+        for heads in sets:
+            with ablate.pruned(model, heads, mode, means=means):
+                plain = evaluate.image_embeddings(model, images, batch_size=4)
+                assert torch.equal(stream.embeddings(heads), plain), (mode, heads)
+        assert stream.layer == 0  # the last pruning started at layer 0
+    with ablate.pruned(model, [f"L{L - 1}.H0"]):
+        unpruned_forward = stream.embeddings([])  # a pruning it is not told of is not there for it
+    assert not torch.equal(unpruned_forward, stream.embeddings([f"L{L - 1}.H0"]))
+
+
+def test_the_stream_is_kept_only_for_towers_it_reproduces_and_within_its_budget(tiny):
+    model, _ = tiny
+    tokens, width = model.visual.positional_embedding.shape
+    assert ablate.UnprunedStream.supported(model, 10, budget=10 * tokens * width * 4)
+    assert not ablate.UnprunedStream.supported(model, 11, budget=10 * tokens * width * 4)
+    assert not ablate.UnprunedStream.supported(model.visual, 10)  # a bare tower has no encode_image
+    assert ablate.first_layer(model, ["L5.H0", "L3.H2"]) == 3 and ablate.first_layer(model, []) == 6

@@ -144,6 +144,26 @@ def test_a_real_run_matches_plain_embeddings_and_prunes(one_thread, tmp_path, mo
     cache.memory.cache_clear()
 
 
+def test_a_run_through_the_shared_stream_equals_one_of_full_forwards(one_thread, tmp_path, monkeypatch):
+    """`run` computes each set's prunings from the unpruned stream, in the order of their first layer:
+    the scores are those of full forwards, bit for bit, and come back in the order asked for."""
+    torch.manual_seed(0)
+    model, _, tok = models.load("ccs-tiny", untrained=True)
+    sets = pruning.world_sets(20, 1, ("test", "noisy"))
+    clfs = pruning.classifiers("ccs-tiny", model, tok, world.tasks())
+    conds = {"original": [], "late": ["L5.H0", "L5.H1"], "early": ["L2.H3"], "mixed": ["L4.H2", "L1.H0"]}
+    runs = {}
+    for name, shared in (("stream", pruning.stream), ("full", lambda model, images: None)):
+        monkeypatch.setenv("CCS_CACHE", str(tmp_path / name))  # each computes its own embeddings
+        monkeypatch.setattr(pruning, "stream", shared)
+        runs[name] = pruning.run(model, "ccs-tiny", sets, clfs, conds, progress=False)
+    assert runs["stream"].conditions() == list(conds) == runs["full"].conditions()
+    assert list(runs["stream"].scores) == list(runs["full"].scores)
+    for key, s in runs["full"].scores.items():
+        assert all(np.array_equal(s[m], runs["stream"].scores[key][m], equal_nan=True) for m in s), key
+    assert pruning.by_first_layer(model, conds) == ["mixed", "early", "late", "original"]
+
+
 def test_what_carries_a_verdict_is_said_in_words():
     import pandas as pd
 

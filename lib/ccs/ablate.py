@@ -259,3 +259,88 @@ def pruned(model: nn.Module, heads, mode: str = "zero", means: dict | None = Non
         with torch.no_grad():
             for view, old in reversed(saved):
                 view.copy_(old)
+
+
+# ---------------------------------------------------------------------------------------------
+# Many prunings of one image set
+
+
+def first_layer(model: nn.Module, heads) -> int:
+    """The first layer with a head in `heads` (the number of layers where there is none)."""
+    return min((layer for layer, _ in parse_heads(model, heads)), default=len(_tower_blocks(model)))
+
+
+class UnprunedStream:
+    """Normalised embeddings [N, D] of one image set under many prunings, each forward starting at the
+    first pruned layer. Pruning heads of layer k and later leaves the blocks before k as they are, so
+    the residual stream entering block k is the unpruned model's: it is kept and advanced block by
+    block as the prunings it serves start later. Prunings taken in the order of their first layer
+    therefore run each block before it once in all (the concept-world pages prune the last 4 of 6
+    layers: a third to a half of every pruned forward saved). Exact: the same operations on the same
+    batches as ``evaluate.image_embeddings`` inside ``pruned``. A pruning that starts before the kept
+    layer starts the stream afresh.
+
+        stream = UnprunedStream(model, images)
+        for heads in sets:                      # best sorted by first layer
+            with pruned(model, heads):
+                emb = stream.embeddings(heads)
+
+    The model must not change between calls other than through ``pruned`` of the heads passed.
+    `supported(model, n)`: whether the tower is one whose forward this reproduces (open_clip's CLIP
+    with a class-token ViT) and the stream of `n` images fits in `budget` bytes."""
+
+    def __init__(self, model: nn.Module, images: torch.Tensor, batch_size: int = 256):
+        from ccs.models import tensor_preprocess
+
+        self.model, self.images, self.batch_size = model, images, batch_size
+        self.visual, self.blocks = model.visual, _tower_blocks(model)
+        self.preprocess = tensor_preprocess(model)
+        self.layer, self.states = None, []  # the stream entering block `layer`, per batch
+
+    @staticmethod
+    def supported(model: nn.Module, n: int, budget: float = 2**31) -> bool:
+        from open_clip.model import CLIP, CustomTextCLIP
+        from open_clip.transformer import VisionTransformer
+
+        visual = getattr(model, "visual", None)
+        if not isinstance(model, (CLIP, CustomTextCLIP)) or type(model).encode_image not in (
+            CLIP.encode_image,
+            CustomTextCLIP.encode_image,
+        ):
+            return False
+        if not isinstance(visual, VisionTransformer) or type(visual).forward is not VisionTransformer.forward:
+            return False
+        if visual.attn_pool is not None or visual.output_tokens or visual.training:
+            return False
+        tokens, width = visual.positional_embedding.shape
+        return n * tokens * width * visual.conv1.weight.element_size() <= budget
+
+    def _advance(self, layer: int) -> None:
+        """Bring the kept stream to the input of block `layer` (unpruned below it)."""
+        if self.layer is None or layer < self.layer:
+            self.states, self.layer = [], 0
+            device = next(self.model.parameters()).device
+            for i in range(0, len(self.images), self.batch_size):
+                x = self.preprocess(self.images[i : i + self.batch_size]).to(device)
+                x = self.visual._embeds(x)
+                self.states.append(x if self.visual.transformer.batch_first else x.transpose(0, 1).contiguous())
+        for blk in self.blocks[self.layer : layer]:
+            self.states = [blk(x) for x in self.states]
+        self.layer = layer
+
+    @torch.no_grad()
+    def embeddings(self, heads) -> torch.Tensor:
+        """The embeddings of the model as it is now, with `heads` (and no others) pruned."""
+        first = first_layer(self.model, heads)
+        self._advance(first)
+        out = []
+        for x in self.states:
+            for blk in self.blocks[first:]:
+                x = blk(x)
+            if not self.visual.transformer.batch_first:
+                x = x.transpose(0, 1)
+            pooled, _ = self.visual._pool(x)
+            if self.visual.proj is not None:
+                pooled = pooled @ self.visual.proj
+            out.append(F.normalize(pooled.float(), dim=-1).cpu())
+        return torch.cat(out)

@@ -129,14 +129,6 @@ def noise_set(n: int, seed: int, like: EvalSet) -> EvalSet:
     return EvalSet("noise", images, {t: np.full(n, -1) for t in like.labels})
 
 
-def _classifier(model_name: str, fingerprint: str, classnames: tuple, templates: tuple, model, tokenizer):
-    return evaluate.zero_shot_classifier(model, tokenizer, list(classnames), list(templates))
-
-
-def _embeddings(model_name: str, fingerprint: str, images_key: str, model, images):
-    return evaluate.image_embeddings(model, images)
-
-
 def _cached_tensor(kind: str, key: list, compute) -> torch.Tensor:
     """`compute()` (a tensor) through the checked array cache (`ccs.cache.checked`): stored with its
     checksum, and a damaged file is reported (CacheWarning with its path) and recomputed, never used."""
@@ -151,29 +143,42 @@ def classifiers(model_name: str, model, tokenizer, tasks: Mapping) -> dict[str, 
         name: _cached_tensor(
             "classifiers",
             [model_name, fp, list(t.classnames), list(t.templates)],
-            lambda t=t: _classifier(model_name, fp, tuple(t.classnames), tuple(t.templates), model, tokenizer),
+            lambda t=t: evaluate.zero_shot_classifier(model, tokenizer, list(t.classnames), list(t.templates)),
         )
         for name, t in tasks.items()
     }
 
 
-def embeddings(model_name: str, model, images: torch.Tensor) -> torch.Tensor:
+def stream(model, images: torch.Tensor) -> ablate.UnprunedStream | None:
+    """What lets the prunings of `images` share the unpruned model's first layers (`ablate.UnprunedStream`),
+    or None where the tower is not one it reproduces or the images' stream would not fit in memory."""
+    return ablate.UnprunedStream(model, images) if ablate.UnprunedStream.supported(model, len(images)) else None
+
+
+def by_first_layer(model, conditions: Mapping[str, list]) -> list[str]:
+    """The conditions' names in the order of their first pruned layer (stably; unpruned last), the
+    order in which an `ablate.UnprunedStream` runs each unpruned block once."""
+    return sorted(conditions, key=lambda c: ablate.first_layer(model, conditions[c]))
+
+
+def embeddings(model_name: str, model, images: torch.Tensor, shared=None, heads=()) -> torch.Tensor:
     """Normalised image embeddings of the model as it is now (pruned or not), cached on disk by its
-    weights and the images (checked when read, see `_cached_tensor`)."""
+    weights and the images (checked when read, see `_cached_tensor`). With `shared` (`stream` of these
+    images), a forward that is computed starts at the first layer of `heads`, the heads pruned now."""
     visual = decompose.fingerprint(getattr(model, "visual", model))  # pruning edits the image tower only
     key = decompose.images_hash(images)
-    return _cached_tensor(
-        "image-embeddings", [model_name, visual, key], lambda: _embeddings(model_name, visual, key, model, images)
-    )
+    compute = (lambda: shared.embeddings(heads)) if shared is not None else (lambda: evaluate.image_embeddings(model, images))
+    return _cached_tensor("image-embeddings", [model_name, visual, key], compute)
 
 
-def clip_embeddings(model_name: str, model, frames: torch.Tensor, protocol: str = "paper") -> torch.Tensor:
+def clip_embeddings(model_name: str, model, frames: torch.Tensor, protocol: str = "paper", shared=None, heads=()) -> torch.Tensor:
     """Clip embeddings [N, D] of uint8 frames [N, F, 3, H, W] under a video protocol
-    (`ccs.evalset.PROTOCOLS`): every frame through the image tower (cached like `embeddings`), the
-    normalised frame embeddings averaged over the frames (mean pooling), the mean renormalised only
-    under ``clip4clip`` (`ccs.evaluate.pool_frames`; the paper's code does not renormalise)."""
+    (`ccs.evalset.PROTOCOLS`): every frame through the image tower (cached like `embeddings`; `shared`
+    and `heads` as there, `shared` made of the frames flattened), the normalised frame embeddings
+    averaged over the frames (mean pooling), the mean renormalised only under ``clip4clip``
+    (`ccs.evaluate.pool_frames`; the paper's code does not renormalise)."""
     n, f = frames.shape[:2]
-    emb = embeddings(model_name, model, frames.flatten(0, 1)).view(n, f, -1)
+    emb = embeddings(model_name, model, frames.flatten(0, 1), shared, heads).view(n, f, -1)
     return evaluate.pool_frames(emb, protocol)
 
 
@@ -264,18 +269,26 @@ def run(
     results = results or Results()
     scale = float(model.logit_scale.detach().exp()) if hasattr(model, "logit_scale") else 100.0
     jobs = [(c, s) for c in conditions for s in sets if only is None or s in only.get(c, sets)]
-    for condition, name in tqdm(jobs, desc="pruning", unit="run", disable=not progress):
-        heads = conditions[condition]
-        with ablate.pruned(model, heads, mode, means=means):
-            emb = embeddings(model_name, model, sets[name].images)
-        results.heads[condition] = list(heads)
-        for task, labels in sets[name].labels.items():
-            s = evaluate.zero_shot_scores(emb, clfs[task], labels, scale)
-            keep = np.asarray(labels) >= 0
-            results.scores[condition, name, task] = {
-                **{m: _fill(s[m], keep) for m in MEASURES},
-                DETECTION: evaluate.mcm_scores(emb, clfs[task]).numpy(),
-            }
+    scored = {}
+    with tqdm(total=len(jobs), desc="pruning", unit="run", disable=not progress) as bar:
+        for name, evalset in sets.items():  # one set at a time, its prunings by first layer (`stream`)
+            shared = stream(model, evalset.images)
+            for condition in by_first_layer(model, {c: conditions[c] for c, s in jobs if s == name}):
+                heads = conditions[condition]
+                with ablate.pruned(model, heads, mode, means=means):
+                    emb = embeddings(model_name, model, evalset.images, shared, heads)
+                for task, labels in evalset.labels.items():
+                    s = evaluate.zero_shot_scores(emb, clfs[task], labels, scale)
+                    keep = np.asarray(labels) >= 0
+                    scored[condition, name, task] = {
+                        **{m: _fill(s[m], keep) for m in MEASURES},
+                        DETECTION: evaluate.mcm_scores(emb, clfs[task]).numpy(),
+                    }
+                bar.update()
+    for condition, name in jobs:  # in the order asked for: tables list conditions in it
+        results.heads[condition] = list(conditions[condition])
+        for task in sets[name].labels:
+            results.scores[condition, name, task] = scored[condition, name, task]
     return results
 
 
