@@ -419,9 +419,20 @@ def test_an_unpruned_stream_gives_the_embeddings_of_a_full_pruned_forward_bit_ex
                 plain = evaluate.image_embeddings(model, images, batch_size=4)
                 assert torch.equal(stream.embeddings(heads), plain), (mode, heads)
         assert stream.layer == 0  # the last pruning started at layer 0
-    with ablate.pruned(model, [f"L{L - 1}.H0"]):
-        unpruned_forward = stream.embeddings([])  # a pruning it is not told of is not there for it
-    assert not torch.equal(unpruned_forward, stream.embeddings([f"L{L - 1}.H0"]))
+    # in the order of first layers, a block runs once per batch for the stream, once for each pruning after it
+    blocks = model.visual.transformer.resblocks
+    calls = [0] * L
+    hooks = [b.register_forward_hook(lambda *_, k=k: calls.__setitem__(k, calls[k] + 1)) for k, b in enumerate(blocks)]
+    try:
+        stream, firsts = ablate.UnprunedStream(model, images, batch_size=4), []
+        for heads in sorted(sets, key=lambda h: ablate.first_layer(model, h)):
+            with ablate.pruned(model, heads):
+                stream.embeddings(heads)
+            firsts.append(ablate.first_layer(model, heads))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert calls == [2 * (any(f > k for f in firsts) + sum(f <= k for f in firsts)) for k in range(L)]
 
 
 def test_the_stream_is_kept_only_for_towers_it_reproduces_and_within_its_budget(tiny):
