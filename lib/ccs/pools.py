@@ -656,7 +656,7 @@ def embed(pool: Pool, model_name: str, model, tokenizer, batch_size: int = 256) 
     ``.npz`` with their CRC-32, written atomically. A cache file that is unreadable, truncated, of
     the wrong shape or fails its checksum is reported (a CacheWarning naming it) and recomputed."""
     from ccs.cache import cache_dir, write_atomic
-    from ccs.decompose import fingerprint
+    from ccs.fingerprints import fingerprint
     from ccs.evaluate import text_embeddings
 
     slug = re.sub(r"[^A-Za-z0-9._+-]", "_", pool.name)[:40]
