@@ -14,6 +14,7 @@ import torch
 from ccs import decompose as dc
 from ccs import llm, models, pools, world
 from ccs.decompose import streaming
+from ccs.pools import loading
 from ccs.llm import embedding
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -296,9 +297,9 @@ def test_damaged_pool_download(cache, monkeypatch):
         def read(self):
             return body
 
-    monkeypatch.setattr(pools.urllib.request, "urlopen", lambda url, timeout: calls.append(url) or Response())
+    monkeypatch.setattr(loading.urllib.request, "urlopen", lambda url, timeout: calls.append(url) or Response())
     pool = pools.load("textspan", download=True)
-    path = pools._url_file(pools.TEXTSPAN_URL)
+    path = loading._url_file(pools.TEXTSPAN_URL)
     path.write_bytes(body[:10])  # truncated on disk
     with pytest.raises(pools.PoolNotAvailableError, match=re.escape(str(path)) + ".*truncated.*Delete"):
         pools.load("textspan")
