@@ -4,7 +4,7 @@
     python benchmarks/per_condition.py --model ViT-B-16-LAION --repeats 5
 
 Soft pruning keys each condition's image embeddings by the fingerprint of the image tower as pruned
-(`ccs.decompose.fingerprint`). Three timings, medians of the repeats, against the first:
+(`ccs.fingerprints.fingerprint`). Three timings, medians of the repeats, against the first:
 
 - *cold*: hashing every weight tensor from scratch (what every condition paid before the per-tensor
   digests were kept);
@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from ccs import ablate, decompose, evaluate, models
+from ccs import ablate, evaluate, fingerprints, models
 
 
 def timed(fn, repeats: int) -> float:
@@ -49,16 +49,16 @@ def main() -> None:
     heads = [f"L{spec.layers - 1 - i % 2}.H{i}" for i in range(6)]
 
     def cold():
-        decompose._DIGESTS.clear()
-        decompose.fingerprint(model.visual)
+        fingerprints._DIGESTS.clear()
+        fingerprints.fingerprint(model.visual)
 
     def pruned():
         with ablate.pruned(model, heads):
-            decompose.fingerprint(model.visual)
+            fingerprints.fingerprint(model.visual)
 
     base = timed(cold, args.repeats)
-    decompose.fingerprint(model.visual)
-    warm = timed(lambda: decompose.fingerprint(model.visual), args.repeats)
+    fingerprints.fingerprint(model.visual)
+    warm = timed(lambda: fingerprints.fingerprint(model.visual), args.repeats)
     edit = timed(pruned, args.repeats)
     params = sum(p.numel() for p in model.visual.parameters())
     print(f"{args.model} image tower, {params / 1e6:.1f} M parameters")

@@ -7,7 +7,8 @@ from open_clip.transformer import VisionTransformer
 
 from ccs import ablate
 from ccs import decompose as dc
-from ccs import models
+from ccs import fingerprints, models
+from ccs.decompose import terms
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -64,7 +65,7 @@ def _encode(model, x):
 def _by_hand(model, x, heads, means=None):
     """The output with the heads' out-projection columns zeroed by hand, and with `means` their
     mean terms W_O[:, h] @ mean_h added to the bias, one head at a time (then all put back)."""
-    blocks = dc._blocks(model)
+    blocks = terms._blocks(model)
     saved = {}
     with torch.no_grad():
         for layer, head in heads:
@@ -99,7 +100,7 @@ def _same_state(model, state):
 @pytest.mark.parametrize("fixture", ["b32", "custom"])
 def test_zero_ablation_equals_zeroing_the_columns_by_hand(fixture, request):
     model, x = request.getfixturevalue(fixture)
-    L = len(dc._blocks(model))
+    L = len(terms._blocks(model))
     heads = [(L - 1, 2), (L - 2, 1), (L - 1, 3)]
     plain = _encode(model, x)
     with ablate.pruned(model, heads) as m:
@@ -113,7 +114,7 @@ def test_zero_ablation_equals_zeroing_the_columns_by_hand(fixture, request):
 
 def test_pruning_leaves_earlier_layers_unchanged(b32):
     model, x = b32
-    blocks = dc._blocks(model)
+    blocks = terms._blocks(model)
     outs = []
     hooks = [b.register_forward_hook(lambda m, a, o: outs.append(o.clone())) for b in blocks]
     try:
@@ -170,22 +171,22 @@ def test_the_fingerprint_follows_every_edit_of_the_weights(b32, mode):
     model, x = b32
 
     def fresh():
-        dc._DIGESTS.clear()
-        return dc.fingerprint(model)
+        fingerprints._DIGESTS.clear()
+        return fingerprints.fingerprint(model)
 
-    before = dc.fingerprint(model)
+    before = fingerprints.fingerprint(model)
     assert before == fresh()
     means = ablate.head_means(model, x, layers=[11]) if mode == "mean" else None
     with ablate.pruned(model, ["L11.H5"], mode, means=means):
-        inside = dc.fingerprint(model)
+        inside = fingerprints.fingerprint(model)
         assert inside != before and inside == fresh()
-    assert dc.fingerprint(model) == before
+    assert fingerprints.fingerprint(model) == before
     old = model.visual.proj[0, 0].item()
     with torch.no_grad():
         model.visual.proj[0, 0] += 1
     try:
-        assert dc.fingerprint(model) != before
-        assert dc.fingerprint(model) == fresh()
+        assert fingerprints.fingerprint(model) != before
+        assert fingerprints.fingerprint(model) == fresh()
     finally:
         with torch.no_grad():
             model.visual.proj[0, 0] = old
@@ -208,7 +209,7 @@ def _check_mean_delta(model, x, means, heads):
     """Mean-ablating last-layer heads moves the class token's residual right after that block's
     attention, where the heads write, by exactly the sum of (mean term - the head's own term).
     (Not at ln_post's input: the last block's MLP, which follows, reacts to the change.)"""
-    blocks = dc._blocks(model)
+    blocks = terms._blocks(model)
     blk, layer = blocks[-1], len(blocks) - 1
     seen = {}
     hooks = [
@@ -224,7 +225,7 @@ def _check_mean_delta(model, x, means, heads):
             h.remove()
     plain, pruned = seen["resid"]
     with torch.no_grad():
-        z = dc._attention(blk, seen["input"], cls_only=True)[1]  # [B, H, dh] at the class token
+        z = terms._attention(blk, seen["input"], cls_only=True)[1]  # [B, H, dh] at the class token
         dh = z.shape[-1]
         expected = 0
         for head in heads:
@@ -239,7 +240,7 @@ def _check_mean_delta(model, x, means, heads):
 @pytest.mark.parametrize("fixture", ["b32", "tiny", "custom"])
 def test_mean_ablation_moves_the_class_token_by_mean_minus_own_term(fixture, request):
     model, x = request.getfixturevalue(fixture)
-    L = len(dc._blocks(model))
+    L = len(terms._blocks(model))
     means = ablate.head_means(model, x, layers=[L - 1])
     _check_mean_delta(model, x, means, heads=[1])
     _check_mean_delta(model, x, means, heads=[0, 1, 3])  # two runs of adjacent columns
@@ -248,7 +249,7 @@ def test_mean_ablation_moves_the_class_token_by_mean_minus_own_term(fixture, req
 @pytest.mark.parametrize("fixture", ["tiny", "custom"])
 def test_mean_ablation_equals_editing_by_hand(fixture, request):
     model, x = request.getfixturevalue(fixture)
-    L = len(dc._blocks(model))
+    L = len(terms._blocks(model))
     heads = [(0, 1), (L - 2, 0), (L - 2, 1), (L - 2, 3), (L - 1, 2)]
     means = ablate.head_means(model, x)
     with ablate.pruned(model, heads, "mean", means=means):
@@ -273,7 +274,7 @@ def test_mean_ablation_from_reference_images_equals_given_means(tiny):
 def _brute_force_means(model, x, layers):
     """Mean head outputs from nn.MultiheadAttention's own attention weights (MHA towers) or the
     out-projection's actual input (custom towers), over all images and tokens."""
-    blocks = dc._blocks(model)
+    blocks = terms._blocks(model)
     sums, hooks = {}, []
     for i in layers:
         blk = blocks[i]
@@ -307,13 +308,13 @@ def _brute_force_means(model, x, layers):
 @pytest.mark.parametrize("fixture", ["tiny", "custom"])
 def test_head_means_agree_with_brute_force(fixture, request):
     model, x = request.getfixturevalue(fixture)
-    L = len(dc._blocks(model))
+    L = len(terms._blocks(model))
     layers = [0, L - 2, L - 1]
     got = ablate.head_means(model, x, layers=layers, batch_size=2)  # batches of 2 and 1 or 2
     expected = _brute_force_means(model, x, layers)
     assert got.keys() == set(layers)
     for i in layers:
-        blk = dc._blocks(model)[i]
+        blk = terms._blocks(model)[i]
         assert got[i].shape == (blk.attn.num_heads, blk.attn.out_proj.weight.shape[1] // blk.attn.num_heads)
         assert torch.allclose(got[i], expected[i], atol=1e-5), i
     all_layers = ablate.head_means(model, x)

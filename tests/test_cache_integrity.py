@@ -13,6 +13,8 @@ import torch
 
 from ccs import decompose as dc
 from ccs import llm, models, pools, world
+from ccs.decompose import streaming
+from ccs.pools import loading
 from ccs.llm import embedding
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -116,7 +118,7 @@ def test_damaged_decomposition_is_reported_and_recomputed(tiny, images, fresh, c
 def test_intact_folder_is_reused_untouched(tiny, images, cache, monkeypatch):
     a = dc.cached(tiny, "ccs-tiny", images, batch_size=4, progress=False)
     stamps = {p.name: p.stat().st_mtime_ns for p in a.path.iterdir()}
-    monkeypatch.setattr(dc, "components", lambda *a, **kw: pytest.fail("recomputed"))
+    monkeypatch.setattr(streaming, "components", lambda *a, **kw: pytest.fail("recomputed"))
     b = _no_warning(dc.cached, tiny, "ccs-tiny", images, batch_size=4, progress=False)
     assert {p.name: p.stat().st_mtime_ns for p in b.path.iterdir()} == stamps
 
@@ -127,7 +129,7 @@ class Interrupt(Exception):
 
 def _interrupted(monkeypatch, tiny, images, out, after):
     """Stream `images` into `out`, interrupted after `after` batches of 4."""
-    real = dc._batches
+    real = streaming._batches
 
     def batches(*args, **kw):
         for k, x in enumerate(real(*args, **kw)):
@@ -135,22 +137,22 @@ def _interrupted(monkeypatch, tiny, images, out, after):
                 raise Interrupt
             yield x
 
-    monkeypatch.setattr(dc, "_batches", batches)
+    monkeypatch.setattr(streaming, "_batches", batches)
     with pytest.raises(Interrupt):
         dc.stream(tiny, images, out, batch_size=4, progress=False, key="k")
-    monkeypatch.setattr(dc, "_batches", real)
+    monkeypatch.setattr(streaming, "_batches", real)
     return json.loads((out / "meta.json").read_text())
 
 
 def _counting(monkeypatch):
     seen = []
-    real = dc.components
+    real = streaming.components
 
     def components(model, x, *a, **kw):
         seen.append(len(x))
         return real(model, x, *a, **kw)
 
-    monkeypatch.setattr(dc, "components", components)
+    monkeypatch.setattr(streaming, "components", components)
     return seen
 
 
@@ -295,9 +297,9 @@ def test_damaged_pool_download(cache, monkeypatch):
         def read(self):
             return body
 
-    monkeypatch.setattr(pools.urllib.request, "urlopen", lambda url, timeout: calls.append(url) or Response())
+    monkeypatch.setattr(loading.urllib.request, "urlopen", lambda url, timeout: calls.append(url) or Response())
     pool = pools.load("textspan", download=True)
-    path = pools._url_file(pools.TEXTSPAN_URL)
+    path = loading._url_file(pools.TEXTSPAN_URL)
     path.write_bytes(body[:10])  # truncated on disk
     with pytest.raises(pools.PoolNotAvailableError, match=re.escape(str(path)) + ".*truncated.*Delete"):
         pools.load("textspan")

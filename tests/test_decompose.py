@@ -10,6 +10,7 @@ from open_clip.transformer import VisionTransformer
 
 from ccs import decompose as dc
 from ccs import models
+from ccs.decompose import streaming, terms
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -76,8 +77,8 @@ def test_head_terms_match_multihead_attention_weights(case):
     v = F.linear(h, blk.attn.in_proj_weight[2 * W :], blk.attn.in_proj_bias[2 * W :])
     v = v.view(*v.shape[:2], H, W // H)
     z = torch.einsum("bht,bthd->bhd", attn[:, :, 0], v)
-    expected = dc._head_terms(blk, z)
-    got = dc._head_terms(blk, dc._attention(blk, block_input, cls_only=True)[1])
+    expected = terms._head_terms(blk, z)
+    got = terms._head_terms(blk, terms._attention(blk, block_input, cls_only=True)[1])
     assert torch.allclose(got, expected, atol=1e-5)
 
 
@@ -211,7 +212,7 @@ def test_a_cache_folder_is_built_by_one_process_at_a_time(tiny, tmp_path, monkey
                 held.append(True)
         return real(model, images, out, **kw)
 
-    monkeypatch.setattr(dc, "stream", stream)
+    monkeypatch.setattr(streaming, "stream", stream)  # where `cached` looks it up
     dc.cached(tiny, "ccs-tiny", _uint8(2, seed=5), progress=False)
     assert held == [True]
 

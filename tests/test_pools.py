@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ccs import pools
+from ccs.pools import loading
 
 VOCAB = {  # a stand-in for ccs.world.VOCAB: the generator must only need a dict like this
     "shape": ["circle", "square", "triangle", "star", "heart", "cross"],
@@ -82,15 +83,15 @@ def test_urls_only_when_asked_cached_and_clear_offline(tmp_path, monkeypatch):
         calls.append(url)
         return Response()
 
-    monkeypatch.setattr(pools.urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(loading.urllib.request, "urlopen", urlopen)
     pool = pools.load("textspan", download=True)
     assert pool.texts == ("a photo of a dog", "an image of a beach") and pool.name == "textspan"
     assert pools.load("textspan").texts == pool.texts and calls == [pools.TEXTSPAN_URL]
 
     def offline(url, timeout):
-        raise pools.urllib.error.URLError("Name or service not known")
+        raise loading.urllib.error.URLError("Name or service not known")
 
-    monkeypatch.setattr(pools.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(loading.urllib.request, "urlopen", offline)
     with pytest.raises(pools.PoolNotAvailableError, match="Offline"):
         pools.load("https://example.org/other.txt", download=True)
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ccs import world
+from ccs.world import concepts, render
 
 
 @pytest.fixture(scope="module")
@@ -192,19 +193,19 @@ def test_the_rich_variant_doubles_the_categorical_concepts_and_leaves_the_base_w
         assert set(rich.attributes["scene"]) == set(world.SCENES)
         # a new shape is its own silhouette: no two shapes give the same mask
         u, v = torch.meshgrid(torch.linspace(-1.2, 1.2, 48), torch.linspace(-1.2, 1.2, 48), indexing="xy")
-        masks = {k: world._shape_mask(k, u, v) for k in world.SHAPES}
+        masks = {k: render._shape_mask(k, u, v) for k in world.SHAPES}
         assert all(m.float().mean() > 0.15 for m in masks.values())
         for a in world.SHAPES:
             for b in world.SHAPES:
                 if a < b:
                     assert (masks[a] ^ masks[b]).float().mean() > 0.03, (a, b)
-        textures = world._scene_textures()
+        textures = render._scene_textures()
         assert textures.shape[0] == 16
         means = textures.mean((2, 3))
         assert torch.cdist(means, means).add(torch.eye(16) * 1e3).min() > 5  # 16 distinct scenes
     finally:
         world.use("base")
-    assert len(world.SHAPES) == 8 and world.NOVEL_SHAPES[0] in world._ALL_SHAPES
+    assert len(world.SHAPES) == 8 and world.NOVEL_SHAPES[0] in concepts._ALL_SHAPES
     assert torch.equal(world.sample(40, 5).images, base.images)
     with pytest.raises(ValueError, match="unknown world variant"):
         world.use("huge")

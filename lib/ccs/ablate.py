@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ccs.decompose import DecompositionError, _batches, _blocks
+from ccs.decompose.streaming import _batches
+from ccs.decompose.terms import DecompositionError, _blocks
 
 MODES = ("zero", "mean")
 _NAME = re.compile(r"L(\d+)\.H(\d+)")
@@ -102,7 +103,7 @@ def parse_heads(model: nn.Module, heads) -> list[tuple[int, int]]:
 def _head_outputs(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Re-run a block's attention over all tokens of its (batch-first) input x [B, T, W]: each
     head's output z [B, H, T, dh] as it enters the out-projection (after head_scale, if any); the
-    same computation as ``ccs.decompose._attention``, for every query."""
+    same computation as ``ccs.decompose.terms._attention``, for every query."""
     a = blk.attn
     h = blk.ln_1(x)
     B, T, W = h.shape

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ccs import ablate, decompose, evaluate
+from ccs import ablate, evaluate, fingerprints
 from ccs.cache import checked
 from ccs.evalset import EvalSet  # defined below ccs.datasets and this module: data flows one way
 
@@ -138,7 +138,7 @@ def _cached_tensor(kind: str, key: list, compute) -> torch.Tensor:
 def classifiers(model_name: str, model, tokenizer, tasks: Mapping) -> dict[str, torch.Tensor]:
     """The zero-shot classifier of every task (cached by the model's weights and the prompts). The text
     tower is never pruned, so one set of classifiers serves every condition."""
-    fp = decompose.fingerprint(model)
+    fp = fingerprints.fingerprint(model)
     return {
         name: _cached_tensor(
             "classifiers",
@@ -165,8 +165,8 @@ def embeddings(model_name: str, model, images: torch.Tensor, shared=None, heads=
     """Normalised image embeddings of the model as it is now (pruned or not), cached on disk by its
     weights and the images (checked when read, see `_cached_tensor`). With `shared` (`stream` of these
     images), a forward that is computed starts at the first layer of `heads`, the heads pruned now."""
-    visual = decompose.fingerprint(getattr(model, "visual", model))  # pruning edits the image tower only
-    key = decompose.images_hash(images)
+    visual = fingerprints.fingerprint(getattr(model, "visual", model))  # pruning edits the image tower only
+    key = fingerprints.images_hash(images)
     compute = (lambda: shared.embeddings(heads)) if shared is not None else (lambda: evaluate.image_embeddings(model, images))
     return _cached_tensor("image-embeddings", [model_name, visual, key], compute)
 
