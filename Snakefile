@@ -27,6 +27,28 @@ if workflow.is_main_process:  # not in the jobs a cluster executor starts
     if note := pipeline.clear_stale_lock():
         print(note, file=sys.stderr)
 FILES = {(r.model, r.experiment): [str(p.relative_to(ROOT)) for p in pipeline.stamp(r)] for r in pipeline.runs()}
+# A model's pages run one after the other, in book order: they share the model's conditions through the
+# cache (the same evaluation images, sets and draws), so a page reuses what the one before it computed
+# instead of computing it beside it. Pages of different models run side by side, the cores shared
+# among them. The order only: `ancient`, so that a page that ran makes no later page stale.
+BEFORE, last = {}, {}
+for model, experiment in FILES:
+    if model in last:
+        BEFORE[model, experiment] = FILES[last[model]][1]
+    last[model] = model, experiment
+
+
+def page_threads():
+    """The cores of the run shared among the models' pages running side by side (1 on 2 cores with 4
+    models: two pages at a time, one thread each; measured in benchmarks/README.md); 2 a page where a
+    cluster executor gives no core count."""
+    from snakemake.exceptions import WorkflowError
+
+    try:
+        cores = workflow.cores
+    except WorkflowError:
+        return 2
+    return max(1, cores // len(last))
 from ccs import paper_tables, replication
 
 if workflow.is_main_process:  # once, not again in every job of a cluster run
@@ -59,12 +81,11 @@ rule notebook:
     input:
         stamp=lambda w: FILES[w.model, w.experiment][0],
         source=ancient("notebooks/{experiment}.py"),
+        after=lambda w: [ancient(BEFORE[w.model, w.experiment])] if (w.model, w.experiment) in BEFORE else [],
     output: touch(".snakemake/ccs-stamps/{model}/{experiment}.done")
-    # Two threads a page, so that on 2 cores the pages run one after the other: a page reuses the
-    # embeddings of the conditions that the model's earlier pages computed (the same evaluation
-    # images, sets and draws). Measured: side by side with one thread each, the 29 jobs went at half
-    # the pace, each page computing what the other was computing at the same time. With more cores
-    # pages do run side by side; the cache folders written in place are locked (ccs.decompose.exclusive).
-    threads: 2
+    # Never two pages of one model at once (`BEFORE`): side by side they computed the same conditions
+    # twice (the 29 jobs at half the pace). The cache folders written in place are locked all the same
+    # (ccs.decompose.exclusive).
+    threads: page_threads()
     # exec: `ccs run` is the job's process itself (the child of this Snakemake, CCS_PARENT_PID)
     shell: "OMP_NUM_THREADS={threads} exec ccs run --exit-with-parent {wildcards.model} {wildcards.experiment}"

@@ -31,7 +31,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-import torch
 from IPython.display import display
 from myst_nb import glue
 
@@ -39,7 +38,6 @@ from ccs import ablate, carriers, evaluate, models, plots, pruning, replication,
 
 plots.style()
 pd.set_option("display.width", 200, "display.max_colwidth", 120)
-torch.set_num_threads(2)
 
 # %% tags=["parameters", "hide-input"]
 model = "ccs-tiny"  # [model] a registered model (`ccs models`)

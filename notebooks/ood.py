@@ -46,7 +46,6 @@ from ccs import ablate, headsets, models, ood, plots, pruning, replication, stud
 
 plots.style()
 pd.set_option("display.width", 200, "display.max_colwidth", 120, "display.precision", 2)
-torch.set_num_threads(2)
 
 # %% tags=["parameters", "hide-input"]
 model = "ccs-tiny"  # [model] a registered model (`ccs models`)

@@ -35,7 +35,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-import torch
 from IPython.display import display
 from myst_nb import glue
 
@@ -43,7 +42,6 @@ from ccs import ablate, carriers, headsets, llm, models, plots, pruning, replica
 
 plots.style()
 pd.set_option("display.width", 200, "display.max_colwidth", 120, "display.precision", 2)
-torch.set_num_threads(2)
 
 # %% tags=["parameters", "hide-input"]
 model = "ccs-tiny"  # [model] a registered model (`ccs models`)

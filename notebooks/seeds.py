@@ -35,14 +35,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-import torch
 from myst_nb import glue
 
 from ccs import evaluate, models, ood, plots, pruning, replication, retrieval, scores, study, world
 
 plots.style()
 pd.set_option("display.width", 200, "display.max_colwidth", 120)
-torch.set_num_threads(2)
 
 # %% tags=["parameters", "hide-input"]
 model = "ccs-tiny"  # [model] a registered model (`ccs models`)

@@ -52,7 +52,6 @@ from ccs import ablate, datasets, evalset, evaluate, headsets, models, plots, pr
 
 plots.style()
 pd.set_option("display.width", 200, "display.max_colwidth", 120, "display.precision", 2)
-torch.set_num_threads(2)
 
 # %% tags=["parameters", "hide-input"]
 model = "ccs-tiny"  # [model] a registered model (`ccs models`)
