@@ -27,15 +27,19 @@ if workflow.is_main_process:  # not in the jobs a cluster executor starts
     if note := pipeline.clear_stale_lock():
         print(note, file=sys.stderr)
 FILES = {(r.model, r.experiment): [str(p.relative_to(ROOT)) for p in pipeline.stamp(r)] for r in pipeline.runs()}
-# A model's pages run one after the other, in book order: they share the model's conditions through the
-# cache (the same evaluation images, sets and draws), so a page reuses what the one before it computed
-# instead of computing it beside it. Pages of different models run side by side, the cores shared
-# among them. The order only: `ancient`, so that a page that ran makes no later page stale.
-BEFORE, last = {}, {}
-for model, experiment in FILES:
-    if model in last:
-        BEFORE[model, experiment] = FILES[last[model]][1]
-    last[model] = model, experiment
+# A model's pages that run go one after the other, in book order: they share the model's conditions
+# through the cache (the same evaluation images, sets and draws), so a page reuses what the one before
+# it computed instead of computing it beside it. Pages of different models run side by side, the cores
+# shared among them. The edge joins only pages that run anyway (a stale page waits for its model's
+# previous stale page; `freshness.stamp` dates a current page's stamp to the epoch), so it never makes
+# a current page run. (`ancient` edges between all pages would not do: Snakemake then skips the check
+# of the stamps of the pages after one that runs.)
+BEFORE, last, MODELS = {}, {}, {model for model, _ in FILES}
+for (model, experiment), (stamp, done) in FILES.items():
+    if os.stat(stamp).st_mtime != 0:
+        if model in last:
+            BEFORE[model, experiment] = last[model]
+        last[model] = done
 
 
 def page_threads():
@@ -48,7 +52,9 @@ def page_threads():
         cores = workflow.cores
     except WorkflowError:
         return 2
-    return max(1, cores // len(last))
+    return max(1, cores // len(MODELS))
+
+
 from ccs import paper_tables, replication
 
 if workflow.is_main_process:  # once, not again in every job of a cluster run
@@ -81,7 +87,7 @@ rule notebook:
     input:
         stamp=lambda w: FILES[w.model, w.experiment][0],
         source=ancient("notebooks/{experiment}.py"),
-        after=lambda w: [ancient(BEFORE[w.model, w.experiment])] if (w.model, w.experiment) in BEFORE else [],
+        after=lambda w: BEFORE.get((w.model, w.experiment), []),
     output: touch(".snakemake/ccs-stamps/{model}/{experiment}.done")
     # Never two pages of one model at once (`BEFORE`): side by side they computed the same conditions
     # twice (the 29 jobs at half the pace). The cache folders written in place are locked all the same

@@ -479,6 +479,21 @@ def test_a_fresh_clone_runs_nothing(tmp_path):
     assert "clips: 500}" in grid
     (repo / "pipeline.yaml").write_text(grid.replace("clips: 500}", "clips: 400}"))
     assert _in(repo, ccs, "stale").stdout.split() == [f"book/runs/{m}/video.ipynb" for m in pipeline.grid()["models"]]
+    # the stale pages of one model wait for each other, in book order; a current page between them stays
+    for experiment in ("textspan", "concepts"):
+        source = repo / "notebooks" / f"{experiment}.py"
+        source.write_text(source.read_text() + "\n# changed\n")
+    out = _in(repo, str(Path(sys.executable).with_name("snakemake")), "-n", "-p", "--cores", "2", "--rerun-triggers", "mtime")
+    log = out.stdout + out.stderr
+    assert re.search(r"^notebook\s+(\d+)$", log, re.M)[1] == str(3 * len(pipeline.grid()["models"])), log[-3000:]
+    for m in pipeline.grid()["models"]:
+        assert (
+            f"input: .snakemake/ccs-stamps/{m}/concepts.stamp, notebooks/concepts.py, .snakemake/ccs-stamps/{m}/textspan.done"
+            in log
+        )
+        assert f"input: .snakemake/ccs-stamps/{m}/textspan.stamp, notebooks/textspan.py\n" in log
+        assert f"input: .snakemake/ccs-stamps/{m}/video.stamp, notebooks/video.py, .snakemake/ccs-stamps/{m}/concepts.done" in log
+    assert "OMP_NUM_THREADS=1 exec ccs run" in log  # 2 cores shared among the models' pages
 
 
 BIN = Path(sys.executable).parent
