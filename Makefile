@@ -13,6 +13,9 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@# torch's x86_64 wheel is a CUDA build: a new environment takes about 7 GB. Say so before pip fails halfway.
+	@test -x $(PY) || free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); if [ "$${free:-99}" -lt 8 ]; then \
+	  echo "make: only $$free GB free here; a new .venv needs about 8 GB (torch with its CUDA libraries). Free some space and run make again." >&2; exit 1; fi
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
