@@ -124,6 +124,45 @@ def test_the_rule_chooses_the_first_recipe_whose_full_length_run_meets_the_targe
     ]
 
 
+def _heads(world, *heads, name="rich", full=False, high=0.1, specialised=0.5):
+    """A measured row whose per-head table is `heads`: (top attribute, share, true CCS) each."""
+    return dict(
+        _row(name, high, 0.0, full=full),
+        world=world,
+        specialised_share=specialised,
+        pairs=3_000_000 if full else 384_000,
+        per_head=[{"top": a, "share": s, "true_ccs": c} for a, s, c in heads],
+    )
+
+
+def test_heads_are_grouped_by_what_they_encode_and_how_many_values_it_has():
+    rows = [
+        _heads("base", ("count", 0.9, 4), ("count", 0.7, 2), ("scene", 0.8, 5), ("scene", 0.3, 5), name="base"),
+        _heads("rich", ("scene", 0.9, 5), ("scene", 0.9, 3), ("shape", 0.6, 5)),
+    ]
+    t = regime.by_attribute(rows).set_index(["attribute", "world"])
+    assert t.loc[("count", "base"), "values"] == 3 and t.loc[("count", "base"), "heads"] == 2
+    assert t.loc[("count", "base"), "highest"] == 4 and t.loc[("count", "base"), "mean"] == pytest.approx(3.0)
+    assert t.loc[("scene", "base"), "heads"] == 1  # the head at share 0.3 is not specialised
+    assert t.loc[("scene", "rich"), "values"] == 16 and t.loc[("scene", "rich"), "ccs5"] == pytest.approx(50.0)
+    assert t.loc[("shape", "rich"), "values"] == 16 and t.loc[("shape", "rich"), "heads"] == 1  # 0.6: specialised
+    assert regime.n_values("shape", "base") == 8 and regime.n_values("size", "rich") == 2
+    text = regime.attribute_text(rows)
+    assert "The 2 heads that encode an attribute of 2 or 3 values (count) reach true CCS 4 at most, as" in text
+    rows[0]["per_head"][1]["true_ccs"] = 5  # a count head at CCS 5: the suspect is not borne out
+    assert "reach true CCS 5 at most." in regime.attribute_text(rows)
+
+
+def test_short_and_full_runs_are_paired_and_compared_as_measured():
+    short, full = _heads("rich", high=0.125, specialised=0.7), _heads("rich", full=True, high=0.03, specialised=0.4)
+    assert regime.short_and_full([short, full, _heads("rich", name="zoo:x")]) == [(short, full)]
+    assert "ends with fewer CCS-5 heads and fewer specialised heads" in regime.attribute_text([short, full])
+    full["specialised_share"] = 0.8
+    text = regime.attribute_text([short, full])
+    assert "12.5 % CCS-5 heads and 70 % specialised after 384,000 pairs, 3.0 % and 80 % after 3,000,000" in text
+    assert "ends with fewer" not in text
+
+
 def test_the_committed_study_page_is_the_generated_one():
     from pathlib import Path
 

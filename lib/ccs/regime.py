@@ -354,6 +354,42 @@ def table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def n_values(concept: str, variant: str) -> int:
+    """How many values a world attribute has in a world variant (e.g. shape: 8 in base, 16 in rich)."""
+    from ccs.world import concepts
+
+    base = concepts._BASE.get(concept, concepts.VOCAB[concept])  # _BASE: shape and scene before `use`
+    return len(base) + len(concepts.VARIANTS[variant].get(concept, []))
+
+
+def by_attribute(rows: list[dict]) -> pd.DataFrame:
+    """The specialised heads of every measured run, grouped by their top attribute and world: how many
+    values the attribute has, and how consistent the heads' texts are (true CCS). Tests the issue's
+    first suspect: a head that encodes an attribute of 2-3 values cannot find five texts about it."""
+    heads = pd.DataFrame(
+        [
+            {"world": r.get("world", "base"), "attribute": h["top"], "true_ccs": h["true_ccs"]}
+            for r in rows
+            for h in r["per_head"]
+            if h["share"] >= scores.SPECIALISED
+        ],
+        columns=["world", "attribute", "true_ccs"],
+    )
+    out = (
+        heads.groupby(["attribute", "world"])["true_ccs"]
+        .agg(heads="size", mean="mean", highest="max", ccs5=lambda s: 100 * (s == 5).mean())
+        .reset_index()
+    )
+    out.insert(2, "values", [n_values(a, w) for a, w in zip(out["attribute"], out["world"])])
+    return out.sort_values(["values", "attribute", "world"], kind="stable").reset_index(drop=True)
+
+
+def short_and_full(rows: list[dict]) -> list[tuple[dict, dict]]:
+    """Each configuration trained both for the short budget and at full length: (short, full)."""
+    short = {r["configuration"]: r for r in rows if is_short(r)}
+    return [(short[r["recipe"]], r) for r in rows if r.get("full") and r.get("recipe") in short]
+
+
 def figure(rows: list[dict], path: Path) -> None:
     """CCS@K (true CCS) per configuration as stacked bars, the paper's two categories marked."""
     import matplotlib
@@ -393,6 +429,74 @@ def figure(rows: list[dict], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)
+
+
+def attribute_text(rows: list[dict]) -> str:
+    """The page's section on which heads reach CCS 5 (by what they encode) and on what full-length
+    training does to a short run's heads; empty without either."""
+    return "\n\n".join(p for p in (_attribute_part(by_attribute(rows)), _length_part(short_and_full(rows))) if p)
+
+
+def _attribute_part(t: pd.DataFrame) -> str:
+    if t.empty:
+        return ""
+    lines = [
+        "| top attribute | world | values | specialised heads | mean true CCS | highest | CCS 5 % |",
+        "|:--|:--|--:|--:|--:|--:|--:|",
+        *(
+            f"| {r.attribute} | {r.world} | {r.values} | {r.heads} | {r.mean:.2f} | {r.highest} | {r.ccs5:.1f} |"
+            for r in t.itertuples()
+        ),
+    ]
+    few = t[t["values"] < 5]
+    many = t[t["values"] >= 5].sort_values("ccs5", ascending=False, kind="stable")
+    parts = [
+        "**Which heads reach CCS 5?** The specialised heads of every row above, by the world attribute "
+        "that explains most of their output."
+    ]
+    if len(few):
+        top = int(few["highest"].max())
+        parts[0] += (
+            f" The {int(few['heads'].sum())} heads that encode an attribute of 2 or 3 values "
+            f"({', '.join(sorted(set(few['attribute'])))}) reach true CCS {top} at most"
+            + (
+                ", as the study's first suspect predicts: an attribute of so few values offers few texts of its "
+                "own, so TextSpan's later texts come from other concepts (few heads encode one: a small sample)."
+                if top < 5
+                else "."
+            )
+        )
+    if len(many):
+        parts[0] += (
+            " Among attributes of 8 values or more, the share at CCS 5 is "
+            + ", ".join(
+                f"{r.ccs5:.0f} % ({r.attribute}, {r.world} world, {r.values} values, {r.heads} heads)" for r in many.itertuples()
+            )
+            + "."
+        )
+    return "\n".join([*parts, "", *lines])
+
+
+def _length_part(pairs: list[tuple[dict, dict]]) -> str:
+    if not pairs:
+        return ""
+    return (
+        "**Short runs against full length.** "
+        + "; ".join(
+            f"{a['configuration']}: {100 * a['high_share']:.1f} % CCS-5 heads and {100 * a['specialised_share']:.0f} % "
+            f"specialised after {a['pairs']:,} pairs, {100 * b['high_share']:.1f} % and "
+            f"{100 * b['specialised_share']:.0f} % after {b['pairs']:,}"
+            for a, b in pairs
+        )
+        + ". "
+        + (
+            "Every recipe trained at both lengths ends with fewer CCS-5 heads and fewer specialised heads than its "
+            "short run had: the short runs rank the recipes, but what a recipe grows at full length is measured, "
+            "never extrapolated from them."
+            if all(b["high_share"] < a["high_share"] and b["specialised_share"] < a["specialised_share"] for a, b in pairs)
+            else "The short runs rank the recipes; what a recipe grows at full length is measured."
+        )
+    )
 
 
 def page_text(rows: list[dict], figure_name: str = "regime/ccs-at-k.png") -> str:
@@ -461,6 +565,7 @@ def page_text(rows: list[dict], figure_name: str = "regime/ccs-at-k.png") -> str
         if heads
         else ""
     )
+    attribute_section = attribute_text(rows)
     return "\n".join(
         [
             "# Appendix: which models grow the paper's categories?",
@@ -502,6 +607,7 @@ def page_text(rows: list[dict], figure_name: str = "regime/ccs-at-k.png") -> str
             verdict,
             "",
             *([why_low, ""] if why_low else []),
+            *([attribute_section, ""] if attribute_section else []),
             *([f"Not measured yet: {', '.join(missing)} (each is `ccs regime run NAME`, resumable)."] if missing else []),
             "",
             f"Budget of a short run: {s['pairs']:,} image-caption pairs; the zoo's models saw 3,000,000. Hardware: "
