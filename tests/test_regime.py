@@ -124,31 +124,54 @@ def test_the_rule_chooses_the_first_recipe_whose_full_length_run_meets_the_targe
     ]
 
 
+def _lines(**counts):
+    """Lines of the base world's pool: `counts[concept]` of each concept."""
+    by = {}
+    for text, concept in regime.text_concepts("base").items():
+        by.setdefault(concept, []).append(text)
+    return [t for concept, k in counts.items() for t in by[concept][:k]]
+
+
 def _heads(world, *heads, name="rich", full=False, high=0.1, specialised=0.5):
-    """A measured row whose per-head table is `heads`: (top attribute, share, true CCS) each."""
+    """A measured row whose per-head table is `heads`: (top attribute, share, true CCS[, texts]) each."""
     return dict(
         _row(name, high, 0.0, full=full),
         world=world,
         specialised_share=specialised,
         pairs=3_000_000 if full else 384_000,
-        per_head=[{"top": a, "share": s, "true_ccs": c} for a, s, c in heads],
+        per_head=[{"top": h[0], "share": h[1], "true_ccs": h[2], "texts": h[3] if len(h) > 3 else []} for h in heads],
     )
 
 
 def test_heads_are_grouped_by_what_they_encode_and_how_many_values_it_has():
     rows = [
-        _heads("base", ("count", 0.9, 4), ("count", 0.7, 2), ("scene", 0.8, 5), ("scene", 0.3, 5), name="base"),
+        _heads(
+            "base",
+            ("count", 0.9, 4, _lines(count=1, shape=4)),  # its true CCS is not what the test reads here
+            ("count", 0.7, 2, _lines(count=2, shape=2, size=1)),
+            ("count", 0.8, 3, _lines(count=3, size=2)),
+            ("scene", 0.8, 5, _lines(scene=5)),
+            ("scene", 0.3, 5),
+            name="base",
+        ),
         _heads("rich", ("scene", 0.9, 5), ("scene", 0.9, 3), ("shape", 0.6, 5)),
     ]
     t = regime.by_attribute(rows).set_index(["attribute", "world"])
-    assert t.loc[("count", "base"), "values"] == 3 and t.loc[("count", "base"), "heads"] == 2
+    assert t.loc[("count", "base"), "values"] == 3 and t.loc[("count", "base"), "heads"] == 3
     assert t.loc[("count", "base"), "highest"] == 4 and t.loc[("count", "base"), "mean"] == pytest.approx(3.0)
     assert t.loc[("scene", "base"), "heads"] == 1  # the head at share 0.3 is not specialised
     assert t.loc[("scene", "rich"), "values"] == 16 and t.loc[("scene", "rich"), "ccs5"] == pytest.approx(50.0)
     assert t.loc[("shape", "rich"), "values"] == 16 and t.loc[("shape", "rich"), "heads"] == 1  # 0.6: specialised
     assert regime.n_values("shape", "base") == 8 and regime.n_values("size", "rich") == 2
+    count = t.loc[("count", "base")]
+    assert count["own"] == pytest.approx(40.0) and count["other"] == "shape" and count["other_share"] == pytest.approx(40.0)
+    assert t.loc[("scene", "base"), "own"] == 100 and t.loc[("scene", "base"), "other"] == ""
     text = regime.attribute_text(rows)
-    assert "The 2 heads that encode an attribute of 2 or 3 values (count) reach true CCS 4 at most, as" in text
+    assert "The 3 heads that encode an attribute of 2 or 3 values (count) reach true CCS 4 at most, as" in text
+    assert (
+        "Count heads, the most common (3), take 40 % of their texts from count, and most of the rest from shape lines (40 %)."
+        in text
+    )
     rows[0]["per_head"][1]["true_ccs"] = 5  # a count head at CCS 5: the suspect is not borne out
     assert "reach true CCS 5 at most." in regime.attribute_text(rows)
 

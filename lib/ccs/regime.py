@@ -362,26 +362,53 @@ def n_values(concept: str, variant: str) -> int:
     return len(base) + len(concepts.VARIANTS[variant].get(concept, []))
 
 
+@cache
+def text_concepts(variant: str) -> dict[str, str]:
+    """Each line of a world variant's pool (the one `measure` reads) -> the concept it was written for."""
+    from ccs import pools, world
+
+    before = world.current()
+    world.use(variant)
+    try:
+        pool = pools.world()
+    finally:
+        world.use(before)
+    return dict(zip(pool.texts, pool.concepts))
+
+
 def by_attribute(rows: list[dict]) -> pd.DataFrame:
     """The specialised heads of every measured run, grouped by their top attribute and world: how many
-    values the attribute has, and how consistent the heads' texts are (true CCS). Tests the issue's
-    first suspect: a head that encodes an attribute of 2-3 values cannot find five texts about it."""
+    values the attribute has, how consistent the heads' texts are (true CCS), what share of their texts
+    is about the attribute, and which other concept gives most of the rest. Tests the study's first
+    suspect: a head that encodes an attribute of 2-3 values cannot find five texts about it."""
     heads = pd.DataFrame(
         [
-            {"world": r.get("world", "base"), "attribute": h["top"], "true_ccs": h["true_ccs"]}
+            {
+                "world": (w := r.get("world", "base")),
+                "attribute": h["top"],
+                "true_ccs": h["true_ccs"],
+                "texts": [text_concepts(w).get(t, "?") for t in h.get("texts", [])],
+            }
             for r in rows
             for h in r["per_head"]
             if h["share"] >= scores.SPECIALISED
         ],
-        columns=["world", "attribute", "true_ccs"],
+        columns=["world", "attribute", "true_ccs", "texts"],
     )
-    out = (
-        heads.groupby(["attribute", "world"])["true_ccs"]
-        .agg(heads="size", mean="mean", highest="max", ccs5=lambda s: 100 * (s == 5).mean())
-        .reset_index()
-    )
+    groups = heads.groupby(["attribute", "world"])
+    out = groups["true_ccs"].agg(heads="size", mean="mean", highest="max", ccs5=lambda s: 100 * (s == 5).mean())
+    mix = groups.apply(_text_mix, include_groups=False)
+    out = pd.concat([out, mix], axis=1).reset_index()
     out.insert(2, "values", [n_values(a, w) for a, w in zip(out["attribute"], out["world"])])
     return out.sort_values(["values", "attribute", "world"], kind="stable").reset_index(drop=True)
+
+
+def _text_mix(g: pd.DataFrame) -> pd.Series:
+    """Of a group's texts: the share about its attribute, and the other concept most of the rest is about."""
+    concepts = Counter(c for texts in g["texts"] for c in texts)
+    n, own = sum(concepts.values()), concepts.pop(g.name[0], 0)
+    other, k = concepts.most_common(1)[0] if concepts else ("", 0)
+    return pd.Series({"own": 100 * own / n if n else np.nan, "other": other, "other_share": 100 * k / n if n else np.nan})
 
 
 def short_and_full(rows: list[dict]) -> list[tuple[dict, dict]]:
@@ -441,10 +468,12 @@ def _attribute_part(t: pd.DataFrame) -> str:
     if t.empty:
         return ""
     lines = [
-        "| top attribute | world | values | specialised heads | mean true CCS | highest | CCS 5 % |",
-        "|:--|:--|--:|--:|--:|--:|--:|",
+        "| top attribute | world | values | specialised heads | mean true CCS | highest | CCS 5 % "
+        "| texts about it % | most other texts |",
+        "|:--|:--|--:|--:|--:|--:|--:|--:|:--|",
         *(
-            f"| {r.attribute} | {r.world} | {r.values} | {r.heads} | {r.mean:.2f} | {r.highest} | {r.ccs5:.1f} |"
+            f"| {r.attribute} | {r.world} | {r.values} | {r.heads} | {r.mean:.2f} | {r.highest} | {r.ccs5:.1f} "
+            + ("| | |" if np.isnan(r.own) else f"| {r.own:.0f} | {f'{r.other} {r.other_share:.0f} %' if r.other else 'none'} |")
             for r in t.itertuples()
         ),
     ]
@@ -474,7 +503,26 @@ def _attribute_part(t: pd.DataFrame) -> str:
             )
             + "."
         )
+    common = t.groupby("attribute")["heads"].sum().idxmax()
+    c = t[t["attribute"] == common]
+    others = sorted(set(c["other"]) - {""})
+    if others:
+        parts[0] += (
+            f" {common.capitalize()} heads, the most common ({int(c['heads'].sum())}), take {_span(c['own'])} % of their "
+            f"texts from {common}, and most of the rest from {' or '.join(others)} lines ({_span(c['other_share'])} %)"
+            + (
+                ": the world's scenes have colours of their own (grass green, sand yellow, snow white), so a colour "
+                "direction also selects scene lines."
+                if {common, *others} == {"colour", "scene"}
+                else "."
+            )
+        )
     return "\n".join([*parts, "", *lines])
+
+
+def _span(x: pd.Series) -> str:
+    lo, hi = round(x.min()), round(x.max())
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
 
 
 def _length_part(pairs: list[tuple[dict, dict]]) -> str:
