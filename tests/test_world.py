@@ -211,6 +211,26 @@ def test_the_rich_variant_doubles_the_categorical_concepts_and_leaves_the_base_w
         world.use("huge")
 
 
+@pytest.mark.parametrize("variant, scenes", [("grey", 8), ("rich-grey", 16)])
+def test_grey_variants_draw_each_scene_s_pattern_without_its_colour(variant, scenes):
+    base = world.sample(40, 5)
+    try:
+        world.use(variant.removesuffix("grey").rstrip("-") or "base")
+        coloured = render._scene_textures()
+        world.use(variant)
+        grey = render._scene_textures()
+        shown = world.sample(40, 5)
+    finally:
+        world.use("base")
+    assert grey.shape[0] == scenes and torch.equal(grey[:, 0], grey[:, 1]) and torch.equal(grey[:, 1], grey[:, 2])
+    assert not torch.equal(coloured[:, 0], coloured[:, 1])
+    for g, c in zip(grey[:, 0], coloured.mean(1)):  # the same pattern: luminance follows the coloured scene's
+        assert torch.corrcoef(torch.stack([g.flatten(), c.flatten()]))[0, 1] > 0.9
+    changed = shown.images != base.images
+    assert changed.any() and not changed.all()  # the backgrounds changed, not the objects' pixels
+    assert torch.equal(world.sample(40, 5).images, base.images)
+
+
 def test_the_single_concept_share_of_training_captions_is_a_lever():
     few = world.train_batch(256, 3, single=0.0).captions
     many = world.train_batch(256, 3, single=1.0).captions

@@ -21,7 +21,8 @@ Splits (``SPLITS``):
 Variants (``VARIANTS``, chosen per process with `use`): ``base`` is the world above; ``rich`` doubles
 the two concepts whose values are categorical rather than points on a line or a plane (16 shapes,
 16 scenes), for the regime study (ccs.regime): a head can only give five consistent TextSpan texts
-about a concept that offers five distinct, well-separated directions.
+about a concept that offers five distinct, well-separated directions. ``grey`` and ``rich-grey`` draw
+the scenes of ``base`` and ``rich`` in grey (``GREY_SCENES``), so that no scene name also means a colour.
 
 The package, one job a module:
 
@@ -49,6 +50,7 @@ from ccs.world.concepts import (
     COUNTS,
     EXTRA_SCENES,
     EXTRA_SHAPES,
+    GREY_SCENES,
     MOTIONS,
     NOVEL_SHAPES,
     POSITIONS,
@@ -83,6 +85,7 @@ __all__ = [
     "SCENES",
     "EXTRA_SCENES",
     "VARIANTS",
+    "GREY_SCENES",
     "COUNTS",
     "MOTIONS",
     "CONCEPTS",

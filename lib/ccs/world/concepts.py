@@ -38,7 +38,16 @@ POSITIONS = [
 SCENES = ["grass", "sand", "water", "snow", "brick", "night", "wood", "stone"]
 EXTRA_SCENES = ["leaves", "clouds", "tiles", "gravel", "lava", "carpet", "ice", "rust"]
 _BASE = {"shape": list(SHAPES), "scene": list(SCENES)}
-VARIANTS = {"base": {}, "rich": {"shape": EXTRA_SHAPES, "scene": EXTRA_SCENES}}
+VARIANTS = {
+    "base": {},
+    "rich": {"shape": EXTRA_SHAPES, "scene": EXTRA_SCENES},
+    "grey": {},
+    "rich-grey": {"shape": EXTRA_SHAPES, "scene": EXTRA_SCENES},
+}
+# Variants whose scenes are drawn in grey (each scene's own luminance and pattern, no hue): in the
+# coloured world a scene name also means a colour (grass green, sand yellow), so heads that encode
+# colour pick scene lines among their TextSpan texts (the regime study, book/regime.md).
+GREY_SCENES = {"grey", "rich-grey"}
 COUNTS = ["one", "two", "three"]
 MOTIONS = ["left", "right", "up", "down"]
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ccs.world.concepts import _ALL_SHAPES, _BASE, COLOURS, EXTRA_SCENES, SCENES, SIZES
+from ccs.world.concepts import _ALL_SHAPES, _BASE, COLOURS, EXTRA_SCENES, GREY_SCENES, SCENES, SIZES, current
 
 SIZE = 48  # image side in pixels
 CELL = SIZE / 3
@@ -24,13 +24,14 @@ WIN = 18  # side of the window an object is drawn in (> largest diameter)
 # ----------------------------------------------------------------------------- scenes
 def _scene_textures() -> torch.Tensor:
     """One 128x128 texture per scene of the current variant; images take random crops of them."""
-    return _textures(tuple(SCENES))
+    return _textures(tuple(SCENES), current() in GREY_SCENES)
 
 
 @cache
-def _textures(scenes: tuple[str, ...]) -> torch.Tensor:
+def _textures(scenes: tuple[str, ...], grey: bool = False) -> torch.Tensor:
     """The textures of `scenes`: the base scenes from one fixed seed, in order (so the base world's
-    images never change), the extra scenes from another."""
+    images never change), the extra scenes from another. `grey`: each scene's base colour replaced by
+    its luminance (ITU-R 601), the pattern kept."""
     rng = np.random.default_rng(12345)
     n = 128
     y, x = np.mgrid[0:n, 0:n].astype(np.float32)
@@ -81,6 +82,8 @@ def _textures(scenes: tuple[str, ...]) -> torch.Tensor:
             base, d = (195, 230, 245), -70 * (np.abs(np.sin(x / 7 + 2 * np.sin(y / 11))) < 0.06) + 4 * noise()
         elif s == "rust":  # orange-brown stains
             base, d = (150, 75, 35), 35 * noise(5) + 12 * noise()
+        if grey:
+            base = (np.dot((0.299, 0.587, 0.114), base),) * 3
         img = np.array(base, np.float32)[:, None, None] + np.asarray(d, np.float32)[None]
         out.append(np.clip(img, 0, 255))
     return torch.from_numpy(np.stack(out)).float()  # [S, 3, 128, 128]
