@@ -9,7 +9,9 @@ images with `evaluate.paired_ci`.
 
 Image embeddings are cached on disk by the weights the model has *as pruned* (its fingerprint inside
 the ``with ablate.pruned(...)`` block) and the images, text classifiers by the model and the prompts:
-the pruning and concept pages share the unpruned work, and a re-run costs seconds.
+the pruning and concept pages share the unpruned work, and a re-run costs seconds. What is computed
+starts at each condition's first pruned layer: `run` takes the conditions in that order (`by_first_layer`)
+on one `stream` of the images, so every unpruned block before a pruning runs once for all of them.
 """
 
 from __future__ import annotations

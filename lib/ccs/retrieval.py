@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ccs import ablate, evaluate, pruning
-from ccs.pruning import by_first_layer, clip_embeddings, group
+from ccs import ablate, evaluate
+from ccs.pruning import by_first_layer, clip_embeddings, group, stream
 
 CEILING = 0.99  # unpruned R@1 at or above this leaves nothing to lose: no verdict
 
@@ -28,7 +28,7 @@ def reports(
     heads pruned (`ablation`: "zero" or "mean", then with the heads' `means`); caption i describes clip
     `video_of_text[i]` (default: clip i)."""
     video_of_text = np.arange(len(frames)) if video_of_text is None else video_of_text
-    out, shared = {}, pruning.stream(module, frames.flatten(0, 1))
+    out, shared = {}, stream(module, frames.flatten(0, 1))
     for name in by_first_layer(module, conditions):
         heads = conditions[name]
         with ablate.pruned(module, heads, ablation, means=means):
