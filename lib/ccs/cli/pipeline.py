@@ -64,13 +64,13 @@ def run_notebook(
         run = pipeline.Run(model, experiment)
         if not run.source.is_file():
             raise typer.BadParameter(f"no notebook {run.source.relative_to(pipeline.ROOT)}") from None
-    try:
-        pipeline.check_parameters(run.source, {"model": model, **run.parameters, **extra})
+    try:  # execute checks every parameter before a kernel starts: one given here is the -p option's fault
+        out = pipeline.execute(run, extra=extra)
     except pipeline.ParameterError as e:
         if e.name in extra:
             raise bad("-p", str(e)) from None
         raise
-    typer.echo(pipeline.execute(run, extra=extra))
+    typer.echo(out)
 
 
 @app.command()
