@@ -167,7 +167,7 @@ def test_heads_are_grouped_by_what_they_encode_and_how_many_values_it_has():
     assert count["own"] == pytest.approx(40.0) and count["other"] == "shape" and count["other_share"] == pytest.approx(40.0)
     assert t.loc[("scene", "base"), "own"] == 100 and t.loc[("scene", "base"), "other"] == ""
     text = regime.attribute_text(rows)
-    assert "The 3 heads that encode an attribute of 2 or 3 values (count) reach true CCS 4 at most, as" in text
+    assert "The 3 heads that encode an attribute of 2 or 3 values (count) reach true CCS 4 at most, as expected" in text
     assert (
         "Count heads, the most common (3), take 40 % of their texts from count, and most of the rest from shape lines (40 %)."
         in text

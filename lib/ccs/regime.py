@@ -489,8 +489,8 @@ def _attribute_part(t: pd.DataFrame) -> str:
             f" The {int(few['heads'].sum())} heads that encode an attribute of 2 or 3 values "
             f"({', '.join(sorted(set(few['attribute'])))}) reach true CCS {top} at most"
             + (
-                ", as the study's first suspect predicts: an attribute of so few values offers few texts of its "
-                "own, so TextSpan's later texts come from other concepts (few heads encode one: a small sample)."
+                ", as expected if so few values offer too few texts of their own: TextSpan's later texts then "
+                "come from other concepts (few heads encode such an attribute: a small sample)."
                 if top < 5
                 else "."
             )
