@@ -230,6 +230,9 @@ def execute(run: Run, *, progress: bool = True, extra: dict | None = None, out_d
                 # papermill writes the whole notebook before and after every cell by default (up to
                 # 0.4 s a page): this one is a scratch copy nobody reads until the run ends
                 request_save_on_cell_execute=False,
+                # nbclient: once every cell is done the kernel holds nothing the page needs; a graceful
+                # shutdown waits for it to unload torch and the rest (about a second), a kill does not
+                shutdown_kernel="immediate",
             )
         except papermill.PapermillExecutionError as e:
             raise _notebook_error(run, e) from e
