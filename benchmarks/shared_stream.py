@@ -57,13 +57,13 @@ def main() -> None:
         times, results = {"stream": [], "full": []}, {}
         for _ in range(args.repeat):
             for way, fn in (("stream", shared), ("full", full)):
-                pruning.stream = fn
+                pruning.stream = retrieval.stream = fn  # each module's own name for it
                 with tempfile.TemporaryDirectory() as tmp:
                     os.environ["CCS_CACHE"] = tmp  # nothing served from the cache
                     t0 = time.perf_counter()
                     results[way] = step()
                     times[way].append(time.perf_counter() - t0)
-        pruning.stream = shared
+        pruning.stream = retrieval.stream = shared
         same = _same(results["full"], results["stream"])
         f, s = statistics.median(times["full"]), statistics.median(times["stream"])
         print(f"{what}: full forwards {f:.1f} s, from the first pruned layer {s:.1f} s, {f / s:.2f}x; identical: {same}")
