@@ -99,12 +99,15 @@ def _row(name, high, low, config="ccs-tiny", full=False, accuracy=GOOD):
     }
 
 
-def test_the_rule_ranks_by_the_scarcer_category_or_by_ccs5_alone_and_breaks_ties_by_size():
+def test_the_rule_ranks_by_the_scarcer_category_then_by_ccs5_then_by_size():
     by_low = [_row("base", 0.30, 0.02), _row("rich", 0.12, 0.06), _row("zoo:x", 0.5, 0.5)]
     assert [r["configuration"] for r in regime.rank(by_low)] == ["rich", "base"]  # 0.75 of the way beats 0.25
     assert regime.score(by_low[1]) == pytest.approx(0.75)
     no_low = [_row("base", 0.05, 0.0), _row("heads12", 0.125, 0.0, "ccs-tiny-h12"), _row("rich", 0.125, 0.0)]
     assert [r["configuration"] for r in regime.rank(no_low)] == ["rich", "heads12", "base"]  # tie: the smaller
+    # one run with a CCS <= 1 head goes first; the others all score 0 and keep their CCS-5 order
+    one_low = [*no_low, _row("grey", 0.031, 0.062)]
+    assert [r["configuration"] for r in regime.rank(one_low)] == ["grey", "rich", "heads12", "base"]
 
 
 def test_the_rule_chooses_the_first_recipe_whose_full_length_run_meets_the_targets():
@@ -118,6 +121,13 @@ def test_the_rule_chooses_the_first_recipe_whose_full_length_run_meets_the_targe
     assert chosen["configuration"] == "deep" and "shape 0.871 < 0.90" in why
     chosen, why = regime.select(short + [_row("rich", 0.03, 0.0, full=True)])  # no more CCS-5 heads than the zoo
     assert chosen is None and "no more than the zoo's 3.1 %" in why
+    # the first in rank is untrained: the rule waits for it, and says what it knows further down
+    grey = _row("grey", 0.031, 0.062)
+    chosen, why = regime.select(short + [grey, _row("rich", 0.2, 0.0, full=True, accuracy=weak)])
+    assert chosen is None and why.startswith("**grey** is first in rank and not yet trained")
+    assert "; further down the rank, rich at full length misses the concept targets (shape 0.871" in why
+    chosen, why = regime.select(short + [grey, _row("deep", 0.1, 0.0, "ccs-tiny-l8", full=True)])
+    assert chosen is None and "deep at full length would qualify, after the runs above it" in why
     assert regime.accuracy_misses(_row("x", 0, 0, accuracy=dict(GOOD, colour=0.949))) == [
         "colour 0.949 < 0.95 (seed 1)",
         "colour 0.949 < 0.95 (seed 2)",
