@@ -186,6 +186,21 @@ def test_heads_are_grouped_by_what_they_encode_and_how_many_values_it_has():
     assert "reach true CCS 5 at most." in regime.attribute_text(rows)
 
 
+def test_colour_heads_scene_lines_are_compared_between_a_recipe_and_its_grey_twin():
+    coloured = _heads("base", ("colour", 0.9, 3, _lines(colour=3, scene=2)), name="base")
+    grey = _heads("grey", ("colour", 0.9, 5, _lines(colour=4, scene=1)), name="grey")
+    other = _heads("base", ("colour", 0.9, 1, _lines(scene=5)), name="deep")  # another recipe: not a twin
+    for r, config in ((coloured, "ccs-tiny"), (grey, "ccs-tiny"), (other, "ccs-tiny-l8")):
+        r["config"] = config
+    assert regime.text_share([coloured], "colour", "scene") == pytest.approx(40.0)
+    text = regime.attribute_text([coloured, grey, other])
+    assert "take 40 % of their texts from scene lines in the coloured worlds (base) and 20 % in the worlds" in text
+    assert "most of the pull remains without them" in text  # half of it is not most
+    grey["per_head"][0]["texts"] = _lines(colour=5)
+    assert "the scenes' colours account for most of the pull" in regime.attribute_text([coloured, grey, other])
+    assert "Do the scenes' own colours" not in regime.attribute_text([coloured, other])  # no grey run: no claim
+
+
 def test_short_and_full_runs_are_paired_and_compared_as_measured():
     short, full = _heads("rich", high=0.125, specialised=0.7), _heads("rich", full=True, high=0.03, specialised=0.4)
     assert regime.short_and_full([short, full, _heads("rich", name="zoo:x")]) == [(short, full)]

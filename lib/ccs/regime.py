@@ -467,7 +467,50 @@ def figure(rows: list[dict], path: Path) -> None:
 def attribute_text(rows: list[dict]) -> str:
     """The page's section on which heads reach CCS 5 (by what they encode) and on what full-length
     training does to a short run's heads; empty without either."""
-    return "\n\n".join(p for p in (_attribute_part(by_attribute(rows)), _length_part(short_and_full(rows))) if p)
+    parts = (_attribute_part(by_attribute(rows)), _grey_part(rows), _length_part(short_and_full(rows)))
+    return "\n\n".join(p for p in parts if p)
+
+
+def text_share(rows: list[dict], attribute: str, concept: str) -> float:
+    """The share (%) of the texts of the specialised heads that encode `attribute` written for `concept`."""
+    texts = [
+        text_concepts(r.get("world", "base")).get(t, "?")
+        for r in rows
+        for h in r["per_head"]
+        if h["share"] >= scores.SPECIALISED and h["top"] == attribute
+        for t in h.get("texts", [])
+    ]
+    return 100 * texts.count(concept) / len(texts) if texts else float("nan")
+
+
+def _grey_part(rows: list[dict]) -> str:
+    """Colour heads' scene lines in the coloured worlds against the grey ones (short runs: like with like)."""
+    from ccs.world.concepts import GREY_SCENES
+
+    def coloured_twin(r: dict) -> dict | None:  # the same recipe in the world whose scenes keep their colours
+        world = r["world"].removesuffix("grey").rstrip("-") or "base"
+        same = ("config", "single")
+        return next((c for c in short if c.get("world", "base") == world and all(c.get(k) == r.get(k) for k in same)), None)
+
+    short = [r for r in rows if is_short(r)]
+    pairs = [(c, r) for r in short if r.get("world", "base") in GREY_SCENES and (c := coloured_twin(r)) is not None]
+    coloured, grey = [c for c, _ in pairs], [r for _, r in pairs]
+    a, b = text_share(coloured, "colour", "scene"), text_share(grey, "colour", "scene")
+    if np.isnan(a) or np.isnan(b):
+        return ""
+    return (
+        "**Do the scenes' own colours pull colour heads to scene lines?** In the coloured worlds each scene has a "
+        "colour of its own (grass green, sand yellow, snow white). In short runs that differ in that alone, the "
+        "specialised colour heads "
+        f"take {a:.0f} % of their texts from scene lines in the coloured worlds "
+        f"({', '.join(r['configuration'] for r in coloured)}) and {b:.0f} % in the worlds whose scenes are drawn in "
+        f"grey ({', '.join(r['configuration'] for r in grey)}): "
+        + (
+            "the scenes' colours account for most of the pull."
+            if b < a / 2
+            else "most of the pull remains without them, so it does not come mainly from the scenes' colours."
+        )
+    )
 
 
 def _attribute_part(t: pd.DataFrame) -> str:
@@ -515,13 +558,7 @@ def _attribute_part(t: pd.DataFrame) -> str:
     if others:
         parts[0] += (
             f" {common.capitalize()} heads, the most common ({int(c['heads'].sum())}), take {_span(c['own'])} % of their "
-            f"texts from {common}, and most of the rest from {' or '.join(others)} lines ({_span(c['other_share'])} %)"
-            + (
-                ": the world's scenes have colours of their own (grass green, sand yellow, snow white), so a colour "
-                "direction also selects scene lines."
-                if {common, *others} == {"colour", "scene"}
-                else "."
-            )
+            f"texts from {common}, and most of the rest from {' or '.join(others)} lines ({_span(c['other_share'])} %)."
         )
     return "\n".join([*parts, "", *lines])
 
