@@ -143,7 +143,7 @@ OUTSIDE_PAGES = ("regime.py", "data/regime.yaml")
 
 @cache
 def library_digest() -> str:
-    """A digest of the `ccs` package: every module's source and the packaged data (vocabulary,
+    """A digest of the `ccs` package: every module's code (`code`) and the packaged data (vocabulary,
     calibration, paper facts, model configs). Names the joblib folder and enters every page's digest.
     The command line (`ccs/cli/`) and the regime study (`regime.py`, `data/regime.yaml`: it writes its
     own page) are left out: no page and no cached step imports them, so changing a command or the
@@ -154,8 +154,63 @@ def library_digest() -> str:
     files = [*modules, *(lib / "data").glob("*"), *(lib / "model_configs").glob("*")]
     for path in sorted(p for p in files if p.relative_to(lib).as_posix() not in OUTSIDE_PAGES):
         h.update(str(path.relative_to(lib)).encode())
-        h.update(path.read_bytes())
+        h.update(_code_digest(path) if path.suffix == ".py" else path.read_bytes())
     return h.hexdigest()[:16]
+
+
+def _code_digest(path: Path) -> bytes:
+    """The SHA-256 of `code(path)`, remembered in the cache under the hash of the file's bytes: parsing
+    the whole library takes 0.4 s, too much for every `ccs run`. Without a usable cache it is computed."""
+    memo = None
+    try:
+        memo = cache_dir("code") / hashlib.sha256(path.read_bytes()).hexdigest()
+        known = bytes.fromhex(memo.read_text())
+        if len(known) == 32:
+            return known
+    except (OSError, ValueError):
+        pass
+    digest = hashlib.sha256(code(path)).digest()
+    if memo is not None:
+        try:
+            write_atomic(memo, digest.hex().encode(), fsync=False)
+        except OSError:  # a read-only or full cache: the digest is still right, only not remembered
+            pass
+    return digest
+
+
+def code(path: Path) -> bytes:
+    """A module's source without what cannot change a result: comments, docstrings, blank lines and
+    trailing spaces (so rewording a comment re-executes no page). The spans are found by `tokenize`
+    and `ast` and cut from the text, which is then the same on every Python the project supports
+    (a dump of the syntax tree would differ between versions). A module that does not parse is
+    taken whole."""
+    import ast
+    import io
+    import tokenize
+
+    text = path.read_text()
+    try:
+        tree = ast.parse(text)
+        comments = [(t.start, t.end) for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.type == tokenize.COMMENT]
+    except (SyntaxError, tokenize.TokenError):
+        return text.encode()
+    lines = text.split("\n")
+
+    def char(row: int, col: int) -> tuple[int, int]:  # ast counts a line's UTF-8 bytes, tokenize its characters
+        return row, len(lines[row - 1].encode()[:col].decode())
+
+    docstrings = [
+        (char(d.lineno, d.col_offset), char(d.end_lineno, d.end_col_offset))
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(d := node.body[0], ast.Expr)
+        and isinstance(d.value, ast.Constant)
+        and isinstance(d.value.value, str)
+    ]
+    for (r0, c0), (r1, c1) in sorted(comments + docstrings, reverse=True):  # from the end: earlier spans stay put
+        lines[r0 - 1 : r1] = [lines[r0 - 1][:c0] + lines[r1 - 1][c1:]]
+    return "\n".join(line.rstrip() for line in lines if line.strip()).encode()
 
 
 @cache

@@ -44,9 +44,9 @@ VARIANTS = {
     "grey": {},
     "rich-grey": {"shape": EXTRA_SHAPES, "scene": EXTRA_SCENES},
 }
-# Variants whose scenes are drawn in grey (each scene's own luminance and pattern, no hue): in the
-# coloured world a scene name also means a colour (grass green, sand yellow), so heads that encode
-# colour pick scene lines among their TextSpan texts (the regime study, book/regime.md).
+# Variants whose scenes are drawn in grey (each scene's own luminance and pattern, no hue), so that no
+# scene name also means a colour (grass green, sand yellow). The regime study (book/regime.md) asks
+# whether that is why heads that encode colour pick scene lines among their TextSpan texts.
 GREY_SCENES = {"grey", "rich-grey"}
 COUNTS = ["one", "two", "three"]
 MOTIONS = ["left", "right", "up", "down"]
