@@ -467,13 +467,17 @@ def test_a_fresh_clone_runs_nothing(tmp_path):
     out = _in(repo, str(Path(sys.executable).with_name("snakemake")), "-n", "--quiet", "rules", "--rerun-triggers", "mtime")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Nothing to be done" in out.stdout + out.stderr, out.stdout[-2000:] + out.stderr[-2000:]
-    # a library change re-runs every page, in one `make book` (Snakemake schedules them all at once)
+    # a comment in the library changes no result: nothing re-runs (ccs.cache.code)
     init = repo / "lib" / "ccs" / "__init__.py"
-    init.write_text(init.read_text() + "\n# changed\n")
+    original = init.read_text()
+    init.write_text(original + "\n# a reworded comment\n")
+    assert _in(repo, ccs, "stale").stdout == ""
+    # a change of the library's code re-runs every page, in one `make book` (Snakemake schedules them all at once)
+    init.write_text(original + "\nCHANGED = 1\n")
     out = _in(repo, str(Path(sys.executable).with_name("snakemake")), "-n", "--cores", "1", "--rerun-triggers", "mtime")
     jobs = re.search(r"^notebook\s+(\d+)$", out.stdout + out.stderr, re.M)
     assert jobs and int(jobs[1]) == len(pipeline.runs()), out.stdout[-3000:] + out.stderr[-2000:]
-    init.write_text(init.read_text().replace("\n# changed\n", ""))
+    init.write_text(original)
     # a changed parameter re-runs exactly the page it feeds
     grid = (repo / "pipeline.yaml").read_text()
     assert "clips: 500}" in grid
