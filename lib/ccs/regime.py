@@ -382,12 +382,9 @@ def text_concepts(variant: str) -> dict[str, str]:
     return dict(zip(pool.texts, pool.concepts))
 
 
-def by_attribute(rows: list[dict]) -> pd.DataFrame:
-    """The specialised heads of every measured run, grouped by their top attribute and world: how many
-    values the attribute has, how consistent the heads' texts are (true CCS), what share of their texts
-    is about the attribute, and which other concept gives most of the rest. Tests the study's first
-    suspect: a head that encodes an attribute of 2-3 values cannot find five texts about it."""
-    heads = pd.DataFrame(
+def specialised_heads(rows: list[dict]) -> pd.DataFrame:
+    """The specialised heads of `rows`: world, top attribute, true CCS and the concept of each text."""
+    return pd.DataFrame(
         [
             {
                 "world": (w := r.get("world", "base")),
@@ -401,6 +398,14 @@ def by_attribute(rows: list[dict]) -> pd.DataFrame:
         ],
         columns=["world", "attribute", "true_ccs", "texts"],
     )
+
+
+def by_attribute(rows: list[dict]) -> pd.DataFrame:
+    """The specialised heads of every measured run, grouped by their top attribute and world: how many
+    values the attribute has, how consistent the heads' texts are (true CCS), what share of their texts
+    is about the attribute, and which other concept gives most of the rest. Asks whether a head that
+    encodes an attribute of 2-3 values can find five texts about it."""
+    heads = specialised_heads(rows)
     groups = heads.groupby(["attribute", "world"])
     out = groups["true_ccs"].agg(heads="size", mean="mean", highest="max", ccs5=lambda s: 100 * (s == 5).mean())
     mix = groups.apply(_text_mix, include_groups=False)
@@ -473,13 +478,8 @@ def attribute_text(rows: list[dict]) -> str:
 
 def text_share(rows: list[dict], attribute: str, concept: str) -> float:
     """The share (%) of the texts of the specialised heads that encode `attribute` written for `concept`."""
-    texts = [
-        text_concepts(r.get("world", "base")).get(t, "?")
-        for r in rows
-        for h in r["per_head"]
-        if h["share"] >= scores.SPECIALISED and h["top"] == attribute
-        for t in h.get("texts", [])
-    ]
+    heads = specialised_heads(rows)
+    texts = [c for texts in heads.loc[heads["attribute"] == attribute, "texts"] for c in texts]
     return 100 * texts.count(concept) / len(texts) if texts else float("nan")
 
 
@@ -487,12 +487,13 @@ def _grey_part(rows: list[dict]) -> str:
     """Colour heads' scene lines in the coloured worlds against the grey ones (short runs: like with like)."""
     from ccs.world.concepts import GREY_SCENES
 
+    short = [r for r in rows if is_short(r)]
+
     def coloured_twin(r: dict) -> dict | None:  # the same recipe in the world whose scenes keep their colours
         world = r["world"].removesuffix("grey").rstrip("-") or "base"
         same = ("config", "single")
         return next((c for c in short if c.get("world", "base") == world and all(c.get(k) == r.get(k) for k in same)), None)
 
-    short = [r for r in rows if is_short(r)]
     pairs = [(c, r) for r in short if r.get("world", "base") in GREY_SCENES and (c := coloured_twin(r)) is not None]
     coloured, grey = [c for c, _ in pairs], [r for _, r in pairs]
     a, b = text_share(coloured, "colour", "scene"), text_share(grey, "colour", "scene")
