@@ -42,7 +42,7 @@ import seaborn as sns
 from IPython.display import display
 from myst_nb import glue
 
-from ccs import evaluate, headsets, llm, models, plots, pruning, replication, scores, textspan
+from ccs import evaluate, headsets, llm, models, plots, pruning, record, scores, textspan
 
 plots.style()
 pd.set_option("display.width", 160, "display.max_colwidth", 200)
@@ -418,10 +418,10 @@ summary = {
 
 
 scored = int(table["ccs"].notna().sum())
-summary["replication"] = {"this run": {"ccs-high-share": replication.row(replication.share(counts["high"], scored))}}
+summary["replication"] = {"this run": {"ccs-high-share": record.row(record.share(counts["high"], scored))}}
 if "concepts" in table:
     truth_counts = scores.category_counts(headsets.truth_table(table))
     summary["truth_category_counts"] = truth_counts
-    summary["replication"]["ground truth"] = {"ccs-high-share": replication.row(replication.share(truth_counts["high"], scored))}
+    summary["replication"]["ground truth"] = {"ccs-high-share": record.row(record.share(truth_counts["high"], scored))}
 with open("ccs.json", "w") as f:  # NaN (an undefined statistic) is written as null
     json.dump(json.loads(json.dumps(summary).replace("NaN", "null")), f, indent=1)

@@ -34,7 +34,7 @@ import seaborn as sns
 from IPython.display import display
 from myst_nb import glue
 
-from ccs import ablate, carriers, evaluate, models, plots, pruning, replication, study, world
+from ccs import ablate, carriers, evaluate, models, plots, pruning, record, study, world
 
 plots.style()
 pd.set_option("display.width", 200, "display.max_colwidth", 120)
@@ -402,25 +402,21 @@ summary = {
     "paper_tables": paper_rows,
     "replication": {
         **(
-            {
-                {"run": "this run", "truth": "ground truth"}[labels]: {
-                    "concept-diagonal": replication.row(diag["difference"], verdict)
-                }
-            }
+            {{"run": "this run", "truth": "ground truth"}[labels]: {"concept-diagonal": record.row(diag["difference"], verdict)}}
             if labels in ("run", "truth") and diag["concepts"]
             else {}
         ),
         **(
             {
                 {"run": "this run", "truth": "ground truth"}[other_labels]: {
-                    "concept-diagonal": replication.row(other_diag["difference"], other_verdict)
+                    "concept-diagonal": record.row(other_diag["difference"], other_verdict)
                 }
             }
             if other_labels and other_diag["concepts"]
             else {}
         ),
         **(
-            {"function": {"concept-diagonal": replication.row(fn_diag["difference"], fn_verdict)}}
+            {"function": {"concept-diagonal": record.row(fn_diag["difference"], fn_verdict)}}
             if fn_diag is not None and fn_diag["concepts"]
             else {}
         ),
@@ -434,6 +430,6 @@ for source, ds in cross.items():  # the paper's concept tables, on the replicati
     # (no "test" entry: the function source here labels heads by what they compute, not most vs least specialised)
     where = {"run": "this run", "truth": "ground truth", "function": "function"}.get(source)
     if where:
-        summary["replication"].setdefault(where, {}).update({k: replication.row(d) for k, d in ds.items()})
+        summary["replication"].setdefault(where, {}).update({k: record.row(d) for k, d in ds.items()})
 with open("concepts.json", "w") as f:
     json.dump(json.loads(json.dumps(summary).replace("NaN", "null")), f, indent=1)

@@ -42,7 +42,7 @@ import seaborn as sns
 import torch
 from myst_nb import glue
 
-from ccs import ablate, headsets, models, ood, plots, pruning, replication, study, world
+from ccs import ablate, headsets, models, ood, plots, pruning, record, study, world
 
 plots.style()
 pd.set_option("display.width", 200, "display.max_colwidth", 120, "display.precision", 2)
@@ -267,9 +267,9 @@ for prefix, s_ in st.sources():
     sv, sl = ood.high_vs(r, shifted, "random", measure, prefix), ood.high_vs(r, shifted, "low", measure, prefix)
     ad = ood.auroc_drop(r, detect_task, prefix=prefix)
     replication_rows[source] = {
-        "shifted-high-vs-random": replication.row(sv, test=s_.test),
-        "shifted-high-vs-low": replication.row(sl, test=s_.test),
-        "ood-auroc-drop": replication.row(ad, "no verdict (detector at chance)" if detector_at_chance else None, test=s_.test),
+        "shifted-high-vs-random": record.row(sv, test=s_.test),
+        "shifted-high-vs-low": record.row(sl, test=s_.test),
+        "ood-auroc-drop": record.row(ad, "no verdict (detector at chance)" if detector_at_chance else None, test=s_.test),
     }
     print(
         f"{headsets.whose(source)} sets: high vs random on the shifted splits {pruning.interval_text(sv)} -> "

@@ -38,7 +38,7 @@ import seaborn as sns
 from IPython.display import display
 from myst_nb import glue
 
-from ccs import ablate, carriers, headsets, llm, models, plots, pruning, replication, scores, study, world
+from ccs import ablate, carriers, headsets, llm, models, plots, pruning, record, scores, study, world
 
 plots.style()
 pd.set_option("display.width", 200, "display.max_colwidth", 120, "display.precision", 2)
@@ -561,14 +561,14 @@ summary = {
     # the claims for the replication page (ccs.replication), per source of sets
     "replication": {
         hs.source: {
-            "pruning-high-vs-low": replication.row(claims["high vs low"], test=hs.test),
-            "pruning-high-vs-random": replication.row(claims["high vs random"], test=hs.test),
+            "pruning-high-vs-low": record.row(claims["high vs low"], test=hs.test),
+            "pruning-high-vs-random": record.row(claims["high vs random"], test=hs.test),
         },
         **(
             {
                 other.source: {
-                    "pruning-high-vs-low": replication.row(other_claims["high vs low"], test=other.test),
-                    "pruning-high-vs-random": replication.row(other_claims["high vs random"], test=other.test),
+                    "pruning-high-vs-low": record.row(other_claims["high vs low"], test=other.test),
+                    "pruning-high-vs-random": record.row(other_claims["high vs random"], test=other.test),
                 }
             }
             if other is not None
@@ -577,8 +577,8 @@ summary = {
         **(
             {
                 fn.source: {
-                    "pruning-high-vs-low": replication.row(fn_claims["high vs low"], test=fn.test),
-                    "pruning-high-vs-random": replication.row(fn_claims["high vs random"], test=fn.test),
+                    "pruning-high-vs-low": record.row(fn_claims["high vs low"], test=fn.test),
+                    "pruning-high-vs-random": record.row(fn_claims["high vs random"], test=fn.test),
                 }
             }
             if fn is not None
@@ -599,8 +599,8 @@ summary = {
         "pruning_high_random": pruning.run_values(r, real.sets, ("high", "random")),
     },
 }
-summary["replication"].setdefault("this run", {})["importance-rho"] = replication.row((rho, lo, hi))
+summary["replication"].setdefault("this run", {})["importance-rho"] = record.row((rho, lo, hi))
 if truth_rho is not None:
-    summary["replication"].setdefault("ground truth", {})["importance-rho"] = replication.row(truth_rho)
+    summary["replication"].setdefault("ground truth", {})["importance-rho"] = record.row(truth_rho)
 with open("pruning.json", "w") as f:
     json.dump(json.loads(json.dumps(summary).replace("NaN", "null")), f, indent=1)

@@ -37,7 +37,7 @@ import pandas as pd
 import seaborn as sns
 from myst_nb import glue
 
-from ccs import evaluate, models, ood, plots, pruning, replication, retrieval, scores, study, world
+from ccs import evaluate, models, ood, plots, pruning, record, retrieval, scores, study, world
 
 plots.style()
 pd.set_option("display.width", 200, "display.max_colwidth", 120)
@@ -118,7 +118,7 @@ for s in analysis_seeds:
         verdicts |= {f"video: high vs {b}": pruning.NO_VERDICT for b in ("low", "random") if video_ceiling}
         t = ccs_tables.get(src.source)
         if t is not None:
-            claims["CCS-5 share"] = replication.share(scores.category_counts(t)["high"], int(t["ccs"].notna().sum()))
+            claims["CCS-5 share"] = record.share(scores.category_counts(t)["high"], int(t["ccs"].notna().sum()))
             claims["importance rho"] = pruning.importance_rho(r, t.set_index("name")["ccs"], "test", measure)
         for label, p, c in concept_sources:
             if label == src.source:
@@ -198,7 +198,7 @@ plt.show()
 # *supported*) on every one of them.
 
 # %% tags=["hide-input"]
-agreement = replication.seed_agreement(by_seed)
+agreement = record.seed_agreement(by_seed)
 glue("seeds-agreement", agreement, display=False)
 glue("seeds-run-replicated", agreement.loc[("this run", "high vs random"), "holds on every seed"], display=False)
 agreement
@@ -219,7 +219,7 @@ summary = {
     "eval_images": eval_images,
     "eval_seed": eval_seed,
     "by_seed": by_seed.to_dict("records"),
-    "seed_agreement": replication.agreement_record(agreement),
+    "seed_agreement": record.agreement_record(agreement),
 }
 with open("seeds.json", "w") as f:
     json.dump(json.loads(json.dumps(summary).replace("NaN", "null")), f, indent=1)

@@ -48,7 +48,7 @@ import torch
 from IPython.display import display
 from myst_nb import glue
 
-from ccs import ablate, datasets, evalset, evaluate, headsets, models, plots, pruning, replication, retrieval, study, world
+from ccs import ablate, datasets, evalset, evaluate, headsets, models, plots, pruning, record, retrieval, study, world
 
 plots.style()
 pd.set_option("display.width", 200, "display.max_colwidth", 120, "display.precision", 2)
@@ -228,7 +228,7 @@ print(
 def video_rows(c: dict, s_: headsets.HeadSets) -> dict:
     """The replication records of one source: both comparisons of the page's verdict, each its own claim."""
     return {
-        f"video-{k.replace(' ', '-')}": replication.row(v, "no verdict (R@1 at the ceiling)" if at_ceiling else None, s_.test)
+        f"video-{k.replace(' ', '-')}": record.row(v, "no verdict (R@1 at the ceiling)" if at_ceiling else None, s_.test)
         for k, v in c.items()
     }
 

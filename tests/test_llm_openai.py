@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from ccs import llm, scores
-from ccs.llm import endpoint
+from ccs.llm import endpoint, prompts
 
 SECRET = "sk-test-SECRET-do-not-leak-4242"
 HEAD = [
@@ -655,8 +655,8 @@ def test_a_few_invalid_answers_flag_their_heads_and_are_counted(env, server, tmp
     the same run fails, naming the role and the count."""
     heads = _heads(12)
     bad = {
-        endpoint._label_prompt(heads[3]["texts"], True)[-1]["content"]: "banana",
-        endpoint._judge_prompt(heads[7]["texts"][0], "location")[-1]["content"]: "maybe",
+        prompts.label_prompt(heads[3]["texts"], True)[-1]["content"]: "banana",
+        prompts.judge_prompt(heads[7]["texts"][0], "location")[-1]["content"]: "maybe",
     }
 
     default = _default

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from ccs import replication
+from ccs import record, replication
 
 
 def _run(runs, model, experiment, rep, weights="trained"):
@@ -14,7 +14,7 @@ def _run(runs, model, experiment, rep, weights="trained"):
 
 
 def _claim(est, lo, hi, verdict=None, test=None):
-    return replication.row((est, lo, hi), verdict, test)
+    return record.row((est, lo, hi), verdict, test)
 
 
 def test_rows_for_both_sources_and_every_model(tmp_path):
@@ -119,15 +119,15 @@ def test_seed_agreement_counts_verdicts_and_a_claim_replicates_only_on_every_see
             "high vs random verdict": ["contradicted", "contradicted", "inconclusive"] + ["supported"] * 3,
         }
     )
-    a = replication.seed_agreement(by_seed)
+    a = record.seed_agreement(by_seed)
     assert a.loc[("this run", "high vs low"), "holds on every seed"] == "yes"
     assert a.loc[("function", "high vs low"), "holds on every seed"] == "no"
     assert a.loc[("this run", "high vs random"), "agree"] == "2 of 3 contradicted"
-    record = replication.agreement_record(a)
-    assert record["this run"]["pruning-high-vs-low"] == {"agree": "3 of 3 supported", "replicated": True}
+    seeds = record.agreement_record(a)
+    assert seeds["this run"]["pruning-high-vs-low"] == {"agree": "3 of 3 supported", "replicated": True}
     runs = tmp_path / "runs"
     _run(runs, "a", "pruning", {"this run": {"pruning-high-vs-low": _claim(0.05, 0.04, 0.06)}})
-    (runs / "a" / "seeds.json").write_text(json.dumps({"seed_agreement": record}))
+    (runs / "a" / "seeds.json").write_text(json.dumps({"seed_agreement": seeds}))
     text = replication.page(["a"], runs)
     section = text.split("## Soft pruning: high-CCS heads cost more than low-CCS heads\n")[1].split("\n## ")[0]
     assert "| supported | 3 of 3 supported |" in section
@@ -146,18 +146,18 @@ def test_seed_agreement_covers_every_page_s_claims_and_says_where_a_seed_could_n
             "concept diagonal verdict": ["supported", np.nan, "supported", np.nan, np.nan, np.nan],
         }
     )
-    a = replication.seed_agreement(by_seed)
+    a = record.seed_agreement(by_seed)
     assert a.loc[("this run", "concept diagonal"), "verdicts by seed"] == "0: supported, 1: no verdict, 2: supported"
     assert a.loc[("this run", "concept diagonal"), "holds on every seed"] == "no"  # one seed could not test it
     assert ("ground truth", "concept diagonal") not in a.index  # no seed could: nothing to count
     assert ("this run", "high vs low") not in a.index  # a claim the page did not run
-    record = replication.agreement_record(a)
-    assert record["ground truth"]["shifted-high-vs-random"] == {"agree": "3 of 3 supported", "replicated": True}
+    seeds = record.agreement_record(a)
+    assert seeds["ground truth"]["shifted-high-vs-random"] == {"agree": "3 of 3 supported", "replicated": True}
 
 
 def test_a_share_s_interval_stays_inside_zero_and_one():
-    est, lo, hi = replication.share(3, 32)
+    est, lo, hi = record.share(3, 32)
     assert est == 3 / 32 and 0 < lo < est < hi < 1
-    assert replication.share(0, 32)[1] == 0 and replication.share(32, 32)[2] == pytest.approx(1)
-    assert replication.row(replication.share(0, 32))["verdict"] == "inconclusive"  # none found: not shown to exist
-    assert replication.row(replication.share(1, 32))["verdict"] == "supported"
+    assert record.share(0, 32)[1] == 0 and record.share(32, 32)[2] == pytest.approx(1)
+    assert record.row(record.share(0, 32))["verdict"] == "inconclusive"  # none found: not shown to exist
+    assert record.row(record.share(1, 32))["verdict"] == "supported"

@@ -137,22 +137,22 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
-# what no page computes with (besides ccs/cli/): the regime study trains models and writes its own page
-OUTSIDE_PAGES = ("regime.py", "data/regime.yaml")
+# what no page computes with: the command line, and the regime study (it trains models and writes its own page)
+OUTSIDE_PAGES = ("cli", "regime", "data/regime.yaml")
 
 
 @cache
 def library_digest() -> str:
     """A digest of the `ccs` package: every module's code (`code`) and the packaged data (vocabulary,
     calibration, paper facts, model configs). Names the joblib folder and enters every page's digest.
-    The command line (`ccs/cli/`) and the regime study (`regime.py`, `data/regime.yaml`: it writes its
-    own page) are left out: no page and no cached step imports them, so changing a command or the
+    The command line (`ccs/cli/`) and the regime study (`ccs/regime/`, `data/regime.yaml`: it writes
+    its own page) are left out: no page and no cached step imports them, so changing a command or the
     study re-executes nothing."""
     h = hashlib.sha256()
     lib = Path(__file__).parent
-    modules = [p for p in lib.rglob("*.py") if "cli" not in p.relative_to(lib).parts[:-1]]
-    files = [*modules, *(lib / "data").glob("*"), *(lib / "model_configs").glob("*")]
-    for path in sorted(p for p in files if p.relative_to(lib).as_posix() not in OUTSIDE_PAGES):
+    files = [*lib.rglob("*.py"), *(lib / "data").glob("*"), *(lib / "model_configs").glob("*")]
+    inside = [p for p in files if not {p.relative_to(lib).parts[0], p.relative_to(lib).as_posix()} & set(OUTSIDE_PAGES)]
+    for path in sorted(inside):
         h.update(str(path.relative_to(lib)).encode())
         h.update(_code_digest(path) if path.suffix == ".py" else path.read_bytes())
     return h.hexdigest()[:16]

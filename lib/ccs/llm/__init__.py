@@ -57,10 +57,6 @@ from ccs.llm.embedding import EmbeddingBackend, concept_text, embed
 from ccs.llm.endpoint import (
     BACKOFF,
     CONNECT_TIMEOUT,
-    JUDGE_EXAMPLES,
-    JUDGE_SYSTEM,
-    LABEL_EXAMPLES,
-    LABEL_SYSTEM,
     MAX_BACKOFF,
     MAX_INVALID,
     MAX_RETRY_AFTER,
@@ -75,6 +71,7 @@ from ccs.llm.endpoint import (
     TooManyInvalid,
 )
 from ccs.llm.fitting import RECIPES, calibrate, fit_calibrations, fit_offsets, line_checks, without_lines
+from ccs.llm.prompts import JUDGE_EXAMPLES, JUDGE_SYSTEM, LABEL_EXAMPLES, LABEL_SYSTEM
 
 __all__ = [
     "Backend",

@@ -1,5 +1,5 @@
 """The ``openai`` backend: `OpenAIBackend`, chat completions against any OpenAI-compatible endpoint,
-with its few-shot prompts, answer validation, retries with backoff, errors (InvalidAnswer,
+with the few-shot prompts of `ccs.llm.prompts`, answer validation, retries with backoff, errors (InvalidAnswer,
 EndpointError, EndpointRejected, TooManyInvalid) and on-disk `ResponseCache`.
 
 Named ``endpoint``, not ``openai``, so that it never shadows the ``openai`` client package."""
@@ -22,83 +22,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ccs.cache import cache_dir, write_atomic
-from ccs.llm.concepts import UNKNOWN, _word, normalise, vocabulary
+from ccs.llm.concepts import UNKNOWN, _word, normalise
+from ccs.llm.prompts import judge_prompt, label_prompt
 from ccs.redact import redact
 
 log = logging.getLogger("ccs.llm")  # the package's logger, as before it was split into modules
-
-
-LABEL_SYSTEM = (
-    "You study the attention heads of a CLIP vision model. Each head is described by five text "
-    "descriptions of the images it responds to. Name the ONE concept that the descriptions share, "
-    "as a single lower-case word. {vocab}If they share none, name the concept that most of them "
-    "share. Answer with the word only."
-)
-LABEL_EXAMPLES = [
-    (
-        [
-            "Photo taken in Rio de Janeiro",
-            "Picture captured in the Swiss Alps",
-            "Image taken in Cyprus",
-            "Photo shot in downtown Tokyo",
-            "A snapshot from Marrakech",
-        ],
-        "location",
-    ),
-    (
-        ["A bright orange hue", "Vibrant shades of teal", "Image with a red color", "Pastel pink tones", "A charcoal gray color"],
-        "colour",
-    ),
-    (
-        [
-            "A photo of a dog",
-            "Cat sleeping on a sofa",
-            "Majestic lion in the savanna",
-            "Photo of a horse",
-            "Detailed illustration of a spaceship",
-        ],
-        "animal",
-    ),
-]
-JUDGE_SYSTEM = (
-    "You check concept labels of attention heads of a CLIP vision model. Given a concept and one "
-    "text description, answer 1 if the description is an instance of the concept or is clearly "
-    "about it, and 0 if it is not. Answer with the digit only."
-)
-JUDGE_EXAMPLES = [
-    ("location", "Photo taken in Rio de Janeiro", 1),
-    ("location", "Detailed illustration of a spaceship", 0),
-    ("colour", "Vibrant shades of teal", 1),
-    ("animal", "A bright orange hue", 0),
-]
-
-
-def _label_prompt(texts: Sequence[str], vocab: bool) -> list[dict]:
-    words = ", ".join(vocabulary())
-    system = LABEL_SYSTEM.format(vocab=f"Choose it from this list: {words}. " if vocab else "")
-    shots = [
-        m
-        for texts_, answer in LABEL_EXAMPLES
-        for m in ({"role": "user", "content": _head_message(texts_)}, {"role": "assistant", "content": answer})
-    ]
-    return [{"role": "system", "content": system}, *shots, {"role": "user", "content": _head_message(texts)}]
-
-
-def _head_message(texts: Sequence[str]) -> str:
-    return "Descriptions:\n" + "\n".join(f"{i}. {t}" for i, t in enumerate(texts, 1)) + "\nConcept:"
-
-
-def _judge_prompt(text: str, concept: str) -> list[dict]:
-    shots = [
-        m
-        for c, t, a in JUDGE_EXAMPLES
-        for m in ({"role": "user", "content": _judge_message(t, c)}, {"role": "assistant", "content": str(a)})
-    ]
-    return [{"role": "system", "content": JUDGE_SYSTEM}, *shots, {"role": "user", "content": _judge_message(text, concept)}]
-
-
-def _judge_message(text: str, concept: str) -> str:
-    return f"Concept: {concept}\nDescription: {text}\nMatches (1 or 0):"
 
 
 class InvalidAnswer(ValueError):
@@ -518,7 +446,7 @@ class OpenAIBackend:
     def label(self, texts: Sequence[str]) -> str:
         hint = "one word from the list" if self.vocab else "one word"
         try:
-            return self._ask(_label_prompt(texts, self.vocab), self._parse_label, hint, "labeler")
+            return self._ask(label_prompt(texts, self.vocab), self._parse_label, hint, "labeler")
         except InvalidAnswer as e:  # answers came but failed validation: flag the head, don't stop the
             log.warning("%s; head labelled %s", e, UNKNOWN)  # run; nothing cached, a rerun asks again
             return UNKNOWN  # (an EndpointError is no answer at all: it stops the run)
@@ -526,7 +454,7 @@ class OpenAIBackend:
     def judge(self, text: str, concept: str) -> int:
         if concept == UNKNOWN:
             return 0
-        return self._ask(_judge_prompt(text, concept), self._parse_judgement, "the digit 1 or 0", "judge")
+        return self._ask(judge_prompt(text, concept), self._parse_judgement, "the digit 1 or 0", "judge")
 
 
 def _check_retrying(timeout, retries, backoff) -> tuple[float, int, float]:

@@ -1,0 +1,112 @@
+"""The study's selection rule: the targets, the measured runs (`results`), their rank and the recipe
+the rule chooses (`select`). Only the ground-truth CCS distribution and the concept accuracies enter."""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import cache
+from pathlib import Path
+
+from ccs import models
+from ccs.regime.runs import RESULTS, study
+
+TARGETS = {"high_share": 0.15, "low_share": 0.08}  # ViT-B-32-OpenAI: 8 and 4 of 48 heads
+# the zoo's concept targets (zero-shot, on each evaluation seed): 0.95, but the two hardest concepts
+ACCURACY_TARGETS = {"shape": 0.90, "texture": 0.85}
+ACCURACY_TARGET = 0.95
+
+
+def results(folder: Path = RESULTS) -> list[dict]:
+    """Every measured run: each configuration of regime.yaml in its order (the short run, then its
+    full-length and other-seed runs), then the zoo's shipped models at full length."""
+    found = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+    order = [
+        n
+        for c in study()["configurations"]
+        for n in [c, *sorted(n for n in found if n.startswith(c + "-") and found[n].get("recipe") == c)]
+        if n in found
+    ]
+    return [found[n] for n in order + sorted(n for n in found if n.startswith("zoo-"))]
+
+
+def is_short(r: dict) -> bool:
+    """A short run of the study (not a full-length or other-seed run, nor a zoo model)."""
+    return r["configuration"] in study()["configurations"]
+
+
+def score(r: dict) -> float:
+    """How far the scarcer of the two categories is towards its target (both met at >= 1)."""
+    return min(r["high_share"] / TARGETS["high_share"], r["low_share"] / TARGETS["low_share"])
+
+
+@cache
+def parameters(config: str) -> int:
+    """The parameter count of an open_clip config of the package (the rule's tie-break)."""
+    import open_clip
+
+    models._register_configs()
+    logging.disable(logging.WARNING)  # "no pretrained weights loaded": none are wanted
+    try:
+        return sum(p.numel() for p in open_clip.create_model(config, pretrained=None).parameters())
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def rank(rows: list[dict]) -> list[dict]:
+    """The short runs in the rule's order: by the scarcer category's progress; ties (every run without
+    a CCS <= 1 head scores 0) to the larger CCS-5 share, then to the smaller model."""
+    short = [r for r in rows if is_short(r)]
+    return sorted(short, key=lambda r: (-round(score(r), 6), -round(r["high_share"], 6), parameters(r["config"])))
+
+
+def accuracy_misses(r: dict) -> list[str]:
+    """The zoo's concept targets a run misses, e.g. ``["shape 0.871 < 0.90 (seed 2468)"]``."""
+    return [
+        f"{c} {a:.3f} < {ACCURACY_TARGETS.get(c, ACCURACY_TARGET):.2f} (seed {s})"
+        for s, acc in r["accuracy"].items()
+        for c, a in acc.items()
+        if a < ACCURACY_TARGETS.get(c, ACCURACY_TARGET)
+    ]
+
+
+def select(rows: list[dict]) -> tuple[dict | None, str]:
+    """The recipe the written rule chooses, and why (or why none is chosen yet): the first short run
+    in rank whose full-length run meets the zoo's concept targets and has a larger share of CCS-5
+    heads than every zoo model. Where the first untrained one stops the rule, the full-length runs
+    further down the rank are reported too."""
+    zoo_high = max((r["high_share"] for r in rows if r["configuration"].startswith("zoo:")), default=0.0)
+    why, waiting = [], None
+    for r in rank(rows):
+        name = r["configuration"]
+        seed = r.get("seed", study()["seed"])
+        full = next((f for f in rows if f.get("recipe") == name and f.get("full") and f["seed"] == seed), None)
+        if full is None:
+            if waiting is None:
+                waiting = len(why)
+                why.append(f"**{name}** is first in rank and not yet trained at full length (`ccs regime run {name} --full`)")
+            continue
+        misses = accuracy_misses(full)
+        if misses or full["high_share"] <= zoo_high:
+            why.append(
+                f"{name} at full length "
+                + (
+                    f"misses the concept targets ({', '.join(misses)})"
+                    if misses
+                    else f"keeps {100 * full['high_share']:.1f} % CCS-5 heads, no more than the zoo's {100 * zoo_high:.1f} %"
+                )
+            )
+            continue
+        if waiting is not None:
+            why.append(f"{name} at full length would qualify, after the runs above it")
+            continue
+        return r, "; ".join(
+            [
+                *why,
+                f"**{name}** at full length meets the concept targets and has "
+                f"{100 * full['high_share']:.1f} % CCS-5 heads (the zoo's best: {100 * zoo_high:.1f} %)",
+            ]
+        )
+    if waiting is not None and len(why) > waiting + 1:  # what lies further down the rank
+        why[waiting + 1] = "further down the rank, " + why[waiting + 1]
+    return None, "; ".join(why) or "no short run is measured"
