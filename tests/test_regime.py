@@ -148,6 +148,7 @@ def _heads(world, *heads, name="rich", full=False, high=0.1, specialised=0.5):
         _row(name, high, 0.0, full=full),
         world=world,
         specialised_share=specialised,
+        heads=len(heads),
         pairs=3_000_000 if full else 384_000,
         per_head=[{"top": h[0], "share": h[1], "true_ccs": h[2], "texts": h[3] if len(h) > 3 else []} for h in heads],
     )
@@ -178,6 +179,7 @@ def test_heads_are_grouped_by_what_they_encode_and_how_many_values_it_has():
     assert t.loc[("scene", "base"), "own"] == 100 and t.loc[("scene", "base"), "other"] == ""
     text = regime.attribute_text(rows)
     assert "The 3 heads that encode an attribute of 2 or 3 values (count) reach true CCS 4 at most, as expected" in text
+    assert "They are 3 of the 8 analysed heads (37.5 %): were every one of them at CCS 5" in text
     assert (
         "Count heads, the most common (3), take 40 % of their texts from count, and most of the rest from shape lines (40 %)."
         in text
