@@ -134,6 +134,29 @@ def test_the_rule_chooses_the_first_recipe_whose_full_length_run_meets_the_targe
     ]
 
 
+def test_the_page_says_how_far_the_full_length_models_got_with_and_without_the_concept_targets():
+    def full(name, high, low, accuracy=GOOD, zoo=False):
+        r = _row(name, high, low, full=not zoo, accuracy=accuracy)
+        r.update(configuration=f"zoo:{name}" if zoo else r["configuration"], heads=32)
+        return dict(r, high=round(32 * high), low=round(32 * low))
+
+    weak = dict(GOOD, texture=0.70)
+    rows = [_row("rich", 0.2, 0.1), full("rich", 0.0625, 0.0625, weak), full("ccs-tiny", 0.03125, 0.0, zoo=True)]
+    meets, better = regime.best_reached(rows)
+    assert meets["configuration"] == "zoo:ccs-tiny" and better["configuration"] == "rich-full"
+    text = regime.reached_text(rows)
+    assert "Of the 2 models trained at full length, 1 meet the concept targets" in text
+    assert "3.1 % of its heads at true CCS 5 and 0.0 % at CCS \u2264 1 (1 and 0 of 32; 0 % of the way" in text
+    assert "a model that misses them does better: **rich-full**" in text
+    assert text.endswith("No model trained at full length reaches either target.")
+    rows.append(full("deep", 0.15625, 0.0625))  # meets the concept targets and the CCS-5 target
+    meets, better = regime.best_reached(rows)
+    assert meets["configuration"] == "deep-full" and better is None  # deep-full scores 0.78, rich-full 0.42
+    assert text != (text := regime.reached_text(rows)) and "does better" not in text
+    assert text.endswith("At full length, the CCS-5 target is reached by deep-full.")
+    assert regime.reached_text([_row("rich", 0.2, 0.1)]) == ""  # no full-length model yet
+
+
 def _lines(**counts):
     """Lines of the base world's pool: `counts[concept]` of each concept."""
     by = {}

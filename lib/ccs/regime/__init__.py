@@ -22,12 +22,14 @@ selection), `heads` (what the specialised heads encode) and `report` (the page).
 """
 
 from ccs.regime.heads import by_attribute, n_values, short_and_full, specialised_heads, text_concepts, text_share
-from ccs.regime.report import attribute_text, figure, page, page_text, table
+from ccs.regime.report import attribute_text, figure, page, page_text, reached_text, table
 from ccs.regime.rule import (
     ACCURACY_TARGET,
     ACCURACY_TARGETS,
     TARGETS,
     accuracy_misses,
+    best_reached,
+    is_full,
     is_short,
     parameters,
     rank,
@@ -59,6 +61,8 @@ __all__ = [
     "RUNS",
     "TARGETS",
     "accuracy_misses",
+    "best_reached",
+    "is_full",
     "attribute_text",
     "by_attribute",
     "configuration",
@@ -70,6 +74,7 @@ __all__ = [
     "n_values",
     "page",
     "page_text",
+    "reached_text",
     "parameters",
     "rank",
     "results",

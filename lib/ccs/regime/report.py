@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ccs.regime.heads import by_attribute, short_and_full, text_share
-from ccs.regime.rule import TARGETS, is_short, rank, results, select
+from ccs.regime.rule import TARGETS, accuracy_misses, best_reached, is_full, is_short, rank, results, score, select
 from ccs.regime.runs import study
 
 
@@ -270,7 +270,7 @@ def page_text(rows: list[dict], figure_name: str = "regime/ccs-at-k.png") -> str
         if heads
         else ""
     )
-    attribute_section = attribute_text(rows)
+    attribute_section, reached = attribute_text(rows), reached_text(rows)
     return "\n".join(
         [
             "# Appendix: which models grow the paper's categories?",
@@ -320,6 +320,7 @@ def page_text(rows: list[dict], figure_name: str = "regime/ccs-at-k.png") -> str
             "",
             verdict,
             "",
+            *([reached, ""] if reached else []),
             *([why_low, ""] if why_low else []),
             *([attribute_section, ""] if attribute_section else []),
             *([f"Not measured yet: {', '.join(missing)} (each is `ccs regime run NAME`, resumable)."] if missing else []),
@@ -340,3 +341,40 @@ def page(out: Path = Path("book") / "regime.md") -> Path:
     figure(rows, out.parent / "regime" / "ccs-at-k.png")
     out.write_text(page_text(rows))
     return out
+
+
+def reached_text(rows: list[dict]) -> str:
+    """How far the full-length models got towards the paper's categories, with and without the concept
+    targets; empty without a full-length model."""
+    meets, better = best_reached(rows)
+    if meets is None and better is None:
+        return ""
+    full = [r for r in rows if is_full(r)]
+    high = [r["configuration"] for r in full if r["high_share"] >= TARGETS["high_share"]]
+    low = [r["configuration"] for r in full if r["low_share"] >= TARGETS["low_share"]]
+
+    def described(r: dict) -> str:
+        return (
+            f"**{r['configuration']}**, with {100 * r['high_share']:.1f} % of its heads at true CCS 5 and "
+            f"{100 * r['low_share']:.1f} % at CCS \u2264 1 ({r['high']} and {r['low']} of {r['heads']}; "
+            f"{100 * min(score(r), 1):.0f} % of the way to the "
+            "target for the scarcer category)"
+        )
+
+    n_meet = sum(not accuracy_misses(r) for r in full)
+    text = (
+        f"**How far the study got.** The targets are {100 * TARGETS['high_share']:.0f} % of the analysed heads at "
+        f"CCS 5 and {100 * TARGETS['low_share']:.0f} % at CCS \u2264 1. Of the {len(full)} models trained at full "
+        f"length, {n_meet} meet the concept targets"
+        + (f"; the best of them by the rule's score is {described(meets)}" if meets else "")
+        + (f"; a model that misses them does better: {described(better)}" if better else "")
+        + ". "
+    )
+    reach = [
+        f"the CCS-5 target is reached by {', '.join(high)}" if high else "",
+        f"the CCS \u2264 1 target by {', '.join(low)}" if low else "",
+    ]
+    reach = [x for x in reach if x]
+    return text + (
+        ("At full length, " + " and ".join(reach) + ".") if reach else "No model trained at full length reaches either target."
+    )

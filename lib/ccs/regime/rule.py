@@ -110,3 +110,23 @@ def select(rows: list[dict]) -> tuple[dict | None, str]:
     if waiting is not None and len(why) > waiting + 1:  # what lies further down the rank
         why[waiting + 1] = "further down the rank, " + why[waiting + 1]
     return None, "; ".join(why) or "no short run is measured"
+
+
+def is_full(r: dict) -> bool:
+    """A model trained at the zoo's length: a study run with `--full`, or a zoo model."""
+    return bool(r.get("full")) or r["configuration"].startswith("zoo:")
+
+
+def best_reached(rows: list[dict]) -> tuple[dict | None, dict | None]:
+    """The full-length models best by the rule's score (then by CCS-5 share, then CCS <= 1 share): the
+    best of those that meet the zoo's concept targets, and the best of those that miss them where it
+    is better still (else None)."""
+
+    def key(r: dict) -> tuple:
+        return round(score(r), 6), round(r["high_share"], 6), round(r["low_share"], 6)
+
+    full = [r for r in rows if is_full(r)]
+    meets = max((r for r in full if not accuracy_misses(r)), key=key, default=None)
+    misses = max((r for r in full if accuracy_misses(r)), key=key, default=None)
+    better = misses is not None and (meets is None or key(misses) > key(meets))
+    return meets, misses if better else None
