@@ -157,6 +157,26 @@ def test_the_page_says_how_far_the_full_length_models_got_with_and_without_the_c
     assert regime.reached_text([_row("rich", 0.2, 0.1)]) == ""  # no full-length model yet
 
 
+def test_the_page_says_whether_a_short_run_keeps_its_place_on_another_seed():
+    grey, rich, base = _row("grey", 0.031, 0.062), _row("rich", 0.125, 0.0), _row("base", 0.0, 0.0)
+    rows = [grey, rich, base]
+    assert [regime.place(rows, r) for r in rows] == [1, 2, 3]
+    assert regime.seed_text(rows) == ""  # no run from another seed
+    grey1 = dict(_row("grey", 0.031, 0.0), configuration="grey-s1", seed=1)  # no CCS <= 1 head on seed 1
+    rows.append(grey1)
+    assert regime.other_seeds(rows) == [(grey, grey1)]
+    assert regime.place(rows, grey, grey1) == 2  # rich's larger CCS-5 share now breaks the tie of two zeros
+    assert [r["configuration"] for r in regime.rank(rows)] == ["grey", "rich", "base"]  # the seed-1 run is not ranked
+    text = regime.seed_text(rows)
+    assert "grey-s1 (seed 1): 3.1 % CCS 5 and 0.0 % CCS \u2264 1 (score 0.00), against 3.1 % CCS 5 and 6.2 %" in text
+    assert "in its place, grey would rank 2 instead of 1" in text and "Another seed moves grey in the rank" in text
+    rich1 = dict(_row("rich", 0.094, 0.0), configuration="rich-s1", seed=1)
+    steady = regime.seed_text([grey, rich, base, rich1])
+    assert "rich would rank 2 as it does" in steady and steady.endswith(
+        "leaves these configurations where they were in the rank."
+    )
+
+
 def _lines(**counts):
     """Lines of the base world's pool: `counts[concept]` of each concept."""
     by = {}

@@ -22,7 +22,7 @@ selection), `heads` (what the specialised heads encode) and `report` (the page).
 """
 
 from ccs.regime.heads import by_attribute, n_values, short_and_full, specialised_heads, text_concepts, text_share
-from ccs.regime.report import attribute_text, figure, page, page_text, reached_text, table
+from ccs.regime.report import attribute_text, figure, page, page_text, reached_text, seed_text, table
 from ccs.regime.rule import (
     ACCURACY_TARGET,
     ACCURACY_TARGETS,
@@ -31,7 +31,9 @@ from ccs.regime.rule import (
     best_reached,
     is_full,
     is_short,
+    other_seeds,
     parameters,
+    place,
     rank,
     results,
     score,
@@ -73,7 +75,9 @@ __all__ = [
     "measure_zoo",
     "n_values",
     "page",
+    "other_seeds",
     "page_text",
+    "place",
     "reached_text",
     "parameters",
     "rank",
@@ -81,6 +85,7 @@ __all__ = [
     "run",
     "run_name",
     "score",
+    "seed_text",
     "select",
     "short_and_full",
     "specialised_heads",

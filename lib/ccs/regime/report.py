@@ -8,7 +8,19 @@ import numpy as np
 import pandas as pd
 
 from ccs.regime.heads import by_attribute, short_and_full, text_share
-from ccs.regime.rule import TARGETS, accuracy_misses, best_reached, is_full, is_short, rank, results, score, select
+from ccs.regime.rule import (
+    TARGETS,
+    accuracy_misses,
+    best_reached,
+    is_full,
+    is_short,
+    other_seeds,
+    place,
+    rank,
+    results,
+    score,
+    select,
+)
 from ccs.regime.runs import study
 
 
@@ -81,10 +93,16 @@ def figure(rows: list[dict], path: Path) -> None:
 
 
 def attribute_text(rows: list[dict]) -> str:
-    """The page's section on which heads reach CCS 5 (by what they encode) and on what full-length
-    training does to a short run's heads; empty without either."""
+    """The page's section on which heads reach CCS 5 (by what they encode), on what full-length
+    training does to a short run's heads and on how far another seed moves a short run; empty
+    without any of them."""
     heads = sum(r["heads"] for r in rows)
-    parts = (_attribute_part(by_attribute(rows), heads), _grey_part(rows), _length_part(short_and_full(rows)))
+    parts = (
+        _attribute_part(by_attribute(rows), heads),
+        _grey_part(rows),
+        _length_part(short_and_full(rows)),
+        seed_text(rows),
+    )
     return "\n\n".join(p for p in parts if p)
 
 
@@ -377,4 +395,36 @@ def reached_text(rows: list[dict]) -> str:
     reach = [x for x in reach if x]
     return text + (
         ("At full length, " + " and ".join(reach) + ".") if reach else "No model trained at full length reaches either target."
+    )
+
+
+def seed_text(rows: list[dict]) -> str:
+    """How far a short run from another training seed moves its configuration's numbers and place in
+    the rule's rank; empty without such a run."""
+    pairs = other_seeds(rows)
+    if not pairs:
+        return ""
+
+    def shares(r: dict) -> str:
+        return f"{100 * r['high_share']:.1f} % CCS 5 and {100 * r['low_share']:.1f} % CCS \u2264 1 (score {score(r):.2f})"
+
+    moved = [(a, b, place(rows, a), place(rows, a, b)) for a, b in pairs]
+    return (
+        "**Does a short run's place hold on another seed?** The rank rests on one training seed per "
+        "configuration. "
+        + "; ".join(
+            f"{b['configuration']} (seed {b['seed']}): {shares(b)}, against {shares(a)} from seed {a['seed']}; in "
+            f"its place, {a['configuration']} would rank {new}" + (" as it does" if new == old else f" instead of {old}")
+            for a, b, old, new in moved
+        )
+        + ". "
+        + (
+            "Another seed moves "
+            + ", ".join(a["configuration"] for a, _, old, new in moved if new != old)
+            + " in the rank: one seed per configuration does not settle the short runs' order, which sets the "
+            "order in which the rule trains recipes at full length, and so which of two that would both qualify "
+            "it chooses."
+            if any(new != old for *_, old, new in moved)
+            else "Another seed leaves these configurations where they were in the rank."
+        )
     )

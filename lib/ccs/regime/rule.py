@@ -130,3 +130,21 @@ def best_reached(rows: list[dict]) -> tuple[dict | None, dict | None]:
     misses = max((r for r in full if accuracy_misses(r)), key=key, default=None)
     better = misses is not None and (meets is None or key(misses) > key(meets))
     return meets, misses if better else None
+
+
+def other_seeds(rows: list[dict]) -> list[tuple[dict, dict]]:
+    """Short runs from another training seed, each with its configuration's run from the study's seed."""
+    short = {r["configuration"]: r for r in rows if is_short(r)}
+    return [
+        (short[r["recipe"]], r)
+        for r in rows
+        if not r.get("full") and r.get("recipe") in short and r["configuration"] != r["recipe"]
+    ]
+
+
+def place(rows: list[dict], run: dict, instead: dict | None = None) -> int:
+    """A short run's place in the rule's rank (1 first), or its place with `instead` (another seed's
+    run of its configuration) standing in for it."""
+    name = run["configuration"]
+    swapped = [dict(instead, configuration=name) if instead and r is run else r for r in rows]
+    return 1 + [r["configuration"] for r in rank(swapped)].index(name)
