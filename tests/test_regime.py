@@ -128,6 +128,9 @@ def test_the_rule_chooses_the_first_recipe_whose_full_length_run_meets_the_targe
     assert "; further down the rank, rich at full length misses the concept targets (shape 0.871" in why
     chosen, why = regime.select(short + [grey, _row("deep", 0.1, 0.0, "ccs-tiny-l8", full=True)])
     assert chosen is None and "deep at full length would qualify, after the runs above it" in why
+    chosen, why = regime.select(short + [grey, _row("grey", 0.031, 0.062, full=True, accuracy=weak)])
+    assert chosen is None and why.startswith("grey at full length misses the concept targets (shape 0.871")
+    assert "; **rich**, next in rank, is not yet trained at full length (`ccs regime run rich --full`)" in why
     assert regime.accuracy_misses(_row("x", 0, 0, accuracy=dict(GOOD, colour=0.949))) == [
         "colour 0.949 < 0.95 (seed 1)",
         "colour 0.949 < 0.95 (seed 2)",

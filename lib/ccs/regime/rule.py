@@ -84,7 +84,8 @@ def select(rows: list[dict]) -> tuple[dict | None, str]:
         if full is None:
             if waiting is None:
                 waiting = len(why)
-                why.append(f"**{name}** is first in rank and not yet trained at full length (`ccs regime run {name} --full`)")
+                where = " is first in rank and" if not why else ", next in rank, is"
+                why.append(f"**{name}**{where} not yet trained at full length (`ccs regime run {name} --full`)")
             continue
         misses = accuracy_misses(full)
         if misses or full["high_share"] <= zoo_high:
