@@ -150,13 +150,17 @@ def test_the_page_says_how_far_the_full_length_models_got_with_and_without_the_c
     text = regime.reached_text(rows)
     assert "Of the 2 models trained at full length, 1 meet the concept targets" in text
     assert "3.1 % of its heads at true CCS 5 and 0.0 % at CCS \u2264 1 (1 and 0 of 32; 0 % of the way" in text
-    assert "a model that misses them does better: **rich-full**" in text
+    assert "of those that miss them, one ranks higher by the same measure: **rich-full**" in text
     assert text.endswith("No model trained at full length reaches either target.")
     rows.append(full("deep", 0.15625, 0.0625))  # meets the concept targets and the CCS-5 target
     meets, better = regime.best_reached(rows)
     assert meets["configuration"] == "deep-full" and better is None  # deep-full scores 0.78, rich-full 0.42
-    assert text != (text := regime.reached_text(rows)) and "does better" not in text
+    assert text != (text := regime.reached_text(rows)) and "ranks higher" not in text
     assert text.endswith("At full length, the CCS-5 target is reached by deep-full.")
+    rows.append(full("grey", 0.0625, 0.09375, dict(GOOD, scene=0.943)))
+    assert regime.reached_text(rows).endswith(
+        "the CCS-5 target is reached by deep-full and the CCS \u2264 1 target is reached by grey-full."
+    )
     assert regime.reached_text([_row("rich", 0.2, 0.1)]) == ""  # no full-length model yet
 
 

@@ -385,14 +385,10 @@ def reached_text(rows: list[dict]) -> str:
         f"CCS 5 and {100 * TARGETS['low_share']:.0f} % at CCS \u2264 1. Of the {len(full)} models trained at full "
         f"length, {n_meet} meet the concept targets"
         + (f"; the best of them by the rule's score is {described(meets)}" if meets else "")
-        + (f"; a model that misses them does better: {described(better)}" if better else "")
+        + (f"; of those that miss them, one ranks higher by the same measure: {described(better)}" if better else "")
         + ". "
     )
-    reach = [
-        f"the CCS-5 target is reached by {', '.join(high)}" if high else "",
-        f"the CCS \u2264 1 target by {', '.join(low)}" if low else "",
-    ]
-    reach = [x for x in reach if x]
+    reach = [f"the {what} target is reached by {', '.join(by)}" for what, by in (("CCS-5", high), ("CCS \u2264 1", low)) if by]
     return text + (
         ("At full length, " + " and ".join(reach) + ".") if reach else "No model trained at full length reaches either target."
     )
