@@ -409,8 +409,9 @@ def seed_text(rows: list[dict]) -> str:
         "**Does a short run's place hold on another seed?** The rank rests on one training seed per "
         "configuration. "
         + "; ".join(
-            f"{b['configuration']} (seed {b['seed']}): {shares(b)}, against {shares(a)} from seed {a['seed']}; in "
-            f"its place, {a['configuration']} would rank {new}" + (" as it does" if new == old else f" instead of {old}")
+            f"{b['configuration']} (seed {b['seed']}): {shares(b)}, against {shares(a)} from seed "
+            f"{a.get('seed', study()['seed'])}; in its place, {a['configuration']} would rank {new}"
+            + (" as it does" if new == old else f" instead of {old}")
             for a, b, old, new in moved
         )
         + ". "
