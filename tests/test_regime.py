@@ -148,7 +148,7 @@ def test_the_page_says_how_far_the_full_length_models_got_with_and_without_the_c
     meets, better = regime.best_reached(rows)
     assert meets["configuration"] == "zoo:ccs-tiny" and better["configuration"] == "rich-full"
     text = regime.reached_text(rows)
-    assert "Of the 2 models trained at full length, 1 meet the concept targets" in text
+    assert "Of the 2 models trained at full length, 1 meets the concept targets" in text
     assert "3.1 % of its heads at true CCS 5 and 0.0 % at CCS \u2264 1 (1 and 0 of 32; 0 % of the way" in text
     assert "of those that miss them, one ranks higher by the same measure: **rich-full**" in text
     assert text.endswith("No model trained at full length reaches either target.")

@@ -375,15 +375,14 @@ def reached_text(rows: list[dict]) -> str:
         return (
             f"**{r['configuration']}**, with {100 * r['high_share']:.1f} % of its heads at true CCS 5 and "
             f"{100 * r['low_share']:.1f} % at CCS \u2264 1 ({r['high']} and {r['low']} of {r['heads']}; "
-            f"{100 * min(score(r), 1):.0f} % of the way to the "
-            "target for the scarcer category)"
+            f"{100 * min(score(r), 1):.0f} % of the way to the target for the scarcer category)"
         )
 
     n_meet = sum(not accuracy_misses(r) for r in full)
     text = (
         f"**How far the study got.** The targets are {100 * TARGETS['high_share']:.0f} % of the analysed heads at "
         f"CCS 5 and {100 * TARGETS['low_share']:.0f} % at CCS \u2264 1. Of the {len(full)} models trained at full "
-        f"length, {n_meet} meet the concept targets"
+        f"length, {n_meet} {'meets' if n_meet == 1 else 'meet'} the concept targets"
         + (f"; the best of them by the rule's score is {described(meets)}" if meets else "")
         + (f"; of those that miss them, one ranks higher by the same measure: {described(better)}" if better else "")
         + ". "
