@@ -313,8 +313,9 @@ def page_text(rows: list[dict], figure_name: str = "regime/ccs-at-k.png") -> str
             f"> {s['selection']}",
             "",
             "Its second version ranked by the CCS-5 share only while no short run had a CCS \u2264 1 head. The first "
-            "short run with such heads (grey, measured after the full-length runs below) made every other run score "
-            "0 and tie, so they were ranked by size alone, base (no CCS-5 head) second. The third version, above, "
+            "short run with such heads (grey, measured after the full-length runs of rich and rich-deep below) "
+            "made every other run score 0 and tie, so they were ranked by size alone, base (no CCS-5 head) second. "
+            "The third version, above, "
             "breaks the score's ties by the CCS-5 share instead, which keeps the second's order wherever that "
             "applied; it was written after the grey runs were measured, before any pruning page ran on a model of "
             "the study:",
