@@ -137,6 +137,24 @@ def test_the_rule_chooses_the_first_recipe_whose_full_length_run_meets_the_targe
     ]
 
 
+def test_a_configuration_with_a_zoo_model_s_recipe_has_that_model_as_its_full_length_run():
+    # base is the zoo's recipe (ccs-tiny, base world, seed 0); grey differs in its world only
+    zoo = dict(_row("zoo:ccs-tiny", 0.031, 0.0), recipe=None, full=False)
+    base, grey = _row("base", 0.0, 0.0), _row("grey", 0.031, 0.062)
+    assert regime.recipe(base) == regime.recipe(zoo) != regime.recipe(grey)
+    assert regime.full_run([base, grey, zoo], base) is zoo and regime.full_run([base, grey, zoo], grey) is None
+    assert regime.zoo_twins([base, grey, zoo]) == [(base, zoo)]
+    other_seed = dict(base, configuration="base-s1", seed=1)  # another seed's run: not the zoo's model
+    assert regime.full_run([other_seed, zoo], other_seed) is None
+    own = _row("base", 0.2, 0.0, full=True)  # a run of the study's own at full length comes first
+    assert regime.full_run([base, zoo, own], base) is own
+    chosen, why = regime.select([base, zoo, _row("zoo:ccs-tiny-h4", 0.062, 0.062, "ccs-tiny-h4")])
+    assert chosen is None and why == (
+        "base at full length (zoo:ccs-tiny, the same recipe and seed) keeps 3.1 % CCS-5 heads, no more than the zoo's 6.2 %"
+    )
+    assert "base is ccs-tiny;" in regime.twins_text([base, zoo])
+
+
 def test_the_page_says_how_far_the_full_length_models_got_with_and_without_the_concept_targets():
     def full(name, high, low, accuracy=GOOD, zoo=False):
         r = _row(name, high, low, full=not zoo, accuracy=accuracy)

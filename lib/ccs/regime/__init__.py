@@ -22,22 +22,25 @@ selection), `heads` (what the specialised heads encode) and `report` (the page).
 """
 
 from ccs.regime.heads import by_attribute, n_values, short_and_full, specialised_heads, text_concepts, text_share
-from ccs.regime.report import attribute_text, figure, page, page_text, reached_text, seed_text, table
+from ccs.regime.report import attribute_text, figure, page, page_text, reached_text, seed_text, table, twins_text
 from ccs.regime.rule import (
     ACCURACY_TARGET,
     ACCURACY_TARGETS,
     TARGETS,
     accuracy_misses,
     best_reached,
+    full_run,
     is_full,
     is_short,
     other_seeds,
     parameters,
     place,
     rank,
+    recipe,
     results,
     score,
     select,
+    zoo_twins,
 )
 from ccs.regime.runs import (
     EVAL_SEEDS,
@@ -69,6 +72,7 @@ __all__ = [
     "by_attribute",
     "configuration",
     "figure",
+    "full_run",
     "is_short",
     "load_run",
     "measure",
@@ -81,6 +85,7 @@ __all__ = [
     "reached_text",
     "parameters",
     "rank",
+    "recipe",
     "results",
     "run",
     "run_name",
@@ -96,4 +101,6 @@ __all__ = [
     "text_share",
     "train_config",
     "true_ccs",
+    "twins_text",
+    "zoo_twins",
 ]

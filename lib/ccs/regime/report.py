@@ -20,6 +20,7 @@ from ccs.regime.rule import (
     results,
     score,
     select,
+    zoo_twins,
 )
 from ccs.regime.runs import study
 
@@ -312,6 +313,7 @@ def page_text(rows: list[dict], figure_name: str = "regime/ccs-at-k.png") -> str
             "",
             f"> {s['selection']}",
             "",
+            *([twins_text(rows), ""] if zoo_twins(rows) else []),
             "Its second version ranked by the CCS-5 share only while no short run had a CCS \u2264 1 head. The first "
             "short run with such heads (grey, measured after the full-length runs of rich and rich-deep below) "
             "made every other run score 0 and tie, so they were ranked by size alone, base (no CCS-5 head) second. "
@@ -360,6 +362,19 @@ def page(out: Path = Path("book") / "regime.md") -> Path:
     figure(rows, out.parent / "regime" / "ccs-at-k.png")
     out.write_text(page_text(rows))
     return out
+
+
+def twins_text(rows: list[dict]) -> str:
+    """Which configurations are a zoo model's recipe, so that the rule reads that model as their
+    full-length run."""
+    twins = " and ".join(f"{r['configuration']} is {f['configuration'][4:]}" for r, f in zoo_twins(rows))
+    return (
+        "A configuration whose recipe is a zoo model's (the same config, world, caption share and training seed) "
+        f"needs no full-length run of its own: the zoo's model is that recipe trained at full length by "
+        f"`make train-tiny`, and the rule reads it as one ({twins}; the model cards say how each was trained). "
+        "This reading was added after the full-length runs of grey, rich and rich-deep had been measured and "
+        "before any other; it only settles configurations that the zoo had already trained."
+    )
 
 
 def reached_text(rows: list[dict]) -> str:

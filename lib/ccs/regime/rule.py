@@ -8,7 +8,7 @@ import logging
 from functools import cache
 from pathlib import Path
 
-from ccs import models
+from ccs import models, train
 from ccs.regime.runs import RESULTS, study
 
 TARGETS = {"high_share": 0.15, "low_share": 0.08}  # ViT-B-32-OpenAI: 8 and 4 of 48 heads
@@ -70,6 +70,32 @@ def accuracy_misses(r: dict) -> list[str]:
     ]
 
 
+def recipe(r: dict) -> tuple:
+    """What trains a model of a row, short of its length: the open_clip config, the world, the share
+    of single-concept captions and the training seed (the rest of the recipe is the zoo's for all)."""
+    if r["configuration"].startswith("zoo:"):
+        z = models.zoo()[r["configuration"][4:]]
+        return z["config"], z.get("world", "base"), train.TrainConfig.single, z["seed"]
+    c = study()["configurations"][r["recipe"] if "recipe" in r else r["configuration"]]
+    return c["config"], c.get("world", "base"), c.get("single", train.TrainConfig.single), r.get("seed", study()["seed"])
+
+
+def full_run(rows: list[dict], short: dict) -> dict | None:
+    """A short run's recipe at full length: its own `--full` run, else the zoo's model trained by the
+    same recipe from the same seed (base is ccs-tiny), which `make train-tiny` trained at that length."""
+    seed = short.get("seed", study()["seed"])
+    name = short["configuration"]
+    own = (f for f in rows if f.get("recipe") == name and f.get("full") and f["seed"] == seed)
+    zoo = (f for f in rows if f["configuration"].startswith("zoo:") and recipe(f) == recipe(short))
+    return next(own, None) or next(zoo, None)
+
+
+def zoo_twins(rows: list[dict]) -> list[tuple[dict, dict]]:
+    """The short runs whose recipe at full length is a zoo model (`full_run`), with that model's row."""
+    pairs = [(r, full_run(rows, r)) for r in rows if is_short(r)]
+    return [(r, f) for r, f in pairs if f is not None and f["configuration"].startswith("zoo:")]
+
+
 def select(rows: list[dict]) -> tuple[dict | None, str]:
     """The recipe the written rule chooses, and why (or why none is chosen yet): the first short run
     in rank whose full-length run meets the zoo's concept targets and has a larger share of CCS-5
@@ -79,8 +105,7 @@ def select(rows: list[dict]) -> tuple[dict | None, str]:
     why, waiting = [], None
     for r in rank(rows):
         name = r["configuration"]
-        seed = r.get("seed", study()["seed"])
-        full = next((f for f in rows if f.get("recipe") == name and f.get("full") and f["seed"] == seed), None)
+        full = full_run(rows, r)
         if full is None:
             if waiting is None:
                 waiting = len(why)
@@ -91,6 +116,7 @@ def select(rows: list[dict]) -> tuple[dict | None, str]:
         if misses or full["high_share"] <= zoo_high:
             why.append(
                 f"{name} at full length "
+                + (f"({full['configuration']}, the same recipe and seed) " if not full.get("full") else "")
                 + (
                     f"misses the concept targets ({', '.join(misses)})"
                     if misses

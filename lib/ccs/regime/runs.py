@@ -55,7 +55,7 @@ def train_config(name: str, pairs: int | None = None, threads: int = 1, *, full:
         model=f"regime-{run_name(name, full, seed)}",
         config=c["config"],
         world=c.get("world", "base"),
-        single=c.get("single", 0.15),
+        single=c.get("single", train.TrainConfig.single),
         loader_workers=1,
     )
 
