@@ -174,11 +174,17 @@ def test_the_page_says_how_far_the_full_length_models_got_with_and_without_the_c
     meets, better = regime.best_reached(rows)
     assert meets["configuration"] == "deep-full" and better is None  # deep-full scores 0.78, rich-full 0.42
     assert text != (text := regime.reached_text(rows)) and "ranks higher" not in text
-    assert text.endswith("At full length, the CCS-5 target is reached by deep-full.")
+    assert "At full length, the CCS-5 target is reached by deep-full. " in text
+    # 5 of 32 and 1 of 32 heads: Wilson intervals 6.9-31.8 % and 0.6-15.7 % overlap
+    assert "deep-full's 5 of 32 at CCS 5 has the 95 % Wilson interval 6.9-31.8 %, which holds the 15 % target" in text
+    assert text.endswith("share the range 6.9-15.7 %, so their CCS-5 shares do not tell these recipes apart.")
     rows.append(full("grey", 0.0625, 0.09375, dict(GOOD, scene=0.943)))
-    assert regime.reached_text(rows).endswith(
-        "the CCS-5 target is reached by deep-full and the CCS \u2264 1 target is reached by grey-full."
+    assert "the CCS-5 target is reached by deep-full and the CCS \u2264 1 target is reached by grey-full." in (
+        regime.reached_text(rows)
     )
+    apart = [full("a", 0.0, 0.0), full("b", 0.75, 0.0)]  # 0 and 24 of 32: intervals 0-10.7 % and 57.9-86.7 %
+    assert "do not all overlap" in regime.chance_text(apart, apart[1])
+    assert regime.chance_text(apart[:1], apart[0]) == ""  # one model: nothing to tell apart
     assert regime.reached_text([_row("rich", 0.2, 0.1)]) == ""  # no full-length model yet
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ccs import record
 from ccs.regime.heads import by_attribute, short_and_full, text_share
 from ccs.regime.rule import (
     TARGETS,
@@ -404,8 +405,31 @@ def reached_text(rows: list[dict]) -> str:
         + ". "
     )
     reach = [f"the {what} target is reached by {', '.join(by)}" for what, by in (("CCS-5", high), ("CCS \u2264 1", low)) if by]
-    return text + (
+    text += (
         ("At full length, " + " and ".join(reach) + ".") if reach else "No model trained at full length reaches either target."
+    )
+    return text + chance_text([r for r in full if not accuracy_misses(r)], meets)
+
+
+def chance_text(models: list[dict], best: dict | None) -> str:
+    """Whether the CCS-5 shares of the full-length `models` (those meeting the concept targets) tell
+    them apart, given how few heads each share counts (Wilson 95 % intervals); empty for fewer than two."""
+    if best is None or len(models) < 2:
+        return ""
+    ci = {r["configuration"]: record.share(r["high"], r["heads"]) for r in models}
+    common = max(lo for _, lo, _ in ci.values()), min(hi for _, _, hi in ci.values())
+    _, lo, hi = ci[best["configuration"]]
+    holds = f", which holds the {100 * TARGETS['high_share']:.0f} % target too" if lo <= TARGETS["high_share"] <= hi else ""
+    return (
+        f" Each share counts few heads: {best['configuration']}'s {best['high']} of {best['heads']} at CCS 5 has "
+        f"the 95 % Wilson interval {100 * lo:.1f}-{100 * hi:.1f} %{holds}. "
+        + (
+            f"The intervals of all {len(models)} full-length models that meet the concept targets share the range "
+            f"{100 * common[0]:.1f}-{100 * common[1]:.1f} %, so their CCS-5 shares do not tell these recipes apart."
+            if common[0] <= common[1]
+            else f"The intervals of the {len(models)} full-length models that meet the concept targets do not all "
+            "overlap: their CCS-5 shares tell some of these recipes apart."
+        )
     )
 
 
