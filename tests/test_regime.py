@@ -188,6 +188,27 @@ def test_the_page_says_how_far_the_full_length_models_got_with_and_without_the_c
     assert regime.reached_text([_row("rich", 0.2, 0.1)]) == ""  # no full-length model yet
 
 
+def test_the_page_opens_with_what_the_rule_settled_and_the_best_model_reached():
+    def counted(r):
+        return dict(r, heads=32, high=round(32 * r["high_share"]), low=round(32 * r["low_share"]))
+
+    short = [_row("rich", 0.2, 0.0), _row("deep", 0.1, 0.0, "ccs-tiny-l8"), _row("captions", 0.05, 0.0)]
+    zoo = counted(_row("zoo:ccs-tiny", 0.03125, 0.0))
+    text = regime.summary_text([*short, zoo])
+    assert text.startswith("**In short.** The rule has settled 0 of the 3 configurations in its rank")
+    assert "none qualifies so far, and **rich** is the next to train at full length" in text
+    assert "has 1 of its 32 heads at true CCS 5 (zoo:ccs-tiny, 3.1 % against the paper's 15 %) and 0 at CCS" in text
+    weak = dict(GOOD, shape=0.5)
+    rich = counted(_row("rich", 0.25, 0.0, full=True, accuracy=weak))
+    deep = counted(_row("deep", 0.125, 0.0625, "ccs-tiny-l8", full=True))
+    text = regime.summary_text([*short, zoo, rich, deep])
+    assert "settled 2 of the 3 configurations" in text and "it chose **deep**." in text
+    assert "has 4 of its 32 heads at true CCS 5 (deep-full, 12.5 %" in text  # rich-full misses the targets
+    last = counted(_row("captions", 0.0, 0.0, full=True))
+    text = regime.summary_text([*short[::2], zoo, rich, last])  # rich and captions, both at full length
+    assert "settled 2 of the 2 configurations" in text and "none qualifies: the rule chooses nothing." in text
+
+
 def test_the_page_says_whether_a_short_run_keeps_its_place_on_another_seed():
     grey, rich, base = _row("grey", 0.031, 0.062), _row("rich", 0.125, 0.0), _row("base", 0.0, 0.0)
     rows = [grey, rich, base]

@@ -22,7 +22,18 @@ selection), `heads` (what the specialised heads encode) and `report` (the page).
 """
 
 from ccs.regime.heads import by_attribute, n_values, short_and_full, specialised_heads, text_concepts, text_share
-from ccs.regime.report import attribute_text, chance_text, figure, page, page_text, reached_text, seed_text, table, twins_text
+from ccs.regime.report import (
+    attribute_text,
+    chance_text,
+    figure,
+    page,
+    page_text,
+    reached_text,
+    seed_text,
+    summary_text,
+    table,
+    twins_text,
+)
 from ccs.regime.rule import (
     ACCURACY_TARGET,
     ACCURACY_TARGETS,
@@ -96,6 +107,7 @@ __all__ = [
     "short_and_full",
     "specialised_heads",
     "study",
+    "summary_text",
     "summary",
     "table",
     "text_concepts",

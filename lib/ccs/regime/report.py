@@ -13,6 +13,7 @@ from ccs.regime.rule import (
     TARGETS,
     accuracy_misses,
     best_reached,
+    full_run,
     is_full,
     is_short,
     other_seeds,
@@ -310,6 +311,7 @@ def page_text(rows: list[dict], figure_name: str = "regime/ccs-at-k.png") -> str
             "first in the rule's rank is trained at that length too (its row `NAME-full`), because a short run only "
             "ranks: the zoo's rows show how much a model's heads and accuracies still change after 1,500 steps.",
             "",
+            *([summary_text(rows), ""] if rank(rows) else []),
             "**The selection rule**, written before any pruning page ran on a model of the study:",
             "",
             f"> {s['selection']}",
@@ -363,6 +365,35 @@ def page(out: Path = Path("book") / "regime.md") -> Path:
     figure(rows, out.parent / "regime" / "ccs-at-k.png")
     out.write_text(page_text(rows))
     return out
+
+
+def summary_text(rows: list[dict]) -> str:
+    """The page in three sentences: how many configurations the rule has settled, what it chose or
+    waits for, and the best full-length model that meets the concept targets."""
+    order = rank(rows)
+    settled = [r for r in order if full_run(rows, r) is not None]
+    chosen, _ = select(rows)
+    waiting = next((r["configuration"] for r in order if full_run(rows, r) is None), None)
+    meets, _ = best_reached(rows)
+    step = (
+        f"it chose **{chosen['configuration']}**"
+        if chosen
+        else f"none qualifies so far, and **{waiting}** is the next to train at full length"
+        if waiting
+        else "none qualifies: the rule chooses nothing"
+    )
+    best = (
+        f" The best full-length model that meets the concept targets has {meets['high']} of its {meets['heads']} "
+        f"heads at true CCS 5 ({meets['configuration']}, {100 * meets['high_share']:.1f} % against the paper's "
+        f"{100 * TARGETS['high_share']:.0f} %) and {meets['low']} at CCS \u2264 1 ({100 * meets['low_share']:.1f} % against "
+        f"{100 * TARGETS['low_share']:.0f} %)."
+        if meets
+        else ""
+    )
+    return (
+        f"**In short.** The rule has settled {len(settled)} of the {len(order)} configurations in its rank by a "
+        f"model trained at full length; {step}.{best}"
+    )
 
 
 def twins_text(rows: list[dict]) -> str:
