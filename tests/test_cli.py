@@ -350,3 +350,33 @@ def test_usage_errors_are_one_plain_line_at_any_terminal_width(tmp_path, columns
         out.output
     )
     assert not set("│╭╰─") & set(out.output)
+
+
+@pytest.mark.parametrize(
+    "args, folder",
+    [
+        (["regime", "run", "base", "--pairs", "256"], Path("train-runs/regime/base")),
+        (["regime", "run", "rich", "--full", "--seed", "3"], Path("train-runs/regime/rich-full-s3")),
+        (["train-tiny", "--out", "mine", "--max-steps", "1"], Path("mine")),
+    ],
+)
+def test_a_run_folder_that_another_process_trains_is_refused_in_one_line(args, folder, tmp_path, monkeypatch):
+    from ccs.cli import run_lock
+
+    monkeypatch.chdir(tmp_path)
+    folder.mkdir(parents=True)
+    hold = (
+        "import fcntl, sys, time; f = open(sys.argv[1], 'w'); fcntl.flock(f, fcntl.LOCK_EX); print(1, flush=True); time.sleep(99)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(folder / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "1"  # the other process holds the folder
+        result = CliRunner().invoke(app, args)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 1, result.output
+    assert f"error: {folder} is being trained by another process" in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in folder.iterdir()) == [".lock"]  # nothing trained, nothing overwritten
+    with run_lock(folder):  # the holder is gone: its lock went with it
+        pass

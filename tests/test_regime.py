@@ -317,3 +317,25 @@ def test_the_committed_study_page_is_the_generated_one():
     rows = regime.results(book / "regime")
     assert rows, "no measured configuration"
     assert (book / "regime.md").read_text() == regime.page_text(rows), "run `ccs regime page`"
+
+
+def test_the_walk_trains_nothing_once_the_rule_has_chosen(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ccs.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["regime", "walk", "--threads", "1"])  # nothing measured: nothing to walk
+    assert result.exit_code == 0 and "the rule has not chosen a recipe: no short run is measured" in result.output
+    rows = [_row("rich", 0.2, 0.0), _row("rich", 0.2, 0.0, full=True), _row("deep", 0.1, 0.0, "ccs-tiny-l8")]
+    rows.append(dict(_row("zoo:ccs-tiny", 0.031, 0.0), recipe=None))
+    (tmp_path / "book" / "regime").mkdir(parents=True)
+    for r in rows:
+        (tmp_path / "book" / "regime" / f"{r['configuration'].replace(':', '-')}.json").write_text(json.dumps(r))
+    assert regime.next_full(regime.results()) is None  # rich qualifies: deep is not needed
+    result = CliRunner().invoke(app, ["regime", "walk"])
+    assert result.exit_code == 0 and result.output.strip() == "the rule chooses rich"
+    assert not (tmp_path / "train-runs").exists()
+    rows[1]["accuracy"] = {"1": dict(GOOD, shape=0.5)}  # rich at full length misses the targets: deep is next
+    (tmp_path / "book" / "regime" / "rich-full.json").write_text(json.dumps(rows[1]))
+    assert regime.next_full(regime.results())["configuration"] == "deep"

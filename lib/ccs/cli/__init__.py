@@ -25,6 +25,7 @@ import os
 import pkgutil
 import sys
 import traceback
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
@@ -125,6 +126,29 @@ def _main(
 def bad(param: str, message: str) -> typer.BadParameter:
     """A usage error for option `param` (e.g. '--layers'), to raise from a command's checks."""
     return typer.BadParameter(message, param_hint=f"'{param}'")
+
+
+class RunBusyError(RuntimeError):
+    """A training run's folder is held by another process."""
+
+
+@contextmanager
+def run_lock(run_dir: Path):
+    """Hold a training run's folder for this process while it trains: a second process training the
+    same folder would overwrite its checkpoints with its own. The lock (flock on ``.lock`` in the
+    folder) goes with the process, so a killed run leaves nothing to clean up."""
+    import fcntl
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunBusyError(
+                f"{run_dir} is being trained by another process: wait for it to finish, or stop it (its last "
+                "checkpoint is kept) and run this again to resume"
+            ) from None
+        yield
 
 
 @cache

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from ccs.cli import app, bad
+from ccs.cli import app, bad, run_lock
 
 regime_app = typer.Typer(help="The regime study: which recipe grows heads in the paper's categories.", no_args_is_help=True)
 app.add_typer(regime_app, name="regime")
@@ -30,11 +30,35 @@ def run(
 
     if name not in regime.study()["configurations"]:
         raise bad("NAME", f"{name!r} is not a configuration of the study; it has: {', '.join(regime.study()['configurations'])}.")
-    out = regime.run(name, pairs=pairs, threads=threads or 1, full=full, seed=seed)
+    with run_lock(regime.RUNS / regime.run_name(name, full, seed)):
+        out = regime.run(name, pairs=pairs, threads=threads or 1, full=full, seed=seed)
     typer.echo(
         f"{out['configuration']}: {out['high']} of {out['heads']} heads with true CCS 5, {out['low']} with CCS <= 1, "
         f"mean accuracy {out['mean_accuracy']:.3f} -> book/regime/{out['configuration']}.json"
     )
+
+
+@regime_app.command("walk")
+def walk(
+    threads: int = typer.Option(None, min=1, help="torch CPU threads."),
+    runs: int = typer.Option(None, min=1, help="Train at most this many configurations (default: until the rule decides)."),
+) -> None:
+    """Walk the selection rule: train at full length (resumably) the configuration the rule waits for,
+    then the next, until it chooses a recipe or every configuration in its rank is settled, and
+    rewrite the study's page after each run. On a GPU one call can settle several."""
+    from ccs import regime
+
+    done = 0
+    while (waiting := regime.next_full(regime.results())) is not None and (runs is None or done < runs):
+        name = waiting["configuration"]
+        typer.echo(f"next in the rule's rank without a full-length run: {name} (`ccs regime run {name} --full`)")
+        with run_lock(regime.RUNS / regime.run_name(name, full=True)):
+            out = regime.run(name, threads=threads or 1, full=True)
+        typer.echo(f"{out['configuration']}: {out['high']} of {out['heads']} heads with true CCS 5, {out['low']} with CCS <= 1")
+        regime.page()
+        done += 1
+    chosen, why = regime.select(regime.results())
+    typer.echo(f"the rule chooses {chosen['configuration']}" if chosen else f"the rule has not chosen a recipe: {why}")
 
 
 @regime_app.command("page")

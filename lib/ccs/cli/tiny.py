@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from ccs.cli import app, bad, constant, dataclass_defaults
+from ccs.cli import app, bad, constant, dataclass_defaults, run_lock
 
 # The CLI's defaults are the training recipe's (read from ccs/train.py without importing torch).
 _RECIPE = dataclass_defaults("ccs.train", "TrainConfig")
@@ -107,7 +107,8 @@ def train_tiny(
             world=zoo[model].get("world", "base"),  # the variant the model is registered (and analysed) in
         )
     )
-    state = train.train(out, cfg, max_steps=max_steps)
+    with run_lock(out):
+        state = train.train(out, cfg, max_steps=max_steps)
     typer.echo(f"step {state.step}, best mean zero-shot accuracy {state.best:.3f} at step {state.best_step}")
 
 

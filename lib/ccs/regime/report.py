@@ -16,6 +16,7 @@ from ccs.regime.rule import (
     full_run,
     is_full,
     is_short,
+    next_full,
     other_seeds,
     place,
     rank,
@@ -353,7 +354,8 @@ def page_text(rows: list[dict], figure_name: str = "regime/ccs-at-k.png") -> str
             f"{'; '.join(hw)}. *train min* is wall time, including any time a run was paused while other work had "
             "the machine, so it ranks nothing. Every row is reproduced by its command: `ccs regime run NAME` for a "
             "short run of `lib/ccs/data/regime.yaml`, `ccs regime run NAME --full` at full length, `make train-tiny "
-            "MODEL=NAME` for a zoo model, then `ccs regime measure NAME`.",
+            "MODEL=NAME` for a zoo model, then `ccs regime measure NAME`; `ccs regime walk` trains the full-length "
+            "runs the rule still waits for, in its order.",
             "",
         ]
     )
@@ -373,12 +375,12 @@ def summary_text(rows: list[dict]) -> str:
     order = rank(rows)
     settled = [r for r in order if full_run(rows, r) is not None]
     chosen, _ = select(rows)
-    waiting = next((r["configuration"] for r in order if full_run(rows, r) is None), None)
+    waiting = next_full(rows)
     meets, _ = best_reached(rows)
     step = (
         f"it chose **{chosen['configuration']}**"
         if chosen
-        else f"none qualifies so far, and **{waiting}** is the next to train at full length"
+        else f"none qualifies so far, and **{waiting['configuration']}** is the next to train at full length"
         if waiting
         else "none qualifies: the rule chooses nothing"
     )

@@ -139,6 +139,14 @@ def select(rows: list[dict]) -> tuple[dict | None, str]:
     return None, "; ".join(why) or "no short run is measured"
 
 
+def next_full(rows: list[dict]) -> dict | None:
+    """The short run whose full-length run the rule waits for: the first in rank without one, unless
+    the rule has already chosen a recipe (None then, and when every run in rank has one)."""
+    if select(rows)[0] is not None:
+        return None
+    return next((r for r in rank(rows) if full_run(rows, r) is None), None)
+
+
 def is_full(r: dict) -> bool:
     """A model trained at the zoo's length: a study run with `--full`, or a zoo model."""
     return bool(r.get("full")) or r["configuration"].startswith("zoo:")
