@@ -66,7 +66,14 @@ def test_a_configuration_is_trained_measured_and_resumed(tmp_path):
     wall = saved["train_wall_s"]
     again = regime.run("rich", runs=tmp_path / "runs", results=tmp_path / "res", progress=False)  # resumes: no step
     world.use("base")
-    assert again["steps"] == 2 and again["train_wall_s"] == wall
+    assert again["steps"] == 2 and again["train_wall_s"] == wall and again["threads"] == 1
+    # how a run runs may change when it resumes; what it computes may not
+    again = regime.run(
+        "rich", pairs=99999, threads=2, loader_workers=2, runs=tmp_path / "runs", results=tmp_path / "res", progress=False
+    )
+    world.use("base")
+    cfg = json.loads((tmp_path / "runs" / "rich" / "config.json").read_text())
+    assert (cfg["threads"], cfg["loader_workers"], cfg["pairs"], again["steps"]) == (2, 2, 512, 2)
 
 
 def test_a_full_length_run_is_the_zoo_s_recipe_with_the_configuration_s_levers():

@@ -15,7 +15,12 @@ app.add_typer(regime_app, name="regime")
 def run(
     name: str = typer.Argument(..., help="A configuration of lib/ccs/data/regime.yaml."),
     pairs: int = typer.Option(None, min=1, help="Image-caption pairs (default: the study's budget)."),
-    threads: int = typer.Option(None, min=1, help="torch CPU threads."),
+    threads: int = typer.Option(None, min=1, help="torch CPU threads (default 1, or a resumed run's own)."),
+    loader_workers: int = typer.Option(
+        None,
+        min=1,
+        help="Processes rendering the batches (default 1, or a resumed run's own; several on a GPU). The data do not change.",
+    ),
     full: bool = typer.Option(
         False,
         "--full",
@@ -31,7 +36,7 @@ def run(
     if name not in regime.study()["configurations"]:
         raise bad("NAME", f"{name!r} is not a configuration of the study; it has: {', '.join(regime.study()['configurations'])}.")
     with run_lock(regime.RUNS / regime.run_name(name, full, seed)):
-        out = regime.run(name, pairs=pairs, threads=threads or 1, full=full, seed=seed)
+        out = regime.run(name, pairs=pairs, threads=threads, loader_workers=loader_workers, full=full, seed=seed)
     typer.echo(
         f"{out['configuration']}: {out['high']} of {out['heads']} heads with true CCS 5, {out['low']} with CCS <= 1, "
         f"mean accuracy {out['mean_accuracy']:.3f} -> book/regime/{out['configuration']}.json"
@@ -40,7 +45,12 @@ def run(
 
 @regime_app.command("walk")
 def walk(
-    threads: int = typer.Option(None, min=1, help="torch CPU threads."),
+    threads: int = typer.Option(None, min=1, help="torch CPU threads (default 1, or a resumed run's own)."),
+    loader_workers: int = typer.Option(
+        None,
+        min=1,
+        help="Processes rendering the batches (default 1, or a resumed run's own; several on a GPU). The data do not change.",
+    ),
     runs: int = typer.Option(None, min=1, help="Train at most this many configurations (default: until the rule decides)."),
 ) -> None:
     """Walk the selection rule: train at full length (resumably) the configuration the rule waits for,
@@ -53,7 +63,7 @@ def walk(
         name = waiting["configuration"]
         typer.echo(f"next in the rule's rank without a full-length run: {name} (`ccs regime run {name} --full`)")
         with run_lock(regime.RUNS / regime.run_name(name, full=True)):
-            out = regime.run(name, threads=threads or 1, full=True)
+            out = regime.run(name, threads=threads, loader_workers=loader_workers, full=True)
         typer.echo(f"{out['configuration']}: {out['high']} of {out['heads']} heads with true CCS 5, {out['low']} with CCS <= 1")
         regime.page()
         done += 1

@@ -38,13 +38,21 @@ def run_name(name: str, full: bool = False, seed: int | None = None) -> str:
     return name + ("-full" if full else "") + (f"-s{seed}" if seed != study()["seed"] else "")
 
 
-def train_config(name: str, pairs: int | None = None, threads: int = 1, *, full: bool = False, seed: int | None = None):
+def train_config(
+    name: str,
+    pairs: int | None = None,
+    threads: int = 1,
+    *,
+    full: bool = False,
+    seed: int | None = None,
+    loader_workers: int = 1,
+):
     """The TrainConfig of a configuration: the zoo's recipe with the configuration's levers, for the
-    study's budget or (`full`) the zoo's pairs. Batches are rendered by one worker process (inline, the
-    allocator setting that keeps the renderer's heap from fragmenting would send the training's own
-    tensors through mmap, half the time in the kernel; without it an inline run's heap grows about 5 MB
-    a step, which a full-length run on CPU cannot afford). A batch depends only on its step, so the
-    data are the zoo's."""
+    study's budget or (`full`) the zoo's pairs. Batches are rendered by worker processes, one by
+    default (inline, the allocator setting that keeps the renderer's heap from fragmenting would send
+    the training's own tensors through mmap, half the time in the kernel; without it an inline run's
+    heap grows about 5 MB a step, which a full-length run on CPU cannot afford; a GPU wants several). A
+    batch depends only on its step, so the data are the zoo's however many render them."""
     from ccs import train
 
     c, s = configuration(name), study()
@@ -56,7 +64,7 @@ def train_config(name: str, pairs: int | None = None, threads: int = 1, *, full:
         config=c["config"],
         world=c.get("world", "base"),
         single=c.get("single", train.TrainConfig.single),
-        loader_workers=1,
+        loader_workers=loader_workers,
     )
 
 
@@ -142,7 +150,8 @@ def run(
     name: str,
     *,
     pairs: int | None = None,
-    threads: int = 1,
+    threads: int | None = None,
+    loader_workers: int | None = None,
     full: bool = False,
     seed: int | None = None,
     runs: Path = RUNS,
@@ -151,14 +160,17 @@ def run(
 ) -> dict:
     """Train configuration `name` for the study's budget, or at the zoo's length (`full`), from the
     study's seed or `seed` (resuming an interrupted run), measure its best checkpoint and write
-    ``results/<run name>.json``."""
+    ``results/<run name>.json``. `threads` (default 1) and `loader_workers` (default 1) say how it runs,
+    not what it computes, so they apply to a resumed run too (which otherwise keeps its own)."""
     from ccs import train, world
 
     label = run_name(name, full, seed)
-    cfg = train_config(name, pairs, threads, full=full, seed=seed)
     run_dir = runs / label
-    if (run_dir / "config.json").exists():  # resume with the run's own config
-        cfg = None
+    how = {k: v for k, v in (("threads", threads), ("loader_workers", loader_workers)) if v is not None}
+    if (run_dir / "config.json").exists():  # resume with the run's own recipe
+        cfg = train.TrainConfig(**{**json.loads((run_dir / "config.json").read_text()), **how})
+    else:
+        cfg = train_config(name, pairs, full=full, seed=seed, **how)
     state = train.train(run_dir, cfg, progress=progress)
     model, tokenizer, cfg = load_run(run_dir)
     world.use(cfg["world"])
