@@ -8,7 +8,7 @@ import logging
 from functools import cache
 from pathlib import Path
 
-from ccs import models, train
+from ccs import models
 from ccs.regime.runs import RESULTS, study
 
 TARGETS = {"high_share": 0.15, "low_share": 0.08}  # ViT-B-32-OpenAI: 8 and 4 of 48 heads
@@ -73,6 +73,8 @@ def accuracy_misses(r: dict) -> list[str]:
 def recipe(r: dict) -> tuple:
     """What trains a model of a row, short of its length: the open_clip config, the world, the share
     of single-concept captions and the training seed (the rest of the recipe is the zoo's for all)."""
+    from ccs import train
+
     if r["configuration"].startswith("zoo:"):
         z = models.zoo()[r["configuration"][4:]]
         return z["config"], z.get("world", "base"), train.TrainConfig.single, z["seed"]
