@@ -42,7 +42,7 @@ import seaborn as sns
 from IPython.display import display
 from myst_nb import glue
 
-from ccs import evaluate, headsets, llm, models, plots, pruning, record, scores, textspan
+from ccs import headsets, intervals, llm, models, plots, record, scores, textspan, verdicts
 
 plots.style()
 pd.set_option("display.width", 160, "display.max_colwidth", 200)
@@ -297,13 +297,13 @@ rows = []
 for ax, (name, ccs_) in zip(axes[0], sources.items()):
     d = premise.assign(CCS=ccs_)
     keep = d["CCS"].notna() & d["specialisation"].notna()
-    rho_, lo_, hi_ = evaluate.spearman_ci(d.loc[keep, "CCS"], d.loc[keep, "specialisation"])
+    rho_, lo_, hi_ = intervals.spearman_ci(d.loc[keep, "CCS"], d.loc[keep, "specialisation"])
     rows.append(
         {
             "CCS": name,
             "Spearman ρ with specialisation": f"{rho_:.2f} [{lo_:.2f}, {hi_:.2f}]",
             "heads": int(keep.sum()),
-            "verdict (ρ > 0)": pruning.verdict([(rho_, lo_, hi_)]),
+            "verdict (ρ > 0)": verdicts.verdict([(rho_, lo_, hi_)]),
         }
     )
     np.random.seed(seed)  # seaborn's jitter: the same figure every run

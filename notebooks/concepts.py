@@ -34,7 +34,7 @@ import seaborn as sns
 from IPython.display import display
 from myst_nb import glue
 
-from ccs import ablate, carriers, evaluate, models, plots, pruning, record, study, world
+from ccs import ablate, carriers, concept_pruning, intervals, models, plots, pruning, record, study, verdicts, world
 
 plots.style()
 pd.set_option("display.width", 200, "display.max_colwidth", 120)
@@ -81,7 +81,7 @@ pd.DataFrame(
             "concept": c,
             "heads": len(v["heads"]),
             "names": " ".join(v["heads"]),
-            "measured by task": pruning.task_for(c, tasks) or "(none)",
+            "measured by task": concept_pruning.task_for(c, tasks) or "(none)",
         }
         for c, v in concept_sets.items()
     ]
@@ -106,7 +106,7 @@ r = pruning.run(model_, model, eval_sets, clfs, conditions, mode=ablation, means
 
 # %% tags=["hide-input"]
 concepts = list(concept_sets)
-m = pruning.concept_matrix(r, concepts, "test", measure)
+m = concept_pruning.concept_matrix(r, concepts, "test", measure)
 print(
     f"{len(concepts)} concepts, {len(conditions)} conditions, {eval_images} test images; "
     f"{ablation} ablation; unpruned {pruning.MEASURES[measure]} per task:"
@@ -131,7 +131,7 @@ for ax, key, title in ((axes[0], "change", "pruned − unpruned"), (axes[1], "ex
         annot_kws={"fontsize": 8},
     )
     for i, c in enumerate(concepts):  # outline each concept's own task
-        t = pruning.task_for(c, tasks)
+        t = concept_pruning.task_for(c, tasks)
         if t in m[key].columns:
             ax.add_patch(plt.Rectangle((list(m[key].columns).index(t), i), 1, 1, fill=False, lw=2, ec="black"))
     ax.set(title=title, xlabel="task", ylabel="concept pruned" if key == "change" else "")
@@ -145,7 +145,7 @@ plt.show()
 
 def cell(pruned: str, task_of: str, key: str = "change") -> str:
     """One cell of the matrix in words, for the exercises' answer key."""
-    t = pruning.task_for(task_of, tasks)
+    t = concept_pruning.task_for(task_of, tasks)
     if pruned not in m[key].index or t not in m[key].columns:
         return f"n/a (no {pruned} heads in this run)"
     return f"{m[key].loc[pruned, t]:+.1f} pp"
@@ -177,17 +177,17 @@ m["control"].round(1)
 # zero, **contradicted** when it lies wholly below zero, **inconclusive** otherwise.
 
 # %% tags=["hide-input"]
-diag = pruning.diagonal_test(r, concepts, "test", measure)
+diag = concept_pruning.diagonal_test(r, concepts, "test", measure)
 if diag["concepts"]:
-    verdict = pruning.verdict([diag["difference"]])
+    verdict = verdicts.verdict([diag["difference"]])
     print(f"concepts with a task of their own: {', '.join(diag['concepts'])}")
     print(
         f"excess cost on the concept's own task: {100 * diag['diagonal']:.1f} pp; "
         f"on the other tasks: {100 * diag['off_diagonal']:.1f} pp; "
-        f"difference {pruning.interval_text(diag['difference'])}"
+        f"difference {verdicts.interval_text(diag['difference'])}"
     )
 else:
-    verdict = pruning.NO_VERDICT
+    verdict = verdicts.NO_VERDICT
     print("no labelled concept has a task of its own here: no verdict")
 loco = carriers.leave_one_concept_out(r, concepts, "test", measure)
 carry = carriers.carried(verdict, loco, pd.DataFrame(columns=["verdict"]))
@@ -215,15 +215,15 @@ loco
 # %% tags=["hide-input"]
 own = []
 for c in diag["concepts"]:
-    t = pruning.task_for(c, tasks)
-    d = evaluate.two_level_ci(r.per_draw(f"{c}-random", "test", measure, [t]), r.per_draw(c, "test", measure, [t]))
+    t = concept_pruning.task_for(c, tasks)
+    d = intervals.two_level_ci(r.per_draw(f"{c}-random", "test", measure, [t]), r.per_draw(c, "test", measure, [t]))
     own.append(
         {
             "concept": c,
             "task": t,
             "heads": len(concept_sets[c]["heads"]),
-            "excess on own task": pruning.interval_text(d),
-            "verdict": pruning.verdict([d]),
+            "excess on own task": verdicts.interval_text(d),
+            "verdict": verdicts.verdict([d]),
         }
     )
 own = pd.DataFrame(own, columns=["concept", "task", "heads", "excess on own task", "verdict"]).set_index("concept")
@@ -234,8 +234,8 @@ own
 
 # %% tags=["hide-input"]
 if other_labels:
-    other_diag = pruning.diagonal_test(r, list(other_sets), "test", measure, prefix=other_prefix)
-    other_verdict = pruning.verdict([other_diag["difference"]]) if other_diag["concepts"] else pruning.NO_VERDICT
+    other_diag = concept_pruning.diagonal_test(r, list(other_sets), "test", measure, prefix=other_prefix)
+    other_verdict = verdicts.verdict([other_diag["difference"]]) if other_diag["concepts"] else verdicts.NO_VERDICT
     other_carry = carriers.carried(
         other_verdict,
         carriers.leave_one_concept_out(r, list(other_sets), "test", measure, other_prefix),
@@ -244,7 +244,7 @@ if other_labels:
     other_carry["text"] = other_carry["text"].replace("any one task", "any one concept")
     print(
         f"{other_labels} labels: concepts {', '.join(other_diag['concepts'])}; diagonal - off-diagonal "
-        f"{pruning.interval_text(other_diag['difference'])} -> {other_carry['text']}"
+        f"{verdicts.interval_text(other_diag['difference'])} -> {other_carry['text']}"
     )
     glue("concepts-other-verdict", other_carry["text"], display=False)
 else:
@@ -261,11 +261,11 @@ else:
 # %% tags=["hide-input"]
 fn_diag, fn_verdict = None, None
 if fn_sets:
-    fn_diag = pruning.diagonal_test(r, list(fn_sets), "test", measure, prefix="function: ")
-    fn_verdict = pruning.verdict([fn_diag["difference"]]) if fn_diag["concepts"] else pruning.NO_VERDICT
+    fn_diag = concept_pruning.diagonal_test(r, list(fn_sets), "test", measure, prefix="function: ")
+    fn_verdict = verdicts.verdict([fn_diag["difference"]]) if fn_diag["concepts"] else verdicts.NO_VERDICT
     print(
         f"function labels: concepts {', '.join(fn_diag['concepts'])}; diagonal - off-diagonal "
-        f"{pruning.interval_text(fn_diag['difference'])} -> {fn_verdict}"
+        f"{verdicts.interval_text(fn_diag['difference'])} -> {fn_verdict}"
     )
     display(
         pd.DataFrame(
@@ -290,14 +290,16 @@ glue("concepts-function-verdict", fn_verdict or "n/a (the images carry no ground
 cross = {}  # label source -> {claim: (estimate, low, high)}; only the comparisons this model can run
 for source, prefix, _ in label_sources:
     for key, own_, other_ in (("concept-scene-vs-shape", "scene", "shape"), ("concept-shape-vs-scene", "shape", "scene")):
-        d = pruning.cross_test(r, own_, other_, "test", measure, prefix=prefix)
+        d = concept_pruning.cross_test(r, own_, other_, "test", measure, prefix=prefix)
         if np.isfinite(d[0]):
             cross.setdefault(source, {})[key] = d
 for key in ("concept-scene-vs-shape", "concept-shape-vs-scene"):  # the chapter's sentences, this run's labels
     d = cross.get(labels, {}).get(key)
     glue(
         key.replace("concept-", "concepts-"),
-        f"{pruning.verdict([d])} ({pruning.interval_text(d)})" if d is not None else "n/a (no heads of one of the two concepts)",
+        f"{verdicts.verdict([d])} ({verdicts.interval_text(d)})"
+        if d is not None
+        else "n/a (no heads of one of the two concepts)",
         display=False,
     )
 pd.DataFrame(
@@ -305,8 +307,8 @@ pd.DataFrame(
         {
             "labels": source,
             "comparison": key.removeprefix("concept-").replace("-", " "),
-            "extra cost on the own task": pruning.interval_text(d),
-            "verdict": pruning.verdict([d]),
+            "extra cost on the own task": verdicts.interval_text(d),
+            "verdict": verdicts.verdict([d]),
         }
         for source, ds in cross.items()
         for key, d in ds.items()
@@ -380,7 +382,7 @@ summary = {
     "ablation": ablation,
     "measure": measure,
     "eval_images": eval_images,
-    "concepts": {c: {"heads": v["heads"], "task": pruning.task_for(c, tasks)} for c, v in concept_sets.items()},
+    "concepts": {c: {"heads": v["heads"], "task": concept_pruning.task_for(c, tasks)} for c, v in concept_sets.items()},
     "change": m["change"].round(3).to_dict("index"),
     "control": m["control"].round(3).to_dict("index"),
     "excess": m["excess"].round(3).to_dict("index"),

@@ -42,7 +42,7 @@ import seaborn as sns
 import torch
 from myst_nb import glue
 
-from ccs import ablate, headsets, models, ood, plots, pruning, record, study, world
+from ccs import ablate, headsets, models, ood, plots, pruning, record, study, verdicts, world
 
 plots.style()
 pd.set_option("display.width", 200, "display.max_colwidth", 120, "display.precision", 2)
@@ -136,9 +136,9 @@ for split in shifted:
                 "pruned": name,
                 "score test %": 100 * r.value(name, "test", measure, tasks),
                 "score shifted %": 100 * r.value(name, split, measure, tasks),
-                "drop test": pruning.interval_text(d_in, unit=""),
-                "drop shifted": pruning.interval_text(d_sh, unit=""),
-                "shifted - test": pruning.interval_text(x, unit=""),
+                "drop test": verdicts.interval_text(d_in, unit=""),
+                "drop shifted": verdicts.interval_text(d_sh, unit=""),
+                "shifted - test": verdicts.interval_text(x, unit=""),
                 "x": x,
             }
         )
@@ -242,11 +242,11 @@ plt.show()
 paper_claims = {
     f"{split}: high vs {other}": r.compare(other, "high", split, measure) for split in shifted for other in ("low", "random")
 }
-paper_verdict = pruning.verdict(paper_claims.values())
+paper_verdict = verdicts.verdict(paper_claims.values())
 for k, v in paper_claims.items():
-    print(f"{k}: extra drop of high {pruning.interval_text(v)}")
+    print(f"{k}: extra drop of high {verdicts.interval_text(v)}")
 verdicts = {
-    name: pruning.verdict([drops[(drops.pruned == name) & (drops.split == s)]["x"].iloc[0] for s in shifted]) for name in groups
+    name: verdicts.verdict([drops[(drops.pruned == name) & (drops.split == s)]["x"].iloc[0] for s in shifted]) for name in groups
 }
 verdict = verdicts["high"]
 for name, v in verdicts.items():
@@ -272,9 +272,9 @@ for prefix, s_ in st.sources():
         "ood-auroc-drop": record.row(ad, "no verdict (detector at chance)" if detector_at_chance else None, test=s_.test),
     }
     print(
-        f"{headsets.whose(source)} sets: high vs random on the shifted splits {pruning.interval_text(sv)} -> "
+        f"{headsets.whose(source)} sets: high vs random on the shifted splits {verdicts.interval_text(sv)} -> "
         f"{replication_rows[source]['shifted-high-vs-random']['verdict']}; novel-shapes AUROC unpruned minus "
-        f"high pruned {pruning.interval_text(ad, 1, '')} -> {replication_rows[source]['ood-auroc-drop']['verdict']}"
+        f"high pruned {verdicts.interval_text(ad, 1, '')} -> {replication_rows[source]['ood-auroc-drop']['verdict']}"
     )
 other_claims = (
     {
@@ -285,7 +285,7 @@ other_claims = (
     if other is not None
     else {}
 )
-other_verdict = pruning.verdict(other_claims.values()) if other_claims else None
+other_verdict = verdicts.verdict(other_claims.values()) if other_claims else None
 if other_verdict:
     print(f"the paper's claim with the {other.source} sets: {other_verdict}")
 glue("ood-other-verdict", other_verdict or "n/a (the pool carries no ground truth)", display=False)

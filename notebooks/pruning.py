@@ -38,7 +38,7 @@ import seaborn as sns
 from IPython.display import display
 from myst_nb import glue
 
-from ccs import ablate, carriers, headsets, llm, models, plots, pruning, record, scores, study, world
+from ccs import ablate, carriers, headsets, llm, models, plots, pruning, record, scores, study, verdicts, world
 
 plots.style()
 pd.set_option("display.width", 200, "display.max_colwidth", 120, "display.precision", 2)
@@ -285,7 +285,7 @@ if "equal-high/0" in conditions:
     pairs["high vs low, equal count"] = ("equal-low", "equal-high")
 claims = {k: r.compare(a, b, "test", measure) for k, (a, b) in pairs.items()}
 top1 = {k: r.compare(a, b, "test", "correct") for k, (a, b) in pairs.items()}
-verdict = pruning.verdict(claims.values())
+verdict = verdicts.verdict(claims.values())
 
 
 def signed(d: tuple[float, float, float]) -> str:
@@ -298,8 +298,8 @@ glue("pruning-high-vs-low", signed(claims["high vs low"]), display=False)
 glue("pruning-high-vs-random", signed(claims["high vs random"]), display=False)
 pd.DataFrame(
     {
-        "extra drop of high (pp), " + pruning.MEASURES[measure]: {k: pruning.interval_text(v) for k, v in claims.items()},
-        "same, top-1 accuracy": {k: pruning.interval_text(v) for k, v in top1.items()},
+        "extra drop of high (pp), " + pruning.MEASURES[measure]: {k: verdicts.interval_text(v) for k, v in claims.items()},
+        "same, top-1 accuracy": {k: verdicts.interval_text(v) for k, v in top1.items()},
     }
 )
 
@@ -356,7 +356,7 @@ if other is not None:
     pre = f"{other.source}: "
     other_pairs = {"high vs low": (pre + "low", pre + "high"), "high vs random": (pre + "random", pre + "high")}
     other_claims = {k: r.compare(a, b, "test", measure) for k, (a, b) in other_pairs.items()}
-    other_verdict = pruning.verdict(other_claims.values())
+    other_verdict = verdicts.verdict(other_claims.values())
     other_carry = carriers.carried(
         other_verdict,
         carriers.leave_one_task_out(r, other_pairs, "test", measure),
@@ -366,7 +366,7 @@ if other is not None:
     )
     print(
         f"{other.source} sets ({headsets.headline(other)}):",
-        "; ".join(f"{k}: {pruning.interval_text(v)}" for k, v in other_claims.items()),
+        "; ".join(f"{k}: {verdicts.interval_text(v)}" for k, v in other_claims.items()),
         f"-> {other_carry['text']}",
     )
     glue("pruning-other-verdict", other_carry["text"], display=False)
@@ -393,10 +393,10 @@ fn_claims, fn_verdict = {}, None
 if fn is not None:
     fn_pairs = {"high vs low": ("function: low", "function: high"), "high vs random": ("function: random", "function: high")}
     fn_claims = {k: r.compare(a, b, "test", measure) for k, (a, b) in fn_pairs.items()}
-    fn_verdict = pruning.verdict(fn_claims.values())
+    fn_verdict = verdicts.verdict(fn_claims.values())
     print(
         f"function sets ({len(fn.high)} most, {len(fn.low)} least specialised):",
-        "; ".join(f"{k}: {pruning.interval_text(v)}" for k, v in fn_claims.items()),
+        "; ".join(f"{k}: {verdicts.interval_text(v)}" for k, v in fn_claims.items()),
         f"-> {fn_verdict}",
     )
     plots.notes(fn.notes)
@@ -417,11 +417,11 @@ if lenient is not None:
         "high vs random": ("lenient judge: random", "lenient judge: high"),
     }
     lenient_claims = {k: r.compare(a, b, "test", measure) for k, (a, b) in lenient_pairs.items()}
-    lenient_verdict = pruning.verdict(lenient_claims.values())
+    lenient_verdict = verdicts.verdict(lenient_claims.values())
     print(
         f"lenient judge's sets ({headsets.headline(lenient)}; {len(set(lenient.high) & set(hs.high))} of its "
         f"{len(lenient.high)} high heads are in this page's high set): "
-        + "; ".join(f"{k} {pruning.interval_text(v)}" for k, v in lenient_claims.items())
+        + "; ".join(f"{k} {verdicts.interval_text(v)}" for k, v in lenient_claims.items())
         + f" -> {lenient_verdict}"
     )
     glue("pruning-lenient-high-vs-low", signed(lenient_claims["high vs low"]), display=False)

@@ -37,7 +37,7 @@ import pandas as pd
 import seaborn as sns
 from myst_nb import glue
 
-from ccs import evaluate, models, ood, plots, pruning, record, retrieval, scores, study, world
+from ccs import concept_pruning, evaluate, models, ood, plots, pruning, record, retrieval, scores, study, verdicts, world
 
 plots.style()
 pd.set_option("display.width", 200, "display.max_colwidth", 120)
@@ -114,19 +114,19 @@ for s in analysis_seeds:
         claims |= {f"shifted: high vs {b}": ood.high_vs(r, shifted, b, measure, prefix) for b in ("low", "random")}
         claims["OOD AUROC drop"] = ood.auroc_drop(r, detect_task, prefix=prefix)
         claims |= {f"video: {k}": v for k, v in retrieval.claims(videos, prefix).items()}
-        verdicts = {"OOD AUROC drop": pruning.NO_VERDICT} if at_chance else {}  # nothing detects: nothing to lose
-        verdicts |= {f"video: high vs {b}": pruning.NO_VERDICT for b in ("low", "random") if video_ceiling}
+        verdicts = {"OOD AUROC drop": verdicts.NO_VERDICT} if at_chance else {}  # nothing detects: nothing to lose
+        verdicts |= {f"video: high vs {b}": verdicts.NO_VERDICT for b in ("low", "random") if video_ceiling}
         t = ccs_tables.get(src.source)
         if t is not None:
             claims["CCS-5 share"] = record.share(scores.category_counts(t)["high"], int(t["ccs"].notna().sum()))
             claims["importance rho"] = pruning.importance_rho(r, t.set_index("name")["ccs"], "test", measure)
         for label, p, c in concept_sources:
             if label == src.source:
-                diag = pruning.diagonal_test(r, list(c), "test", measure, prefix=p)
+                diag = concept_pruning.diagonal_test(r, list(c), "test", measure, prefix=p)
                 if diag["concepts"]:
                     claims["concept diagonal"] = diag["difference"]
                 for own, other in (("scene", "shape"), ("shape", "scene")):
-                    d = pruning.cross_test(r, own, other, "test", measure, prefix=p)
+                    d = concept_pruning.cross_test(r, own, other, "test", measure, prefix=p)
                     if np.isfinite(d[0]):  # only where both concepts have heads
                         claims[f"concepts: {own} vs {other}"] = d
         heads[f"{s}/{src.source}"] = src.high
@@ -144,8 +144,8 @@ for s in analysis_seeds:
                 "analysis seed": s,
                 "sets": src.source,
                 "test": src.test,
-                **{k: pruning.interval_text(v, *scale.get(k, (100, " pp"))) for k, v in claims.items()},
-                **{f"{k} verdict": verdicts.get(k) or pruning.verdict([v]) for k, v in claims.items()},
+                **{k: verdicts.interval_text(v, *scale.get(k, (100, " pp"))) for k, v in claims.items()},
+                **{f"{k} verdict": verdicts.get(k) or verdicts.verdict([v]) for k, v in claims.items()},
                 "high heads": " ".join(src.high),
             }
         )

@@ -48,7 +48,22 @@ import torch
 from IPython.display import display
 from myst_nb import glue
 
-from ccs import ablate, datasets, evalset, evaluate, headsets, models, plots, pruning, record, retrieval, study, world
+from ccs import (
+    ablate,
+    datasets,
+    evalset,
+    evaluate,
+    headsets,
+    intervals,
+    models,
+    plots,
+    pruning,
+    record,
+    retrieval,
+    study,
+    verdicts,
+    world,
+)
 
 plots.style()
 pd.set_option("display.width", 200, "display.max_colwidth", 120, "display.precision", 2)
@@ -142,7 +157,7 @@ for name in ["original", "high", "low", "random"]:
                 row[k] = int(per[k].iloc[0])
             elif k != "queries":
                 row[k] = per[k].mean() * (100 if k.startswith("R@") else 1)
-        _, lo, hi = evaluate.mean_ci(hits(name, 1, direction))
+        _, lo, hi = intervals.mean_ci(hits(name, 1, direction))
         row["R@1 CI"] = f"[{100 * lo:.1f}, {100 * hi:.1f}]"
         if len(members) > 1:
             row["R@1 seed sd"] = 100 * per["R@1"].std(ddof=1)
@@ -157,7 +172,7 @@ recalls.set_index(["direction", "pruned"]).sort_index(level=0, sort_remaining=Fa
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Text-to-video recall at 1, 5 and 10, unpruned and with the high, low or random sets pruned (percentages, 95 % intervals over the queries).", "name": "fig-video-recall"}, "image": {"alt": "Grouped bar chart of text-to-video R@1, R@5 and R@10 for the original model and the three pruned sets, with error bars."}}
 plot = pd.DataFrame(
     [
-        {"pruned": name, "K": f"R@{k}", **dict(zip(("R", "lo", "hi"), (100 * v for v in evaluate.mean_ci(hits(name, k)))))}
+        {"pruned": name, "K": f"R@{k}", **dict(zip(("R", "lo", "hi"), (100 * v for v in intervals.mean_ci(hits(name, k)))))}
         for name in ["original", "high", "low", "random"]
         for k in (1, 5, 10)
     ]
@@ -194,7 +209,7 @@ plt.show()
 
 # %% tags=["hide-input"]
 claims = retrieval.claims(reports)
-verdict = pruning.verdict(claims.values())
+verdict = verdicts.verdict(claims.values())
 at_ceiling = retrieval.at_ceiling(reports)  # nothing left to lose at R@1: no verdict
 if at_ceiling:
     verdict = "no verdict (R@1 at the ceiling)"
@@ -207,10 +222,10 @@ print(
     )
 )
 for k, v in claims.items():
-    print(f"text → video: extra R@1 lost by pruning high, {k}: {pruning.interval_text(v)}")
+    print(f"text → video: extra R@1 lost by pruning high, {k}: {verdicts.interval_text(v)}")
 for k, base in (("high vs low", "low"), ("high vs random", "random")):  # the other direction, for the record
-    v = evaluate.paired_ci(hits(base, 1, "video_to_text"), hits("high", 1, "video_to_text"))
-    print(f"video → text: extra R@1 lost by pruning high, {k}: {pruning.interval_text(v)}")
+    v = intervals.paired_ci(hits(base, 1, "video_to_text"), hits("high", 1, "video_to_text"))
+    print(f"video → text: extra R@1 lost by pruning high, {k}: {verdicts.interval_text(v)}")
 glue("video-verdict", headsets.verdict_text(hs, verdict), display=False)
 r1 = recalls[recalls.direction == "text → video"].set_index("pruned")[["R@1", "R@1 CI"]].round(1)
 r1.columns = ["text → video R@1 %", "95 % interval"]
@@ -237,13 +252,13 @@ replication_rows = {hs.source: video_rows(claims, hs)}
 other_claims, other_verdict = {}, None
 for s_ in (x for x in (other, fn) if x is not None):
     c = retrieval.claims(reports, f"{s_.source}: ")
-    v = "no verdict (R@1 at the ceiling)" if at_ceiling else pruning.verdict(c.values())
+    v = "no verdict (R@1 at the ceiling)" if at_ceiling else verdicts.verdict(c.values())
     replication_rows[s_.source] = video_rows(c, s_)
     if s_ is other:
         other_claims, other_verdict = c, v
     print(
         f"with {headsets.whose(s_.source)} sets: "
-        + "; ".join(f"{k} {pruning.interval_text(x)}" for k, x in c.items())
+        + "; ".join(f"{k} {verdicts.interval_text(x)}" for k, x in c.items())
         + f" -> {v}"
     )
 glue("video-other-verdict", other_verdict or "n/a (the pool carries no ground truth)", display=False)
@@ -293,7 +308,7 @@ def motion_hits(emb: torch.Tensor, right: np.ndarray, wrong: np.ndarray) -> np.n
 
 hit = {"forward": motion_hits(forward, truth, reverse), "reversed": motion_hits(backward, reverse, truth)}
 hit["both"] = np.concatenate([hit["forward"], hit["reversed"]])
-rows = [{"clips": k, **dict(zip(("right %", "lo", "hi"), (100 * v for v in evaluate.mean_ci(h))))} for k, h in hit.items()]
+rows = [{"clips": k, **dict(zip(("right %", "lo", "hi"), (100 * v for v in intervals.mean_ci(h))))} for k, h in hit.items()]
 motion = pd.DataFrame(rows)
 print(f"largest |forward - reversed| over all clip embeddings: {gap:.1e} (float32 rounding)")
 print("choosing between the captions of a motion and of its opposite (chance 50 %):")

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ccs import evaluate, models, world
+from ccs import evaluate, intervals, models, world
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_encoding_up_to_the_last_end_of_text_token_is_open_clip_s_encoding(name)
 
 
 def test_bootstrap_interval_brackets_the_mean():
-    lo, hi = evaluate.bootstrap_ci([1, 0, 1, 1, 0, 1, 1, 1] * 10)
+    _, lo, hi = intervals.mean_ci([1, 0, 1, 1, 0, 1, 1, 1] * 10, n_resamples=1000)
     assert lo < 0.75 < hi
 
 
@@ -99,21 +99,21 @@ def test_intervals_cover_the_true_value_on_simulated_data():
         easy = rng.random(400) < 0.6  # image difficulty shared by both conditions
         a = (easy | (rng.random(400) < 0.3)).astype(float)  # P(correct) = 0.72
         b = a * (rng.random(400) >= 0.1)  # pruning breaks 10 % of the correct answers: diff 0.072
-        m, lo, hi = evaluate.mean_ci(a, n_resamples=500, seed=s)
+        m, lo, hi = intervals.mean_ci(a, n_resamples=500, seed=s)
         hits_mean += lo <= 0.72 <= hi
-        d, lo, hi = evaluate.paired_ci(a, b, n_resamples=500, seed=s)
+        d, lo, hi = intervals.paired_ci(a, b, n_resamples=500, seed=s)
         hits_diff += lo <= 0.072 <= hi
         widths.append(hi - lo)
         assert d == pytest.approx(a.mean() - b.mean())
     assert 0.88 <= hits_mean / sims <= 0.99 and 0.88 <= hits_diff / sims <= 0.99
     assert np.mean(widths) < 0.07  # paired: about 0.05; an unpaired interval would be about 0.13 wide
-    assert evaluate.paired_ci([1, 1, 0], [1, 1, 0]) == (0.0, 0.0, 0.0)  # no spread, no interval
+    assert intervals.paired_ci([1, 1, 0], [1, 1, 0]) == (0.0, 0.0, 0.0)  # no spread, no interval
     with pytest.raises(ValueError):
-        evaluate.paired_ci([1, 0], [1, 0, 1])
+        intervals.paired_ci([1, 0], [1, 0, 1])
 
 
 def test_spread_across_seeds():
-    assert evaluate.spread([0.5, 0.7, 0.6]) == pytest.approx({"mean": 0.6, "std": 0.1, "min": 0.5, "max": 0.7})
+    assert intervals.spread([0.5, 0.7, 0.6]) == pytest.approx({"mean": 0.6, "std": 0.1, "min": 0.5, "max": 0.7})
 
 
 # --- retrieval ranks (ties count against the query), multi-caption retrieval, OOD metrics ---
@@ -229,22 +229,22 @@ def test_two_level_interval_counts_the_draws():
     images = rng.normal(0.5, 0.2, 1000)  # per-image difficulty, shared by every condition
     draws = images + rng.normal(0, 0.05, (20, 1))  # 20 random sets, each shifting all images alike
     fixed = images + 0.1
-    d, lo, hi = evaluate.two_level_ci(fixed, draws)
-    _, plo, phi = evaluate.paired_ci(fixed, draws.mean(0))  # images only, draws held fixed
+    d, lo, hi = intervals.two_level_ci(fixed, draws)
+    _, plo, phi = intervals.paired_ci(fixed, draws.mean(0))  # images only, draws held fixed
     assert lo < d < hi and (hi - lo) > 5 * (phi - plo)
     sd = draws.mean(1).std(ddof=1) / np.sqrt(20)  # the draws' standard error: the width's main part
     assert 0.7 * 2 * 1.96 * sd < hi - lo < 1.4 * 2 * 1.96 * sd
     # one draw a side: the paired image bootstrap itself
-    assert evaluate.two_level_ci(fixed, draws[0]) == evaluate.paired_ci(fixed, draws[0])
+    assert intervals.two_level_ci(fixed, draws[0]) == intervals.paired_ci(fixed, draws[0])
 
 
 def test_two_level_interval_pairs_draws_made_together():
     rng = np.random.default_rng(1)
     low = rng.normal(0.5, 0.1, (10, 300)) + rng.normal(0, 0.1, (10, 1))
     high = low - 0.02  # each equal-count draw: its high half costs 2 pp more than its low half
-    paired = evaluate.two_level_ci(low, high, paired_draws=True)
-    apart = evaluate.two_level_ci(low, high)
+    paired = intervals.two_level_ci(low, high, paired_draws=True)
+    apart = intervals.two_level_ci(low, high)
     assert paired[1] > 0.019 and paired[2] < 0.021  # the draws' spread cancels
     assert apart[1] < 0 < apart[2]
     with pytest.raises(ValueError, match="paired draws"):
-        evaluate.two_level_ci(low, high[:5], paired_draws=True)
+        intervals.two_level_ci(low, high[:5], paired_draws=True)

@@ -67,14 +67,14 @@ def _cited(number: int) -> str:
 
 
 def test_exercise_7s_table_puts_each_verdict_beside_intervals_that_give_it():
-    from ccs import pruning
+    from ccs import verdicts
 
     glued, page = _glued("ccs-tiny", "pruning"), _page("pruning")
     assert "high vs low | high vs random | verdict" in _cited(7)
     rows = {"pruning-lenient": None, "pruning": page["claims"], "pruning-other": page["other_sets_claims"]}
     for prefix, claims in rows.items():
         shown = [_interval(glued[f"{prefix}-high-vs-{c}"]) for c in ("low", "random")]
-        assert _word(glued[f"{prefix}-verdict"]) == pruning.verdict(shown), prefix
+        assert _word(glued[f"{prefix}-verdict"]) == verdicts.verdict(shown), prefix
         if claims is not None:  # the glued numbers are the page's record, in percentage points
             for got, c in zip(shown, ("high vs low", "high vs random")):
                 assert got == pytest.approx(_pp(claims[c]), abs=0.051)
@@ -110,11 +110,11 @@ def test_exercises_8_and_9_follow_the_pruning_page():
 
 
 def test_exercise_10_cites_the_ood_page_s_verdicts_and_detector():
-    from ccs import pruning
+    from ccs import verdicts
 
     glued, page = _glued("ccs-tiny", "ood"), _page("ood")
     paper = [_pp(c) for c in page["paper_claims"].values()]
-    assert _word(glued["ood-paper-verdict"]) == page["paper_verdict"] == pruning.verdict(paper)
+    assert _word(glued["ood-paper-verdict"]) == page["paper_verdict"] == verdicts.verdict(paper)
     assert _word(glued["ood-verdict"]) == page["verdict"]
     original = next(d for d in page["detection"] if d["OOD set"] == "novel-shapes" and d["pruned"] == "original")
     assert _interval(glued["ood-auroc-novel"]) == pytest.approx(
@@ -123,12 +123,12 @@ def test_exercise_10_cites_the_ood_page_s_verdicts_and_detector():
 
 
 def test_exercise_11_cites_the_video_page_s_ceiling_and_verdict():
-    from ccs import pruning
+    from ccs import verdicts
 
     glued, page = _glued("ccs-tiny", "video"), _page("video")
     original = next(r for r in page["retrieval"] if r["pruned"] == "original" and r["direction"] == "text \u2192 video")
     assert f"R@1 is {original['R@1']:.1f} % and R@5 {original['R@5']:.1f} %" in glued["video-ceiling"]
-    assert _word(glued["video-verdict"]) == page["verdict"] == pruning.verdict([_pp(c) for c in page["claims"].values()])
+    assert _word(glued["video-verdict"]) == page["verdict"] == verdicts.verdict([_pp(c) for c in page["claims"].values()])
 
 
 def test_exercise_12s_key_includes_summaries_the_replication_page_writes():

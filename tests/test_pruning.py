@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ccs import ablate, evaluate, models, pruning, world
+from ccs import ablate, concept_pruning, evaluate, models, pruning, verdicts, world
 
 
 def fake(values: dict) -> pruning.Results:
@@ -49,24 +49,24 @@ def test_groups_drops_and_comparisons():
 
 
 def test_verdict_from_intervals():
-    assert pruning.verdict([(3, 1, 5), (2, 0.5, 4)]) == "supported"
-    assert pruning.verdict([(3, 1, 5), (0.5, -0.5, 1.5)]) == "inconclusive"
+    assert verdicts.verdict([(3, 1, 5), (2, 0.5, 4)]) == "supported"
+    assert verdicts.verdict([(3, 1, 5), (0.5, -0.5, 1.5)]) == "inconclusive"
     # an interval wholly on the other side of zero shows the opposite: contradicted, not a shrug
-    assert pruning.verdict([(3, 1, 5), (-2, -3, -1)]) == "contradicted"
-    assert pruning.verdict([(-2, -3, -1)]) == "contradicted"
-    assert pruning.verdict([(0, 0, 0)]) == "inconclusive"  # touching zero is not beyond it
-    assert pruning.verdict([(-1, -2, 0.0)]) == "inconclusive"
-    assert pruning.verdict([]) == pruning.NO_VERDICT
-    assert set(pruning.VERDICTS) == {"supported", "contradicted", "inconclusive"}
-    assert pruning.interval_text((0.041, 0.029, 0.053)) == "4.1 pp [2.9, 5.3]"
-    assert pruning.interval_text((0.314, -0.02, 0.55), 1, "", digits=2) == "0.31 [-0.02, 0.55]"
+    assert verdicts.verdict([(3, 1, 5), (-2, -3, -1)]) == "contradicted"
+    assert verdicts.verdict([(-2, -3, -1)]) == "contradicted"
+    assert verdicts.verdict([(0, 0, 0)]) == "inconclusive"  # touching zero is not beyond it
+    assert verdicts.verdict([(-1, -2, 0.0)]) == "inconclusive"
+    assert verdicts.verdict([]) == verdicts.NO_VERDICT
+    assert set(verdicts.VERDICTS) == {"supported", "contradicted", "inconclusive"}
+    assert verdicts.interval_text((0.041, 0.029, 0.053)) == "4.1 pp [2.9, 5.3]"
+    assert verdicts.interval_text((0.314, -0.02, 0.55), 1, "", digits=2) == "0.31 [-0.02, 0.55]"
 
 
 def test_task_for_concepts():
     tasks = list(world.tasks())
-    assert pruning.task_for("colors", tasks) == "colour" and pruning.task_for("Position", tasks) == "position"
-    assert pruning.task_for("location", tasks) == "scene"  # the paper's locations are the world's scenes
-    assert pruning.task_for("animal", tasks) is None
+    assert concept_pruning.task_for("colors", tasks) == "colour" and concept_pruning.task_for("Position", tasks) == "position"
+    assert concept_pruning.task_for("location", tasks) == "scene"  # the paper's locations are the world's scenes
+    assert concept_pruning.task_for("animal", tasks) is None
 
 
 def test_concept_matrix_and_diagonal():
@@ -85,19 +85,19 @@ def test_concept_matrix_and_diagonal():
             ("shape-random/0", "shape"): [0.7] * 4,
         }
     )
-    m = pruning.concept_matrix(r, ["colour", "shape"])
+    m = concept_pruning.concept_matrix(r, ["colour", "shape"])
     assert m["change"].loc["colour", "colour"] == pytest.approx(-80)
     assert m["excess"].loc["colour", "colour"] == pytest.approx(-70)
     assert m["excess"].loc["shape", "shape"] == pytest.approx(-20)
-    d = pruning.diagonal_test(r, ["colour", "shape"])
+    d = concept_pruning.diagonal_test(r, ["colour", "shape"])
     # excess costs: diagonal (0.7 + 0.2) / 2, off-diagonal (0 + 0) / 2
     assert d["diagonal"] == pytest.approx(0.45) and d["off_diagonal"] == pytest.approx(0.0)
     assert d["difference"] == pytest.approx((0.45, 0.45, 0.45))
     # the paper's concept tables: on a concept's task, its heads' excess cost minus another concept's
-    assert pruning.cross_test(r, "colour", "shape") == pytest.approx((0.7, 0.7, 0.7))  # 0.9 - 0.2 against 1 - 1
-    assert pruning.cross_test(r, "shape", "colour") == pytest.approx((0.2, 0.2, 0.2))  # 0.7 - 0.5 against 0.9 - 0.9
-    assert all(np.isnan(pruning.cross_test(r, "colour", "scene")))  # no scene heads: nothing to compare
-    assert all(np.isnan(pruning.cross_test(r, "colour", "shape", prefix="truth: ")))
+    assert concept_pruning.cross_test(r, "colour", "shape") == pytest.approx((0.7, 0.7, 0.7))  # 0.9 - 0.2 against 1 - 1
+    assert concept_pruning.cross_test(r, "shape", "colour") == pytest.approx((0.2, 0.2, 0.2))  # 0.7 - 0.5 against 0.9 - 0.9
+    assert all(np.isnan(concept_pruning.cross_test(r, "colour", "scene")))  # no scene heads: nothing to compare
+    assert all(np.isnan(concept_pruning.cross_test(r, "colour", "shape", prefix="truth: ")))
 
 
 def test_importance_rho_ranks_heads_by_ccs_against_the_cost_of_pruning_each_alone():

@@ -2,7 +2,7 @@
 
 A verdict over all tasks can rest on one task whose heads a set happens to hold, or on one head of
 the high set. Each function here recomputes the claim's differences (`pruning.Results.compare`)
-under one change and the verdict (`pruning.verdict`) they give, so that a page can say "supported,
+under one change and the verdict (`verdicts.verdict`) they give, so that a page can say "supported,
 carried by position" instead of a bare "supported". Tasks the analysed heads cannot move at all
 (`untestable`) get no verdict of their own: pruning cannot show anything on them.
 
@@ -16,7 +16,9 @@ from typing import Mapping
 
 import pandas as pd
 
-from ccs.pruning import Results, diagonal_test, interval_text, verdict
+from ccs.concept_pruning import diagonal_test
+from ccs.pruning import Results
+from ccs.verdicts import interval_text, verdict
 
 ALL_ANALYSED = "every analysed head"  # the condition pruning every analysed head (see `untestable`)
 

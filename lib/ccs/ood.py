@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ccs import evaluate
+from ccs import evaluate, intervals
 from ccs.pruning import DETECTION, Results
 
 
@@ -16,7 +16,7 @@ def extra_drop(r: Results, name: str, split: str, measure: str = "p_true") -> tu
     shift = r.per_image("original", split, measure) - r.per_image(name, split, measure)
     base = r.per_image("original", "test", measure) - r.per_image(name, "test", measure)
     keep = ~(np.isnan(shift) | np.isnan(base))
-    return evaluate.paired_ci(shift[keep], base[keep])
+    return intervals.paired_ci(shift[keep], base[keep])
 
 
 def high_vs(
@@ -28,7 +28,7 @@ def high_vs(
     a = np.mean([r.per_draw(prefix + base, s, measure) for s in splits], 0)
     b = np.mean([r.per_draw(prefix + "high", s, measure) for s in splits], 0)
     keep = ~(np.isnan(a).any(0) | np.isnan(b).any(0))
-    return evaluate.two_level_ci(a[:, keep], b[:, keep])
+    return intervals.two_level_ci(a[:, keep], b[:, keep])
 
 
 def _scores(r: Results, condition: str, split: str, task: str) -> np.ndarray:

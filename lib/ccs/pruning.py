@@ -1,11 +1,12 @@
 """Soft-pruning experiments: zero-shot tasks measured per image under pruning conditions, conditions
-compared with paired bootstrap intervals, and verdicts computed from those intervals.
+compared with paired bootstrap intervals (`ccs.intervals`), and the soft-pruning page's claims (their
+verdicts: `ccs.verdicts`; the concept-specific page's claims: `ccs.concept_pruning`).
 
 A *condition* is a named set of heads to prune (``original`` prunes none). Conditions whose names
 share a prefix before ``/`` form a *group* (``random/0`` ... ``random/4``): a group's per-image score
 is the mean over its members, and `Results.seeds` gives the spread of its members. Every score is
 kept per image (NaN where a task does not apply), so any two conditions can be compared on the same
-images with `evaluate.paired_ci`.
+images with `intervals.paired_ci`.
 
 Image embeddings are cached on disk by the weights the model has *as pruned* (its fingerprint inside
 the ``with ablate.pruned(...)`` block) and the images, text classifiers by the model and the prompts:
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ccs import ablate, evaluate, fingerprints
+from ccs import ablate, evaluate, fingerprints, intervals
 from ccs.cache import checked
 from ccs.evalset import EvalSet  # defined below ccs.datasets and this module: data flows one way
 
@@ -225,7 +226,7 @@ class Results:
 
     def seeds(self, name: str, evalset: str, measure: str = "p_true", tasks=None) -> dict[str, float]:
         """The spread of a group's members (one value per seed)."""
-        return evaluate.spread([self.value(c, evalset, measure, tasks) for c in self.members(name)])
+        return intervals.spread([self.value(c, evalset, measure, tasks) for c in self.members(name)])
 
     def per_draw(self, name: str, evalset: str, measure: str = "p_true", tasks=None) -> np.ndarray:
         """[members, images]: the per-image score of each member of a group (one row for a condition)."""
@@ -235,14 +236,14 @@ class Results:
         self, a: str, b: str, evalset: str, measure: str = "p_true", tasks=None, seed: int = 0
     ) -> tuple[float, float, float]:
         """mean(a) - mean(b) over the same images, with its paired bootstrap interval; where a side is
-        a group of random draws, the interval resamples the draws too (`evaluate.two_level_ci`; the
+        a group of random draws, the interval resamples the draws too (`intervals.two_level_ci`; the
         draws of two groups made together, as equal-count ones, are resampled together)."""
         x, y = self.per_draw(a, evalset, measure, tasks), self.per_draw(b, evalset, measure, tasks)
         keep = ~(np.isnan(x).any(0) | np.isnan(y).any(0))
         paired = len(x) == len(y) > 1 and [c.split("/")[-1] for c in self.members(a)] == [
             c.split("/")[-1] for c in self.members(b)
         ]
-        return evaluate.two_level_ci(x[:, keep], y[:, keep], seed=seed, paired_draws=paired)
+        return intervals.two_level_ci(x[:, keep], y[:, keep], seed=seed, paired_draws=paired)
 
     def drop(
         self, name: str, evalset: str, measure: str = "p_true", tasks=None, baseline: str = "original"
@@ -300,24 +301,6 @@ def _fill(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return out
 
 
-VERDICTS = ("supported", "contradicted", "inconclusive")
-NO_VERDICT = "no verdict"  # nothing could show: a test that cannot be formed, a ceiling, chance
-
-
-def verdict(intervals) -> str:
-    """From (estimate, low, high) intervals of differences the hypothesis predicts to be positive:
-    ``supported`` when every interval lies above 0, ``contradicted`` when one lies wholly below 0
-    (the opposite of the claim is shown), ``inconclusive`` otherwise (an interval straddles 0)."""
-    intervals = list(intervals)
-    if not intervals:
-        return NO_VERDICT
-    if all(lo > 0 for _, lo, _ in intervals):
-        return "supported"
-    if any(hi < 0 for _, _, hi in intervals):
-        return "contradicted"
-    return "inconclusive"
-
-
 def central_claims(r: Results, evalset: str = "test", measure: str = "p_true", prefix: str = "") -> dict:
     """The soft-pruning page's two claims on one evaluation set: the extra drop from pruning the high
     set against the low set and against the random sets (conditions named ``prefix + high`` etc.)."""
@@ -325,11 +308,6 @@ def central_claims(r: Results, evalset: str = "test", measure: str = "p_true", p
         "high vs low": r.compare(prefix + "low", prefix + "high", evalset, measure),
         "high vs random": r.compare(prefix + "random", prefix + "high", evalset, measure),
     }
-
-
-def interval_text(d: tuple[float, float, float], scale: float = 100, unit: str = " pp", digits: int = 1) -> str:
-    """'4.1 pp [2.9, 5.3]' for an (estimate, low, high) triple."""
-    return f"{d[0] * scale:.{digits}f}{unit} [{d[1] * scale:.{digits}f}, {d[2] * scale:.{digits}f}]"
 
 
 def drop_table(r: Results, names, evalset: str, tasks=None) -> pd.DataFrame:
@@ -352,92 +330,10 @@ def drop_table(r: Results, names, evalset: str, tasks=None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def task_for(concept: str, tasks) -> str | None:
-    """The task that measures a concept: the task of the same name (synonyms allowed); the paper's
-    locations are the world's scenes (where the picture was taken); None when no task does."""
-    from ccs.llm import group, normalise
-
-    name = normalise(concept) or concept
-    for task in tasks:
-        if name == (normalise(task) or task):
-            return task
-    if (name == "location" or group(concept) == "locations") and "scene" in tasks:
-        return "scene"
-    if group(concept) == "colors" and "colour" in tasks:
-        return "colour"
-    return None
-
-
-def concept_matrix(r: Results, concepts, evalset: str = "test", measure: str = "p_true") -> dict[str, pd.DataFrame]:
-    """Concept x task matrices (percentage points) for concept pruning: ``change`` = pruned - original,
-    ``control`` = the equal-count random control (``<concept>-random``) - original, ``excess`` =
-    change - control (how much more the concept's heads cost than as many random heads)."""
-    tasks = r.tasks(evalset)
-    out = {k: pd.DataFrame(index=list(concepts), columns=tasks, dtype=float) for k in ("change", "control", "excess")}
-    for c in concepts:
-        for t in tasks:
-            base = r.value("original", evalset, measure, [t])
-            out["change"].loc[c, t] = 100 * (r.value(c, evalset, measure, [t]) - base)
-            out["control"].loc[c, t] = 100 * (r.value(f"{c}-random", evalset, measure, [t]) - base)
-    out["excess"] = out["change"] - out["control"]
-    return out
-
-
-def diagonal_test(r: Results, concepts, evalset: str = "test", measure: str = "p_true", seed: int = 0, prefix: str = "") -> dict:
-    """Does pruning a concept's heads cost its own task more than the other tasks? Per image and per
-    draw of the random controls, the excess cost (random control - pruned) averaged over the diagonal
-    cells (concept, its task) minus its average over the off-diagonal cells; its mean with an interval
-    that resamples the images and the controls' draws (`evaluate.two_level_ci`). Only concepts that
-    some task measures take part. `prefix` names conditions of another label source ("truth: ")."""
-    tasks = r.tasks(evalset)
-    rows = {c: task_for(c, tasks) for c in concepts}
-    rows = {c: t for c, t in rows.items() if t is not None}
-    if not rows:
-        return {"concepts": [], "diagonal": float("nan"), "off_diagonal": float("nan"), "difference": (float("nan"),) * 3}
-    draws = min(len(r.members(f"{prefix}{c}-random")) for c in rows)
-
-    def excess(c, t):  # [draws, images]
-        return r.per_draw(f"{prefix}{c}-random", evalset, measure, [t])[:draws] - r.per_image(
-            f"{prefix}{c}", evalset, measure, [t]
-        )
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # images no diagonal cell applies to
-        diag = np.nanmean([excess(c, t) for c, t in rows.items()], 0)
-        off = np.nanmean([excess(c, t) for c, own in rows.items() for t in tasks if t != own], 0)
-    keep = ~(np.isnan(diag).any(0) | np.isnan(off).any(0))
-    return {
-        "concepts": list(rows),
-        "diagonal": float(np.mean(diag[:, keep])),
-        "off_diagonal": float(np.mean(off[:, keep])),
-        "difference": evaluate.two_level_ci(diag[:, keep], off[:, keep], seed=seed, paired_draws=True),
-    }
-
-
 def importance_rho(r: Results, ccs, evalset: str = "test", measure: str = "p_true") -> tuple[float, float, float]:
     """Does a head's CCS predict what pruning it alone costs? Spearman's rho between each head's CCS
     (`ccs`: a Series indexed by head name) and the drop of its ``head/NAME`` condition, with the
-    bootstrap interval over the heads (`evaluate.spearman_ci`); > 0: higher-CCS heads cost more."""
+    bootstrap interval over the heads (`intervals.spearman_ci`); > 0: higher-CCS heads cost more."""
     base = r.per_image("original", evalset, measure)
     drops = [np.nanmean(base - r.per_image(f"head/{n}", evalset, measure)) for n in ccs.index]  # `drop`'s estimates
-    return evaluate.spearman_ci(ccs.to_numpy(), drops)
-
-
-def cross_test(
-    r: Results, concept: str, other: str, evalset: str = "test", measure: str = "p_true", seed: int = 0, prefix: str = ""
-) -> tuple[float, float, float]:
-    """The paper's concept tables as one comparison (Country-211: the location heads against the
-    animal heads; CIFAR-10 objects: the object heads against the location heads): on `concept`'s own
-    task, the excess cost (random control - pruned) of pruning `concept`'s heads minus that of pruning
-    `other`'s heads. Excess over each set's own random controls, because the two sets differ in size
-    (the paper's tables compare raw accuracies); the interval resamples the images and both controls'
-    draws. NaNs when either concept has no heads here or no task measures `concept`."""
-    task = task_for(concept, r.tasks(evalset))
-    have = set(r.conditions()) | {group(c) for c in r.conditions()}
-    if task is None or not {f"{prefix}{c}{s}" for c in (concept, other) for s in ("", "-random")} <= have:
-        return (float("nan"),) * 3
-
-    def excess(c):  # [draws, images]
-        return r.per_draw(f"{prefix}{c}-random", evalset, measure, [task]) - r.per_image(f"{prefix}{c}", evalset, measure, [task])
-
-    return evaluate.two_level_ci(excess(concept), excess(other), seed=seed)
+    return intervals.spearman_ci(ccs.to_numpy(), drops)

@@ -112,9 +112,9 @@ TESTS = {"paper": "the paper's", "ranked": "ranked (secondary)", "function": "mo
 
 def row(d, verdict: str | None = None, test: str | None = None) -> dict:
     """A page's record of one claim from an (estimate, low, high) triple; the verdict defaults to the
-    one the intervals give (`ccs.pruning.verdict`); `test` says which sets it compares ("paper": the
+    one the intervals give (`ccs.verdicts.verdict`); `test` says which sets it compares ("paper": the
     paper's categories, "ranked": the secondary analysis where they cannot be formed)."""
-    from ccs.pruning import verdict as from_intervals
+    from ccs.verdicts import verdict as from_intervals
 
     est, lo, hi = (float(x) for x in d)
     return {
@@ -158,7 +158,7 @@ def seed_agreement(by_seed, claims=tuple(SEED_CLAIMS)):
     supported) on every seed. Claims that no seed of a source tested are left out."""
     import pandas as pd
 
-    from ccs.pruning import NO_VERDICT
+    from ccs.verdicts import NO_VERDICT
 
     rows = []
     for source, sub in by_seed.groupby("sets", sort=False):

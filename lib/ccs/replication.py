@@ -146,7 +146,7 @@ def forest(claim: Claim, rows: list[dict], pools: dict, path: Path) -> None:
 
 def tally(rows: list[dict]) -> str:
     """'supported on 1, contradicted on 2, inconclusive on 1 of 4 models' (every verdict counted)."""
-    from ccs.pruning import VERDICTS
+    from ccs.verdicts import VERDICTS
 
     counts = {v: sum(r["verdict"].startswith(v) for r in rows) for v in VERDICTS}
     counts["no verdict"] = len(rows) - sum(counts.values())
@@ -185,7 +185,7 @@ def summary(claim: Claim, sub: list[dict], pools: dict) -> list[str]:
 
 
 def _counts(rows: list[dict]) -> dict[str, int]:
-    from ccs.pruning import VERDICTS
+    from ccs.verdicts import VERDICTS
 
     return {v: sum(r["verdict"].startswith(v) for r in rows) for v in VERDICTS}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ccs import ablate, evaluate
+from ccs import ablate, evaluate, intervals
 from ccs.pruning import by_first_layer, clip_embeddings, group, stream
 
 CEILING = 0.99  # unpruned R@1 at or above this leaves nothing to lose: no verdict
@@ -54,7 +54,7 @@ def claims(reports: dict, prefix: str = "") -> dict[str, tuple[float, float, flo
     """High against low and against random on text-to-video R@1, per caption: the extra R@1 lost by
     pruning the high set; the random sets' interval resamples the captions and the draws."""
     return {
-        f"high vs {base}": evaluate.two_level_ci(draw_hits(reports, prefix + base, 1), draw_hits(reports, prefix + "high", 1))
+        f"high vs {base}": intervals.two_level_ci(draw_hits(reports, prefix + base, 1), draw_hits(reports, prefix + "high", 1))
         for base in ("low", "random")
     }
 
