@@ -245,11 +245,11 @@ paper_claims = {
 paper_verdict = verdicts.verdict(paper_claims.values())
 for k, v in paper_claims.items():
     print(f"{k}: extra drop of high {verdicts.interval_text(v)}")
-verdicts = {
+split_verdicts = {
     name: verdicts.verdict([drops[(drops.pruned == name) & (drops.split == s)]["x"].iloc[0] for s in shifted]) for name in groups
 }
-verdict = verdicts["high"]
-for name, v in verdicts.items():
+verdict = split_verdicts["high"]
+for name, v in split_verdicts.items():
     print(f"pruning the {name} set hurts shifted data more than test data: {v}")
 glue("ood-verdict", verdict, display=False)  # shifted data hurt more than test data by the high set
 
@@ -355,7 +355,7 @@ summary = {
     "detection": det.drop(columns=["AUROC [95 % CI]"]).to_dict("records"),
     "paper_claims": {k: dict(zip(("difference", "low", "high"), v)) for k, v in paper_claims.items()},
     "paper_verdict": paper_verdict,
-    "verdicts": verdicts,
+    "verdicts": split_verdicts,
     "verdict": verdict,
     "other_sets": other.source if other is not None else None,
     "other_paper_verdict": other_verdict,

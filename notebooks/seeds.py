@@ -114,8 +114,8 @@ for s in analysis_seeds:
         claims |= {f"shifted: high vs {b}": ood.high_vs(r, shifted, b, measure, prefix) for b in ("low", "random")}
         claims["OOD AUROC drop"] = ood.auroc_drop(r, detect_task, prefix=prefix)
         claims |= {f"video: {k}": v for k, v in retrieval.claims(videos, prefix).items()}
-        verdicts = {"OOD AUROC drop": verdicts.NO_VERDICT} if at_chance else {}  # nothing detects: nothing to lose
-        verdicts |= {f"video: high vs {b}": verdicts.NO_VERDICT for b in ("low", "random") if video_ceiling}
+        fixed = {"OOD AUROC drop": verdicts.NO_VERDICT} if at_chance else {}  # nothing detects: nothing to lose
+        fixed |= {f"video: high vs {b}": verdicts.NO_VERDICT for b in ("low", "random") if video_ceiling}
         t = ccs_tables.get(src.source)
         if t is not None:
             claims["CCS-5 share"] = record.share(scores.category_counts(t)["high"], int(t["ccs"].notna().sum()))
@@ -145,7 +145,7 @@ for s in analysis_seeds:
                 "sets": src.source,
                 "test": src.test,
                 **{k: verdicts.interval_text(v, *scale.get(k, (100, " pp"))) for k, v in claims.items()},
-                **{f"{k} verdict": verdicts.get(k) or verdicts.verdict([v]) for k, v in claims.items()},
+                **{f"{k} verdict": fixed.get(k) or verdicts.verdict([v]) for k, v in claims.items()},
                 "high heads": " ".join(src.high),
             }
         )
