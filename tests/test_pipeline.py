@@ -539,6 +539,28 @@ def _sleepy_book(repo: Path, executed: bool = True) -> dict:
     return env
 
 
+@pytest.mark.slow
+def test_a_page_put_back_stale_runs_again(tmp_path):
+    """Snakemake re-runs a job whose input (the stamp) is newer than its output only if the input's
+    content differs from what the job's last run recorded. A page can be stale again for the digest
+    it last ran with: here an older copy put back, as `git checkout book/runs` does after a run."""
+    repo = tmp_path / "repo"
+    env = _sleepy_book(repo)
+    page, source = repo / "book" / "runs" / "ccs-tiny" / "sleepy.ipynb", repo / "notebooks" / "sleepy.py"
+    before = page.read_bytes()
+    source.write_text(source.read_text() + "\n# changed\n")
+    assert subprocess.run(SNAKEMAKE, cwd=repo, env=env, capture_output=True).returncode == 0
+    assert page.read_bytes() != before
+    page.write_bytes(before)
+    stale = [str(BIN / "ccs"), "stale"]
+    assert subprocess.run(stale, cwd=repo, env=env, capture_output=True, text=True).stdout.split() == [
+        "book/runs/ccs-tiny/sleepy.ipynb"
+    ]
+    again = subprocess.run(SNAKEMAKE, cwd=repo, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert subprocess.run(stale, cwd=repo, env=env, capture_output=True, text=True).stdout == ""
+
+
 def _start_in_the_cell(repo: Path, env: dict, cmd: list[str], log: Path) -> subprocess.Popen:
     """Make the page stale and start `cmd` (in a session of its own); return once the page's kernel
     is inside its sleeping cell: a state that does not depend on how busy the machine is."""

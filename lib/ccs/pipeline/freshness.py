@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from functools import cache
 from pathlib import Path
 
@@ -82,5 +83,9 @@ def stamp(run: Run) -> tuple[Path, Path]:
             os.utime(path, (0, 0))
         done.touch()
     else:
-        path.write_text(digest(run))  # written now: newer than the done file
+        # Written now, newer than the done file, and unlike any stamp before it: Snakemake re-runs a job
+        # whose input is newer than its output only if the input's content differs from what the job's
+        # last run recorded, and a page can be stale again for the digest it last ran with (an older copy
+        # put back, `git checkout book/runs`).
+        path.write_text(f"{digest(run)} stale at {time.time_ns()}")
     return path, done
