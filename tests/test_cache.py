@@ -41,6 +41,15 @@ def test_library_digest_changes_with_any_module(tmp_path, monkeypatch):
     (fake / "data" / "regime.yaml").write_text("pairs: 1\n")
     assert cache.library_digest() == two
     cache.library_digest.cache_clear()
+    (fake / "pipeline").mkdir()
+    for supervision in ("pipeline/locks.py", "pipeline/freshness.py", "lifeline.py"):  # nor is the run's supervision
+        (fake / supervision).write_text("v = 5\n")
+    assert cache.library_digest() == two
+    cache.library_digest.cache_clear()
+    (fake / "pipeline" / "execution.py").write_text("u = 6\n")  # how a page is executed is
+    assert cache.library_digest() != two
+    (fake / "pipeline" / "execution.py").unlink()
+    cache.library_digest.cache_clear()
     (fake / "data" / "vocabulary.yaml").write_text("shape: [circle]\n")  # the package's other data are
     assert cache.library_digest() != two
     cache.library_digest.cache_clear()

@@ -300,6 +300,16 @@ def test_a_stale_snakemake_lock_is_cleared_and_a_live_one_kept(tmp_path):
         running.kill()
         running.wait()
     assert "no longer running" in pipeline.clear_stale_lock(tmp_path) and not list(locks.iterdir())
+    # the run's own launcher names snakemake too (`time snakemake ...`, `bash -c "snakemake ..."`): not another run
+    check = f"from ccs.pipeline import locks; print(locks._snakemakes(__import__('pathlib').Path('{tmp_path}')))"
+    launched = subprocess.run(
+        ["bash", "-c", f'{sys.executable} -c "{check}"; : snakemake'],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(pipeline.__file__).parents[2])},
+        capture_output=True,
+        text=True,
+    )
+    assert launched.stdout.strip() == "[]", launched.stderr[-2000:]
     (locks / "0.input.lock").write_text("a\n")
     (locks / "0.output.lock").write_text("b\n")
     pipeline.record_lock_owner(tmp_path)  # this process: alive

@@ -137,17 +137,20 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
-# what no page computes with: the command line, and the regime study (it trains models and writes its own page)
-OUTSIDE_PAGES = ("cli", "regime", "data/regime.yaml")
+# what no page computes with: the command line, the regime study (it trains models and writes its own
+# page), and the book run's process supervision: its lock, its stamps (a change to how a page's digest is
+# computed makes the pages stale by itself) and the parent-death launcher
+OUTSIDE_PAGES = ("cli", "regime", "data/regime.yaml", "pipeline/locks.py", "pipeline/freshness.py", "lifeline.py")
 
 
 @cache
 def library_digest() -> str:
     """A digest of the `ccs` package: every module's code (`code`) and the packaged data (vocabulary,
     calibration, paper facts, model configs). Names the joblib folder and enters every page's digest.
-    The command line (`ccs/cli/`) and the regime study (`ccs/regime/`, `data/regime.yaml`: it writes
-    its own page) are left out: no page and no cached step imports them, so changing a command or the
-    study re-executes nothing."""
+    The command line (`ccs/cli/`), the regime study (`ccs/regime/`, `data/regime.yaml`: it writes its
+    own page) and the book run's lock, stamps and launcher (`OUTSIDE_PAGES`) are left out: no page and
+    no cached step computes with them, so changing a command, the study or the run's supervision
+    re-executes nothing."""
     h = hashlib.sha256()
     lib = Path(__file__).parent
     files = [*lib.rglob("*.py"), *(lib / "data").glob("*"), *(lib / "model_configs").glob("*")]

@@ -68,18 +68,30 @@ def forget_lock_owner(root: Path | None = None) -> None:
         pass
 
 
+def _ancestors() -> set[int]:
+    """The process ids of this process's parent, its parent's parent, ... up to init."""
+    out, pid = set(), os.getppid()
+    while pid > 1 and pid not in out:
+        out.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])  # field 4: the parent
+        except (OSError, IndexError, ValueError):
+            break
+    return out
+
+
 def _snakemakes(root: Path) -> list[int]:
-    """The processes of this machine, other than this one, running Snakemake in the folder `root`
+    """The processes of this machine, other than this one and its ancestors, running Snakemake in the folder `root`
     (their command line names snakemake and their working folder is `root`); a process of another
     user whose folder cannot be read counts, as does every one where /proc cannot be read."""
     try:
         entries = [p for p in Path("/proc").iterdir() if p.name.isdigit()]
     except OSError:
         return [-1]  # cannot tell: assume one is running
-    here, out = root.resolve(), []
+    here, out, mine = root.resolve(), [], _ancestors()
     for proc in entries:
         pid = int(proc.name)
-        if pid == os.getpid():
+        if pid == os.getpid() or pid in mine:  # a launcher of this run (`time snakemake`, `bash -c ...`)
             continue
         try:
             if b"snakemake" not in (proc / "cmdline").read_bytes():  # empty for a zombie
