@@ -40,6 +40,9 @@ for (model, experiment), (stamp, done) in FILES.items():
         if model in last:
             BEFORE[model, experiment] = last[model]
         last[model] = done
+# A ready page's priority: the stale work left in its model's chain from it on (ccs.pipeline.schedule),
+# so that the chains end together instead of one running alone at the end.
+LEFT = pipeline.work_left({key: os.stat(stamp).st_mtime != 0 for key, (stamp, _) in FILES.items()})
 
 
 def page_threads():
@@ -93,5 +96,6 @@ rule notebook:
     # twice (the 29 jobs at half the pace). The cache folders written in place are locked all the same
     # (ccs.decompose.exclusive).
     threads: page_threads()
+    priority: lambda w: LEFT[w.model, w.experiment]
     # exec: `ccs run` is the job's process itself (the child of this Snakemake, CCS_PARENT_PID)
     shell: "OMP_NUM_THREADS={threads} exec ccs run --exit-with-parent {wildcards.model} {wildcards.experiment}"

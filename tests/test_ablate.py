@@ -192,6 +192,25 @@ def test_the_fingerprint_follows_every_edit_of_the_weights(b32, mode):
             model.visual.proj[0, 0] = old
 
 
+def test_an_image_tensor_hashes_like_its_array_and_again_after_an_edit():
+    """`images_hash` keeps a CPU tensor's digest while the tensor and the one it views are unchanged:
+    the value is that of the same images as an array, and an in-place edit (of it or of its base) gives
+    a new one."""
+    images = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    first = fingerprints.images_hash(images)
+    assert first == fingerprints.images_hash(images.numpy().copy()) == fingerprints.images_hash(images)
+    images[2, 1, 3, 3] += 1
+    assert fingerprints.images_hash(images) != first
+    assert fingerprints.images_hash(images) == fingerprints.images_hash(images.numpy().copy())
+    assert fingerprints.images_hash(images[:, :, :4]) == fingerprints.images_hash(images.numpy()[:, :, :4])  # a strided view
+    frames = images.view(5, 1, 3, 8, 8).expand(5, 2, 3, 8, 8).contiguous()  # a video set's frames, flattened at each use
+    flat = fingerprints.images_hash(frames.flatten(0, 1))
+    assert flat == fingerprints.images_hash(frames.flatten(0, 1)) == fingerprints.images_hash(frames.numpy().reshape(10, 3, 8, 8))
+    frames[4, 1] = 0  # through the base: every view of it is another image set now
+    assert fingerprints.images_hash(frames.flatten(0, 1)) != flat
+    assert fingerprints.images_hash(frames.flatten(0, 1)) == fingerprints.images_hash(frames.numpy().reshape(10, 3, 8, 8))
+
+
 def test_bad_means_change_nothing(b32):
     model, x = b32
     state = _state(model)

@@ -42,7 +42,12 @@ def test_library_digest_changes_with_any_module(tmp_path, monkeypatch):
     assert cache.library_digest() == two
     cache.library_digest.cache_clear()
     (fake / "pipeline").mkdir()
-    for supervision in ("pipeline/locks.py", "pipeline/freshness.py", "lifeline.py"):  # nor is the run's supervision
+    for supervision in (
+        "pipeline/locks.py",
+        "pipeline/freshness.py",
+        "pipeline/schedule.py",
+        "lifeline.py",
+    ):  # nor is the run's supervision
         (fake / supervision).write_text("v = 5\n")
     assert cache.library_digest() == two
     cache.library_digest.cache_clear()

@@ -223,6 +223,24 @@ def test_ood_metrics_against_direct_computation():
     assert abs(m["auroc"] - 0.5) < 0.04 and abs(m["fpr95"] - 0.95) < 0.03
 
 
+def test_the_auroc_of_a_resample_from_its_counts_is_the_auroc_of_the_resampled_scores_bit_for_bit():
+    """`ResampledAuroc` counts the drawn pairs against the OOD scores sorted once; ties (within and
+    across the sides), repeated draws and unequal sizes come out exactly as `auroc` of the arrays drawn."""
+    rng = np.random.default_rng(3)
+    s_in, s_out = np.round(rng.normal(0.5, 1, 300), 1), np.round(rng.normal(0, 1, 170), 1)  # many ties
+    at = evaluate.ResampledAuroc(s_in, s_out)
+    assert at(np.ones(300, int), np.ones(170, int)) == evaluate.auroc(s_in, s_out)
+    for _ in range(200):
+        i, o = rng.integers(0, 300, 300), rng.integers(0, 170, 170)
+        assert at(evaluate.counts(i, 300), evaluate.counts(o, 170)) == evaluate.auroc(s_in[i], s_out[o])
+    i, o = np.zeros(300, int), rng.integers(0, 170, 170)  # one score drawn every time
+    assert at(evaluate.counts(i, 300), evaluate.counts(o, 170)) == evaluate.auroc(s_in[i], s_out[o])
+    assert np.isnan(evaluate.ResampledAuroc([np.nan, 1.0], [0.0])(np.ones(2, int), np.ones(1, int)))
+    assert np.isnan(evaluate.auroc([np.nan, 1.0], [0.0]))  # as `auroc` says
+    with pytest.raises(ValueError, match="both sides"):
+        evaluate.ResampledAuroc([], [0.0])
+
+
 def test_two_level_interval_counts_the_draws():
     """A random baseline's interval must cover the spread between its draws, not only the images'."""
     rng = np.random.default_rng(0)

@@ -69,5 +69,14 @@ def test_the_detector_and_its_auroc_drop():
     assert est == pytest.approx(evaluate.auroc(inside, outside) - evaluate.auroc(blurred, outside))
     assert 0 < lo <= est <= hi  # pruning made the detector worse, beyond the images' chance
     assert not ood.detector_at_chance(r, "shape")
+    # the bootstraps count draws (`evaluate.ResampledAuroc`): the same values as resampling the scores
+    rng = np.random.default_rng(0)
+    boot = [evaluate.auroc(rng.choice(inside, 200), rng.choice(outside, 200)) for _ in range(300)]
+    assert (d["auroc_lo"], d["auroc_hi"]) == (np.quantile(boot, 0.025), np.quantile(boot, 0.975))
+    rng, boot = np.random.default_rng(0), []
+    for _ in range(200):  # one high set: no tie draw
+        i, o = rng.integers(0, 200, 200), rng.integers(0, 200, 200)
+        boot.append(evaluate.auroc(inside[i], outside[o]) - evaluate.auroc(blurred[i], outside[o]))
+    assert (lo, hi) == (np.quantile(boot, 0.025), np.quantile(boot, 0.975))
     same = results({("original", "test"): inside, ("original", "novel-shapes"): rng.normal(1, 0.3, 200)})
     assert ood.detector_at_chance(same, "shape")  # OOD images scored like the test images: AUROC near 0.5

@@ -280,6 +280,30 @@ def test_an_error_in_a_cell_is_the_library_message_alone(failing, capfd):
     assert "without encryption" not in capfd.readouterr().err
 
 
+def test_the_model_with_the_most_stale_work_left_goes_first():
+    """A ready page's priority is the stale work left in its model's chain from it on: the first page of
+    a model with four stale pages outranks that of a model with two, a current page adds nothing, and an
+    experiment without a measured time counts as OTHER."""
+    from ccs.pipeline import schedule
+
+    s = schedule.SECONDS
+    stale = {
+        ("a", "textspan"): True,
+        ("a", "pruning"): True,
+        ("a", "seeds"): True,
+        ("a", "new"): True,
+        ("b", "textspan"): False,
+        ("b", "pruning"): True,
+        ("b", "seeds"): True,
+        ("b", "new"): False,
+    }
+    left = pipeline.work_left(stale)
+    assert left["a", "new"] == schedule.OTHER and left["b", "new"] == 0
+    assert left["a", "textspan"] == s["textspan"] + s["pruning"] + s["seeds"] + schedule.OTHER
+    assert left["b", "textspan"] == left["b", "pruning"] == s["pruning"] + s["seeds"]
+    assert left["a", "pruning"] > left["b", "pruning"] > left["b", "seeds"]
+
+
 def test_a_stale_snakemake_lock_is_cleared_and_a_live_one_kept(tmp_path):
     locks = tmp_path / ".snakemake" / "locks"
     locks.mkdir(parents=True)

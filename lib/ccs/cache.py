@@ -139,8 +139,16 @@ def cache_dir(*parts: str) -> Path:
 
 # what no page computes with: the command line, the regime study (it trains models and writes its own
 # page), and the book run's process supervision: its lock, its stamps (a change to how a page's digest is
-# computed makes the pages stale by itself) and the parent-death launcher
-OUTSIDE_PAGES = ("cli", "regime", "data/regime.yaml", "pipeline/locks.py", "pipeline/freshness.py", "lifeline.py")
+# computed makes the pages stale by itself), the order of its jobs and the parent-death launcher
+OUTSIDE_PAGES = (
+    "cli",
+    "regime",
+    "data/regime.yaml",
+    "pipeline/locks.py",
+    "pipeline/freshness.py",
+    "pipeline/schedule.py",
+    "lifeline.py",
+)
 
 
 @cache
@@ -148,7 +156,7 @@ def library_digest() -> str:
     """A digest of the `ccs` package: every module's code (`code`) and the packaged data (vocabulary,
     calibration, paper facts, model configs). Names the joblib folder and enters every page's digest.
     The command line (`ccs/cli/`), the regime study (`ccs/regime/`, `data/regime.yaml`: it writes its
-    own page) and the book run's lock, stamps and launcher (`OUTSIDE_PAGES`) are left out: no page and
+    own page) and the book run's lock, stamps, job order and launcher (`OUTSIDE_PAGES`) are left out: no page and
     no cached step computes with them, so changing a command, the study or the run's supervision
     re-executes nothing."""
     h = hashlib.sha256()

@@ -17,15 +17,16 @@ from ccs.pruning import Results, group
 def task_for(concept: str, tasks) -> str | None:
     """The task that measures a concept: the task of the same name (synonyms allowed); the paper's
     locations are the world's scenes (where the picture was taken); None when no task does."""
-    from ccs.llm import group, normalise
+    from ccs.llm import normalise
+    from ccs.llm import group as vocabulary_group  # the concept's group (ccs.pruning.group is a condition's)
 
     name = normalise(concept) or concept
     for task in tasks:
         if name == (normalise(task) or task):
             return task
-    if (name == "location" or group(concept) == "locations") and "scene" in tasks:
+    if (name == "location" or vocabulary_group(concept) == "locations") and "scene" in tasks:
         return "scene"
-    if group(concept) == "colors" and "colour" in tasks:
+    if vocabulary_group(concept) == "colors" and "colour" in tasks:
         return "colour"
     return None
 

@@ -275,6 +275,41 @@ def auroc(scores_in, scores_out) -> float:
     return float((ranks[:n_in].sum() - n_in * (n_in + 1) / 2) / (n_in * n_out))
 
 
+class ResampledAuroc:
+    """`auroc` of bootstrap resamples of fixed scores, from how often each score is drawn (`counts`):
+    the in/out pairs ranked right counted against the OOD scores sorted once, so a resample costs a
+    cumulative sum instead of a sort of all its scores (the bootstraps of the OOD pages draw thousands).
+    Bit for bit `auroc` of the resampled arrays: both count the same pairs in whole and half units, which
+    float64 holds exactly, and divide by the same number.
+
+        at = ResampledAuroc(s_in, s_out)
+        at(counts(rng.integers(0, n_in, n_in), n_in), counts(rng.integers(0, n_out, n_out), n_out))
+    """
+
+    def __init__(self, scores_in, scores_out):
+        s_in, s_out = np.asarray(scores_in, float).ravel(), np.asarray(scores_out, float).ravel()
+        if not len(s_in) or not len(s_out):
+            raise ValueError(f"AUROC needs scores on both sides (got {len(s_in)} in-distribution, {len(s_out)} OOD)")
+        self.nan = bool(np.isnan(s_in).any() or np.isnan(s_out).any())  # `auroc` is NaN then, whatever is drawn
+        self.order = np.argsort(s_out, kind="stable")
+        ranked = s_out[self.order]
+        self.below = np.searchsorted(ranked, s_in, "left")  # for each in-distribution score: the OOD ones under it
+        self.upto = np.searchsorted(ranked, s_in, "right")  # ... and those equal to it as well
+
+    def __call__(self, counts_in: np.ndarray, counts_out: np.ndarray) -> float:
+        if self.nan:
+            return float("nan")
+        drawn = np.concatenate([[0], np.cumsum(counts_out[self.order])])  # OOD draws up to each sorted score
+        below = drawn[self.below]
+        pairs = counts_in @ (below + 0.5 * (drawn[self.upto] - below))
+        return float(pairs / (int(counts_in.sum()) * int(counts_out.sum())))
+
+
+def counts(indices: np.ndarray, n: int) -> np.ndarray:
+    """How often each of `n` items is drawn by a resample's `indices`."""
+    return np.bincount(indices, minlength=n)
+
+
 def fpr_at_tpr(scores_in, scores_out, tpr: float = 0.95) -> float:
     """False-positive rate on out-of-distribution inputs at the threshold that accepts a share
     `tpr` of the in-distribution inputs (higher scores = in-distribution): FPR95 for tpr=0.95.

@@ -41,8 +41,33 @@ def _tensor_digest(t: torch.Tensor) -> bytes:
     return digest
 
 
+# The pages key every pruned embedding by its images (1,000 images, or a video set's frames flattened:
+# 7 to 60 ms a hash, a hundred and more times a page), so a CPU tensor's hash is kept like a weight's
+# digest, by the tensor it views (`_base`, alive while the page holds its images; the flattened frames
+# are a new view at each call) and where in it, while the version counter, shared by a tensor and its
+# views, says nothing was written.
+_IMAGES: dict[tuple, tuple] = {}
+
+
 def images_hash(images) -> str:
-    """A hash of an image array or tensor (for cache keys)."""
+    """A hash of an image array or tensor (for cache keys); a tensor's is the same as its array's."""
+    try:
+        where = (images.data_ptr(), images.dtype, tuple(images.shape), tuple(images.stride()), images._version)
+        base = images if images._base is None else images._base
+    except (AttributeError, RuntimeError):  # an array, or an inference-mode tensor (no version counter)
+        return _images_hash(images)
+    if images.device.type != "cpu":
+        return _images_hash(images)
+    held = _IMAGES.get((id(base), *where))
+    if held is not None and held[0]() is base:
+        return held[1]
+    value = _images_hash(images)
+    key = (id(base), *where)
+    _IMAGES[key] = (weakref.ref(base, lambda _, k=key: _IMAGES.pop(k, None)), value)
+    return value
+
+
+def _images_hash(images) -> str:
     h = hashlib.blake2b(digest_size=16)
-    h.update(np.ascontiguousarray(np.asarray(images)).view(np.uint8))
+    h.update(np.ascontiguousarray(np.asarray(images.cpu() if isinstance(images, torch.Tensor) else images)).view(np.uint8))
     return h.hexdigest()

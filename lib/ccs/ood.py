@@ -40,8 +40,12 @@ def detection(r: Results, name: str, out: str, task: str, n_boot: int = 300, see
     draws pooled): AUROC and FPR95 (`evaluate.ood_metrics`) and the AUROC's bootstrap interval."""
     s_in = np.concatenate([_scores(r, c, "test", task) for c in r.members(name)])
     s_out = np.concatenate([_scores(r, c, out, task) for c in r.members(name)])
-    rng = np.random.default_rng(seed)
-    boot = [evaluate.auroc(rng.choice(s_in, len(s_in)), rng.choice(s_out, len(s_out))) for _ in range(n_boot)]
+    rng, at, n_in, n_out = np.random.default_rng(seed), evaluate.ResampledAuroc(s_in, s_out), len(s_in), len(s_out)
+    # the same draws as rng.choice(s_in, n_in), rng.choice(s_out, n_out), as counts
+    boot = [
+        at(evaluate.counts(rng.integers(0, n_in, n_in), n_in), evaluate.counts(rng.integers(0, n_out, n_out), n_out))
+        for _ in range(n_boot)
+    ]
     return {
         **evaluate.ood_metrics(s_in, s_out),
         "auroc_lo": float(np.quantile(boot, 0.025)),
@@ -65,13 +69,20 @@ def auroc_drop(
     orig = _scores(r, "original", "test", task), _scores(r, "original", out, task)
     high = [(_scores(r, c, "test", task), _scores(r, c, out, task)) for c in r.members(prefix + "high")]
 
-    def diff(i, o, members):
-        return evaluate.auroc(orig[0][i], orig[1][o]) - np.mean([evaluate.auroc(high[m][0][i], high[m][1][o]) for m in members])
+    at_orig, at_high = evaluate.ResampledAuroc(*orig), [evaluate.ResampledAuroc(*h) for h in high]
+
+    def diff(c_in, c_out, members):  # c_in, c_out: how often each image is drawn
+        return at_orig(c_in, c_out) - np.mean([at_high[m](c_in, c_out) for m in members])
 
     rng = np.random.default_rng(seed)
     n_in, n_out, k = len(orig[0]), len(orig[1]), len(high)
     boot = [
-        diff(rng.integers(0, n_in, n_in), rng.integers(0, n_out, n_out), rng.integers(0, k, k) if k > 1 else [0])
+        diff(
+            evaluate.counts(rng.integers(0, n_in, n_in), n_in),
+            evaluate.counts(rng.integers(0, n_out, n_out), n_out),
+            rng.integers(0, k, k) if k > 1 else [0],
+        )
         for _ in range(n_boot)
     ]
-    return diff(np.arange(n_in), np.arange(n_out), range(k)), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
+    whole = diff(np.ones(n_in, int), np.ones(n_out, int), range(k))
+    return whole, float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))

@@ -25,6 +25,7 @@ One module a job:
 - `params`: the parameter declarations of a notebook and their range language (`check_parameters`)
 - `freshness`: what produced a page, whether it is current, and Snakemake's stamps (`digest`, `stale`)
 - `locks`: Snakemake's lock, cleared when the run that took it is dead (`clear_stale_lock`)
+- `schedule`: which ready page Snakemake starts first (`work_left`, the notebook rule's priority)
 - `book`: the table of contents `_toc.yml` and the book's MathJax (`write_toc`, `install_static`)
 - `execution`: papermill runs, their kernel manager and signals, and tidying a page (`execute`)
 
@@ -37,7 +38,7 @@ from __future__ import annotations
 import sys
 import types
 
-from ccs.pipeline import book, execution, freshness, gridfile, locks, params, paths
+from ccs.pipeline import book, execution, freshness, gridfile, locks, params, paths, schedule
 
 # every name of the former module ccs/pipeline.py, by the module that owns it now
 _OWNERS = {
@@ -60,6 +61,7 @@ _OWNERS = {
     freshness: ("library_digest", "weights_digest", "digest", "stored_digest", "is_current", "stale", "stamp"),
     locks: ("record_lock_owner", "forget_lock_owner", "clear_stale_lock", "_owner_file", "_process", "_alive", "_snakemakes"),
     book: ("toc", "toc_text", "write_toc", "install_static"),
+    schedule: ("work_left",),
     execution: (
         "output_path",
         "NotebookError",
