@@ -14,7 +14,13 @@ Soft pruning keys each condition's image embeddings by the fingerprint of the im
 
 The OOD page bootstraps its AUROC a thousand times per comparison. `ccs.evaluate.auroc` (average
 ranks) is timed against sklearn's `roc_auc_score`, the previous implementation, on the same scores,
-and their largest difference is printed (they compute the same statistic).
+and their largest difference is printed (they compute the same statistic). A bootstrap resample's
+AUROC from how often each score is drawn (`ccs.evaluate.ResampledAuroc`, what the bootstraps use now)
+is timed against `auroc` of the resampled arrays (what they did before), and checked to be equal.
+
+Each condition is also keyed by its images: `ccs.fingerprints.images_hash` of a video set's frames
+(500 clips of 8 frames, flattened anew at each call as the video claims do), the first time against
+the next ones (kept while the frames are unchanged).
 """
 
 from __future__ import annotations
@@ -77,6 +83,29 @@ def main() -> None:
     diff = abs(evaluate.auroc(s_in, s_out) - roc_auc_score(y, np.r_[s_in, s_out]))
     print(f"AUROC sklearn          {old * 1e3:9.3f} ms   1.000x")
     print(f"AUROC from ranks       {new * 1e3:9.3f} ms   {new / old:.3f}x  (largest difference {diff:.1e})")
+
+    draws = [(rng.integers(0, args.scores, args.scores), rng.integers(0, args.scores, args.scores)) for _ in range(200)]
+    at = evaluate.ResampledAuroc(s_in, s_out)
+    arrays = timed(lambda: [evaluate.auroc(s_in[i], s_out[o]) for i, o in draws], args.repeats) / len(draws)
+    counted = timed(
+        lambda: [at(evaluate.counts(i, args.scores), evaluate.counts(o, args.scores)) for i, o in draws], args.repeats
+    )
+    counted /= len(draws)
+    same = all(
+        at(evaluate.counts(i, args.scores), evaluate.counts(o, args.scores)) == evaluate.auroc(s_in[i], s_out[o])
+        for i, o in draws
+    )
+    print(f"resample: AUROC of the arrays drawn  {arrays * 1e3:9.3f} ms   1.000x")
+    ratio = counted / arrays
+    print(f"resample: from the draw counts       {counted * 1e3:9.3f} ms   {ratio:.3f}x  (equal on all {len(draws)}: {same})")
+
+    import torch
+
+    frames = torch.randint(0, 256, (500, 8, 3, 32, 32), dtype=torch.uint8)
+    first = timed(lambda: (fingerprints._IMAGES.clear(), fingerprints.images_hash(frames.flatten(0, 1))), args.repeats)
+    kept = timed(lambda: fingerprints.images_hash(frames.flatten(0, 1)), args.repeats)
+    print(f"images_hash of 4,000 frames, first   {first * 1e3:9.3f} ms   1.000x")
+    print(f"images_hash of 4,000 frames, kept    {kept * 1e3:9.3f} ms   {kept / first:.4f}x")
 
 
 if __name__ == "__main__":

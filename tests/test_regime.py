@@ -214,6 +214,9 @@ def test_the_page_opens_with_what_the_rule_settled_and_the_best_model_reached():
     last = counted(_row("captions", 0.0, 0.0, full=True))
     text = regime.summary_text([*short[::2], zoo, rich, last])  # rich and captions, both at full length
     assert "settled 2 of the 2 configurations" in text and "none qualifies: the rule chooses nothing." in text
+    rule = regime.rule_text([*short[::2], zoo, rich, last])
+    assert rule.endswith("Every configuration in its rank is settled and none qualifies: the rule chooses nothing.")
+    assert regime.rule_text([*short, zoo, rich]).endswith("The rule has not chosen a recipe yet.")  # deep waits
 
 
 def test_the_page_says_whether_a_short_run_keeps_its_place_on_another_seed():

@@ -226,6 +226,28 @@ def _length_part(pairs: list[tuple[dict, dict]]) -> str:
     )
 
 
+def rule_text(rows: list[dict]) -> str:
+    """The rule's rank of the short runs, what each full-length run it trained showed, and its choice:
+    a recipe, none yet (a configuration still waits for its full-length run), or none at all."""
+    order = [r["configuration"] for r in rank(rows)]
+    if not order:
+        return "No short run is measured yet: the rule has nothing to choose from."
+    chosen, why = select(rows)
+    ranked = ", ".join(f"{i + 1}. {n}" for i, n in enumerate(order))
+    return (
+        f"**The rule's rank** of the short runs: {ranked}. "
+        + why
+        + ". "
+        + (
+            f"The rule chooses **{chosen['configuration']}** ({chosen['lever']})."
+            if chosen
+            else "The rule has not chosen a recipe yet."
+            if next_full(rows)
+            else "Every configuration in its rank is settled and none qualifies: the rule chooses nothing."
+        )
+    )
+
+
 def page_text(rows: list[dict], figure_name: str = "regime/ccs-at-k.png") -> str:
     s = study()
     missing = [n for n in s["configurations"] if n not in {r["configuration"] for r in rows}]
@@ -260,22 +282,7 @@ def page_text(rows: list[dict], figure_name: str = "regime/ccs-at-k.png") -> str
     ]
     for _, row in t.iterrows():
         lines.append("| " + " | ".join(fmt.get(c, "{}").format(row[c]) for c in cols) + " |")
-    order = [r["configuration"] for r in rank(rows)]
-    if not order:
-        verdict = "No short run is measured yet: the rule has nothing to choose from."
-    else:
-        chosen, why = select(rows)
-        ranked = ", ".join(f"{i + 1}. {n}" for i, n in enumerate(order))
-        verdict = (
-            f"**The rule's rank** of the short runs: {ranked}. "
-            + why
-            + ". "
-            + (
-                f"The rule chooses **{chosen['configuration']}** ({chosen['lever']})."
-                if chosen
-                else "The rule has not chosen a recipe yet."
-            )
-        )
+    verdict = rule_text(rows)
     hw = sorted({r["hardware"] for r in rows})
     heads = sum(r["heads"] for r in rows)
     low = sum(r["true_ccs_counts"].get(str(k), 0) for r in rows for k in (0, 1))
