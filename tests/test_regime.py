@@ -215,8 +215,34 @@ def test_the_page_opens_with_what_the_rule_settled_and_the_best_model_reached():
     text = regime.summary_text([*short[::2], zoo, rich, last])  # rich and captions, both at full length
     assert "settled 2 of the 2 configurations" in text and "none qualifies: the rule chooses nothing." in text
     rule = regime.rule_text([*short[::2], zoo, rich, last])
-    assert rule.endswith("Every configuration in its rank is settled and none qualifies: the rule chooses nothing.")
+    assert "Every configuration in its rank is settled and none qualifies: the rule chooses nothing. By the fallback" in rule
     assert regime.rule_text([*short, zoo, rich]).endswith("The rule has not chosen a recipe yet.")  # deep waits
+
+
+def test_if_the_rule_chooses_nothing_the_book_moves_only_to_a_model_told_apart_from_the_default_recipe():
+    """The fallback (regime.yaml): once every configuration in rank is settled and none qualifies, the
+    best full-length model that meets the concept targets replaces the zoo only if its CCS-5 share beats
+    the default recipe's seeds pooled by Fisher's exact test; nothing is decided while the rule waits."""
+
+    def counted(r, heads=32):
+        return dict(r, heads=heads, high=round(heads * r["high_share"]), low=round(heads * r["low_share"]))
+
+    seeds = [counted(_row(f"zoo:ccs-tiny{s}", 1 / 32, 0.0)) for s in ("", "-s1", "-s2")]  # 3 of 96
+    short = [_row("rich", 0.2, 0.0), _row("captions", 0.05, 0.0)]
+    rich = counted(_row("rich", 0.25, 0.0, full=True, accuracy=dict(GOOD, shape=0.5)))  # misses the targets
+    waiting = [*short, *seeds, counted(_row("zoo:ccs-tiny-h4", 1 / 16, 1 / 16), 16), rich]
+    assert regime.fallback(waiting) == (None, None, None)  # captions is not trained at full length yet
+    captions = counted(_row("captions", 1 / 32, 0.0, full=True))
+    settled = [*waiting, captions]
+    moves, best, p = regime.fallback(settled)
+    assert moves is None and best["configuration"] == "zoo:ccs-tiny-h4" and 0.3 < p < 0.7  # 1 of 16 against 3 of 96
+    text = regime.rule_text(settled)
+    assert "the rule chooses nothing. By the fallback, the book stays on the zoo: zoo:ccs-tiny-h4" in text
+    assert "has 1 of its 16 heads at true CCS 5 against 3 of 96 for the default recipe's 3 seeds" in text
+    strong = [*short, *seeds, counted(_row("zoo:ccs-tiny-h4", 6 / 16, 1 / 16), 16), rich, captions]
+    moves, best, p = regime.fallback(strong)  # no study run beats h4's share, so the rule chose nothing
+    assert regime.select(strong)[0] is None and moves["configuration"] == "zoo:ccs-tiny-h4" and p < 0.001
+    assert "By the fallback, the book moves to **zoo:ccs-tiny-h4**" in regime.rule_text(strong)
 
 
 def test_the_page_says_whether_a_short_run_keeps_its_place_on_another_seed():

@@ -12,7 +12,9 @@ from ccs.regime.heads import by_attribute, short_and_full, text_share
 from ccs.regime.rule import (
     TARGETS,
     accuracy_misses,
+    baseline,
     best_reached,
+    fallback,
     full_run,
     is_full,
     is_short,
@@ -243,8 +245,31 @@ def rule_text(rows: list[dict]) -> str:
             if chosen
             else "The rule has not chosen a recipe yet."
             if next_full(rows)
-            else "Every configuration in its rank is settled and none qualifies: the rule chooses nothing."
+            else "Every configuration in its rank is settled and none qualifies: the rule chooses nothing. " + fallback_text(rows)
         )
+    )
+
+
+def fallback_text(rows: list[dict]) -> str:
+    """What the fallback (regime.yaml) does once the rule has chosen nothing: the book moves to the best
+    full-length model that meets the concept targets, or stays on the zoo, and the test that decided."""
+    moves, best, p = fallback(rows)
+    if best is None:
+        return "No full-length model meets the concept targets: the book stays on the zoo."
+    if p is None:
+        return (
+            f"The zoo's default recipe has no measured seed to test {best['configuration']} against: the book stays on the zoo."
+        )
+    k, n, seeds = baseline(rows)
+    test = (
+        f"{best['configuration']}, the best full-length model that meets the concept targets, has {best['high']} of its "
+        f"{best['heads']} heads at true CCS 5 against {k} of {n} for the default recipe's "
+        f"{f'{seeds} seeds' if seeds > 1 else 'seed'} (Fisher's exact test, one-sided, p = {p:.2g})"
+    )
+    return (
+        f"By the fallback, the book moves to **{moves['configuration']}**: {test}."
+        if moves
+        else f"By the fallback, the book stays on the zoo: {test}."
     )
 
 
@@ -325,6 +350,11 @@ def page_text(rows: list[dict], figure_name: str = "regime/ccs-at-k.png") -> str
             f"> {s['selection']}",
             "",
             *([twins_text(rows), ""] if zoo_twins(rows) else []),
+            "**If the rule chooses nothing**, written after the full-length runs of eight configurations were "
+            "measured and before those of heads12 and captions were (heads12's was under way, a tenth trained):",
+            "",
+            f"> {s['fallback']}",
+            "",
             "Its second version ranked by the CCS-5 share only while no short run had a CCS \u2264 1 head. The first "
             "short run with such heads (grey, measured after the full-length runs of rich and rich-deep below) "
             "made every other run score 0 and tie, so they were ranked by size alone, base (no CCS-5 head) second. "

@@ -141,6 +141,30 @@ def select(rows: list[dict]) -> tuple[dict | None, str]:
     return None, "; ".join(why) or "no short run is measured"
 
 
+def baseline(rows: list[dict]) -> tuple[int, int, int]:
+    """The default recipe's training seeds pooled (regime.yaml's `baseline`): heads at true CCS 5, heads
+    analysed, seeds measured."""
+    base = [r for r in rows if r["configuration"] in study()["baseline"]]
+    return sum(r["high"] for r in base), sum(r["heads"] for r in base), len(base)
+
+
+def fallback(rows: list[dict]) -> tuple[dict | None, dict | None, float | None]:
+    """Where the rule chooses nothing and waits for no run (regime.yaml's `fallback`): (the model the
+    book moves to or None, the best full-length model that meets the concept targets, the one-sided
+    p-value of Fisher's exact test of its CCS-5 share against the baseline's pooled seeds). All None
+    while the rule may still choose, or when no full-length model meets the targets (p is None then)."""
+    from scipy.stats import fisher_exact
+
+    if select(rows)[0] is not None or next_full(rows) is not None or not rank(rows):
+        return None, None, None
+    best, _ = best_reached(rows)
+    k, n, seeds = baseline(rows)
+    if best is None or not seeds:
+        return None, best, None
+    p = float(fisher_exact([[best["high"], best["heads"] - best["high"]], [k, n - k]], alternative="greater").pvalue)
+    return (best if p < 0.05 and best["configuration"] not in study()["baseline"] else None), best, p
+
+
 def next_full(rows: list[dict]) -> dict | None:
     """The short run whose full-length run the rule waits for: the first in rank without one, unless
     the rule has already chosen a recipe (None then, and when every run in rank has one)."""
