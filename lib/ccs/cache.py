@@ -156,9 +156,9 @@ def library_digest() -> str:
     """A digest of the `ccs` package: every module's code (`code`) and the packaged data (vocabulary,
     calibration, paper facts, model configs). Names the joblib folder and enters every page's digest.
     The command line (`ccs/cli/`), the regime study (`ccs/regime/`, `data/regime.yaml`: it writes its
-    own page) and the book run's lock, stamps, job order and launcher (`OUTSIDE_PAGES`) are left out: no page and
-    no cached step computes with them, so changing a command, the study or the run's supervision
-    re-executes nothing."""
+    own page) and the book run's lock, stamps, job order and launcher (`OUTSIDE_PAGES`) are left out:
+    no page and no cached step computes with them, so changing a command, the study or the run's
+    supervision re-executes nothing."""
     h = hashlib.sha256()
     lib = Path(__file__).parent
     files = [*lib.rglob("*.py"), *(lib / "data").glob("*"), *(lib / "model_configs").glob("*")]

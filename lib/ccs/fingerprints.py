@@ -58,11 +58,11 @@ def images_hash(images) -> str:
         return _images_hash(images)
     if images.device.type != "cpu":
         return _images_hash(images)
-    held = _IMAGES.get((id(base), *where))
+    key = (id(base), *where)
+    held = _IMAGES.get(key)
     if held is not None and held[0]() is base:
         return held[1]
     value = _images_hash(images)
-    key = (id(base), *where)
     _IMAGES[key] = (weakref.ref(base, lambda _, k=key: _IMAGES.pop(k, None)), value)
     return value
 

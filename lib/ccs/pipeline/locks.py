@@ -81,9 +81,9 @@ def _ancestors() -> set[int]:
 
 
 def _snakemakes(root: Path) -> list[int]:
-    """The processes of this machine, other than this one and its ancestors, running Snakemake in the folder `root`
-    (their command line names snakemake and their working folder is `root`); a process of another
-    user whose folder cannot be read counts, as does every one where /proc cannot be read."""
+    """The processes of this machine, other than this one and its ancestors, running Snakemake in the
+    folder `root` (their command line names snakemake and their working folder is `root`); a process of
+    another user whose folder cannot be read counts, as does every one where /proc cannot be read."""
     try:
         entries = [p for p in Path("/proc").iterdir() if p.name.isdigit()]
     except OSError:
