@@ -34,15 +34,16 @@ FILES = {(r.model, r.experiment): [str(p.relative_to(ROOT)) for p in pipeline.st
 # previous stale page; `freshness.stamp` dates a current page's stamp to the epoch), so it never makes
 # a current page run. (`ancient` edges between all pages would not do: Snakemake then skips the check
 # of the stamps of the pages after one that runs.)
+STALE = {key: os.stat(stamp).st_mtime != 0 for key, (stamp, _) in FILES.items()}  # (a current page's is dated to the epoch)
 BEFORE, last, MODELS = {}, {}, {model for model, _ in FILES}
 for (model, experiment), (stamp, done) in FILES.items():
-    if os.stat(stamp).st_mtime != 0:
+    if STALE[model, experiment]:
         if model in last:
             BEFORE[model, experiment] = last[model]
         last[model] = done
 # A ready page's priority: the stale work left in its model's chain from it on (ccs.pipeline.schedule),
 # so that the chains end together instead of one running alone at the end.
-LEFT = pipeline.work_left({key: os.stat(stamp).st_mtime != 0 for key, (stamp, _) in FILES.items()})
+LEFT = pipeline.work_left(STALE)
 
 
 def page_threads():
