@@ -1,9 +1,10 @@
 # Executes every (model, experiment) of pipeline.yaml with papermill; `make book` runs this.
 # A page is re-run when what produced it changed (its source, the library, its parameters, the
 # weights), not when file times say so: a page's stamp is dated to the epoch while the digest stored
-# in the page matches, and to now when it does not (ccs.pipeline.stamp). A fresh clone runs nothing.
-# The rule's output is a "done" file standing for the page: Snakemake deletes a job's outputs before
-# running it, and the page must survive an interrupted run (`ccs run` replaces it atomically).
+# in the page matches, and to now when it does not (ccs.pipeline.stamps). A fresh clone runs nothing.
+# A job runs one model's stale pages; its output is a "done" file standing for them: Snakemake deletes
+# a job's outputs before running it, and the pages must survive an interrupted run (`ccs run` replaces
+# each atomically as soon as it is done).
 # On a cluster: `snakemake --executor slurm --jobs 20 --default-resources slurm_partition=gpu`
 # (needs the snakemake-executor-plugin-slurm package); tests/test_pipeline.py runs it through the
 # cluster-generic executor.
@@ -26,24 +27,20 @@ os.environ["CCS_PARENT_PID"] = str(os.getpid())
 if workflow.is_main_process:  # not in the jobs a cluster executor starts
     if note := pipeline.clear_stale_lock():
         print(note, file=sys.stderr)
-FILES = {(r.model, r.experiment): [str(p.relative_to(ROOT)) for p in pipeline.stamp(r)] for r in pipeline.runs()}
-# A model's pages that run go one after the other, in book order: they share the model's conditions
-# through the cache (the same evaluation images, sets and draws), so a page reuses what the one before
-# it computed instead of computing it beside it. Pages of different models run side by side, the cores
-# shared among them. The edge joins only pages that run anyway (a stale page waits for its model's
-# previous stale page; `freshness.stamp` dates a current page's stamp to the epoch), so it never makes
-# a current page run. (`ancient` edges between all pages would not do: Snakemake then skips the check
-# of the stamps of the pages after one that runs.)
-STALE = {key: os.stat(stamp).st_mtime != 0 for key, (stamp, _) in FILES.items()}  # (a current page's is dated to the epoch)
-BEFORE, last, MODELS = {}, {}, {model for model, _ in FILES}
-for (model, experiment), (stamp, done) in FILES.items():
-    if STALE[model, experiment]:
-        if model in last:
-            BEFORE[model, experiment] = last[model]
-        last[model] = done
-# A ready page's priority: the stale work left in its model's chain from it on (ccs.pipeline.schedule),
-# so that the chains end together instead of one running alone at the end.
-LEFT = pipeline.work_left(STALE)
+STAMPS = pipeline.stamps(pipeline.runs())  # (model, experiment) -> (its page's stamp, whether it is stale)
+MODELS = list(dict.fromkeys(model for model, _ in STAMPS))
+# A model's stale pages run in one job, one after the other in book order and in one kernel
+# (`ccs run MODEL EXPERIMENT...`): they share the kernel's imports (about 9 s of CPU a page) and the
+# model's conditions through the cache (the same evaluation images, sets and draws), so a page reuses
+# what the one before it computed. The jobs of different models run side by side, the cores shared
+# among them. The job's input is every page's stamp (`freshness.stamps` dates a current page's to the
+# epoch), so it runs when one of them is stale, and then runs only the stale ones.
+PAGES = {m: [str(stamp.relative_to(ROOT)) for (model, _), (stamp, _) in STAMPS.items() if model == m] for m in MODELS}
+SOURCES = {m: sorted({f"notebooks/{e}.py" for model, e in STAMPS if model == m}) for m in MODELS}
+STALE = {m: " ".join(e for (model, e), (_, stale) in STAMPS.items() if model == m and stale) for m in MODELS}
+# A ready job's priority: the stale work of its pages (ccs.pipeline.schedule), so that the jobs end
+# together instead of one running alone at the end.
+WORK = pipeline.work_left({key: stale for key, (_, stale) in STAMPS.items()})
 
 
 def page_threads():
@@ -84,19 +81,18 @@ onerror:
 
 
 rule all:
-    input: [done for _, done in FILES.values()]
+    input: [str(pipeline.done_file(m).relative_to(ROOT)) for m in MODELS]
 
 
-rule notebook:
+rule pages:
     input:
-        stamp=lambda w: FILES[w.model, w.experiment][0],
-        source=ancient("notebooks/{experiment}.py"),
-        after=lambda w: BEFORE.get((w.model, w.experiment), []),
-    output: touch(".snakemake/ccs-stamps/{model}/{experiment}.done")
-    # Never two pages of one model at once (`BEFORE`): side by side they computed the same conditions
-    # twice (the 29 jobs at half the pace). The cache folders written in place are locked all the same
-    # (ccs.decompose.exclusive).
+        stamps=lambda w: PAGES[w.model],
+        sources=lambda w: ancient(SOURCES[w.model]),
+    output: touch(".snakemake/ccs-stamps/{model}.done")
+    # The cache folders written in place are locked all the same (ccs.decompose.exclusive).
     threads: page_threads()
-    priority: lambda w: LEFT[w.model, w.experiment]
-    # exec: `ccs run` is the job's process itself (the child of this Snakemake, CCS_PARENT_PID)
-    shell: "OMP_NUM_THREADS={threads} exec ccs run --exit-with-parent {wildcards.model} {wildcards.experiment}"
+    priority: lambda w: WORK[w.model]
+    params: pages=lambda w: STALE[w.model]
+    # exec: `ccs run` is the job's process itself (the child of this Snakemake, CCS_PARENT_PID); a job
+    # forced with nothing stale (`snakemake -F`) has nothing to run
+    shell: "[ -z '{params.pages}' ] || OMP_NUM_THREADS={threads} exec ccs run --exit-with-parent {wildcards.model} {params.pages}"

@@ -128,6 +128,42 @@ def test_failed_run_leaves_finished_work_in_place(mini):
     assert not list((mini / "runs-tmp").iterdir())
 
 
+def test_a_models_pages_share_a_kernel_and_nothing_else(mini, tmp_path):
+    """`execute_in_turn` runs pages one after the other in one kernel (its imports paid once), each
+    page starting as in a kernel of its own: none of the names, figures or folder of the page before,
+    a library's warning shown again, execution counts from 1. A page that fails stops the run, the pages
+    before it written."""
+    for name in ("one", "two"):
+        (mini / "notebooks" / f"{name}.py").write_text(
+            '# %% tags=["parameters"]\nmodel = "x"\n\n'
+            "# %%\nimport json, os, warnings\nimport matplotlib.pyplot as plt\n"
+            'state = {"pid": os.getpid(), "cwd": os.getcwd(), "leftover": "leftover" in globals()}\n'
+            'state["figures"] = plt.get_fignums()\n'
+            "print(json.dumps(state))\nleftover = plt.figure()\n"
+            "# a warning whose record of having been shown lives in a module, as a library's does\n"
+            'registry = json.__dict__.setdefault("__warningregistry__", {})\n'
+            'warnings.warn_explicit("careful", UserWarning, "lib.py", 1, registry=registry)\n'
+        )
+    one, two, broken = (pipeline.Run(models.TINY, e) for e in ("one", "two", "broken"))
+    pages = pipeline.execute_in_turn([one, two], progress=False, out_dir=tmp_path / "out")
+    assert pages == [tmp_path / "out" / "one.ipynb", tmp_path / "out" / "two.ipynb"]
+    states = []
+    for page in pages:
+        cells = nbformat.read(page, as_version=4).cells  # parameters, injected parameters, the page's cell
+        assert [c.execution_count for c in cells] == [1, 2, 3]
+        cell = cells[2]
+        streams = {o.name: o.text for o in cell.outputs if o.output_type == "stream"}
+        assert "careful" in streams["stderr"]
+        states.append(json.loads(streams["stdout"]))
+    assert states[0]["pid"] == states[1]["pid"]  # one kernel
+    assert not states[1]["leftover"] and states[1]["figures"] == []
+    assert states[0]["cwd"] != states[1]["cwd"] and Path(states[1]["cwd"]).name == "work"
+    with pytest.raises(Exception, match="boom"):
+        pipeline.execute_in_turn([one, broken, two], progress=False, out_dir=tmp_path / "again")
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["one.ipynb"]  # written before the failure
+    assert not list((mini / "runs-tmp").iterdir())
+
+
 def test_pages_are_exact_and_content_addressed(mini):
     run = pipeline.find(models.TINY, "small")
     assert [r.experiment for r in pipeline.stale()] == ["small", "broken"]
@@ -144,11 +180,17 @@ def test_pages_are_exact_and_content_addressed(mini):
     # a changed parameter makes exactly its page stale
     (mini / "pipeline.yaml").write_text("models: [ccs-tiny]\nexperiments:\n  small:\n    parameters: {images: 4}\n  broken:\n")
     assert [r.experiment for r in pipeline.stale()] == ["small", "broken"]
-    stamp, done = pipeline.stamp(pipeline.find(models.TINY, "small"))
-    assert not done.exists() or stamp.stat().st_mtime >= done.stat().st_mtime  # Snakemake re-runs the page
+    done = pipeline.done_file(models.TINY)
+    stamp, stale = pipeline.stamps(pipeline.runs())[models.TINY, "small"]
+    assert stale and not done.exists()  # Snakemake runs the model's pages
     (mini / "pipeline.yaml").write_text("models: [ccs-tiny]\nexperiments:\n  small:\n    parameters: {images: 3}\n  broken:\n")
-    stamp, done = pipeline.stamp(run)
-    assert stamp.stat().st_mtime == 0 and done.is_file()  # current again: never newer than anything
+    stamp, stale = pipeline.stamps(pipeline.runs())[models.TINY, "small"]
+    assert not stale and stamp.stat().st_mtime == 0  # current again: never newer than anything
+    assert not done.exists()  # but the model's broken page is stale: its job still runs
+    done.touch()  # as the job's last run left it
+    broken, stale = pipeline.stamps(pipeline.runs())[models.TINY, "broken"]
+    assert stale and broken.stat().st_mtime >= done.stat().st_mtime  # newer than the done file: it runs
+    assert pipeline.stamps([run])[models.TINY, "small"] == (stamp, False) and done.is_file()  # all current: done
 
 
 def test_other_parameters_never_overwrite_a_page(mini):
@@ -281,9 +323,9 @@ def test_an_error_in_a_cell_is_the_library_message_alone(failing, capfd):
 
 
 def test_the_model_with_the_most_stale_work_left_goes_first():
-    """A ready page's priority is the stale work left in its model's chain from it on: the first page of
-    a model with four stale pages outranks that of a model with two, a current page adds nothing, and an
-    experiment without a measured time counts as OTHER."""
+    """A ready job's priority is the stale work of its model's pages: a model with four stale pages
+    outranks one with two, a current page adds nothing, and an experiment without a measured time counts
+    as OTHER."""
     from ccs.pipeline import schedule
 
     s = schedule.SECONDS
@@ -296,12 +338,14 @@ def test_the_model_with_the_most_stale_work_left_goes_first():
         ("b", "pruning"): True,
         ("b", "seeds"): True,
         ("b", "new"): False,
+        ("c", "new"): False,
     }
-    left = pipeline.work_left(stale)
-    assert left["a", "new"] == schedule.OTHER and left["b", "new"] == 0
-    assert left["a", "textspan"] == s["textspan"] + s["pruning"] + s["seeds"] + schedule.OTHER
-    assert left["b", "textspan"] == left["b", "pruning"] == s["pruning"] + s["seeds"]
-    assert left["a", "pruning"] > left["b", "pruning"] > left["b", "seeds"]
+    work = pipeline.work_left(stale)
+    assert work == {
+        "a": s["textspan"] + s["pruning"] + s["seeds"] + schedule.OTHER,
+        "b": s["pruning"] + s["seeds"],
+        "c": 0,
+    }
 
 
 def test_a_stale_snakemake_lock_is_cleared_and_a_live_one_kept(tmp_path):
@@ -506,31 +550,28 @@ def test_a_fresh_clone_runs_nothing(tmp_path):
     original = init.read_text()
     init.write_text(original + "\n# a reworded comment\n")
     assert _in(repo, ccs, "stale").stdout == ""
-    # a change of the library's code re-runs every page, in one `make book` (Snakemake schedules them all at once)
+    # a change of the library's code re-runs every page, in one `make book`: one job a model, all its pages in book order
     init.write_text(original + "\nCHANGED = 1\n")
-    out = _in(repo, str(Path(sys.executable).with_name("snakemake")), "-n", "--cores", "1", "--rerun-triggers", "mtime")
-    jobs = re.search(r"^notebook\s+(\d+)$", out.stdout + out.stderr, re.M)
-    assert jobs and int(jobs[1]) == len(pipeline.runs()), out.stdout[-3000:] + out.stderr[-2000:]
+    out = _in(repo, str(Path(sys.executable).with_name("snakemake")), "-n", "-p", "--cores", "1", "--rerun-triggers", "mtime")
+    log = out.stdout + out.stderr
+    models_ = list(pipeline.grid()["models"])
+    assert re.search(r"^pages\s+(\d+)$", log, re.M)[1] == str(len(models_)), log[-3000:]
+    experiments = " ".join(r.experiment for r in pipeline.runs() if r.model == models_[0])
+    assert all(f"exec ccs run --exit-with-parent {m} {experiments}\n" in log for m in models_), log[-3000:]
     init.write_text(original)
     # a changed parameter re-runs exactly the page it feeds
     grid = (repo / "pipeline.yaml").read_text()
     assert "clips: 500}" in grid
     (repo / "pipeline.yaml").write_text(grid.replace("clips: 500}", "clips: 400}"))
-    assert _in(repo, ccs, "stale").stdout.split() == [f"book/runs/{m}/video.ipynb" for m in pipeline.grid()["models"]]
-    # the stale pages of one model wait for each other, in book order; a current page between them stays
+    assert _in(repo, ccs, "stale").stdout.split() == [f"book/runs/{m}/video.ipynb" for m in models_]
+    # a model's job runs exactly its stale pages, in book order; a current page between them stays
     for experiment in ("textspan", "concepts"):
         source = repo / "notebooks" / f"{experiment}.py"
         source.write_text(source.read_text() + "\n# changed\n")
     out = _in(repo, str(Path(sys.executable).with_name("snakemake")), "-n", "-p", "--cores", "2", "--rerun-triggers", "mtime")
     log = out.stdout + out.stderr
-    assert re.search(r"^notebook\s+(\d+)$", log, re.M)[1] == str(3 * len(pipeline.grid()["models"])), log[-3000:]
-    for m in pipeline.grid()["models"]:
-        assert (
-            f"input: .snakemake/ccs-stamps/{m}/concepts.stamp, notebooks/concepts.py, .snakemake/ccs-stamps/{m}/textspan.done"
-            in log
-        )
-        assert f"input: .snakemake/ccs-stamps/{m}/textspan.stamp, notebooks/textspan.py\n" in log
-        assert f"input: .snakemake/ccs-stamps/{m}/video.stamp, notebooks/video.py, .snakemake/ccs-stamps/{m}/concepts.done" in log
+    assert re.search(r"^pages\s+(\d+)$", log, re.M)[1] == str(len(models_)), log[-3000:]
+    assert all(f"exec ccs run --exit-with-parent {m} textspan concepts video\n" in log for m in models_), log[-3000:]
     assert "OMP_NUM_THREADS=1 exec ccs run" in log  # 2 cores shared among the models' pages
 
 
@@ -824,9 +865,9 @@ def test_sigkill_of_make_at_any_point_of_its_start_up_leaves_nothing(tmp_path):
 @pytest.mark.slow
 def test_the_snakefile_runs_through_a_cluster_executor(tmp_path):
     """Scale-out as the README promises it, through a non-local executor: cluster-generic submits each
-    page's job script through a shell script (here it starts the job in the background, as a batch
+    model's job script through a shell script (here it starts the job in the background, as a batch
     system would on a node) that records the threads and resources it was asked for; each job is a
-    Snakemake of its own, whose page and done file the main Snakemake picks up."""
+    Snakemake of its own, whose pages and done file the main Snakemake picks up."""
     repo = tmp_path / "repo"
     shutil.copytree(pipeline.ROOT / "lib", repo / "lib", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(pipeline.ROOT / "Snakefile", repo / "Snakefile")
@@ -867,19 +908,20 @@ def test_the_snakefile_runs_through_a_cluster_executor(tmp_path):
     out = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
     jobs = "".join(p.read_text() for p in repo.rglob("*.sh.log"))
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:] + jobs[-3000:]
-    assert sorted((repo / "submissions.log").read_text().split("\n")) == ["", *["threads=2 mem_mb=1234"] * 2]
+    assert (repo / "submissions.log").read_text() == "threads=2 mem_mb=1234\n"  # one job: the model's pages
     pages = {}
     for name in ("first", "second"):
         page = repo / "book" / "runs" / "ccs-tiny" / f"{name}.ipynb"
         assert pipeline.stored_digest(page)  # a finished page, moved into place by its job
         pages[name] = json.loads((page.parent / f"{name}.json").read_text())
-        assert (repo / ".snakemake" / "ccs-stamps" / "ccs-tiny" / f"{name}.done").is_file()
     assert pages["first"]["images"] == 3 and pages["second"]["images"] == 1  # each page's own parameters
     assert pages["first"]["threads"] == pages["second"]["threads"] == "2"  # the rule's threads reach the kernel
+    assert pages["first"]["pid"] == pages["second"]["pid"]  # one kernel ran the model's pages in turn
+    assert (repo / ".snakemake" / "ccs-stamps" / "ccs-tiny.done").is_file()
     # and the next run finds every page current: nothing is submitted
     again = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stderr[-2000:]
-    assert len((repo / "submissions.log").read_text().split()) == 4
+    assert len((repo / "submissions.log").read_text().split()) == 2
 
 
 def test_figure_labels_of_other_models_pages_are_suffixed_once():

@@ -10,7 +10,7 @@ from ccs.cli import app, bad
 @app.command("run")
 def run_notebook(
     model: str,
-    experiment: str,
+    experiments: list[str] = typer.Argument(..., metavar="EXPERIMENT..."),
     param: list[str] = typer.Option(
         [],
         "-p",
@@ -28,9 +28,11 @@ def run_notebook(
 ) -> None:
     """Execute notebooks/EXPERIMENT.py for MODEL. With the parameters of pipeline.yaml the result is
     the book's page, book/runs/MODEL/EXPERIMENT.ipynb; with any other parameters it goes to a folder of
-    its own under outputs/ (the last line says where), never over a page of the book. Every parameter
-    is checked against its declaration before a kernel starts; an error in a cell prints the error's
-    message (the kernel's traceback with `ccs --debug run ...`)."""
+    its own under outputs/ (the line printed says where), never over a page of the book. Several
+    experiments run one after the other in one kernel, each page written when it is done (`make book`
+    runs a model's pages so). Every parameter is checked against its declaration before a kernel
+    starts; an error in a cell prints the error's message (the kernel's traceback with
+    `ccs --debug run ...`)."""
     import yaml
 
     from ccs import models, pipeline
@@ -47,10 +49,8 @@ def run_notebook(
         if not sep or not key:
             raise bad("-p", f"expected KEY=VALUE, got {item!r}.")
         if key == "model":
-            raise bad(
-                "-p",
-                f"model: the model is the first argument, not a parameter (`ccs run {value.strip() or 'MODEL'} {experiment}`).",
-            )
+            command = f"ccs run {value.strip() or 'MODEL'} {' '.join(experiments)}"
+            raise bad("-p", f"model: the model is the first argument, not a parameter (`{command}`).")
         try:
             extra[key] = yaml.safe_load(value)
         except yaml.YAMLError as e:
@@ -58,19 +58,21 @@ def run_notebook(
             raise bad(
                 "-p", f"{key}: {value!r} is not a YAML value ({problem}); quote a string, write a list as [a, b]."
             ) from None
-    try:
-        run = pipeline.find(model, experiment)
-    except KeyError:  # not in the grid: still runnable, with the notebook's own defaults
-        run = pipeline.Run(model, experiment)
-        if not run.source.is_file():
-            raise typer.BadParameter(f"no notebook {run.source.relative_to(pipeline.ROOT)}") from None
-    try:  # execute checks every parameter before a kernel starts: one given here is the -p option's fault
-        out = pipeline.execute(run, extra=extra)
+    runs = []
+    for experiment in experiments:
+        try:
+            runs.append(pipeline.find(model, experiment))
+        except KeyError:  # not in the grid: still runnable, with the notebook's own defaults
+            runs.append(pipeline.Run(model, experiment))
+            if not runs[-1].source.is_file():
+                raise typer.BadParameter(f"no notebook {runs[-1].source.relative_to(pipeline.ROOT)}") from None
+    try:  # execution checks every parameter before a kernel starts: one given here is the -p option's fault
+        for out in pipeline.execute_in_turn(runs, extra=extra):
+            typer.echo(out)
     except pipeline.ParameterError as e:
         if e.name in extra:
             raise bad("-p", str(e)) from None
         raise
-    typer.echo(out)
 
 
 @app.command()

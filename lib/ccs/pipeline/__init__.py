@@ -8,7 +8,7 @@ notebooks to produce and whether each is up to date; the tests ask it which note
 digest of what produced it: the notebook source, the library and its data files, the page's
 parameters and the model's weights (`digest`). A page whose stored digest matches is current, so a
 fresh clone (where every file has the same time) executes nothing, and a changed parameter re-runs
-exactly the pages it feeds. The Snakefile sees this through a stamp file per page (`stamp`).
+exactly the pages it feeds. The Snakefile sees this through a stamp file per page (`stamps`).
 
 **Book pages are written only by the book's run.** `execute` converts `notebooks/<experiment>.py`
 (jupytext percent format) to a notebook and runs it with papermill in a scratch folder; only when it
@@ -25,9 +25,9 @@ One module a job:
 - `params`: the parameter declarations of a notebook and their range language (`check_parameters`)
 - `freshness`: what produced a page, whether it is current, and Snakemake's stamps (`digest`, `stale`)
 - `locks`: Snakemake's lock, cleared when the run that took it is dead (`clear_stale_lock`)
-- `schedule`: which ready page Snakemake starts first (`work_left`, the notebook rule's priority)
+- `schedule`: which model's pages Snakemake starts first (`work_left`, the pages rule's priority)
 - `book`: the table of contents `_toc.yml` and the book's MathJax (`write_toc`, `install_static`)
-- `execution`: papermill runs, their kernel manager and signals, and tidying a page (`execute`)
+- `execution`: papermill runs, one kernel for a model's pages in turn, signals, and tidying a page (`execute`)
 
 `pipeline.NAME` is the NAME of the module that owns it, read at each use; setting `pipeline.NAME`
 (a test's monkeypatch) sets it in that module, where the code that uses it looks it up.
@@ -42,7 +42,7 @@ from ccs.pipeline import book, execution, freshness, gridfile, locks, params, pa
 
 # every name of the former module ccs/pipeline.py, by the module that owns it now
 _OWNERS = {
-    paths: ("ROOT", "GRID", "TOC"),
+    paths: ("ROOT", "GRID", "TOC", "done_file"),
     gridfile: ("Run", "grid", "runs", "find"),
     params: (
         "ParameterError",
@@ -58,7 +58,7 @@ _OWNERS = {
         "_bound",
         "_clause",
     ),
-    freshness: ("library_digest", "weights_digest", "digest", "stored_digest", "is_current", "stale", "stamp"),
+    freshness: ("library_digest", "weights_digest", "digest", "stored_digest", "is_current", "stale", "stamps"),
     locks: ("record_lock_owner", "forget_lock_owner", "clear_stale_lock", "_owner_file", "_process", "_alive", "_snakemakes"),
     book: ("toc", "toc_text", "write_toc", "install_static"),
     schedule: ("work_left",),
@@ -68,6 +68,7 @@ _OWNERS = {
         "library_errors",
         "exit_with_parent",
         "execute",
+        "execute_in_turn",
         "PATH_VARIABLES",
         "check_destination",
         "tidy",

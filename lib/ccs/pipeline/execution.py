@@ -11,6 +11,7 @@ the notebook's parameters cell (`ccs.pipeline.params`) before a kernel starts.
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import re
 import shutil
@@ -99,6 +100,18 @@ def _ipc_kernel_manager():
             # runs in another folder than this process
             self._ipc_dir = tempfile.mkdtemp(prefix="ccs-kernel-")
             self.ip = os.path.join(self._ipc_dir, "k")
+            self._clients = []
+
+        def client(self, **kwargs):
+            kc = super().client(**kwargs)
+            self._clients.append(kc)
+            return kc
+
+        def stop_clients(self) -> None:
+            """Close the channels of every client handed out (nbclient keeps its own open when the
+            kernel was not its to stop)."""
+            while self._clients:
+                self._clients.pop().stop_channels()
 
         async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
             # after Ctrl-C or SIGTERM: kill the kernel at once; a graceful shutdown request reaches a
@@ -187,10 +200,54 @@ def execute(run: Run, *, progress: bool = True, extra: dict | None = None, out_d
     and the files it wrote into place (`output_path`, or the folder `out_dir`). Returns the
     notebook's path. A cell that fails raises a NotebookError; SIGTERM and Ctrl-C stop the kernel
     and leave every page as it was."""
+    return execute_in_turn([run], progress=progress, extra=extra, out_dir=out_dir)[0]
+
+
+def execute_in_turn(
+    runs: list[Run], *, progress: bool = True, extra: dict | None = None, out_dir: Path | None = None
+) -> list[Path]:
+    """`execute` for several notebooks (the pages of one model, in book order) one after the other in
+    one kernel. Each page is checked before the kernel starts and written as soon as it has run, so a
+    failure or an interruption keeps the pages before it. Between pages the kernel forgets the page
+    before (`FRESH_PAGE`): what it keeps is what was imported, and the library's memoised loads. The
+    imports a page's kernel makes cost about 9 s of CPU (open_clip alone 4.4 s: benchmarks/README.md),
+    paid once per model instead of once per page. nbval re-executes every page in a kernel of its own,
+    so a page that leaned on the state of the one before it would fail the tests."""
     import jupytext
     import nbformat
-    import papermill
 
+    planned = [_plan(run, extra, out_dir) for run in runs]  # every check before the kernel starts
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the kernel inherits it: no progress bars in pages
+    _absolute_paths_for_the_kernel()
+    scratch = paths.scratch()
+    scratch.mkdir(exist_ok=True)
+    written = []
+    with _Signals() as signals, _kernel(scratch) as km:
+        for run, parameters, out in planned:
+            nb = jupytext.read(run.source)
+            nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+            with tempfile.TemporaryDirectory(dir=scratch, prefix=f"{run.model}-{run.experiment}-") as tmp:
+                work = Path(tmp) / "work"
+                work.mkdir()
+                src, dst = Path(tmp) / "source.ipynb", Path(tmp) / "executed.ipynb"
+                nbformat.write(nb, src)
+                executed = _run_in(km, run, src, dst, work, parameters, progress)
+                tidy(executed, run.model)
+                executed.metadata["ccs"] = {"digest": freshness.digest(run, extra), "parameters": parameters}
+                nbformat.write(executed, dst)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with signals.hold():
+                    for f in sorted(work.iterdir()):  # the files the notebook wrote (its JSON), then the page
+                        if f.is_file():
+                            _move(f, out.parent / f.name)
+                    _move(dst, out)
+            written.append(out)
+    return written
+
+
+def _plan(run: Run, extra: dict | None, out_dir: Path | None) -> tuple[Run, dict, Path]:
+    """Check a run before any kernel starts: its parameters, its weights, where its page goes.
+    Returns the run, the parameters papermill injects and the page's path."""
     from ccs import models
 
     extra = dict(extra or {})
@@ -207,45 +264,72 @@ def execute(run: Run, *, progress: bool = True, extra: dict | None = None, out_d
         models.check_weights(run.model)  # on disk and whole (not a truncated file)
     out = Path(out_dir) / f"{run.experiment}.ipynb" if out_dir else output_path(run, extra)
     check_destination(out.parent)  # writable: now, not after the whole run
-    nb = jupytext.read(run.source)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    os.environ.setdefault("TQDM_DISABLE", "1")  # the kernel inherits it: no progress bars in pages
-    _absolute_paths_for_the_kernel()
-    scratch = paths.scratch()
-    scratch.mkdir(exist_ok=True)
-    with _Signals() as signals, tempfile.TemporaryDirectory(dir=scratch, prefix=f"{run.model}-{run.experiment}-") as tmp:
-        work = Path(tmp) / "work"
-        work.mkdir()
-        src, dst = Path(tmp) / "source.ipynb", Path(tmp) / "executed.ipynb"
-        nbformat.write(nb, src)
-        try:
-            executed = papermill.execute_notebook(
-                src,
-                dst,
-                parameters=parameters,
-                cwd=str(work),
-                kernel_name="python3",
-                progress_bar=progress,
-                kernel_manager_class=_ipc_kernel_manager(),
-                # papermill writes the whole notebook before and after every cell by default (up to
-                # 0.4 s a page): this one is a scratch copy nobody reads until the run ends
-                request_save_on_cell_execute=False,
-                # nbclient: once every cell is done the kernel holds nothing the page needs; a graceful
-                # shutdown waits for it to unload torch and the rest (about a second), a kill does not
-                shutdown_kernel="immediate",
-            )
-        except papermill.PapermillExecutionError as e:
-            raise _notebook_error(run, e) from e
-        tidy(executed, run.model)
-        executed.metadata["ccs"] = {"digest": freshness.digest(run, extra), "parameters": parameters}
-        nbformat.write(executed, dst)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with signals.hold():
-            for f in sorted(work.iterdir()):  # the files the notebook wrote (its JSON), then the page
-                if f.is_file():
-                    _move(f, out.parent / f.name)
-            _move(dst, out)
-    return out
+    return run, parameters, out
+
+
+# Run silently in the kernel before each page: the page before it leaves nothing the next one could
+# read (its names, its folder; the inline backend has closed its figures), and the execution counts
+# start at 1 as in a new kernel. Re-adding the catch-all "default" filter (a no-op: what applies when
+# no filter matches) makes every module's record of the warnings it has shown out of date, so a
+# warning is shown again on each page.
+FRESH_PAGE = """\
+import os as _os
+_os.chdir({cwd!r})  # first: the page before's folder is gone, and IPython's reset asks for the current one
+get_ipython().reset(new_session=False)
+import warnings as _warnings
+_warnings.filterwarnings("default", append=True)
+get_ipython().execution_count = 1
+del _warnings
+"""
+
+
+def _run_in(km, run: Run, src: Path, dst: Path, work: Path, parameters: dict, progress: bool):
+    """Execute the notebook `src` into `dst` with papermill in the started kernel of `km`, in the
+    folder `work`; returns the executed notebook."""
+    import papermill
+    from jupyter_core.utils import run_sync
+
+    kc = km.client()
+    kc.start_channels()
+    try:
+        run_sync(kc.wait_for_ready)(timeout=60)
+        reply = run_sync(kc.execute_interactive)(FRESH_PAGE.format(cwd=str(work)), silent=True, store_history=False, timeout=60)
+    finally:
+        kc.stop_channels()
+    if reply["content"]["status"] != "ok":
+        raise RuntimeError(f"the kernel could not be made ready for the {run.experiment} page: {reply['content']}")
+    try:
+        return papermill.execute_notebook(
+            src,
+            dst,
+            parameters=parameters,
+            km=km,  # the started kernel (nbclient then neither starts nor stops one)
+            kernel_name="python3",
+            progress_bar=progress,
+            # papermill writes the whole notebook before and after every cell by default (up to
+            # 0.4 s a page): this one is a scratch copy nobody reads until the run ends
+            request_save_on_cell_execute=False,
+        )
+    except papermill.PapermillExecutionError as e:
+        raise _notebook_error(run, e) from e
+    finally:
+        km.stop_clients()  # nbclient leaves a kernel it did not start, and its client, running
+
+
+@contextlib.contextmanager
+def _kernel(cwd: Path):
+    """A started kernel (over Unix sockets, ending with this process), shut down at once on leaving:
+    once the pages are written it holds nothing they need, and a graceful shutdown waits for it to
+    unload torch and the rest (about a second)."""
+    from jupyter_core.utils import run_sync
+
+    km = _ipc_kernel_manager()(kernel_name="python3")
+    # IPython's history in memory, as nbclient asks of the kernels it starts: no database in the home folder
+    run_sync(km.start_kernel)(cwd=str(cwd), extra_arguments=["--HistoryManager.hist_file=:memory:"])
+    try:
+        yield km
+    finally:
+        run_sync(km.shutdown_kernel)(now=True)
 
 
 # Paths in the environment that the kernel reads; it runs in a scratch folder, deleted after the run,

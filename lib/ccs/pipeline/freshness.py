@@ -4,7 +4,7 @@ Each executed page stores in its metadata the digest of what produced it: the no
 library and its data files, the page's parameters and the model's weights (`digest`). A page whose
 stored digest matches is current, so a fresh clone (where every file has the same time) executes
 nothing, and a changed parameter re-runs exactly the pages it feeds. The Snakefile sees this through a
-stamp file per page (`stamp`).
+stamp file per page (`stamps`).
 """
 
 from __future__ import annotations
@@ -68,24 +68,32 @@ def stale(path: Path | None = None) -> list[Run]:
     return [run for run in gridfile.runs(path) if not is_current(run)]
 
 
-def stamp(run: Run) -> tuple[Path, Path]:
-    """The two files through which Snakemake sees whether `run`'s page is current: its input, a stamp
-    dated to the epoch while the page's stored digest matches (never newer than anything) and to now
-    when it does not (newer than anything); and its output, a "done" file that stands for the page.
-    The page itself is not a Snakemake output because Snakemake deletes a job's outputs before it
-    runs the job: an interrupted run would lose the page. A current page gets its done file here,
-    so a fresh clone, which has none, runs nothing."""
-    path, done = paths.stamp_files(run.model, run.experiment)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if is_current(run):
-        if not path.exists() or path.stat().st_mtime != 0:
-            path.write_text(digest(run))
-            os.utime(path, (0, 0))
-        done.touch()
-    else:
-        # Written now, newer than the done file, and unlike any stamp before it: Snakemake re-runs a job
-        # whose input is newer than its output only if the input's content differs from what the job's
-        # last run recorded, and a page can be stale again for the digest it last ran with (an older copy
-        # put back, `git checkout book/runs`).
-        path.write_text(f"{digest(run)} stale at {time.time_ns()}")
-    return path, done
+def stamps(runs: list[Run]) -> dict[tuple[str, str], tuple[Path, bool]]:
+    """The files through which Snakemake sees whether pages are current: for each run, (model,
+    experiment) -> its stamp and whether its page is stale. A stamp is dated to the epoch while the
+    page's stored digest matches (never newer than anything) and to now when it does not (newer than
+    anything). The output of a model's job is a "done" file that stands for its pages (`paths.done_file`);
+    the pages themselves are not Snakemake outputs because Snakemake deletes a job's outputs before it
+    runs the job: an interrupted run would lose them. A model whose pages are all current gets its done
+    file here, so a fresh clone, which has none, runs nothing; every stamp is written first, so a stale
+    one is never older than that file."""
+    found = {}
+    for run in runs:
+        path = paths.stamp_file(run.model, run.experiment)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        current = is_current(run)
+        if current:
+            if not path.exists() or path.stat().st_mtime != 0:
+                path.write_text(digest(run))
+                os.utime(path, (0, 0))
+        else:
+            # Written now, newer than the done file, and unlike any stamp before it: Snakemake re-runs a
+            # job whose input is newer than its output only if the input's content differs from what the
+            # job's last run recorded, and a page can be stale again for the digest it last ran with (an
+            # older copy put back, `git checkout book/runs`).
+            path.write_text(f"{digest(run)} stale at {time.time_ns()}")
+        found[run.model, run.experiment] = (path, not current)
+    for model in {m for m, _ in found}:
+        if not any(stale for (m, _), (_, stale) in found.items() if m == model):
+            paths.done_file(model).touch()
+    return found

@@ -44,10 +44,14 @@ def scratch() -> Path:
     return ROOT / "runs-tmp"
 
 
-def stamp_files(model: str, experiment: str) -> tuple[Path, Path]:
-    """The stamp and the "done" file through which Snakemake sees a page (`freshness.stamp`)."""
-    base = ROOT / ".snakemake" / "ccs-stamps" / model
-    return base / f"{experiment}.stamp", base / f"{experiment}.done"
+def stamp_file(model: str, experiment: str) -> Path:
+    """The stamp through which Snakemake sees whether a page is current (`freshness.stamps`)."""
+    return ROOT / ".snakemake" / "ccs-stamps" / model / f"{experiment}.stamp"
+
+
+def done_file(model: str) -> Path:
+    """The "done" file that stands for a model's pages, the output of the Snakefile's job that runs them."""
+    return ROOT / ".snakemake" / "ccs-stamps" / f"{model}.done"
 
 
 def locks(root: Path | None = None) -> Path:
