@@ -18,7 +18,7 @@
 import os
 import sys
 
-from ccs import pipeline
+from ccs import models, pipeline
 
 ROOT = pipeline.ROOT
 # the process `ccs run` must end with: this Snakemake (set here, before it starts any job, so that a
@@ -38,9 +38,10 @@ MODELS = list(dict.fromkeys(model for model, _ in STAMPS))
 PAGES = {m: [str(stamp.relative_to(ROOT)) for (model, _), (stamp, _) in STAMPS.items() if model == m] for m in MODELS}
 SOURCES = {m: sorted({f"notebooks/{e}.py" for model, e in STAMPS if model == m}) for m in MODELS}
 STALE = {m: " ".join(e for (model, e), (_, stale) in STAMPS.items() if model == m and stale) for m in MODELS}
-# A ready job's priority: the stale work of its pages (ccs.pipeline.schedule), so that the jobs end
-# together instead of one running alone at the end.
-WORK = pipeline.work_left({key: stale for key, (_, stale) in STAMPS.items()})
+# A ready job's priority: the stale work of its pages, by the heads it analyses (ccs.pipeline.schedule),
+# so that the jobs end together instead of one running alone at the end.
+HEADS = {m: models.spec(m).heads * len(models.spec(m).analysed_layers) for m in MODELS}
+WORK = pipeline.work_left({key: stale for key, (_, stale) in STAMPS.items()}, HEADS)
 
 
 def page_threads():

@@ -323,9 +323,10 @@ def test_an_error_in_a_cell_is_the_library_message_alone(failing, capfd):
 
 
 def test_the_model_with_the_most_stale_work_left_goes_first():
-    """A ready job's priority is the stale work of its model's pages: a model with four stale pages
-    outranks one with two, a current page adds nothing, and an experiment without a measured time counts
-    as OTHER."""
+    """A ready job's priority is the stale work of its model's pages, by the heads it analyses: a model
+    with four stale pages outranks one with two, a current page adds nothing, an experiment without a
+    measured time counts as OTHER, and of two models with the same stale pages the one with more heads
+    goes first."""
     from ccs.pipeline import schedule
 
     s = schedule.SECONDS
@@ -346,6 +347,11 @@ def test_the_model_with_the_most_stale_work_left_goes_first():
         "b": s["pruning"] + s["seeds"],
         "c": 0,
     }
+    # as much stale work: the model that analyses more heads first (ccs-tiny before ccs-tiny-h4)
+    stale = {(m, e): True for m in (models.TINY, "ccs-tiny-h4") for e in ("textspan", "pruning")}
+    heads = {m: models.spec(m).heads * len(models.spec(m).analysed_layers) for m in (models.TINY, "ccs-tiny-h4")}
+    work = pipeline.work_left(stale, heads)
+    assert work[models.TINY] == 2 * work["ccs-tiny-h4"] == 32 * (s["textspan"] + s["pruning"])
 
 
 def test_a_stale_snakemake_lock_is_cleared_and_a_live_one_kept(tmp_path):
