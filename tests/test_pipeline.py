@@ -164,6 +164,34 @@ def test_a_models_pages_share_a_kernel_and_nothing_else(mini, tmp_path):
     assert not list((mini / "runs-tmp").iterdir())
 
 
+def test_a_pages_printed_text_is_one_output_per_run_of_one_stream():
+    """The kernel sends printed text in chunks that depend on timing (the same page ran twice split one
+    print differently): `tidy` joins each run of one stream, so a page's bytes depend on its content."""
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    def out(name, text):
+        return new_output("stream", name=name, text=text)
+
+    figure = new_output("display_data", data={"text/plain": "<Figure>"})
+    outputs = [
+        out("stdout", "a\n"),
+        out("stdout", "b\n"),
+        out("stderr", "w\n"),
+        out("stdout", "c\n"),
+        figure,
+        out("stdout", "d\n"),
+    ]
+    nb = new_notebook(cells=[new_code_cell("", outputs=outputs)])
+    pipeline.tidy(nb)
+    assert [(o.output_type, o.get("name"), o.get("text")) for o in nb.cells[0].outputs] == [
+        ("stream", "stdout", "a\nb\n"),
+        ("stream", "stderr", "w\n"),
+        ("stream", "stdout", "c\n"),
+        ("display_data", None, None),
+        ("stream", "stdout", "d\n"),
+    ]
+
+
 def test_pages_are_exact_and_content_addressed(mini):
     run = pipeline.find(models.TINY, "small")
     assert [r.experiment for r in pipeline.stale()] == ["small", "broken"]

@@ -394,7 +394,8 @@ def _move(src: Path, dst: Path) -> None:
 
 
 def tidy(nb, model: str | None = None) -> None:
-    """Make a page depend on its content only: deterministic cell ids, the injected-parameters cell
+    """Make a page depend on its content only: deterministic cell ids, each run of printed text as one
+    output (the kernel sends it in chunks that depend on timing), the injected-parameters cell
     hidden behind a toggle, and no run-specific metadata (times, durations, paths). The figure labels
     of a page of any model but the default get the model's name as a suffix (references too): the
     book holds every model's pages, and Sphinx wants each label once."""
@@ -402,6 +403,8 @@ def tidy(nb, model: str | None = None) -> None:
         _suffix_figure_labels(nb, model)
     for i, cell in enumerate(nb.cells):
         cell.id = f"c{i:03d}"
+        if cell.get("outputs"):
+            cell.outputs = _merged_streams(cell.outputs)
         tags = cell.metadata.get("tags", [])
         if "injected-parameters" in tags and "hide-input" not in tags:
             cell.metadata["tags"] = [*tags, "hide-input"]
@@ -411,6 +414,18 @@ def tidy(nb, model: str | None = None) -> None:
     for key in list(pm):
         if key != "parameters":
             pm.pop(key)
+
+
+def _merged_streams(outputs: list) -> list:
+    """`outputs` with each run of consecutive stream outputs of one stream (stdout, stderr) as one."""
+    merged = []
+    for out in outputs:
+        last = merged[-1] if merged else None
+        if out.output_type == "stream" and last is not None and last.output_type == "stream" and last.name == out.name:
+            last.text += out.text
+        else:
+            merged.append(out)
+    return merged
 
 
 TINY_MODEL = "ccs-tiny"  # the book's default model (ccs.models.TINY; not imported: this module stays light)
