@@ -57,7 +57,7 @@ def test_ccs_run_error_line_never_shows_the_key(monkeypatch, tmp_path):
             traceback=["Traceback (most recent call last)", echoed],
         )
 
-    monkeypatch.setattr(pipeline, "execute", execute)
+    monkeypatch.setattr(pipeline, "execute_in_turn", execute)
     for args in ([], ["--debug"]):
         result = CliRunner().invoke(app, [*args, "run", "ccs-tiny", "ccs", "-p", "backend=openai"])
         assert result.exit_code == 1 and "error:" in result.output, result.output
