@@ -2,12 +2,17 @@
 
     python benchmarks/machinery.py                          # ccs-tiny's TextSpan and CCS pages
     python benchmarks/machinery.py --pages ccs-tiny/ood:eval_seed=2 --repeat 3
+    python benchmarks/machinery.py --in-turn ccs-tiny/textspan,ccs:images=999   # pages in one kernel
 
 For each page, alternately and `--repeat` times: the page's code cells as one plain Python script
 (jupytext's reading of notebooks/EXPERIMENT.py, the parameters a run would inject, in a fresh
 interpreter in an empty folder: imports included, no kernel, no notebook written), and `ccs run
 MODEL EXPERIMENT -p KEY=VALUE` (a parameter other than the book's, so the page goes under outputs/
 and the book is left alone; the decompositions and embeddings come from the warm cache either way).
+With `--in-turn`, several pages run in one `ccs run` (one kernel, as `make book` runs a model's
+pages): the machinery is then the time to the first page's first cell, between one page's last cell
+and the next one's first (writing the page, making the kernel fresh), and after the last page's last
+cell, shared among the pages.
 The difference of the medians includes what the kernel does beyond the code (rendering each figure
 to PNG, each table to HTML). The machinery as issue 29 defines it is measured directly as well: from
 the moment `ccs run` is started to the first cell's start, and from the last cell's end to the moment
@@ -53,16 +58,17 @@ def timed(cmd: list[str], cwd: Path) -> float:
     return time.perf_counter() - t0
 
 
-# `ccs run` in a fresh interpreter, with papermill's first cell start and last cell end written to a file
-# before `tidy` strips them from the page.
+# `ccs run` in a fresh interpreter, with papermill's first cell start and last cell end of each page
+# written to a file before `tidy` strips them from the page.
 RUN = """
 import json, sys
 from ccs.pipeline import execution
-tidy = execution.tidy
+tidy, pages = execution.tidy, []
 def recording(nb, model=None):
     times = [c.metadata.get("papermill", {}) for c in nb.cells if c.cell_type == "code"]
     times = [t for t in times if t.get("start_time")]
-    json.dump([times[0]["start_time"], times[-1]["end_time"]], open(sys.argv[1], "w"))
+    pages.append([times[0]["start_time"], times[-1]["end_time"]])
+    json.dump(pages, open(sys.argv[1], "w"))
     tidy(nb, model)
 execution.tidy = recording
 from ccs.cli import app
@@ -70,20 +76,22 @@ app(sys.argv[2:])
 """
 
 
-def machinery(model: str, experiment: str, param: str, cwd: Path) -> tuple[float, float, float]:
-    """One `ccs run`: (seconds to the first cell, seconds from the last cell to the end, total)."""
+def machinery(model: str, experiments: list[str], param: str, cwd: Path) -> tuple[float, float, float]:
+    """One `ccs run` of one or more pages: (seconds to the first cell and between pages, seconds from
+    the last cell to the end, total)."""
     with tempfile.NamedTemporaryFile(suffix=".json") as times:
         t0 = time.time()
         subprocess.run(
-            [sys.executable, "-c", RUN, times.name, "run", model, experiment, "-p", param],
+            [sys.executable, "-c", RUN, times.name, "run", model, *experiments, "-p", param],
             cwd=cwd,
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         t1 = time.time()
-        first, last = (datetime.datetime.fromisoformat(t).timestamp() for t in json.load(open(times.name)))
-    return first - t0, t1 - last, t1 - t0
+        pages = [[datetime.datetime.fromisoformat(t).timestamp() for t in page] for page in json.load(open(times.name))]
+    before = pages[0][0] - t0 + sum(b[0] - a[1] for a, b in zip(pages, pages[1:]))
+    return before, t1 - pages[-1][1], t1 - t0
 
 
 def main() -> None:
@@ -95,7 +103,23 @@ def main() -> None:
         help="MODEL/EXPERIMENT:KEY=VALUE, the parameter that keeps the run off the book's page",
     )
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--in-turn",
+        metavar="MODEL/EXP,EXP,...:KEY=VALUE",
+        help="instead: these pages in one `ccs run` (after one run that warms the cache), the machinery per page",
+    )
     args = parser.parse_args()
+    if args.in_turn:
+        name, param = args.in_turn.split(":")
+        model, experiments = name.split("/")
+        experiments = experiments.split(",")
+        machinery(model, experiments, param, ROOT)  # warms the cache for this parameter
+        runs = [machinery(model, experiments, param, ROOT) for _ in range(args.repeat)]
+        before, after, r = (statistics.median(x) for x in zip(*runs))
+        n = len(experiments)
+        print(f"{name} ({param}) in one kernel: `ccs run` {r:.1f} s; machinery {before + after:.2f} s in all, ", end="")
+        print(f"{(before + after) / n:.2f} s a page (medians of {args.repeat})")
+        return
     for page in args.pages:
         name, param = page.split(":")
         model, experiment = name.split("/")
@@ -106,7 +130,7 @@ def main() -> None:
             cells, run = [], []
             for _ in range(args.repeat):
                 cells.append(timed([sys.executable, str(path)], Path(tmp)))
-                run.append(machinery(model, experiment, param, ROOT))
+                run.append(machinery(model, [experiment], param, ROOT))
         c = statistics.median(cells)
         before, after, r = (statistics.median(x) for x in zip(*run))
         print(f"{name} ({param}): cells as a script {c:.1f} s, `ccs run` {r:.1f} s (difference {r - c:.1f} s); ", end="")
