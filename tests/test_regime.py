@@ -214,6 +214,7 @@ def test_the_page_opens_with_what_the_rule_settled_and_the_best_model_reached():
     last = counted(_row("captions", 0.0, 0.0, full=True))
     text = regime.summary_text([*short[::2], zoo, rich, last])  # rich and captions, both at full length
     assert "settled 2 of the 2 configurations" in text and "none qualifies: the rule chooses nothing." in text
+    assert text.endswith("By the fallback, the book stays on the zoo (zoo:ccs-tiny is not told apart from the default recipe).")
     rule = regime.rule_text([*short[::2], zoo, rich, last])
     assert "Every configuration in its rank is settled and none qualifies: the rule chooses nothing. By the fallback" in rule
     assert regime.rule_text([*short, zoo, rich]).endswith("The rule has not chosen a recipe yet.")  # deep waits
@@ -243,6 +244,8 @@ def test_if_the_rule_chooses_nothing_the_book_moves_only_to_a_model_told_apart_f
     moves, best, p = regime.fallback(strong)  # no study run beats h4's share, so the rule chose nothing
     assert regime.select(strong)[0] is None and moves["configuration"] == "zoo:ccs-tiny-h4" and p < 0.001
     assert "By the fallback, the book moves to **zoo:ccs-tiny-h4**" in regime.rule_text(strong)
+    assert regime.summary_text(strong).endswith("By the fallback, the book moves to **zoo:ccs-tiny-h4**.")
+    assert "fallback" not in regime.summary_text(waiting)  # the rule still waits
 
 
 def test_the_page_says_whether_a_short_run_keeps_its_place_on_another_seed():

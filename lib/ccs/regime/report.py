@@ -407,8 +407,9 @@ def page(out: Path = Path("book") / "regime.md") -> Path:
 
 
 def summary_text(rows: list[dict]) -> str:
-    """The page in three sentences: how many configurations the rule has settled, what it chose or
-    waits for, and the best full-length model that meets the concept targets."""
+    """The page in a few sentences: how many configurations the rule has settled, what it chose or
+    waits for, the best full-length model that meets the concept targets, and, once the rule has chosen
+    nothing, what the fallback decides."""
     order = rank(rows)
     settled = [r for r in order if full_run(rows, r) is not None]
     chosen, _ = select(rows)
@@ -429,9 +430,18 @@ def summary_text(rows: list[dict]) -> str:
         if meets
         else ""
     )
+    moves, tested, _ = fallback(rows)
+    why = f" ({tested['configuration']} is not told apart from the default recipe)" if tested else ""
+    decided = (
+        ""
+        if chosen or waiting or not order
+        else f" By the fallback, the book moves to **{moves['configuration']}**."
+        if moves
+        else f" By the fallback, the book stays on the zoo{why}."
+    )
     return (
         f"**In short.** The rule has settled {len(settled)} of the {len(order)} configurations in its rank by a "
-        f"model trained at full length; {step}.{best}"
+        f"model trained at full length; {step}.{best}{decided}"
     )
 
 
