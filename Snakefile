@@ -18,7 +18,8 @@
 import os
 import sys
 
-from ccs import models, pipeline
+from ccs import pipeline
+from ccs.pipeline import schedule
 
 ROOT = pipeline.ROOT
 # the process `ccs run` must end with: this Snakemake (set here, before it starts any job, so that a
@@ -40,8 +41,7 @@ SOURCES = {m: sorted({f"notebooks/{e}.py" for model, e in STAMPS if model == m})
 STALE = {m: " ".join(e for (model, e), (_, stale) in STAMPS.items() if model == m and stale) for m in MODELS}
 # A ready job's priority: the stale work of its pages, by the heads it analyses (ccs.pipeline.schedule),
 # so that the jobs end together instead of one running alone at the end.
-HEADS = {m: models.spec(m).heads * len(models.spec(m).analysed_layers) for m in MODELS}
-WORK = pipeline.work_left({key: stale for key, (_, stale) in STAMPS.items()}, HEADS)
+WORK = schedule.work_left({key: stale for key, (_, stale) in STAMPS.items()}, schedule.analysed_heads(MODELS))
 
 
 def page_threads():

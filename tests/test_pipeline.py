@@ -377,7 +377,7 @@ def test_the_model_with_the_most_stale_work_left_goes_first():
     }
     # as much stale work: the model that analyses more heads first (ccs-tiny before ccs-tiny-h4)
     stale = {(m, e): True for m in (models.TINY, "ccs-tiny-h4") for e in ("textspan", "pruning")}
-    heads = {m: models.spec(m).heads * len(models.spec(m).analysed_layers) for m in (models.TINY, "ccs-tiny-h4")}
+    heads = schedule.analysed_heads([models.TINY, "ccs-tiny-h4"])
     work = pipeline.work_left(stale, heads)
     assert work[models.TINY] == 2 * work["ccs-tiny-h4"] == 32 * (s["textspan"] + s["pruning"])
 

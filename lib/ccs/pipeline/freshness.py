@@ -93,7 +93,7 @@ def stamps(runs: list[Run]) -> dict[tuple[str, str], tuple[Path, bool]]:
             # older copy put back, `git checkout book/runs`).
             path.write_text(f"{digest(run)} stale at {time.time_ns()}")
         found[run.model, run.experiment] = (path, not current)
-    for model in {m for m, _ in found}:
-        if not any(stale for (m, _), (_, stale) in found.items() if m == model):
-            paths.done_file(model).touch()
+    stale_models = {model for (model, _), (_, stale) in found.items() if stale}
+    for model in {model for model, _ in found} - stale_models:
+        paths.done_file(model).touch()
     return found

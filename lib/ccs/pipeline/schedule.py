@@ -13,7 +13,7 @@ one goes last (started first, it left a model of 32 heads alone at the end: 9 mi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 # A page's seconds at one thread on 2 cores (ccs-tiny from an empty cache, benchmarks/README.md): only
 # their proportions matter. An experiment not listed counts as `OTHER`.
@@ -30,3 +30,10 @@ def work_left(stale: Mapping[tuple[str, str], bool], heads: Mapping[str, int] | 
         seconds = SECONDS.get(experiment, OTHER) if is_stale else 0
         work[model] = work.get(model, 0) + seconds * (heads or {}).get(model, 1)
     return work
+
+
+def analysed_heads(names: Iterable[str]) -> dict[str, int]:
+    """Each model's analysed heads (heads per layer times analysed layers): `work_left`'s `heads`."""
+    from ccs import models
+
+    return {name: models.spec(name).heads * len(models.spec(name).analysed_layers) for name in names}
